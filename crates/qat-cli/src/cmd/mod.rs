@@ -1,0 +1,19 @@
+pub mod generate;
+pub mod import;
+
+use anyhow::{Context, bail};
+use burn::tensor::Device;
+
+/// The compute device named on the command line.
+pub fn device(name: &str) -> anyhow::Result<Device> {
+    match name {
+        "cpu" | "flex" => Ok(Device::flex()),
+        other => bail!("unknown device `{other}` (this build supports: cpu)"),
+    }
+}
+
+/// Loads a checkpoint directory's model onto `device`.
+pub fn load_model(dir: &std::path::Path, device: &Device) -> anyhow::Result<qat_model::CausalLm> {
+    let ckpt = qat_model::Checkpoint::open(dir).with_context(|| format!("opening checkpoint {}", dir.display()))?;
+    Ok(qat_model::CausalLm::from_checkpoint(&ckpt, device)?)
+}

@@ -1,0 +1,36 @@
+//! The `qat` command line: argument parsing and one module per subcommand.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "qat", version, about = "Quantization-aware training for LLMs: load HF checkpoints, fake-quantize, train, export.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a checkpoint (greedy or sampled; raw prompt or chat).
+    Generate(cmd::generate::Args),
+    /// Convert a GGUF model into a Hugging Face checkpoint directory.
+    Import(cmd::import::Args),
+}
+
+/// Parses arguments, runs the command, prints the whole error chain on failure.
+pub fn run() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(a) => cmd::generate::run(a),
+        Command::Import(a) => cmd::import::run(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! ggml tensor types and their block layouts (`ggml-common.h`; table in
+//! `shared/docs/formats.md` §4). Dequantization follows `ggml-quants.c`'s
+//! `dequantize_row_*` exactly, in f32.
+
+use half::{bf16, f16};
+
+/// The ggml types qat reads or writes (named as in ggml).
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GgmlType {
+    F32,
+    F16,
+    Q4_0,
+    Q4_1,
+    Q8_0,
+    Q2_K,
+    Q6_K,
+    BF16,
+    TQ2_0,
+}
+
+impl GgmlType {
+    pub fn from_id(id: u32) -> Option<Self> {
+        Some(match id {
+            0 => Self::F32,
+            1 => Self::F16,
+            2 => Self::Q4_0,
+            3 => Self::Q4_1,
+            8 => Self::Q8_0,
+            10 => Self::Q2_K,
+            14 => Self::Q6_K,
+            30 => Self::BF16,
+            35 => Self::TQ2_0,
+            _ => return None,
+        })
+    }
+
+    pub fn id(self) -> u32 {
+        match self {
+            Self::F32 => 0,
+            Self::F16 => 1,
+            Self::Q4_0 => 2,
+            Self::Q4_1 => 3,
+            Self::Q8_0 => 8,
+            Self::Q2_K => 10,
+            Self::Q6_K => 14,
+            Self::BF16 => 30,
+            Self::TQ2_0 => 35,
+        }
+    }
+
+    /// Elements per block.
+    pub fn block_size(self) -> usize {
+        match self {
+            Self::F32 | Self::F16 | Self::BF16 => 1,
+            Self::Q4_0 | Self::Q4_1 | Self::Q8_0 => 32,
+            Self::Q2_K | Self::Q6_K | Self::TQ2_0 => 256,
+        }
+    }
+
+    /// Bytes per block.
+    pub fn type_size(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::F16 | Self::BF16 => 2,
+            Self::Q4_0 => 18,
+            Self::Q4_1 => 20,
+            Self::Q8_0 => 34,
+            Self::Q2_K => 84,
+            Self::Q6_K => 210,
+            Self::TQ2_0 => 66,
+        }
+    }
+
+    /// Bytes for `n` elements (`n` a multiple of the block size).
+    pub fn row_bytes(self, n: u64) -> u64 {
+        n / self.block_size() as u64 * self.type_size() as u64
+    }
+
+    /// Bits per weight on disk.
+    pub fn bits_per_weight(self) -> f64 {
+        self.type_size() as f64 * 8.0 / self.block_size() as f64
+    }
+}
+
+fn f16_at(b: &[u8], i: usize) -> f32 {
+    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
+/// Dequantizes `n` elements of type `ty` from `bytes` into f32.
+pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>, String> {
+    let bs = ty.block_size();
+    if n % bs != 0 {
+        return Err(format!("{n} elements is not a multiple of the {ty:?} block size {bs}"));
+    }
+    let need = (n / bs) * ty.type_size();
+    if bytes.len() < need {
+        return Err(format!("{ty:?} data has {} bytes, {need} needed for {n} elements", bytes.len()));
+    }
+    let mut out = Vec::with_capacity(n);
+    for block in bytes[..need].chunks_exact(ty.type_size()) {
+        dequantize_block(ty, block, &mut out);
+    }
+    Ok(out)
+}
+
+fn dequantize_block(ty: GgmlType, b: &[u8], out: &mut Vec<f32>) {
+    match ty {
+        GgmlType::F32 => out.push(f32::from_le_bytes(b.try_into().unwrap())),
+        GgmlType::F16 => out.push(f16_at(b, 0)),
+        GgmlType::BF16 => out.push(bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+        GgmlType::Q8_0 => {
+            let d = f16_at(b, 0);
+            out.extend(b[2..34].iter().map(|&q| q as i8 as f32 * d));
+        }
+        GgmlType::Q4_0 => {
+            let d = f16_at(b, 0);
+            let qs = &b[2..18];
+            out.extend(qs.iter().map(|&q| ((q & 0xF) as i32 - 8) as f32 * d));
+            out.extend(qs.iter().map(|&q| ((q >> 4) as i32 - 8) as f32 * d));
+        }
+        GgmlType::Q4_1 => {
+            let (d, m) = (f16_at(b, 0), f16_at(b, 2));
+            let qs = &b[4..20];
+            out.extend(qs.iter().map(|&q| (q & 0xF) as f32 * d + m));
+            out.extend(qs.iter().map(|&q| (q >> 4) as f32 * d + m));
+        }
+        GgmlType::Q2_K => {
+            let (scales, qs) = (&b[0..16], &b[16..80]);
+            let (d, dmin) = (f16_at(b, 80), f16_at(b, 82));
+            for e in 0..256 {
+                let sc = scales[e / 16];
+                let q = (qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
+                out.push(d * (sc & 15) as f32 * q as f32 - dmin * (sc >> 4) as f32);
+            }
+        }
+        GgmlType::Q6_K => {
+            // ql[128] @0, qh[64] @128, scales i8[16] @192, d f16 @208 (dequantize_row_q6_K).
+            let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
+            let d = f16_at(b, 208);
+            let mut y = [0f32; 256];
+            for half in 0..2 {
+                let (ql, qh, sc) = (&ql[64 * half..], &qh[32 * half..], &sc[8 * half..]);
+                for l in 0..32 {
+                    let is = l / 16;
+                    let q1 = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i32 - 32;
+                    let q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
+                    let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
+                    let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
+                    let base = 128 * half;
+                    y[base + l] = d * (sc[is] as i8) as f32 * q1 as f32;
+                    y[base + l + 32] = d * (sc[is + 2] as i8) as f32 * q2 as f32;
+                    y[base + l + 64] = d * (sc[is + 4] as i8) as f32 * q3 as f32;
+                    y[base + l + 96] = d * (sc[is + 6] as i8) as f32 * q4 as f32;
+                }
+            }
+            out.extend_from_slice(&y);
+        }
+        GgmlType::TQ2_0 => {
+            let (qs, d) = (&b[0..64], f16_at(b, 64));
+            for c in 0..2 {
+                for l in 0..4 {
+                    for m in 0..32 {
+                        let q = ((qs[c * 32 + m] >> (2 * l)) & 3) as i32 - 1;
+                        out.push(q as f32 * d);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Encodes f32 values as F32, F16 or BF16 (round to nearest even), or as Q8_0 / Q4_0 with
+/// ggml's reference quantizers (`quantize_row_q8_0_ref`, `quantize_row_q4_0_ref`).
+pub fn quantize(ty: GgmlType, values: &[f32]) -> Result<Vec<u8>, String> {
+    let bs = ty.block_size();
+    if values.len() % bs != 0 {
+        return Err(format!("{} elements is not a multiple of the {ty:?} block size {bs}", values.len()));
+    }
+    let mut out = Vec::with_capacity(ty.row_bytes(values.len() as u64) as usize);
+    match ty {
+        GgmlType::F32 => values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        GgmlType::F16 => values.iter().for_each(|v| out.extend_from_slice(&f16::from_f32(*v).to_le_bytes())),
+        GgmlType::BF16 => values.iter().for_each(|v| out.extend_from_slice(&bf16::from_f32(*v).to_le_bytes())),
+        GgmlType::Q8_0 => {
+            for x in values.chunks_exact(32) {
+                let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let d = amax / 127.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+                out.extend(x.iter().map(|v| (v * id).round() as i8 as u8));
+            }
+        }
+        GgmlType::Q4_0 => {
+            for x in values.chunks_exact(32) {
+                let max = x.iter().fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+                let d = max / -8.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+                let q = |v: f32| ((v * id + 8.5) as i8).min(15) as u8;
+                out.extend((0..16).map(|j| q(x[j]) | (q(x[j + 16]) << 4)));
+            }
+        }
+        other => return Err(format!("quantizing to {other:?} needs scheme-specific codes (qat-export)")),
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q2_k_block_follows_the_documented_formula() {
+        // scales byte 0x32 (sc = 2, m = 3), d = dmin = h: y = 2h·q − 3h, the SEQ levels.
+        let h = 0.25f32;
+        let mut b = vec![0x32u8; 16];
+        let codes: Vec<u8> = (0..256).map(|e| (e * 7 % 4) as u8).collect();
+        let mut qs = [0u8; 64];
+        for (e, &q) in codes.iter().enumerate() {
+            qs[32 * (e / 128) + e % 32] |= q << (2 * ((e % 128) / 32));
+        }
+        b.extend_from_slice(&qs);
+        b.extend_from_slice(&f16::from_f32(h).to_le_bytes());
+        b.extend_from_slice(&f16::from_f32(h).to_le_bytes());
+        let y = dequantize(GgmlType::Q2_K, &b, 256).unwrap();
+        for (e, &q) in codes.iter().enumerate() {
+            assert_eq!(y[e], 2.0 * h * (q as f32 - 1.5), "element {e}");
+        }
+    }
+
+    #[test]
+    fn tq2_0_block_follows_the_documented_formula() {
+        let d = 0.5f32;
+        let codes: Vec<u8> = (0..256).map(|e| (e * 5 % 3) as u8).collect();
+        let mut qs = [0u8; 64];
+        for c in 0..2 {
+            for l in 0..4 {
+                for m in 0..32 {
+                    qs[c * 32 + m] |= codes[c * 128 + l * 32 + m] << (2 * l);
+                }
+            }
+        }
+        let mut b = qs.to_vec();
+        b.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+        let y = dequantize(GgmlType::TQ2_0, &b, 256).unwrap();
+        for e in 0..256 {
+            assert_eq!(y[e], (codes[e] as f32 - 1.0) * d);
+        }
+    }
+
+    #[test]
+    fn q4_1_and_q4_0_nibble_order() {
+        let mut b = f16::from_f32(2.0).to_le_bytes().to_vec();
+        b.extend_from_slice(&f16::from_f32(-1.0).to_le_bytes());
+        b.extend((0..16u8).map(|j| j | ((15 - j) << 4)));
+        let y = dequantize(GgmlType::Q4_1, &b, 32).unwrap();
+        assert_eq!(y[3], 3.0 * 2.0 - 1.0);
+        assert_eq!(y[16 + 3], 12.0 * 2.0 - 1.0);
+        let mut b = f16::from_f32(0.5).to_le_bytes().to_vec();
+        b.extend((0..16u8).map(|j| j | ((15 - j) << 4)));
+        let y = dequantize(GgmlType::Q4_0, &b, 32).unwrap();
+        assert_eq!(y[0], -4.0);
+        assert_eq!(y[16], 3.5);
+    }
+
+    #[test]
+    fn reference_quantizers_round_trip_within_half_a_step() {
+        let x: Vec<f32> = (0..64).map(|i| ((i * 37 % 64) as f32 - 31.5) / 10.0).collect();
+        for ty in [GgmlType::Q8_0, GgmlType::Q4_0] {
+            let y = dequantize(ty, &quantize(ty, &x).unwrap(), 64).unwrap();
+            let steps = if ty == GgmlType::Q8_0 { 127.0 } else { 8.0 };
+            for blk in 0..2 {
+                let amax = x[blk * 32..][..32].iter().fold(0f32, |m, v| m.max(v.abs()));
+                for j in blk * 32..blk * 32 + 32 {
+                    assert!((x[j] - y[j]).abs() <= amax / steps * 0.5 + 1e-3, "{ty:?} {j}: {} vs {}", x[j], y[j]);
+                }
+            }
+        }
+        for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
+            let y = dequantize(ty, &quantize(ty, &x).unwrap(), 64).unwrap();
+            for j in 0..64 {
+                assert!((x[j] - y[j]).abs() <= x[j].abs() / 128.0, "{ty:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn short_or_misaligned_data_is_an_error() {
+        assert!(dequantize(GgmlType::Q8_0, &[0u8; 33], 32).is_err());
+        assert!(dequantize(GgmlType::Q8_0, &[0u8; 34], 31).is_err());
+    }
+}

@@ -1,0 +1,438 @@
+//! The decoder: pre-norm Llama blocks (RMSNorm, GQA attention with rotate-half RoPE, SwiGLU
+//! MLP), with the per-architecture differences as flags from [`ModelConfig`].
+//!
+//! Field names follow the checkpoint keys (`model.layers.{i}.self_attn.q_proj.weight`), so
+//! [`CausalLm::hf_tensor_names`] is the single list both loading and export use.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use burn::module::{Module, Param};
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use qat_quant::QLinear;
+
+use crate::config::{ModelConfig, QkNorm};
+use crate::{Checkpoint, ModelError};
+
+/// Added to attention scores of masked positions. Finite so that a fully masked (padding)
+/// query row gives a uniform distribution instead of NaN, which would poison gradients.
+const MASKED: f32 = -1e9;
+
+/// RMSNorm over the last dimension: `x / sqrt(mean(x²) + eps) · weight`, computed in f32.
+#[derive(Module, Debug)]
+pub struct RmsNorm {
+    pub weight: Param<Tensor<1>>,
+    #[module(skip)]
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn new(weight: Tensor<1>, eps: f64) -> Self {
+        RmsNorm { weight: Param::from_tensor(weight), eps }
+    }
+
+    /// # Shapes
+    /// `[..., d]` → `[..., d]`.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let var = x.clone().square().mean_dim(D - 1);
+        let w: Tensor<D> = self.weight.val().unsqueeze();
+        x * (var + self.eps).sqrt().recip() * w
+    }
+}
+
+/// Rotary position embedding in rotate-half (NEOX) form, as transformers implements it.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    inv_freq: Vec<f32>,
+}
+
+impl Rope {
+    pub fn new(cfg: &ModelConfig) -> Self {
+        let hd = cfg.head_dim as f64;
+        let mut inv_freq: Vec<f64> = (0..cfg.head_dim / 2).map(|i| 1.0 / cfg.rope_base.powf(2.0 * i as f64 / hd)).collect();
+        if let Some(s) = cfg.rope_llama3 {
+            // transformers `_compute_llama3_parameters`.
+            let low_wavelen = s.original_max_position_embeddings / s.low_freq_factor;
+            let high_wavelen = s.original_max_position_embeddings / s.high_freq_factor;
+            for f in &mut inv_freq {
+                let wavelen = 2.0 * std::f64::consts::PI / *f;
+                if wavelen > low_wavelen {
+                    *f /= s.factor;
+                } else if wavelen >= high_wavelen {
+                    let smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor)
+                        / (s.high_freq_factor - s.low_freq_factor);
+                    *f = (1.0 - smooth) * *f / s.factor + smooth * *f;
+                }
+            }
+        }
+        Rope { inv_freq: inv_freq.into_iter().map(|f| f as f32).collect() }
+    }
+
+    /// `(cos, sin)` of shape `[B, 1, T, head_dim]` for integer positions `[B, T]`.
+    pub fn tables(&self, positions: Tensor<2, Int>) -> (Tensor<4>, Tensor<4>) {
+        let device = positions.device();
+        let n = self.inv_freq.len();
+        let inv = Tensor::<1>::from_data(TensorData::new(self.inv_freq.clone(), [n]), &device);
+        let freqs = positions.float().unsqueeze_dim::<3>(2) * inv.reshape([1, 1, n]);
+        let emb = Tensor::cat(vec![freqs.clone(), freqs], 2).unsqueeze_dim::<4>(1);
+        (emb.clone().cos(), emb.sin())
+    }
+
+    /// # Shapes
+    /// `x: [B, heads, T, hd]`, tables `[B, 1, T, hd]`.
+    pub fn apply(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+        let hd = x.dims()[3];
+        let x1 = x.clone().narrow(3, 0, hd / 2);
+        let x2 = x.clone().narrow(3, hd / 2, hd / 2);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+        x * cos.clone() + rotated * sin.clone()
+    }
+}
+
+/// Positions and additive attention mask for one forward pass.
+#[derive(Debug, Clone)]
+pub struct AttentionBatch {
+    /// `[B, T]` RoPE positions.
+    pub positions: Tensor<2, Int>,
+    /// `[B, 1, T, S]`: 0 where a query may attend to a key, [`MASKED`] elsewhere. `S` counts
+    /// cached keys first.
+    pub bias: Tensor<4>,
+}
+
+impl AttentionBatch {
+    /// Causal attention over right-padded rows: row `b` has `lengths[b]` real tokens out of `t`,
+    /// after `past` cached tokens shared by all rows. Padding keys are masked.
+    pub fn causal(lengths: &[usize], t: usize, past: usize, device: &Device) -> Self {
+        let b = lengths.len();
+        let s = past + t;
+        let mut bias = vec![MASKED; b * t * s];
+        let mut pos = Vec::with_capacity(b * t);
+        for (row, &len) in lengths.iter().enumerate() {
+            for q in 0..t {
+                pos.push((past + q) as i64);
+                for k in 0..=past + q {
+                    if k < past + len {
+                        bias[(row * t + q) * s + k] = 0.0;
+                    }
+                }
+            }
+        }
+        Self::from_parts(pos, bias, b, t, s, device)
+    }
+
+    /// Packed training rows: `segments[b][i]` is the document index of token `i`. Attention is
+    /// causal within a document and never crosses one; positions restart at each document.
+    pub fn packed(segments: &[Vec<u32>], device: &Device) -> Self {
+        let b = segments.len();
+        let t = segments.first().map_or(0, Vec::len);
+        let mut bias = vec![MASKED; b * t * t];
+        let mut pos = Vec::with_capacity(b * t);
+        for (row, seg) in segments.iter().enumerate() {
+            assert_eq!(seg.len(), t, "packed rows must have equal length");
+            let mut start = 0;
+            for q in 0..t {
+                if q > 0 && seg[q] != seg[q - 1] {
+                    start = q;
+                }
+                pos.push((q - start) as i64);
+                for k in start..=q {
+                    bias[(row * t + q) * t + k] = 0.0;
+                }
+            }
+        }
+        Self::from_parts(pos, bias, b, t, t, device)
+    }
+
+    fn from_parts(pos: Vec<i64>, bias: Vec<f32>, b: usize, t: usize, s: usize, device: &Device) -> Self {
+        AttentionBatch {
+            positions: Tensor::from_data(TensorData::new(pos, [b, t]), device),
+            bias: Tensor::from_data(TensorData::new(bias, [b, 1, t, s]), device),
+        }
+    }
+}
+
+/// Keys and values of earlier tokens, per layer: `[B, kv_heads, S, hd]`.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+}
+
+impl KvCache {
+    pub fn new(n_layers: usize) -> Self {
+        KvCache { layers: vec![None; n_layers] }
+    }
+
+    /// Number of cached positions.
+    pub fn len(&self) -> usize {
+        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |(k, _)| k.dims()[2])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub q_proj: QLinear,
+    pub k_proj: QLinear,
+    pub v_proj: QLinear,
+    pub o_proj: QLinear,
+    /// Qwen3 `q_norm` / Hunyuan `query_layernorm`.
+    pub q_norm: Option<RmsNorm>,
+    pub k_norm: Option<RmsNorm>,
+    #[module(skip)]
+    shape: (usize, usize, usize),
+    #[module(skip)]
+    norm_after_rope: bool,
+}
+
+impl Attention {
+    /// # Shapes
+    /// `x: [B, T, hidden]` → `[B, T, hidden]`; `bias: [B, 1, T, S]`.
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        rope: &(Tensor<4>, Tensor<4>),
+        bias: &Tensor<4>,
+        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+    ) -> Tensor<3> {
+        let [b, t, _] = x.dims();
+        let (nh, nkv, hd) = self.shape;
+        let heads = |p: &QLinear, n: usize| p.forward(x.clone()).reshape([b, t, n, hd]).swap_dims(1, 2);
+        let (mut q, mut k, v) = (heads(&self.q_proj, nh), heads(&self.k_proj, nkv), heads(&self.v_proj, nkv));
+        let norm = |q: Tensor<4>, k: Tensor<4>| match (&self.q_norm, &self.k_norm) {
+            (Some(qn), Some(kn)) => (qn.forward(q), kn.forward(k)),
+            _ => (q, k),
+        };
+        if !self.norm_after_rope {
+            (q, k) = norm(q, k);
+        }
+        q = Rope::apply(q, &rope.0, &rope.1);
+        k = Rope::apply(k, &rope.0, &rope.1);
+        if self.norm_after_rope {
+            (q, k) = norm(q, k);
+        }
+        let (k, v) = match cache {
+            Some(slot) => {
+                let kv = match slot.take() {
+                    Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
+                    None => (k, v),
+                };
+                *slot = Some(kv.clone());
+                kv
+            }
+            None => (k, v),
+        };
+        let s = k.dims()[2];
+        // GQA without repeating K/V: query heads that share a kv head are stacked along the
+        // sequence axis ([B, kv, rep·T, hd]), matching transformers' `repeat_kv` head order.
+        let rep = nh / nkv;
+        let q = q.reshape([b, nkv, rep * t, hd]);
+        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
+        let scores = scores.reshape([b, nkv, rep, t, s]) + bias.clone().unsqueeze_dim::<5>(1);
+        let probs = softmax(scores, 4).reshape([b, nkv, rep * t, s]);
+        let out = probs.matmul(v).reshape([b, nh, t, hd]).swap_dims(1, 2).reshape([b, t, nh * hd]);
+        self.o_proj.forward(out)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub gate_proj: QLinear,
+    pub up_proj: QLinear,
+    pub down_proj: QLinear,
+}
+
+impl Mlp {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.down_proj.forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct DecoderLayer {
+    pub input_layernorm: RmsNorm,
+    pub self_attn: Attention,
+    pub post_attention_layernorm: RmsNorm,
+    pub mlp: Mlp,
+}
+
+/// A decoder-only causal language model.
+#[derive(Module, Debug)]
+pub struct CausalLm {
+    pub embed_tokens: Param<Tensor<2>>,
+    pub layers: Vec<DecoderLayer>,
+    pub norm: RmsNorm,
+    /// `None` when the embeddings are tied.
+    pub lm_head: Option<QLinear>,
+    #[module(skip)]
+    pub config: ModelConfig,
+    #[module(skip)]
+    rope: Rope,
+}
+
+impl CausalLm {
+    /// Every checkpoint tensor of this architecture with its shape, in a fixed order.
+    pub fn hf_tensor_names(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+        let (h, hd) = (cfg.hidden_size, cfg.head_dim);
+        let (q, kv) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
+        let mut v = vec![("model.embed_tokens.weight".to_string(), vec![cfg.vocab_size, h])];
+        for i in 0..cfg.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            v.push((format!("{p}.input_layernorm.weight"), vec![h]));
+            for (name, out) in [("q_proj", q), ("k_proj", kv), ("v_proj", kv)] {
+                v.push((format!("{p}.self_attn.{name}.weight"), vec![out, h]));
+                if cfg.qkv_bias {
+                    v.push((format!("{p}.self_attn.{name}.bias"), vec![out]));
+                }
+            }
+            v.push((format!("{p}.self_attn.o_proj.weight"), vec![h, q]));
+            if cfg.o_bias {
+                v.push((format!("{p}.self_attn.o_proj.bias"), vec![h]));
+            }
+            if let Some((qn, kn)) = qk_norm_names(cfg.qk_norm) {
+                v.push((format!("{p}.self_attn.{qn}.weight"), vec![hd]));
+                v.push((format!("{p}.self_attn.{kn}.weight"), vec![hd]));
+            }
+            v.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
+            v.push((format!("{p}.mlp.gate_proj.weight"), vec![cfg.intermediate_size, h]));
+            v.push((format!("{p}.mlp.up_proj.weight"), vec![cfg.intermediate_size, h]));
+            v.push((format!("{p}.mlp.down_proj.weight"), vec![h, cfg.intermediate_size]));
+        }
+        v.push(("model.norm.weight".to_string(), vec![h]));
+        v.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, h]));
+        v
+    }
+
+    /// Loads the model from a checkpoint onto `device` (f32).
+    pub fn from_checkpoint(ckpt: &Checkpoint, device: &Device) -> Result<Self, ModelError> {
+        let cfg = &ckpt.config;
+        let mut names = Self::hf_tensor_names(cfg);
+        // Tied checkpoints have no lm_head; some untied-by-default configs still ship one equal
+        // to the embeddings, which we then accept and ignore only when tied.
+        let mut optional = BTreeSet::new();
+        if cfg.tie_word_embeddings {
+            optional.insert("lm_head.weight".to_string());
+        }
+        let mut tensors = ckpt.read_all(&names, &optional)?;
+        if cfg.tie_word_embeddings {
+            names.retain(|(n, _)| n != "lm_head.weight");
+            tensors.remove("lm_head.weight");
+        }
+        let shapes: BTreeMap<String, Vec<usize>> = names.into_iter().collect();
+        Ok(Self::from_tensors(cfg.clone(), tensors, &shapes, device))
+    }
+
+    /// Builds the model from f32 tensors keyed by checkpoint name (all present, shapes checked).
+    fn from_tensors(
+        cfg: ModelConfig,
+        mut tensors: BTreeMap<String, Vec<f32>>,
+        shapes: &BTreeMap<String, Vec<usize>>,
+        device: &Device,
+    ) -> Self {
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        let mut take = Taker { tensors: &mut tensors, shapes, device };
+        for i in 0..cfg.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let mut lin = |name: &str, bias: bool| {
+                let w = take.t2(&format!("{p}.{name}.weight"));
+                let b = bias.then(|| take.t1(&format!("{p}.{name}.bias")));
+                QLinear::new(w, b)
+            };
+            let q_proj = lin("self_attn.q_proj", cfg.qkv_bias);
+            let k_proj = lin("self_attn.k_proj", cfg.qkv_bias);
+            let v_proj = lin("self_attn.v_proj", cfg.qkv_bias);
+            let o_proj = lin("self_attn.o_proj", cfg.o_bias);
+            let mlp = Mlp { gate_proj: lin("mlp.gate_proj", false), up_proj: lin("mlp.up_proj", false), down_proj: lin("mlp.down_proj", false) };
+            let (q_norm, k_norm) = match qk_norm_names(cfg.qk_norm) {
+                Some((qn, kn)) => (
+                    Some(RmsNorm::new(take.t1(&format!("{p}.self_attn.{qn}.weight")), cfg.rms_norm_eps)),
+                    Some(RmsNorm::new(take.t1(&format!("{p}.self_attn.{kn}.weight")), cfg.rms_norm_eps)),
+                ),
+                None => (None, None),
+            };
+            layers.push(DecoderLayer {
+                input_layernorm: RmsNorm::new(take.t1(&format!("{p}.input_layernorm.weight")), cfg.rms_norm_eps),
+                self_attn: Attention {
+                    q_proj,
+                    k_proj,
+                    v_proj,
+                    o_proj,
+                    q_norm,
+                    k_norm,
+                    shape: (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim),
+                    norm_after_rope: cfg.qk_norm == QkNorm::AfterRope,
+                },
+                post_attention_layernorm: RmsNorm::new(take.t1(&format!("{p}.post_attention_layernorm.weight")), cfg.rms_norm_eps),
+                mlp,
+            });
+        }
+        let embed_tokens = Param::from_tensor(take.t2("model.embed_tokens.weight"));
+        let norm = RmsNorm::new(take.t1("model.norm.weight"), cfg.rms_norm_eps);
+        let lm_head = (!cfg.tie_word_embeddings).then(|| QLinear::new(take.t2("lm_head.weight"), None));
+        let rope = Rope::new(&cfg);
+        CausalLm { embed_tokens, layers, norm, lm_head, config: cfg, rope }
+    }
+
+    /// Final hidden states after the last norm.
+    ///
+    /// # Shapes
+    /// `tokens: [B, T]` → `[B, T, hidden]`.
+    pub fn forward_hidden(&self, tokens: Tensor<2, Int>, batch: &AttentionBatch, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+        let mut x = burn::tensor::module::embedding(self.embed_tokens.val(), tokens);
+        let rope = self.rope.tables(batch.positions.clone());
+        for (i, layer) in self.layers.iter().enumerate() {
+            let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            let h = layer.self_attn.forward(layer.input_layernorm.forward(x.clone()), &rope, &batch.bias, slot);
+            x = x + h;
+            x = x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x));
+        }
+        self.norm.forward(x)
+    }
+
+    /// Next-token logits.
+    ///
+    /// # Shapes
+    /// `tokens: [B, T]` → `[B, T, vocab]`.
+    pub fn forward(&self, tokens: Tensor<2, Int>, batch: &AttentionBatch, cache: Option<&mut KvCache>) -> Tensor<3> {
+        let h = self.forward_hidden(tokens, batch, cache);
+        match &self.lm_head {
+            Some(head) => head.forward(h),
+            None => h.matmul(self.embed_tokens.val().transpose().unsqueeze()),
+        }
+    }
+
+    /// A fresh cache for incremental decoding.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.layers.len())
+    }
+}
+
+fn qk_norm_names(n: QkNorm) -> Option<(&'static str, &'static str)> {
+    match n {
+        QkNorm::None => None,
+        QkNorm::BeforeRope => Some(("q_norm", "k_norm")),
+        QkNorm::AfterRope => Some(("query_layernorm", "key_layernorm")),
+    }
+}
+
+/// Moves checked tensors out of the loaded map into device tensors.
+struct Taker<'a> {
+    tensors: &'a mut BTreeMap<String, Vec<f32>>,
+    shapes: &'a BTreeMap<String, Vec<usize>>,
+    device: &'a Device,
+}
+
+impl Taker<'_> {
+    fn data(&mut self, name: &str) -> TensorData {
+        let data = self.tensors.remove(name).unwrap_or_else(|| panic!("`{name}` was checked present by read_all"));
+        TensorData::new(data, self.shapes[name].clone())
+    }
+    fn t1(&mut self, name: &str) -> Tensor<1> {
+        Tensor::from_data(self.data(name), self.device)
+    }
+    fn t2(&mut self, name: &str) -> Tensor<2> {
+        Tensor::from_data(self.data(name), self.device)
+    }
+}
