@@ -265,15 +265,17 @@ mod tests {
     }
 
     #[test]
-    fn reference_quantizers_round_trip_within_half_a_step() {
+    fn reference_quantizers_round_trip_within_their_step() {
         let x: Vec<f32> = (0..64).map(|i| ((i * 37 % 64) as f32 - 31.5) / 10.0).collect();
         for ty in [GgmlType::Q8_0, GgmlType::Q4_0] {
             let y = dequantize(ty, &quantize(ty, &x).unwrap(), 64).unwrap();
-            let steps = if ty == GgmlType::Q8_0 { 127.0 } else { 8.0 };
+            // Q8_0 rounds to the nearest of ±127 steps; Q4_0's grid is −8..7 steps, so the side
+            // opposite the block's extreme value can clip by up to one step.
+            let (steps, tol) = if ty == GgmlType::Q8_0 { (127.0, 0.5) } else { (8.0, 1.0) };
             for blk in 0..2 {
                 let amax = x[blk * 32..][..32].iter().fold(0f32, |m, v| m.max(v.abs()));
                 for j in blk * 32..blk * 32 + 32 {
-                    assert!((x[j] - y[j]).abs() <= amax / steps * 0.5 + 1e-3, "{ty:?} {j}: {} vs {}", x[j], y[j]);
+                    assert!((x[j] - y[j]).abs() <= amax / steps * tol + 1e-3, "{ty:?} {j}: {} vs {}", x[j], y[j]);
                 }
             }
         }

@@ -43,7 +43,8 @@ fn bad_magic_truncation_and_absurd_counts_are_errors() {
     let mut bad = good.clone();
     bad[0] = b'X';
     assert!(matches!(GgufHeader::parse(&bad), Err(GgufError::BadMagic(_))));
-    for cut in [3, 10, 30, good.len() / 2, good.len() - 1] {
+    // The last 28 bytes are alignment padding after tensor `c`; cutting 40 cuts its data.
+    for cut in [3, 10, 30, good.len() / 2, good.len() - 40] {
         assert!(GgufHeader::parse(&good[..cut]).is_err(), "truncated at {cut}");
     }
     // tensor_count (bytes 8..16) and kv_count (16..24) set to absurd values.
@@ -76,7 +77,7 @@ fn open_names_the_file_in_errors() {
 fn mutation_fuzz_never_panics() {
     let good = sample_file();
     let mut rng = StdRng::seed_from_u64(7);
-    for _ in 0..20_000 {
+    for _ in 0..100_000 {
         let mut b = good.clone();
         for _ in 0..rng.random_range(1..4) {
             match rng.random_range(0..4) {

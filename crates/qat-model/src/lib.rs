@@ -7,6 +7,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod eval;
 pub mod generate;
 pub mod transformer;
 
