@@ -403,10 +403,64 @@ impl CausalLm {
         }
     }
 
+    /// Every linear layer with its module path (`layers.3.self_attn.q_proj`, `lm_head`).
+    pub fn linears(&self) -> Vec<(String, &QLinear)> {
+        let mut v = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            let a = &l.self_attn;
+            for (n, p) in [("q_proj", &a.q_proj), ("k_proj", &a.k_proj), ("v_proj", &a.v_proj), ("o_proj", &a.o_proj)] {
+                v.push((format!("layers.{i}.self_attn.{n}"), p));
+            }
+            for (n, p) in [("gate_proj", &l.mlp.gate_proj), ("up_proj", &l.mlp.up_proj), ("down_proj", &l.mlp.down_proj)] {
+                v.push((format!("layers.{i}.mlp.{n}"), p));
+            }
+        }
+        if let Some(h) = &self.lm_head {
+            v.push(("lm_head".to_string(), h));
+        }
+        v
+    }
+
+    /// Rebuilds the model with `f` applied to every linear layer, in [`Self::linears`] order.
+    pub fn map_linears(mut self, mut f: impl FnMut(&str, QLinear) -> QLinear) -> Self {
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            let a = &mut l.self_attn;
+            for (n, p) in [("q_proj", &mut a.q_proj), ("k_proj", &mut a.k_proj), ("v_proj", &mut a.v_proj), ("o_proj", &mut a.o_proj)] {
+                replace_with(p, |q| f(&format!("layers.{i}.self_attn.{n}"), q));
+            }
+            let m = &mut l.mlp;
+            for (n, p) in [("gate_proj", &mut m.gate_proj), ("up_proj", &mut m.up_proj), ("down_proj", &mut m.down_proj)] {
+                replace_with(p, |q| f(&format!("layers.{i}.mlp.{n}"), q));
+            }
+        }
+        self.lm_head = self.lm_head.map(|h| f("lm_head", h));
+        self
+    }
+
+    /// Attaches fake quantizers as `policy` says (scales initialised from the weights) and
+    /// returns the resolved per-module table.
+    pub fn quantize(self, policy: &qat_quant::Policy) -> Result<(Self, qat_quant::PolicyTable), String> {
+        let modules: Vec<(String, [usize; 2])> = self.linears().into_iter().map(|(n, l)| (n, l.dims())).collect();
+        let table = policy.resolve(&modules, self.config.n_params())?;
+        let mut specs = table.rows.iter().map(|r| r.2);
+        let model = self.map_linears(|_, l| match specs.next().flatten() {
+            Some(spec) => l.quantized(spec, policy.act_int8),
+            None => l,
+        });
+        Ok((model, table))
+    }
+
     /// A fresh cache for incremental decoding.
     pub fn new_cache(&self) -> KvCache {
         KvCache::new(self.layers.len())
     }
+}
+
+/// Moves a value out of `slot`, transforms it, and puts the result back.
+fn replace_with(slot: &mut QLinear, f: impl FnOnce(QLinear) -> QLinear) {
+    let placeholder = QLinear { weight: slot.weight.clone(), bias: None, quant: None };
+    let old = std::mem::replace(slot, placeholder);
+    *slot = f(old);
 }
 
 fn qk_norm_names(n: QkNorm) -> Option<(&'static str, &'static str)> {

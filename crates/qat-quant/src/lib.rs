@@ -1,6 +1,13 @@
-//! Fake quantization for QAT: quantizer schemes with their straight-through gradients, and
-//! [`QLinear`], the linear layer every decoder projection is built from.
+//! Fake quantization for QAT: quantizer schemes with their straight-through gradients
+//! ([`quantizer`]), the layer that carries them ([`QLinear`]), and the policy that decides which
+//! layer gets what ([`policy`]).
 
 pub mod linear;
+pub mod policy;
+pub mod quantizer;
+pub mod scheme;
 
-pub use linear::QLinear;
+pub use linear::{FakeQuant, QLinear};
+pub use policy::{Policy, PolicyTable};
+pub use quantizer::{QuantizedWeight, fake_quantize, init_scale, quantize};
+pub use scheme::{GradVariant, Granularity, QuantSpec, ScaleInit, Scheme};

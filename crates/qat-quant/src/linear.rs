@@ -1,20 +1,35 @@
-//! The linear layer of every decoder projection.
+//! The linear layer of every decoder projection, optionally fake-quantized.
 
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 
+use crate::quantizer::{QuantizedWeight, fake_quantize, init_scale, quantize};
+use crate::scheme::QuantSpec;
+
+/// A weight quantizer attached to a [`QLinear`]: the spec and its learnable scales.
+#[derive(Module, Debug)]
+pub struct FakeQuant {
+    /// `α` of [`QuantSpec::scale_shape`]; `None` for BitNet's computed per-tensor scale.
+    pub scale: Option<Param<Tensor<2>>>,
+    #[module(skip)]
+    pub spec: QuantSpec,
+    /// Per-token int8 fake quantization of the layer input (BitNet activations).
+    #[module(skip)]
+    pub act_int8: bool,
+}
+
 /// `y = x·Wᵀ + b` with `W` in Hugging Face layout `[out, in]`, so that per-output-channel
-/// quantizer scales are per row, as in `shared/docs/quantization.md`, and export needs no
-/// transpose.
+/// scales are per row, as in `shared/docs/quantization.md`, and export needs no transpose.
 #[derive(Module, Debug)]
 pub struct QLinear {
     pub weight: Param<Tensor<2>>,
     pub bias: Option<Param<Tensor<1>>>,
+    pub quant: Option<FakeQuant>,
 }
 
 impl QLinear {
     pub fn new(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
-        QLinear { weight: Param::from_tensor(weight), bias: bias.map(Param::from_tensor) }
+        QLinear { weight: Param::from_tensor(weight), bias: bias.map(Param::from_tensor), quant: None }
     }
 
     /// `[out, in]`.
@@ -22,14 +37,35 @@ impl QLinear {
         self.weight.val().dims()
     }
 
-    /// The weight the forward pass uses.
+    /// Attaches a quantizer with scales initialised from the current weight.
+    pub fn quantized(mut self, spec: QuantSpec, act_int8: bool) -> Self {
+        let scale = init_scale(self.weight.val().detach(), &spec).map(Param::from_tensor);
+        self.quant = Some(FakeQuant { scale, spec, act_int8 });
+        self
+    }
+
+    /// The weight the forward pass uses: fake-quantized when a quantizer is attached.
     pub fn effective_weight(&self) -> Tensor<2> {
-        self.weight.val()
+        match &self.quant {
+            Some(q) => fake_quantize(self.weight.val(), q.scale.as_ref().map(Param::val), &q.spec),
+            None => self.weight.val(),
+        }
+    }
+
+    /// Levels and steps of the quantized weight (what export writes), computed by the same
+    /// function as the forward pass; `None` when the layer is not quantized.
+    pub fn quantized_weight(&self) -> Option<QuantizedWeight> {
+        let q = self.quant.as_ref()?;
+        Some(quantize(self.weight.val(), q.scale.as_ref().map(Param::val), &q.spec))
     }
 
     /// # Shapes
     /// `x: [..., in]` → `[..., out]`.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let x = match &self.quant {
+            Some(q) if q.act_int8 => crate::quantizer::fake_quantize_act_int8(x),
+            _ => x,
+        };
         burn::tensor::module::linear(x, self.effective_weight().transpose(), self.bias.as_ref().map(|b| b.val()))
     }
 }

@@ -1,0 +1,263 @@
+//! Which linear layer gets which quantizer: a base spec for every decoder linear plus ordered
+//! override rules matched by glob on module paths (`layers.*.mlp.down_proj`,
+//! `layers.[0-2].*`, `lm_head`). Later rules override earlier ones field by field; a rule that
+//! matches no module is an error, so a typo cannot silently leave a run in full precision.
+
+use serde::{Deserialize, Serialize};
+
+use crate::scheme::{GradVariant, Granularity, QuantSpec, ScaleInit, Scheme};
+
+/// A scheme, or `none` for full precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchemeChoice {
+    None,
+    Seq,
+    Ternary,
+    Int,
+    Binary,
+    Bitnet,
+}
+
+impl SchemeChoice {
+    fn scheme(self) -> Option<Scheme> {
+        Some(match self {
+            SchemeChoice::None => return None,
+            SchemeChoice::Seq => Scheme::Seq,
+            SchemeChoice::Ternary => Scheme::Ternary,
+            SchemeChoice::Int => Scheme::Int,
+            SchemeChoice::Binary => Scheme::Binary,
+            SchemeChoice::Bitnet => Scheme::Bitnet,
+        })
+    }
+}
+
+/// Fields a rule may override; all optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overrides {
+    pub scheme: Option<SchemeChoice>,
+    pub bits: Option<u32>,
+    pub granularity: Option<Granularity>,
+    pub group_size: Option<usize>,
+    pub grad: Option<GradVariant>,
+    pub init: Option<ScaleInit>,
+}
+
+/// One override rule: a glob over module paths and the fields it sets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    #[serde(rename = "match")]
+    pub pattern: String,
+    #[serde(flatten)]
+    pub set: Overrides,
+}
+
+/// The `[quant]` config section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    pub scheme: SchemeChoice,
+    pub bits: u32,
+    pub granularity: Granularity,
+    pub group_size: usize,
+    pub grad: GradVariant,
+    pub init: ScaleInit,
+    /// Per-token int8 fake quantization of quantized layers' inputs.
+    pub act_int8: bool,
+    pub rules: Vec<Rule>,
+}
+
+impl Default for Policy {
+    /// quantization.md §4: SEQ 2-bit per channel on every decoder linear.
+    fn default() -> Self {
+        let s = QuantSpec::seq2();
+        Policy {
+            scheme: SchemeChoice::Seq,
+            bits: s.bits,
+            granularity: s.granularity,
+            group_size: 0,
+            grad: s.grad,
+            init: s.init,
+            act_int8: false,
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// What a policy resolved to for one model.
+#[derive(Debug, Clone)]
+pub struct PolicyTable {
+    /// `(module path, [out, in], spec)`.
+    pub rows: Vec<(String, [usize; 2], Option<QuantSpec>)>,
+    /// Parameters outside the listed linears (embeddings, norms, biases), kept in 16 bits.
+    pub other_params: usize,
+}
+
+fn is_decoder_linear(path: &str) -> bool {
+    path.starts_with("layers.")
+}
+
+impl Policy {
+    /// A policy that quantizes everything with `spec`.
+    pub fn uniform(spec: QuantSpec) -> Self {
+        let mut p = Policy::default();
+        p.apply(&Overrides {
+            scheme: Some(match spec.scheme {
+                Scheme::Seq => SchemeChoice::Seq,
+                Scheme::Ternary => SchemeChoice::Ternary,
+                Scheme::Int => SchemeChoice::Int,
+                Scheme::Binary => SchemeChoice::Binary,
+                Scheme::Bitnet => SchemeChoice::Bitnet,
+            }),
+            bits: Some(spec.bits),
+            granularity: Some(spec.granularity),
+            group_size: Some(spec.group_size),
+            grad: Some(spec.grad),
+            init: Some(spec.init),
+        });
+        p
+    }
+
+    fn apply(&mut self, o: &Overrides) {
+        if let Some(v) = o.scheme {
+            self.scheme = v;
+            // Changing the scheme without bits picks that scheme's natural width.
+            if o.bits.is_none() {
+                self.bits = match v {
+                    SchemeChoice::Binary => 1,
+                    SchemeChoice::Int => 4,
+                    _ => 2,
+                };
+            }
+        }
+        if let Some(v) = o.bits {
+            self.bits = v;
+        }
+        if let Some(v) = o.granularity {
+            self.granularity = v;
+        }
+        if let Some(v) = o.group_size {
+            self.group_size = v;
+        }
+        if let Some(v) = o.grad {
+            self.grad = v;
+        }
+        if let Some(v) = o.init {
+            self.init = v;
+        }
+    }
+
+    fn spec(&self) -> Option<QuantSpec> {
+        Some(QuantSpec {
+            scheme: self.scheme.scheme()?,
+            bits: self.bits,
+            granularity: self.granularity,
+            group_size: self.group_size,
+            grad: self.grad,
+            init: self.init,
+        })
+    }
+
+    /// Resolves the policy for the model's linear layers (`(path, [out, in])`, e.g.
+    /// `layers.3.mlp.down_proj`, `lm_head`). `total_params` counts every model parameter.
+    pub fn resolve(&self, modules: &[(String, [usize; 2])], total_params: usize) -> Result<PolicyTable, String> {
+        let mut globs = Vec::new();
+        for (i, r) in self.rules.iter().enumerate() {
+            let g = globset::Glob::new(&r.pattern).map_err(|e| format!("quant.rules[{i}].match = {:?}: {e}", r.pattern))?;
+            globs.push(g.compile_matcher());
+        }
+        let mut used = vec![false; self.rules.len()];
+        let mut rows = Vec::new();
+        for (path, dims) in modules {
+            // The base applies to decoder linears; anything else (lm_head) only by a rule.
+            let mut p = self.clone();
+            if !is_decoder_linear(path) {
+                p.scheme = SchemeChoice::None;
+            }
+            for (i, (rule, glob)) in self.rules.iter().zip(&globs).enumerate() {
+                if glob.is_match(path) {
+                    used[i] = true;
+                    p.apply(&rule.set);
+                }
+            }
+            let spec = p.spec();
+            if let Some(s) = &spec {
+                s.validate(&format!("quant policy for `{path}`"))?;
+                s.validate_shape(&format!("quant policy for `{path}`"), *dims)?;
+            }
+            rows.push((path.clone(), *dims, spec));
+        }
+        if let Some(i) = used.iter().position(|u| !u) {
+            return Err(format!("quant.rules[{i}].match = {:?} matches no module", self.rules[i].pattern));
+        }
+        let in_linears: usize = modules.iter().map(|(_, [o, i])| o * i).sum();
+        Ok(PolicyTable { rows, other_params: total_params.saturating_sub(in_linears) })
+    }
+}
+
+impl PolicyTable {
+    /// Average bits per weight over the quantized linears (codes plus 16-bit scales).
+    pub fn quantized_bits_per_weight(&self) -> f64 {
+        let (bits, n) = self.rows.iter().filter_map(|(_, d, s)| s.map(|s| (s.bits_per_weight(*d) * (d[0] * d[1]) as f64, d[0] * d[1]))).fold((0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        bits / n.max(1) as f64
+    }
+
+    /// Average bits per weight over the whole model, unquantized parameters at 16 bits.
+    pub fn model_bits_per_weight(&self) -> f64 {
+        let mut bits = 16.0 * self.other_params as f64;
+        let mut n = self.other_params;
+        for (_, d, s) in &self.rows {
+            let numel = d[0] * d[1];
+            bits += numel as f64 * s.map_or(16.0, |s| s.bits_per_weight(*d));
+            n += numel;
+        }
+        bits / n.max(1) as f64
+    }
+
+    pub fn n_quantized(&self) -> usize {
+        self.rows.iter().filter(|r| r.2.is_some()).count()
+    }
+}
+
+impl std::fmt::Display for PolicyTable {
+    /// One line per distinct layer role (layer indices folded into ranges), then the averages.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Group consecutive layers that got the same thing: `layers.0-29.mlp.down_proj`.
+        let mut groups: Vec<(String, Vec<usize>, [usize; 2], Option<QuantSpec>)> = Vec::new();
+        for (path, dims, spec) in &self.rows {
+            let (key, idx) = match path.strip_prefix("layers.").and_then(|r| r.split_once('.')) {
+                Some((n, rest)) if n.parse::<usize>().is_ok() => (rest.to_string(), Some(n.parse().unwrap())),
+                _ => (path.clone(), None),
+            };
+            match groups.iter_mut().find(|g| g.0 == key && g.2 == *dims && g.3 == *spec && idx.is_some()) {
+                Some(g) => g.1.extend(idx),
+                None => groups.push((key, idx.into_iter().collect(), *dims, *spec)),
+            }
+        }
+        writeln!(f, "{:<40} {:>12} {:>22} {:>8}", "module", "shape", "quantizer", "bits/w")?;
+        for (key, idx, dims, spec) in &groups {
+            let name = match (idx.first(), idx.last()) {
+                (Some(a), Some(b)) if a == b => format!("layers.{a}.{key}"),
+                (Some(a), Some(b)) if idx.len() == b - a + 1 => format!("layers.{a}-{b}.{key}"),
+                (Some(_), Some(_)) => format!("layers.{{{}}}.{key}", idx.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")),
+                _ => key.clone(),
+            };
+            let (label, bpw) = match spec {
+                Some(s) => (s.label(), format!("{:.3}", s.bits_per_weight(*dims))),
+                None => ("none (16-bit)".to_string(), "16".to_string()),
+            };
+            writeln!(f, "{:<40} {:>12} {:>22} {:>8}", name, format!("{}x{}", dims[0], dims[1]), label, bpw)?;
+        }
+        writeln!(
+            f,
+            "{} of {} linears quantized; {:.3} bits/weight over quantized linears, {:.3} over all {} parameters (others at 16 bits)",
+            self.n_quantized(),
+            self.rows.len(),
+            self.quantized_bits_per_weight(),
+            self.model_bits_per_weight(),
+            self.rows.iter().map(|(_, d, _)| d[0] * d[1]).sum::<usize>() + self.other_params
+        )
+    }
+}

@@ -1,0 +1,254 @@
+//! The quantizers of `shared/docs/quantization.md`, written once as `ŵ = step · L` where `L` is
+//! the (straight-through) grid level and `step` the distance between levels. Fake quantization
+//! ([`fake_quantize`]) and export ([`quantize`]) both call [`step_and_level`], so the values
+//! training sees are exactly the values that are exported.
+//!
+//! Rounding is round-half-to-even (Burn's `round`), in training, export and tests alike.
+//!
+//! | scheme | α → step | level `L` | ∂L/∂α (inside / below / above the clip range) |
+//! |---|---|---|---|
+//! | SEQ b-bit, `k = 2^(b-1)`, `c = 0.99` | `α/k` | `round(k·clip(w/α,±c) − ½) + ½` | `q̂ − w/α` / `−Qp` / `+Qp`, `Qp = (k−½)/k` |
+//! | ternary (`k = 1.5`) | `α/1.5` | `round(1.5·clip(w/α,±c))` | `q̂ − w/α` / `−1` / `+1` |
+//! | int b-bit | `α` | `round(clip(w/α, −Qn, Qp))` | `round(w/α) − w/α` / `−Qn` / `+Qp` |
+//! | binary | `α` | `sign(w)` | `sign(w)` |
+//! | bitnet | `β = mean|W|` (not learned) | `clip(round(w/(β+ε)), ±1)` | — |
+//!
+//! The weight gradient is the masked straight-through estimator `g·1[w/α inside the clip
+//! range]` (plain STE for binary, bitnet and the AngelSlim variant). The scale gradient is
+//! multiplied by `γ = 1/sqrt(numel(W)·Qp_int)` (`Qp_int = 2^(b-1)−1`, or 1 for ≤ 2-bit grids),
+//! ParetoQ's factor, except for AngelSlim. All of these are what autodiff gives for the
+//! forward expressions below, with `STE(f(x)) = x + detach(f(x) − x)` and
+//! `grad_scale(α, γ) = detach(α) + α·γ − detach(α·γ)` (value exactly α).
+
+use burn::tensor::Tensor;
+
+use crate::scheme::{GradVariant, Granularity, QuantSpec, Scheme};
+
+/// SEQ's clip (`c` in quantization.md §1). Also used for ternary, as ParetoQ's code does:
+/// with quantization.md's clip of 1 and `α = max|w|` the largest weight would land on
+/// `round(1.5) = 2`, outside the ternary grid.
+pub const SEQ_CLIP: f64 = 0.99;
+const ALPHA_MIN: f64 = 1e-5;
+const BITNET_EPS: f64 = 1e-5;
+
+fn ste<const D: usize>(x: Tensor<D>, f: impl FnOnce(Tensor<D>) -> Tensor<D>) -> Tensor<D> {
+    let y = f(x.clone());
+    x.clone() + (y - x).detach()
+}
+
+/// Value `x` exactly, gradient scaled by `g`.
+fn grad_scale<const D: usize>(x: Tensor<D>, g: f64) -> Tensor<D> {
+    let xg = x.clone() * g;
+    x.detach() + (xg.clone() - xg.detach())
+}
+
+/// `w: [out, in]` viewed as `[rows, groups, cols]` so that one scale covers one `[.., .., cols]`
+/// slice: per channel `[out, 1, in]`, per group `[out, in/G, G]`, per tensor `[1, 1, out·in]`.
+pub fn grouped(w: Tensor<2>, spec: &QuantSpec) -> Tensor<3> {
+    let [out, inp] = w.dims();
+    match spec.granularity {
+        Granularity::Channel => w.reshape([out, 1, inp]),
+        Granularity::Group => w.reshape([out, inp / spec.group_size, spec.group_size]),
+        Granularity::Tensor => w.reshape([1, 1, out * inp]),
+    }
+}
+
+/// `k` of the SEQ grid (levels at odd multiples of `α/(2k)`), or 1.5 for ternary.
+fn seq_k(spec: &QuantSpec) -> f64 {
+    match spec.scheme {
+        Scheme::Ternary => 1.5,
+        _ => (1u32 << (spec.bits - 1)) as f64,
+    }
+}
+
+/// `Qn, Qp` of the signed integer grid.
+fn int_range(bits: u32) -> (f64, f64) {
+    let half = (1u32 << (bits - 1)) as f64;
+    (half, half - 1.0)
+}
+
+/// The scale-gradient factor γ for a weight with `numel` elements.
+pub fn gamma(spec: &QuantSpec, numel: usize) -> f64 {
+    if spec.grad == GradVariant::Angelslim {
+        return 1.0;
+    }
+    let qp = match spec.scheme {
+        Scheme::Seq | Scheme::Int => ((1u32 << (spec.bits - 1)) - 1).max(1) as f64,
+        _ => 1.0,
+    };
+    1.0 / (numel as f64 * qp).sqrt()
+}
+
+/// `(step [rows, groups, 1], level [rows, groups, cols])` for grouped weights `w3` and scales
+/// `alpha: [rows, groups]` (ignored for bitnet). `numel` is the whole matrix's size (for γ).
+pub fn step_and_level(w3: Tensor<3>, alpha: Option<Tensor<2>>, spec: &QuantSpec, numel: usize) -> (Tensor<3>, Tensor<3>) {
+    if spec.scheme == Scheme::Bitnet {
+        // β from the current weights, not learned; ŵ = β·W_t with a plain STE for w.
+        let beta = w3.clone().abs().mean().detach().reshape([1, 1, 1]);
+        let ternary = (w3.clone().detach() / (beta.clone() + BITNET_EPS)).round().clamp(-1.0, 1.0);
+        let level = ternary + (w3.clone() - w3.detach()) / beta.clone();
+        return (beta, level);
+    }
+    let alpha = alpha.expect("learned schemes have a scale").unsqueeze_dim::<3>(2);
+    // ParetoQ clamps α at 1e-5 so that a collapsing scale cannot divide by zero.
+    let alpha = grad_scale(alpha, gamma(spec, numel)).clamp_min(ALPHA_MIN);
+    let angel = spec.grad == GradVariant::Angelslim;
+    match spec.scheme {
+        Scheme::Seq | Scheme::Ternary => {
+            let k = seq_k(spec);
+            let shift = if spec.scheme == Scheme::Seq { 0.5 } else { 0.0 };
+            let u = w3 / alpha.clone();
+            let clipped = if angel { ste(u.clone(), |u| u.clamp(-SEQ_CLIP, SEQ_CLIP)) } else { u.clone().clamp(-SEQ_CLIP, SEQ_CLIP) };
+            let level = ste(clipped * k - shift, |x| x.round()) + shift;
+            if spec.scheme == Scheme::Ternary && !angel {
+                // Outside the clip range ParetoQ's ternary α-gradient is ±Qp = ±1, while the
+                // level there is ±1 step = ±2/3 of α. Add that difference to the α-gradient
+                // only: the term is exactly zero in value.
+                let u = u.detach();
+                let outside = u.clone().abs().greater_elem(SEQ_CLIP).float() * u.sign() * (1.0 - 1.0 / k);
+                let level = level + outside * (alpha.clone() - alpha.clone().detach()) * (k / alpha.clone().detach());
+                return (alpha / k, level);
+            }
+            (alpha / k, level)
+        }
+        Scheme::Int => {
+            let (qn, qp) = int_range(spec.bits);
+            let level = ste((w3 / alpha.clone()).clamp(-qn, qp), |x| x.round());
+            (alpha, level)
+        }
+        Scheme::Binary => {
+            // ŵ = α·sign(w) with d/dw = 1: sign(w) forward, (w − detach(w))/α backward.
+            let level = w3.clone().sign().detach() + (w3.clone() - w3.detach()) / alpha.clone().detach();
+            (alpha, level)
+        }
+        Scheme::Bitnet => unreachable!("handled above"),
+    }
+}
+
+/// The fake-quantized weight `ŵ`, differentiable in `w` and `alpha` as documented above.
+///
+/// # Shapes
+/// `w: [out, in]`, `alpha:` [`QuantSpec::scale_shape`] → `[out, in]`.
+pub fn fake_quantize(w: Tensor<2>, alpha: Option<Tensor<2>>, spec: &QuantSpec) -> Tensor<2> {
+    let dims = w.dims();
+    let (step, level) = step_and_level(grouped(w, spec), alpha, spec, dims[0] * dims[1]);
+    (step * level).reshape(dims)
+}
+
+/// Integer-valued grid levels and per-group steps of a quantized weight; `step·level` is the
+/// fake-quantized weight bit for bit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantizedWeight {
+    pub spec: QuantSpec,
+    /// `[out, in]`.
+    pub dims: [usize; 2],
+    /// Row-major levels (half-integers for SEQ, integers otherwise).
+    pub levels: Vec<f32>,
+    /// One per scale group, row-major `[rows, groups]`.
+    pub steps: Vec<f32>,
+    /// Elements per scale group (contiguous in row-major order).
+    pub group_len: usize,
+}
+
+impl QuantizedWeight {
+    /// `step·level`, in the same f32 arithmetic as [`fake_quantize`].
+    pub fn dequantize(&self) -> Vec<f32> {
+        self.levels.iter().enumerate().map(|(i, &l)| self.steps[i / self.group_len] * l).collect()
+    }
+}
+
+/// Quantizes a weight for export with the same computation as [`fake_quantize`].
+pub fn quantize(w: Tensor<2>, alpha: Option<Tensor<2>>, spec: &QuantSpec) -> QuantizedWeight {
+    let dims = w.dims();
+    let w3 = grouped(w, spec);
+    let group_len = w3.dims()[2];
+    let (step, level) = step_and_level(w3, alpha, spec, dims[0] * dims[1]);
+    QuantizedWeight {
+        spec: *spec,
+        dims,
+        levels: level.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 levels"),
+        steps: step.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 steps"),
+        group_len,
+    }
+}
+
+/// Initial scales `α` for `w` under `spec` ([`crate::scheme::ScaleInit`]); `None` for bitnet.
+///
+/// # Shapes
+/// `w: [out, in]` → [`QuantSpec::scale_shape`].
+pub fn init_scale(w: Tensor<2>, spec: &QuantSpec) -> Option<Tensor<2>> {
+    use crate::scheme::ScaleInit;
+    if spec.scheme == Scheme::Bitnet {
+        return None;
+    }
+    let dims = w.dims();
+    let shape = spec.scale_shape(dims);
+    if spec.grad == GradVariant::Angelslim {
+        return Some(Tensor::ones(shape, &w.device()));
+    }
+    let w3 = grouped(w, spec);
+    let absmax = w3.clone().abs().max_dim(2).reshape(shape);
+    let absmean = w3.clone().abs().mean_dim(2).reshape(shape);
+    // step = alpha · step_per_alpha; Lmax = largest |level|.
+    let (step_per_alpha, lmax) = match spec.scheme {
+        Scheme::Seq => {
+            let k = seq_k(spec);
+            (1.0 / k, (k - 0.5))
+        }
+        Scheme::Ternary => (1.0 / 1.5, 1.0),
+        Scheme::Int => (1.0, int_range(spec.bits).1),
+        Scheme::Binary => (1.0, 1.0),
+        Scheme::Bitnet => unreachable!(),
+    };
+    let max_rule = match spec.scheme {
+        Scheme::Int => absmax.clone() / int_range(spec.bits).1,
+        Scheme::Binary => absmean.clone(),
+        _ => absmax.clone(),
+    };
+    let alpha = match spec.init {
+        ScaleInit::Max => max_rule,
+        ScaleInit::Absmean => absmean / step_per_alpha,
+        // For the two-level binary grid LSQ's rule gives 2·mean|w|, whose error equals the
+        // weights' own power; mean|w| is the least-squares optimum there.
+        ScaleInit::Lsq if spec.scheme == Scheme::Binary => absmean,
+        ScaleInit::Lsq => absmean * (2.0 / lmax.sqrt() / step_per_alpha),
+        ScaleInit::Mse => mse_search(w3, max_rule, spec),
+    };
+    // An all-zero row would give α = 0 and NaN; any positive scale quantizes it to ~0.
+    Some(alpha.clamp_min(1e-8))
+}
+
+/// Per group, the fraction of `base` (64 candidates in 0.2..=1.0) with the least squared error.
+fn mse_search(w3: Tensor<3>, base: Tensor<2>, spec: &QuantSpec) -> Tensor<2> {
+    let [r, g, _] = w3.dims();
+    let numel = w3.dims().iter().product();
+    let mut best_err: Option<Tensor<2>> = None;
+    let mut best = base.clone();
+    for i in 0..64 {
+        let frac = 0.2 + 0.8 * i as f64 / 63.0;
+        let alpha = (base.clone() * frac).clamp_min(1e-8);
+        let (step, level) = step_and_level(w3.clone(), Some(alpha.clone()), spec, numel);
+        let err = (step * level - w3.clone()).square().sum_dim(2).reshape([r, g]);
+        match &best_err {
+            None => {
+                best_err = Some(err);
+                best = alpha;
+            }
+            Some(e) => {
+                let better = err.clone().lower(e.clone());
+                best = best.mask_where(better.clone(), alpha);
+                best_err = Some(e.clone().mask_where(better, err));
+            }
+        }
+    }
+    best
+}
+
+/// BitNet per-token int8 activation fake quantization with a straight-through gradient:
+/// `s = 127/max|x|` over the last dimension, `x̂ = clamp(round(x·s), −128, 127)/s`.
+pub fn fake_quantize_act_int8<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    ste(x, |x| {
+        let s = x.clone().abs().max_dim(D - 1).clamp_min(1e-5).recip() * 127.0;
+        (x * s.clone()).round().clamp(-128.0, 127.0) / s
+    })
+}

@@ -1,0 +1,160 @@
+//! What a quantized layer is: scheme, bits, granularity, gradient variant, scale init.
+//! Checked when built, so a bad combination is an error naming the field.
+
+use serde::{Deserialize, Serialize};
+
+/// The quantization grid (`shared/docs/quantization.md` §1–3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    /// Stretched elastic quantization: zero-free symmetric grid, 2 or 3 bits.
+    Seq,
+    /// SEQ-style ternary (ParetoQ 1.58-bit): `{-1, 0, 1}·2α/3`.
+    Ternary,
+    /// LSQ signed integers `[-2^(b-1), 2^(b-1)-1]`; 2 bits is the INT2 `{-2,-1,0,1}` baseline.
+    Int,
+    /// `α·sign(w)`.
+    Binary,
+    /// BitNet b1.58 absmean ternary with a per-tensor `β = mean|W|` (not learned).
+    Bitnet,
+}
+
+/// Which weights share a scale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Granularity {
+    /// One scale per output row (the default).
+    Channel,
+    /// One scale per row per `group_size` consecutive input columns.
+    Group,
+    /// One scale for the whole matrix.
+    Tensor,
+}
+
+/// How the scale gradient is formed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GradVariant {
+    /// ParetoQ `StretchedElasticQuant`: masked STE for w, scale gradient scaled by γ.
+    Paretoq,
+    /// Tencent AngelSlim: clamp also straight-through, no γ (SEQ/ternary only; α init 1.0).
+    Angelslim,
+}
+
+/// How scales are initialised from the weights, expressed on the step size `s` (distance
+/// between adjacent levels) and the largest level magnitude `Lmax` of the grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScaleInit {
+    /// quantization.md's rule per scheme: `α = max|w|` (SEQ, ternary), `max|w|/Qp` (int),
+    /// `mean|w|` (binary).
+    Max,
+    /// `s = mean|w|` (BitNet's absmean).
+    Absmean,
+    /// The LSQ paper's `s = 2·mean|w| / sqrt(Lmax)` (binary: `mean|w|`).
+    Lsq,
+    /// Per scale group, the `s` among 64 fractions (0.2..1.0) of the `max` rule's step that
+    /// minimises the squared quantization error.
+    Mse,
+}
+
+/// A resolved, checked quantization of one weight matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct QuantSpec {
+    pub scheme: Scheme,
+    pub bits: u32,
+    pub granularity: Granularity,
+    /// Columns per scale group when `granularity = group`.
+    pub group_size: usize,
+    pub grad: GradVariant,
+    pub init: ScaleInit,
+}
+
+impl QuantSpec {
+    /// SEQ 2-bit per channel, ParetoQ gradients, max init: the HY-1.8B-2Bit default.
+    pub fn seq2() -> Self {
+        QuantSpec { scheme: Scheme::Seq, bits: 2, granularity: Granularity::Channel, group_size: 0, grad: GradVariant::Paretoq, init: ScaleInit::Max }
+    }
+
+    /// Checks the combination; `what` names the config location in errors.
+    pub fn validate(&self, what: &str) -> Result<(), String> {
+        let bits_ok = match self.scheme {
+            Scheme::Seq => matches!(self.bits, 2 | 3),
+            Scheme::Int => (2..=8).contains(&self.bits),
+            Scheme::Ternary | Scheme::Bitnet => self.bits == 2,
+            Scheme::Binary => self.bits == 1,
+        };
+        if !bits_ok {
+            let allowed = match self.scheme {
+                Scheme::Seq => "2 or 3",
+                Scheme::Int => "2..=8",
+                Scheme::Ternary | Scheme::Bitnet => "2 (1.58-bit levels stored in 2 bits)",
+                Scheme::Binary => "1",
+            };
+            return Err(format!("{what}: bits = {} is not valid for scheme {:?} (allowed: {allowed})", self.bits, self.scheme));
+        }
+        if self.granularity == Granularity::Group && self.group_size == 0 {
+            return Err(format!("{what}: granularity = \"group\" needs group_size > 0"));
+        }
+        if self.grad == GradVariant::Angelslim && !matches!(self.scheme, Scheme::Seq | Scheme::Ternary) {
+            return Err(format!("{what}: grad = \"angelslim\" is defined for seq and ternary only"));
+        }
+        if self.scheme == Scheme::Bitnet && self.granularity != Granularity::Tensor {
+            return Err(format!("{what}: bitnet uses one per-tensor scale; set granularity = \"tensor\""));
+        }
+        Ok(())
+    }
+
+    /// Checks the spec against a `[out, in]` weight.
+    pub fn validate_shape(&self, what: &str, dims: [usize; 2]) -> Result<(), String> {
+        if self.granularity == Granularity::Group && dims[1] % self.group_size != 0 {
+            return Err(format!("{what}: group_size {} does not divide in_features {}", self.group_size, dims[1]));
+        }
+        Ok(())
+    }
+
+    /// Shape of the scale tensor for a `[out, in]` weight.
+    pub fn scale_shape(&self, [out, inp]: [usize; 2]) -> [usize; 2] {
+        match self.granularity {
+            Granularity::Channel => [out, 1],
+            Granularity::Group => [out, inp / self.group_size],
+            Granularity::Tensor => [1, 1],
+        }
+    }
+
+    /// Number of grid levels.
+    pub fn n_levels(&self) -> usize {
+        match self.scheme {
+            Scheme::Seq | Scheme::Int => 1 << self.bits,
+            Scheme::Ternary | Scheme::Bitnet => 3,
+            Scheme::Binary => 2,
+        }
+    }
+
+    /// Information content of one weight in bits (log2 of the level count).
+    pub fn code_bits(&self) -> f64 {
+        (self.n_levels() as f64).log2()
+    }
+
+    /// Bits per weight including a 16-bit scale per group.
+    pub fn bits_per_weight(&self, dims: [usize; 2]) -> f64 {
+        let [r, g] = self.scale_shape(dims);
+        self.code_bits() + 16.0 * (r * g) as f64 / (dims[0] * dims[1]) as f64
+    }
+
+    pub fn label(&self) -> String {
+        let name = match self.scheme {
+            Scheme::Seq => format!("SEQ-{}", self.bits),
+            Scheme::Ternary => "ternary".into(),
+            Scheme::Int => format!("INT{}", self.bits),
+            Scheme::Binary => "binary".into(),
+            Scheme::Bitnet => "bitnet-1.58".into(),
+        };
+        let gran = match self.granularity {
+            Granularity::Channel => "channel".to_string(),
+            Granularity::Group => format!("group{}", self.group_size),
+            Granularity::Tensor => "tensor".into(),
+        };
+        format!("{name}/{gran}")
+    }
+}
