@@ -13,18 +13,27 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Quantization-aware training from a TOML config (or resume a run).
+    Train(cmd::train::Args),
     /// Generate text from a checkpoint (greedy or sampled; raw prompt or chat).
     Generate(cmd::generate::Args),
     /// Convert a GGUF model into a Hugging Face checkpoint directory.
     Import(cmd::import::Args),
+    /// Round-to-nearest quantization with the QAT quantizers (the PTQ baseline).
+    Quantize(cmd::quantize::Args),
+    /// Perplexity of a checkpoint on text files.
+    Eval(cmd::eval::Args),
 }
 
 /// Parses arguments, runs the command, prints the whole error chain on failure.
 pub fn run() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Train(a) => cmd::train::run(a),
         Command::Generate(a) => cmd::generate::run(a),
         Command::Import(a) => cmd::import::run(a),
+        Command::Quantize(a) => cmd::quantize::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

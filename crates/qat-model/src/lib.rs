@@ -9,10 +9,12 @@ pub mod checkpoint;
 pub mod config;
 pub mod eval;
 pub mod generate;
+pub mod save;
 pub mod transformer;
 
 pub use checkpoint::Checkpoint;
 pub use config::{Arch, ModelConfig, QkNorm};
+pub use save::SaveDtype;
 pub use transformer::{AttentionBatch, CausalLm, KvCache};
 
 use std::path::Path;

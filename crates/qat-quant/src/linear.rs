@@ -39,7 +39,8 @@ impl QLinear {
 
     /// Attaches a quantizer with scales initialised from the current weight.
     pub fn quantized(mut self, spec: QuantSpec, act_int8: bool) -> Self {
-        let scale = init_scale(self.weight.val().detach(), &spec).map(Param::from_tensor);
+        // Computed from the weight, then made a fresh leaf so it can be a trainable parameter.
+        let scale = init_scale(self.weight.val().detach(), &spec).map(|a| Param::from_tensor(Tensor::from_inner(a.inner())));
         self.quant = Some(FakeQuant { scale, spec, act_int8 });
         self
     }

@@ -103,7 +103,7 @@ impl Policy {
     /// A policy that quantizes everything with `spec`.
     pub fn uniform(spec: QuantSpec) -> Self {
         let mut p = Policy::default();
-        p.apply(&Overrides {
+        p.set(&Overrides {
             scheme: Some(match spec.scheme {
                 Scheme::Seq => SchemeChoice::Seq,
                 Scheme::Ternary => SchemeChoice::Ternary,
@@ -120,7 +120,8 @@ impl Policy {
         p
     }
 
-    fn apply(&mut self, o: &Overrides) {
+    /// Overrides the base fields that `o` sets.
+    pub fn set(&mut self, o: &Overrides) {
         if let Some(v) = o.scheme {
             self.scheme = v;
             // Changing the scheme without bits picks that scheme's natural width.
@@ -179,7 +180,7 @@ impl Policy {
             for (i, (rule, glob)) in self.rules.iter().zip(&globs).enumerate() {
                 if glob.is_match(path) {
                     used[i] = true;
-                    p.apply(&rule.set);
+                    p.set(&rule.set);
                 }
             }
             let spec = p.spec();

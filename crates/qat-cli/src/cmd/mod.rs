@@ -1,5 +1,8 @@
+pub mod eval;
 pub mod generate;
 pub mod import;
+pub mod quantize;
+pub mod train;
 
 use anyhow::{Context, bail};
 use burn::tensor::Device;

@@ -1,0 +1,67 @@
+use std::path::PathBuf;
+
+use anyhow::Context;
+use qat_model::eval::sliding_perplexity;
+use qat_tokenizer::Tokenizer;
+
+/// Perplexity of a checkpoint on text files (sliding window).
+#[derive(clap::Args)]
+pub struct Args {
+    /// Checkpoint directory (Hugging Face layout).
+    model: PathBuf,
+    /// Plain-text files; each is scored as one token stream.
+    #[arg(long = "text", required = true)]
+    texts: Vec<PathBuf>,
+    /// Window length in tokens (at most the model's context).
+    #[arg(long, default_value_t = 512)]
+    window: usize,
+    /// Window advance; tokens get at least window − stride tokens of context.
+    #[arg(long, default_value_t = 256)]
+    stride: usize,
+    /// Score only the first N tokens of each file (0 = all).
+    #[arg(long, default_value_t = 0)]
+    max_tokens: usize,
+    /// Prepend BOS to each file's tokens when the model has one.
+    #[arg(long)]
+    bos: bool,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let device = super::device(&a.device)?;
+    let model = super::load_model(&a.model, &device)?;
+    let tok = Tokenizer::from_dir(&a.model)?;
+    anyhow::ensure!(a.window >= 2 && a.stride >= 1 && a.stride <= a.window, "need window >= 2 and 1 <= stride <= window");
+    anyhow::ensure!(
+        a.window <= model.config.max_position_embeddings,
+        "--window {} exceeds the model's max_position_embeddings {}",
+        a.window,
+        model.config.max_position_embeddings
+    );
+    let mut results = Vec::new();
+    for path in &a.texts {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut ids: Vec<u32> = if a.bos { model.config.bos_token_id.into_iter().collect() } else { Vec::new() };
+        ids.extend(tok.encode(&text, false)?);
+        if a.max_tokens > 0 {
+            ids.truncate(a.max_tokens);
+        }
+        anyhow::ensure!(ids.len() >= 2, "{}: fewer than 2 tokens", path.display());
+        let p = sliding_perplexity(&model, &ids, a.window, a.stride);
+        results.push(serde_json::json!({
+            "file": path.display().to_string(), "tokens_scored": p.n_tokens,
+            "mean_nll": p.mean_nll(), "perplexity": p.ppl(), "window": a.window, "stride": a.stride,
+        }));
+        if !a.json {
+            println!("{}: perplexity {:.4} (mean NLL {:.4} over {} tokens, window {}, stride {})", path.display(), p.ppl(), p.mean_nll(), p.n_tokens, a.window, a.stride);
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    }
+    Ok(())
+}

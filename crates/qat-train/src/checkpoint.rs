@@ -1,0 +1,97 @@
+//! Training checkpoints: `checkpoints/step-NNNNNNNN/` holding `params.safetensors` (every
+//! parameter by path, scales included), `optim.safetensors` (AdamW moments), `state.json`
+//! (step, data cursor, counters) and `config.toml`. Each is written to a temporary directory
+//! and renamed into place, so a crash never leaves a half-written checkpoint.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Tensor, TensorData};
+use qat_model::CausalLm;
+
+use crate::optim::AdamW;
+use crate::params;
+use crate::train::TrainState;
+
+type Named = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+fn step_of(p: &Path) -> Option<usize> {
+    p.file_name()?.to_str()?.strip_prefix("step-")?.parse().ok()
+}
+
+/// All complete checkpoints, oldest first.
+pub fn list(root: &Path) -> Result<Vec<PathBuf>, String> {
+    if !root.exists() {
+        return Ok(Vec::new());
+    }
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root)
+        .map_err(|e| format!("{}: {e}", root.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| step_of(p).is_some() && p.join("state.json").exists())
+        .collect();
+    v.sort_by_key(|p| step_of(p));
+    Ok(v)
+}
+
+pub fn latest(root: &Path) -> Result<Option<PathBuf>, String> {
+    Ok(list(root)?.pop())
+}
+
+/// Writes a checkpoint for `state.step` and removes all but the newest `keep`.
+pub fn save(root: &Path, model: &CausalLm, opt: &AdamW, state: &crate::train::TrainState, config_text: &str, keep: usize) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let tmp = tempfile::Builder::new().prefix(".tmp-").tempdir_in(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    params::write_safetensors(&tmp.path().join("params.safetensors"), &params::collect(model))?;
+    let mut moments: Named = BTreeMap::new();
+    for (path, (m, v)) in &opt.moments {
+        let vec = |t: &Tensor<1>| t.to_data().convert::<f32>().try_to_vec::<f32>().expect("f32 moments");
+        moments.insert(format!("{path}/m"), (m.dims().to_vec(), vec(m)));
+        moments.insert(format!("{path}/v"), (v.dims().to_vec(), vec(v)));
+    }
+    params::write_safetensors(&tmp.path().join("optim.safetensors"), &moments)?;
+    std::fs::write(tmp.path().join("config.toml"), config_text).map_err(|e| e.to_string())?;
+    // state.json last: its presence marks the checkpoint complete.
+    std::fs::write(tmp.path().join("state.json"), serde_json::to_string(state).expect("JSON")).map_err(|e| e.to_string())?;
+    let dest = root.join(format!("step-{:08}", state.step));
+    if dest.exists() {
+        std::fs::remove_dir_all(&dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+    }
+    std::fs::rename(tmp.keep(), &dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+    let all = list(root)?;
+    for old in all.iter().take(all.len().saturating_sub(keep.max(1))) {
+        std::fs::remove_dir_all(old).map_err(|e| format!("{}: {e}", old.display()))?;
+    }
+    Ok(dest)
+}
+
+/// Reads a checkpoint: parameters by path, optimizer moments by path, train state.
+pub fn load(dir: &Path) -> Result<(Named, BTreeMap<String, (Tensor<1>, Tensor<1>)>, TrainState), String> {
+    let p = params::read_safetensors(&dir.join("params.safetensors"))?;
+    let raw = params::read_safetensors(&dir.join("optim.safetensors"))?;
+    let device = Device::flex();
+    let mut moments = BTreeMap::new();
+    let t = |(s, v): &(Vec<usize>, Vec<f32>)| Tensor::<1>::from_data(TensorData::new(v.clone(), [s.iter().product::<usize>()]), &device);
+    for (k, val) in &raw {
+        if let Some(path) = k.strip_suffix("/m") {
+            let v = raw.get(&format!("{path}/v")).ok_or_else(|| format!("{}: moment {path}/v missing", dir.display()))?;
+            moments.insert(path.to_string(), (t(val), t(v)));
+        }
+    }
+    let text = std::fs::read_to_string(dir.join("state.json")).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let state = serde_json::from_str(&text).map_err(|e| format!("{}/state.json: {e}", dir.display()))?;
+    Ok((p, moments, state))
+}
+
+/// Drops metric records after `step` (written by the interrupted run past its last checkpoint).
+pub fn truncate_metrics(path: &Path, step: usize) -> Result<(), String> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s as usize <= step))
+        .collect();
+    let mut out = kept.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    std::fs::write(path, out).map_err(|e| format!("{}: {e}", path.display()))
+}

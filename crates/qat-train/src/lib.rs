@@ -1,0 +1,13 @@
+//! Quantization-aware training: the run config ([`config`]), the optimizer ([`optim`]), losses
+//! ([`loss`]), benchmarks ([`bench`]), checkpoints ([`checkpoint`]) and the loop ([`train`]).
+
+pub mod bench;
+pub mod checkpoint;
+pub mod config;
+pub mod loss;
+pub mod optim;
+pub mod params;
+pub mod train;
+
+pub use config::RunConfig;
+pub use train::{RunOptions, RunSummary, train};

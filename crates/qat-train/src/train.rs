@@ -1,0 +1,366 @@
+//! `qat train`: one function that reads top to bottom — setup, then the step loop with
+//! evaluation and checkpoints, then the final report.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::{Module, ModuleMapper, Param};
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use qat_data::{Mixer, MixerState, tokenize_source};
+use qat_model::{AttentionBatch, CausalLm, Checkpoint};
+use qat_tokenizer::Tokenizer;
+
+use crate::config::{KdKind, RunConfig};
+use crate::optim::{AdamW, GroupHyper, grad_norm, is_scale, lr_factor};
+use crate::{bench, checkpoint, loss, params};
+
+/// How a run ended and what it measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub steps: usize,
+    pub skipped_steps: usize,
+    pub tokens: u64,
+    pub wall_seconds: f64,
+    pub tokens_per_second: f64,
+    pub peak_rss_mib: f64,
+    pub final_train_loss: f64,
+    pub first_eval: serde_json::Value,
+    pub final_eval: serde_json::Value,
+    pub final_model: PathBuf,
+    pub losses: Vec<f64>,
+}
+
+/// Progress and state carried in a checkpoint besides weights and moments.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainState {
+    pub step: usize,
+    pub optimizer_step: u64,
+    pub mixer: MixerState,
+    pub skipped_steps: usize,
+    pub consecutive_bad: usize,
+    pub elapsed_seconds: f64,
+    pub first_eval: serde_json::Value,
+    pub losses: Vec<f64>,
+}
+
+/// Options of one invocation that are not part of the run config.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub resume: bool,
+    /// Stop (as if interrupted) after this many steps of this invocation; for resume tests.
+    pub stop_after: Option<usize>,
+    pub progress_bar: bool,
+}
+
+pub fn parse_device(name: &str) -> Result<Device, String> {
+    match name {
+        "cpu" | "flex" => Ok(Device::flex()),
+        other => Err(format!("model.device = `{other}`: this build supports only `cpu` (GPU backends need their cargo feature)")),
+    }
+}
+
+/// Sets `require_grad` by parameter path: scales if `scales`, everything else if `weights`.
+struct Freeze {
+    weights: bool,
+    scales: bool,
+    path: Vec<String>,
+}
+
+impl ModuleMapper for Freeze {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let train = if is_scale(&self.path.join(".")) { self.scales } else { self.weights };
+        let (id, t, mapper) = param.consume();
+        let t = if train { t.require_grad() } else { t.set_require_grad(false) };
+        Param::from_mapped_value(id, t, mapper)
+    }
+}
+
+fn write_json_line(file: &mut std::fs::File, v: &serde_json::Value) -> Result<(), String> {
+    writeln!(file, "{v}").and_then(|()| file.flush()).map_err(|e| format!("writing metrics: {e}"))
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), in MiB.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Evaluation of a model snapshot: validation loss per source, perplexity, benchmarks.
+pub fn evaluate(model: &CausalLm, tok: &Tokenizer, mixer: &Mixer, cfg: &RunConfig) -> Result<serde_json::Value, String> {
+    let device = model.embed_tokens.val().device();
+    let mut out = serde_json::Map::new();
+    let (mut nll_total, mut n_total) = (0.0f64, 0usize);
+    for (s, name) in mixer.source_names().iter().enumerate() {
+        let Some(b) = mixer.validation_batch(s, cfg.eval.val_rows) else { continue };
+        let targets = loss::Targets::new(&b.targets, b.rows, b.seq_len, &device);
+        if targets.count == 0 {
+            continue;
+        }
+        let tokens = Tensor::<2, Int>::from_data(TensorData::new(b.tokens.iter().map(|&x| x as i64).collect::<Vec<_>>(), [b.rows, b.seq_len]), &device);
+        let logits = model.forward(tokens, &AttentionBatch::packed(&b.segments, &device), None);
+        let nll = loss::ce_sum(logits, &targets).into_scalar::<f32>() as f64;
+        out.insert(format!("val_loss/{name}"), (nll / targets.count as f64).into());
+        nll_total += nll;
+        n_total += targets.count;
+    }
+    if n_total > 0 {
+        out.insert("val_loss".into(), (nll_total / n_total as f64).into());
+    }
+    for p in &cfg.eval.perplexity {
+        let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let mut ids = tok.encode(&text, false).map_err(|e| e.to_string())?;
+        if cfg.eval.perplexity_max_tokens > 0 {
+            ids.truncate(cfg.eval.perplexity_max_tokens);
+        }
+        let w = cfg.eval.perplexity_window.min(model.config.max_position_embeddings);
+        let ppl = qat_model::eval::sliding_perplexity(model, &ids, w, w / 2);
+        let name = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        out.insert(format!("ppl/{name}"), ppl.ppl().into());
+    }
+    if let Some(p) = &cfg.eval.hellaswag {
+        let r = bench::hellaswag(model, tok, p, cfg.eval.hellaswag_limit)?;
+        out.insert("hellaswag/acc_norm".into(), r.acc_norm.into());
+        out.insert("hellaswag/acc".into(), r.acc.into());
+        out.insert("hellaswag/n".into(), r.n.into());
+    }
+    if let Some(p) = &cfg.eval.mmlu {
+        let r = bench::mmlu(model, tok, p, &cfg.eval.mmlu_split, cfg.eval.mmlu_limit)?;
+        out.insert("mmlu/acc".into(), r.acc.into());
+        out.insert("mmlu/n".into(), r.n.into());
+    }
+    Ok(serde_json::Value::Object(out))
+}
+
+/// Runs (or resumes) a training run.
+pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
+    // ---- setup -------------------------------------------------------------------------
+    let run_dir = cfg.output.dir.clone();
+    let ckpt_root = run_dir.join("checkpoints");
+    let latest = checkpoint::latest(&ckpt_root)?;
+    match (&latest, opts.resume) {
+        (Some(_), false) => return Err(format!("{} already holds checkpoints: resume it with --resume or choose another output.dir", run_dir.display())),
+        (None, true) => return Err(format!("{}: no checkpoint to resume from", run_dir.display())),
+        _ => {}
+    }
+    std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
+    let cfg_text = toml::to_string_pretty(cfg).map_err(|e| e.to_string())?;
+    if let Some(dir) = &latest {
+        let saved = std::fs::read_to_string(dir.join("config.toml")).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if saved != cfg_text {
+            return Err(format!("the config differs from the one {} was trained with ({}); resume needs the same config", run_dir.display(), dir.join("config.toml").display()));
+        }
+    }
+    std::fs::write(run_dir.join("config.toml"), &cfg_text).map_err(|e| e.to_string())?;
+
+    let device = parse_device(&cfg.model.device)?;
+    let ad_device = device.clone().autodiff();
+    let ckpt = Checkpoint::open(&cfg.model.path).map_err(|e| e.to_string())?;
+    let tok = Tokenizer::from_dir(&cfg.model.path).map_err(|e| e.to_string())?;
+    if cfg.data.seq_len > ckpt.config.max_position_embeddings {
+        return Err(format!("data.seq_len = {} exceeds the model's max_position_embeddings = {}", cfg.data.seq_len, ckpt.config.max_position_embeddings));
+    }
+    // The model config's id first: tokenizer files sometimes map "</s>" to a duplicate id.
+    let eos = ckpt.config.eos_token_ids.first().copied().or(tok.eos_id());
+    let cache = cfg.data.cache_dir.clone().unwrap_or_else(|| PathBuf::from(".qat-cache"));
+    let mut sources = Vec::new();
+    for s in &cfg.data.sources {
+        let t = tokenize_source(s, &tok, eos, Some(&cache)).map_err(|e| e.to_string())?;
+        if let Some(bad) = t.tokens.iter().find(|&&id| id as usize >= ckpt.config.vocab_size) {
+            return Err(format!("{}: the tokenizer produced id {bad}, outside the model's vocab_size {}", s.path.display(), ckpt.config.vocab_size));
+        }
+        sources.push(t);
+    }
+    let mut mixer = Mixer::new(sources, &cfg.data.mix, cfg.data.seq_len, cfg.data.val_fraction, cfg.train.seed).map_err(|e| e.to_string())?;
+
+    let policy_table;
+    let mut model = {
+        let m = CausalLm::from_checkpoint(&ckpt, &ad_device).map_err(|e| e.to_string())?;
+        let (m, table) = m.quantize(&cfg.quant)?;
+        policy_table = table;
+        m.map(&mut Freeze { weights: cfg.train.train_weights, scales: cfg.train.train_scales, path: Vec::new() })
+    };
+    let teacher = match cfg.loss.kd {
+        KdKind::None => None,
+        _ => Some(CausalLm::from_checkpoint(&ckpt, &device).map_err(|e| e.to_string())?),
+    };
+    let t = &cfg.train;
+    let mut opt = AdamW::new(
+        GroupHyper { lr: t.lr, weight_decay: t.weight_decay },
+        GroupHyper { lr: t.scale_lr.unwrap_or(t.lr), weight_decay: t.scale_weight_decay },
+        t.betas,
+        t.eps,
+    );
+    let total = cfg.total_steps();
+    let warmup = (t.warmup_fraction * total as f64).round() as usize;
+    let mut state = TrainState { step: 0, optimizer_step: 0, mixer: MixerState::default(), skipped_steps: 0, consecutive_bad: 0, elapsed_seconds: 0.0, first_eval: serde_json::Value::Null, losses: Vec::new() };
+    let metrics_path = run_dir.join("metrics.jsonl");
+    if let Some(dir) = &latest {
+        let (p, moments, st) = checkpoint::load(dir)?;
+        model = params::load(model, &p)?;
+        opt.step = st.optimizer_step;
+        opt.moments = moments.into_iter().map(|(k, (m, v))| (k, (m.to_device(&device), v.to_device(&device)))).collect();
+        mixer.restore(st.mixer.clone()).map_err(|e| e.to_string())?;
+        checkpoint::truncate_metrics(&metrics_path, st.step)?;
+        state = st;
+        eprintln!("resumed {} at step {}", run_dir.display(), state.step);
+    } else {
+        eprint!("{policy_table}");
+        let _ = std::fs::remove_file(&metrics_path);
+    }
+    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+    if state.step == 0 {
+        state.first_eval = evaluate(&model.valid(), &tok, &mixer, cfg)?;
+        write_json_line(&mut metrics, &serde_json::json!({"type": "eval", "step": 0, "tokens": 0, "eval": state.first_eval}))?;
+    }
+
+    // ---- the loop ----------------------------------------------------------------------
+    let micro = cfg.micro_batch_size();
+    let bar = opts.progress_bar.then(|| {
+        let b = indicatif::ProgressBar::new(total as u64);
+        b.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]").expect("valid template"));
+        b.set_position(state.step as u64);
+        b
+    });
+    let started = Instant::now();
+    let elapsed_before = state.elapsed_seconds;
+    let tokens_before = mixer.state.total_tokens;
+    let mut steps_this_run = 0;
+    while state.step < total {
+        if opts.stop_after.is_some_and(|n| steps_this_run == n) {
+            return Err(format!("stopped after {steps_this_run} steps as requested (--stop-after); resume with --resume"));
+        }
+        let step_start = Instant::now();
+        let lr_f = lr_factor(state.step, total, warmup, t.schedule, t.min_lr_ratio);
+        let batches: Vec<_> = (0..t.batch_size / micro).map(|_| mixer.next_batch(micro)).collect();
+        let n_targets: usize = batches.iter().map(|b| b.n_targets()).sum::<usize>().max(1);
+        let mut accum = GradientsAccumulator::<CausalLm>::new();
+        let (mut ce_total, mut kd_total) = (0.0f64, 0.0f64);
+        for b in &batches {
+            let ids: Vec<i64> = b.tokens.iter().map(|&x| x as i64).collect();
+            let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [b.rows, b.seq_len]), &ad_device);
+            let targets = loss::Targets::new(&b.targets, b.rows, b.seq_len, &ad_device);
+            let logits = model.forward(tokens.clone(), &AttentionBatch::packed(&b.segments, &ad_device), None);
+            let ce = loss::ce_sum(logits.clone(), &targets);
+            ce_total += ce.clone().into_scalar::<f32>() as f64;
+            let mut total_loss = ce * (cfg.loss.ce_weight / n_targets as f64);
+            if let Some(teacher) = &teacher {
+                let t_tokens = tokens.inner();
+                let t_logits = teacher.forward(t_tokens, &AttentionBatch::packed(&b.segments, &device), None);
+                let kd = loss::kd_sum(logits, Tensor::from_inner(t_logits), &targets, cfg.loss.kd);
+                kd_total += kd.clone().into_scalar::<f32>() as f64;
+                total_loss = total_loss + kd * (cfg.loss.kd_weight / n_targets as f64);
+            }
+            let grads = GradientsParams::from_grads(total_loss.backward(), &model);
+            accum.accumulate(&model, grads);
+        }
+        let grads = accum.grads();
+        let (ce_mean, kd_mean) = (ce_total / n_targets as f64, kd_total / n_targets as f64);
+        let loss_value = cfg.loss.ce_weight * ce_mean + if teacher.is_some() { cfg.loss.kd_weight * kd_mean } else { 0.0 };
+        let norm = grad_norm(&model, &grads);
+        let tokens_step: u64 = batches.iter().map(|b| (b.rows * b.seq_len) as u64).sum();
+        state.step += 1;
+        steps_this_run += 1;
+        if !loss_value.is_finite() || !norm.is_finite() {
+            state.skipped_steps += 1;
+            state.consecutive_bad += 1;
+            write_json_line(&mut metrics, &serde_json::json!({"type": "skipped", "step": state.step, "loss": loss_value.to_string(), "grad_norm": norm.to_string()}))?;
+            if state.consecutive_bad >= t.max_consecutive_bad_steps {
+                return Err(format!(
+                    "{} consecutive steps had a non-finite loss or gradient (last loss {loss_value}, grad norm {norm}); stopped. The last good checkpoint in {} is intact",
+                    state.consecutive_bad,
+                    ckpt_root.display()
+                ));
+            }
+            continue;
+        }
+        state.consecutive_bad = 0;
+        let clip = if t.clip_grad_norm > 0.0 { (t.clip_grad_norm / (norm + 1e-6)).min(1.0) } else { 1.0 };
+        model = opt.step(model, &grads, lr_f, clip);
+        state.optimizer_step = opt.step;
+        state.losses.push(loss_value);
+        let dt = step_start.elapsed().as_secs_f64();
+        let mut rec = serde_json::json!({
+            "type": "train", "step": state.step, "tokens": mixer.state.total_tokens, "loss": loss_value, "ce": ce_mean,
+            "lr": t.lr * lr_f, "grad_norm": norm, "tokens_per_second": tokens_step as f64 / dt, "step_seconds": dt,
+        });
+        if teacher.is_some() {
+            rec["kd"] = kd_mean.into();
+        }
+        let names = mixer.category_names();
+        rec["category_tokens"] = names.iter().zip(&mixer.state.category_tokens).map(|(n, c)| (n.to_string(), serde_json::json!(c))).collect::<serde_json::Map<_, _>>().into();
+        write_json_line(&mut metrics, &rec)?;
+        if let Some(b) = &bar {
+            b.set_position(state.step as u64);
+            b.set_message(format!("loss {loss_value:.4}  lr {:.2e}  {} tok  {:.0} tok/s", t.lr * lr_f, mixer.state.total_tokens, tokens_step as f64 / dt));
+        }
+        let last = state.step == total;
+        if cfg.eval.every > 0 && state.step % cfg.eval.every == 0 && !last {
+            let ev = evaluate(&model.valid(), &tok, &mixer, cfg)?;
+            write_json_line(&mut metrics, &serde_json::json!({"type": "eval", "step": state.step, "tokens": mixer.state.total_tokens, "eval": ev}))?;
+        }
+        if (cfg.checkpoint.every > 0 && state.step % cfg.checkpoint.every == 0) || last {
+            state.mixer = mixer.state.clone();
+            state.elapsed_seconds = elapsed_before + started.elapsed().as_secs_f64();
+            checkpoint::save(&ckpt_root, &model, &opt, &state, &cfg_text, cfg.checkpoint.keep)?;
+        }
+    }
+    if let Some(b) = &bar {
+        b.finish();
+    }
+
+    // ---- report ------------------------------------------------------------------------
+    let final_eval = evaluate(&model.valid(), &tok, &mixer, cfg)?;
+    write_json_line(&mut metrics, &serde_json::json!({"type": "eval", "step": state.step, "tokens": mixer.state.total_tokens, "eval": final_eval}))?;
+    let final_model = run_dir.join("final");
+    if final_model.exists() {
+        std::fs::remove_dir_all(&final_model).map_err(|e| format!("{}: {e}", final_model.display()))?;
+    }
+    let valid = model.valid();
+    let sidecar = serde_json::json!({
+        "method": "qat", "policy": cfg.quant, "steps": state.step, "tokens": mixer.state.total_tokens,
+        "bits_per_weight_quantized": policy_table.quantized_bits_per_weight(), "bits_per_weight_model": policy_table.model_bits_per_weight(),
+    });
+    valid.save_hf(Some(&cfg.model.path), &final_model, qat_model::SaveDtype::F32, &[("qat_quant.json", serde_json::to_string_pretty(&sidecar).expect("JSON"))]).map_err(|e| e.to_string())?;
+    params::write_safetensors(&run_dir.join("qat_params.safetensors"), &params::collect(&valid))?;
+    let wall = elapsed_before + started.elapsed().as_secs_f64();
+    let run_tokens = mixer.state.total_tokens - tokens_before;
+    let summary = RunSummary {
+        steps: state.step,
+        skipped_steps: state.skipped_steps,
+        tokens: mixer.state.total_tokens,
+        wall_seconds: wall,
+        tokens_per_second: run_tokens as f64 / started.elapsed().as_secs_f64().max(1e-9),
+        peak_rss_mib: peak_rss_mib(),
+        final_train_loss: state.losses.last().copied().unwrap_or(f64::NAN),
+        first_eval: state.first_eval.clone(),
+        final_eval,
+        final_model,
+        losses: state.losses.clone(),
+    };
+    std::fs::write(run_dir.join("summary.json"), serde_json::to_string_pretty(&summary).expect("JSON")).map_err(|e| e.to_string())?;
+    Ok(summary)
+}
+
+/// Category shares of placed tokens (for reports and the mixing test).
+pub fn category_shares(mixer: &Mixer) -> BTreeMap<String, f64> {
+    let total = mixer.state.total_tokens.max(1) as f64;
+    mixer.category_names().iter().zip(&mixer.state.category_tokens).map(|(n, &c)| (n.to_string(), c as f64 / total)).collect()
+}
+
+/// The run directory's checkpoint root.
+pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("checkpoints")
+}
