@@ -168,10 +168,10 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
     let device = parse_device(&cfg.model.device)?;
     let ad_device = device.clone().autodiff();
     let ckpt = Checkpoint::open(&cfg.model.path).map_err(|e| e.to_string())?;
-    let tok = Tokenizer::from_dir(&cfg.model.path).map_err(|e| e.to_string())?;
     if cfg.data.seq_len > ckpt.config.max_position_embeddings {
         return Err(format!("data.seq_len = {} exceeds the model's max_position_embeddings = {}", cfg.data.seq_len, ckpt.config.max_position_embeddings));
     }
+    let tok = Tokenizer::from_dir(&cfg.model.path).map_err(|e| e.to_string())?;
     // The model config's id first: tokenizer files sometimes map "</s>" to a duplicate id.
     let eos = ckpt.config.eos_token_ids.first().copied().or(tok.eos_id());
     let cache = cfg.data.cache_dir.clone().unwrap_or_else(|| PathBuf::from(".qat-cache"));
