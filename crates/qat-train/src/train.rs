@@ -29,8 +29,13 @@ pub struct RunSummary {
     pub tokens_per_second: f64,
     pub peak_rss_mib: f64,
     pub final_train_loss: f64,
+    /// The unquantized starting model.
+    pub fp_eval: serde_json::Value,
+    /// The quantized model before training (round-to-nearest with the initial scales).
     pub first_eval: serde_json::Value,
     pub final_eval: serde_json::Value,
+    /// Share of the validation-loss gap between RTN and full precision closed by training.
+    pub val_gap_recovered: Option<f64>,
     pub final_model: PathBuf,
     pub losses: Vec<f64>,
 }
@@ -44,6 +49,7 @@ pub struct TrainState {
     pub skipped_steps: usize,
     pub consecutive_bad: usize,
     pub elapsed_seconds: f64,
+    pub fp_eval: serde_json::Value,
     pub first_eval: serde_json::Value,
     pub losses: Vec<f64>,
 }
@@ -205,7 +211,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
     );
     let total = cfg.total_steps();
     let warmup = (t.warmup_fraction * total as f64).round() as usize;
-    let mut state = TrainState { step: 0, optimizer_step: 0, mixer: MixerState::default(), skipped_steps: 0, consecutive_bad: 0, elapsed_seconds: 0.0, first_eval: serde_json::Value::Null, losses: Vec::new() };
+    let mut state = TrainState { step: 0, optimizer_step: 0, mixer: MixerState::default(), skipped_steps: 0, consecutive_bad: 0, elapsed_seconds: 0.0, fp_eval: serde_json::Value::Null, first_eval: serde_json::Value::Null, losses: Vec::new() };
     let metrics_path = run_dir.join("metrics.jsonl");
     if let Some(dir) = &latest {
         let (p, moments, st) = checkpoint::load(dir)?;
@@ -222,7 +228,12 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
     }
     let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(|e| format!("{}: {e}", metrics_path.display()))?;
     if state.step == 0 {
+        state.fp_eval = match &teacher {
+            Some(t) => evaluate(t, &tok, &mixer, cfg)?,
+            None => evaluate(&CausalLm::from_checkpoint(&ckpt, &device).map_err(|e| e.to_string())?, &tok, &mixer, cfg)?,
+        };
         state.first_eval = evaluate(&model.valid(), &tok, &mixer, cfg)?;
+        write_json_line(&mut metrics, &serde_json::json!({"type": "eval_fp", "step": 0, "tokens": 0, "eval": state.fp_eval}))?;
         write_json_line(&mut metrics, &serde_json::json!({"type": "eval", "step": 0, "tokens": 0, "eval": state.first_eval}))?;
     }
 
@@ -345,7 +356,12 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
         tokens_per_second: run_tokens as f64 / started.elapsed().as_secs_f64().max(1e-9),
         peak_rss_mib: peak_rss_mib(),
         final_train_loss: state.losses.last().copied().unwrap_or(f64::NAN),
+        fp_eval: state.fp_eval.clone(),
         first_eval: state.first_eval.clone(),
+        val_gap_recovered: match (state.fp_eval["val_loss"].as_f64(), state.first_eval["val_loss"].as_f64(), final_eval["val_loss"].as_f64()) {
+            (Some(fp), Some(rtn), Some(end)) if rtn > fp => Some((rtn - end) / (rtn - fp)),
+            _ => None,
+        },
         final_eval,
         final_model,
         losses: state.losses.clone(),

@@ -1,0 +1,142 @@
+//! The trainer end to end on stories260K: QAT recovers the 2-bit gap, an interrupted run
+//! resumes to identical results, and bad configs fail before training.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use qat_train::{RunConfig, RunOptions, train};
+
+fn config(shared: &Path, out: &Path, extra: &str) -> String {
+    format!(
+        r#"
+[model]
+path = "{model}"
+[data]
+seq_len = 64
+val_fraction = 0.05
+cache_dir = "{cache}"
+[data.mix]
+text = 1.0
+[[data.sources]]
+path = "{text}"
+format = "text"
+category = "text"
+[train]
+batch_size = 4
+max_steps = 6
+lr = 2e-3
+warmup_fraction = 0.2
+clip_grad_norm = 1.0
+seed = 3
+[eval]
+val_rows = 2
+[checkpoint]
+every = 3
+keep = 3
+[output]
+dir = "{out}"
+{extra}
+"#,
+        model = shared.join("models/stories260k-hf").display(),
+        text = shared.join("data/text/tinystories_val_subset.txt").display(),
+        cache = out.parent().unwrap().join("cache").display(),
+        out = out.display(),
+    )
+}
+
+fn load(text: &str, dir: &Path) -> Result<RunConfig, String> {
+    let p = dir.join(format!("cfg-{}.toml", text.len()));
+    std::fs::write(&p, text).unwrap();
+    RunConfig::load(&p, &[]).map_err(|e| e.to_string())
+}
+
+/// The acceptance check of the trainer: 60 steps of 8×256 tokens (the shipped config, cut
+/// from 150 steps to keep the test near 25 s). Measured when this test was written: val loss
+/// FP 1.922, RTN SEQ-2 5.449, QAT 2.274, i.e. 90.0% of the gap closed. The run is
+/// deterministic (fixed seed and data order, deterministic CPU kernels), so the margin only
+/// has to absorb differences between machines; the test asserts 75%, far from RTN's 0%.
+#[test]
+fn qat_recovers_most_of_the_rtn_gap() {
+    let Some(shared) = common::shared() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/stories260k_2bit.toml");
+    let out = tmp.path().join("run");
+    let mut cfg = RunConfig::load(&cfg_path, &["train.max_steps=60".into(), format!("output.dir=\"{}\"", out.display())]).unwrap();
+    cfg.model.path = shared.join("models/stories260k-hf");
+    cfg.data.sources[0].path = shared.join("data/text/tinystories_val_subset.txt");
+    cfg.data.cache_dir = Some(tmp.path().join("cache"));
+    let s = train(&cfg, &RunOptions::default()).unwrap();
+    let (fp, rtn, qat) = (s.fp_eval["val_loss"].as_f64().unwrap(), s.first_eval["val_loss"].as_f64().unwrap(), s.final_eval["val_loss"].as_f64().unwrap());
+    eprintln!("val loss: FP {fp:.4}, RTN SEQ-2 {rtn:.4}, QAT {qat:.4}; recovered {:.3}", s.val_gap_recovered.unwrap());
+    assert!(rtn > fp + 1.0, "2-bit RTN should hurt badly: FP {fp}, RTN {rtn}");
+    assert!(s.val_gap_recovered.unwrap() > 0.75, "QAT recovered only {:?} of the gap", s.val_gap_recovered);
+    assert!(out.join("final/model.safetensors").exists() && out.join("final/qat_quant.json").exists());
+}
+
+#[test]
+fn interrupted_and_resumed_run_is_identical() {
+    let Some(shared) = common::shared() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let full = train(&load(&config(&shared, &a, ""), tmp.path()).unwrap(), &RunOptions::default()).unwrap();
+    let cfg_b = load(&config(&shared, &b, ""), tmp.path()).unwrap();
+    let e = train(&cfg_b, &RunOptions { stop_after: Some(4), ..Default::default() }).unwrap_err();
+    assert!(e.contains("stopped after 4"), "{e}");
+    // Step 4 is past the step-3 checkpoint: resume restarts from step 3.
+    let resumed = train(&RunConfig::load(&b.join("config.toml"), &[]).unwrap(), &RunOptions { resume: true, ..Default::default() }).unwrap();
+    assert_eq!(full.losses.len(), 6);
+    assert_eq!(full.losses, resumed.losses, "loss sequences differ");
+    let pa = std::fs::read(a.join("qat_params.safetensors")).unwrap();
+    let pb = std::fs::read(b.join("qat_params.safetensors")).unwrap();
+    assert!(pa == pb, "final weights and scales differ");
+    // A finished run cannot be started again over its checkpoints.
+    let e = train(&cfg_b, &RunOptions::default()).unwrap_err();
+    assert!(e.contains("--resume"), "{e}");
+}
+
+#[test]
+fn bad_configs_fail_before_training() {
+    let Some(shared) = common::shared() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let good = config(&shared, &out, "");
+    let cases: Vec<(String, &str)> = vec![
+        (good.replace("[model]", "[model\n"), "malformed TOML"),
+        (good.replace("lr = 2e-3", "lr = 2e-3\nlearning_rate = 1.0"), "learning_rate"),
+        (good.replace("batch_size = 4", "batch_size = \"four\""), "batch_size"),
+        (good.replace("tinystories_val_subset.txt", "missing.txt"), "missing.txt"),
+        (good.replace("[train]", "[train]\nmicro_batch_size = 3"), "micro_batch_size"),
+    ];
+    for (text, want) in cases {
+        let e = load(&text, tmp.path()).unwrap_err();
+        assert!(e.contains(want), "expected an error about `{want}`, got: {e}");
+    }
+    // Errors found when the data and model are read, still before the first step.
+    let empty = tmp.path().join("empty.txt");
+    std::fs::write(&empty, "\n\n\n").unwrap();
+    let cfg = load(&good.replace(&shared.join("data/text/tinystories_val_subset.txt").display().to_string(), &empty.display().to_string()), tmp.path()).unwrap();
+    let e = train(&cfg, &RunOptions::default()).unwrap_err();
+    assert!(e.contains("empty.txt") && e.contains("empty"), "{e}");
+    let cfg = load(&config(&shared, &tmp.path().join("run2"), "").replace("seq_len = 64", "seq_len = 4096"), tmp.path()).unwrap();
+    let e = train(&cfg, &RunOptions::default()).unwrap_err();
+    assert!(e.contains("seq_len = 4096") && e.contains("max_position_embeddings"), "{e}");
+    assert!(!tmp.path().join("run2/checkpoints").exists() && !out.join("checkpoints").exists());
+}
+
+#[test]
+fn set_overrides_apply_and_unknown_keys_fail() {
+    let Some(shared) = common::shared() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("c.toml");
+    std::fs::write(&p, config(&shared, &tmp.path().join("run"), "")).unwrap();
+    let c = RunConfig::load(&p, &["train.lr=5e-5".into(), "data.mix.text=2".into(), "data.sources.0.weight=0.5".into(), "quant.scheme=ternary".into()]).unwrap();
+    assert_eq!(c.train.lr, 5e-5);
+    assert_eq!(c.data.mix["text"], 2.0);
+    assert_eq!(c.data.sources[0].weight, 0.5);
+    assert_eq!(c.quant.scheme, qat_quant::policy::SchemeChoice::Ternary);
+    let e = RunConfig::load(&p, &["train.lrr=1".into()]).unwrap_err().to_string();
+    assert!(e.contains("lrr"), "{e}");
+    let e = RunConfig::load(&p, &["quant.scheme=int3".into()]).unwrap_err().to_string();
+    assert!(e.contains("int3"), "{e}");
+}
