@@ -306,6 +306,9 @@ impl Mixer {
                 }
             }
         }
+        // A last, partly filled row is dropped.
+        b.tokens.truncate(b.rows * t);
+        b.targets.truncate(b.rows * t);
         (b.rows > 0).then_some(b)
     }
 }
