@@ -23,6 +23,10 @@ enum Command {
     Quantize(cmd::quantize::Args),
     /// Perplexity of a checkpoint on text files.
     Eval(cmd::eval::Args),
+    /// Export a run as pseudo-quantized safetensors (--format hf) or GGUF (--format gguf).
+    Export(cmd::export::Args),
+    /// Check that a GGUF export holds exactly the values of an HF export.
+    VerifyExport(cmd::verify_export::Args),
 }
 
 /// Parses arguments, runs the command, prints the whole error chain on failure.
@@ -34,6 +38,8 @@ pub fn run() -> std::process::ExitCode {
         Command::Import(a) => cmd::import::run(a),
         Command::Quantize(a) => cmd::quantize::run(a),
         Command::Eval(a) => cmd::eval::run(a),
+        Command::Export(a) => cmd::export::run(a),
+        Command::VerifyExport(a) => cmd::verify_export::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

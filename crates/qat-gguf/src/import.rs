@@ -134,7 +134,7 @@ pub fn import_gguf(gguf_path: &Path, out: &Path) -> Result<ImportSummary> {
         move |source| GgufError::Io { path: p.clone(), source }
     };
     std::fs::create_dir_all(parent).map_err(io(parent))?;
-    let tmp = tempfile::Builder::new().prefix(".qat-import-").tempdir_in(parent).map_err(io(parent))?;
+    let tmp = tempfile::Builder::new().prefix(".qat-import-").permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755)).tempdir_in(parent).map_err(io(parent))?;
     let pretty = |v: &Json| serde_json::to_string_pretty(v).expect("JSON values serialize");
     for (name, v) in [("config.json", &config), ("tokenizer.json", &tokenizer), ("tokenizer_config.json", &tok_cfg), ("generation_config.json", &gen_cfg)] {
         let p = tmp.path().join(name);

@@ -140,6 +140,6 @@ impl CausalLm {
 
 /// A fresh hidden directory next to the target, so the final rename stays on one filesystem.
 fn tempfile_dir(parent: &Path) -> Result<std::path::PathBuf, ModelError> {
-    let dir = tempfile::Builder::new().prefix(".qat-write-").tempdir_in(parent).map_err(|e| ModelError::io(parent, e))?;
+    let dir = tempfile::Builder::new().prefix(".qat-write-").permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755)).tempdir_in(parent).map_err(|e| ModelError::io(parent, e))?;
     Ok(dir.keep())
 }

@@ -40,7 +40,7 @@ pub fn latest(root: &Path) -> Result<Option<PathBuf>, String> {
 /// Writes a checkpoint for `state.step` and removes all but the newest `keep`.
 pub fn save(root: &Path, model: &CausalLm, opt: &AdamW, state: &crate::train::TrainState, config_text: &str, keep: usize) -> Result<PathBuf, String> {
     std::fs::create_dir_all(root).map_err(|e| format!("{}: {e}", root.display()))?;
-    let tmp = tempfile::Builder::new().prefix(".tmp-").tempdir_in(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let tmp = tempfile::Builder::new().prefix(".tmp-").permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755)).tempdir_in(root).map_err(|e| format!("{}: {e}", root.display()))?;
     params::write_safetensors(&tmp.path().join("params.safetensors"), &params::collect(model))?;
     let mut moments: Named = BTreeMap::new();
     for (path, (m, v)) in &opt.moments {

@@ -380,3 +380,24 @@ pub fn category_shares(mixer: &Mixer) -> BTreeMap<String, f64> {
 pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoints")
 }
+
+/// Loads a trained model from a run directory (`qat_params.safetensors`, or its latest
+/// checkpoint if the run did not finish) or from one checkpoint directory, rebuilt exactly as
+/// the run built it (base checkpoint, quantization policy, trained parameters).
+pub fn load_trained(source: &Path, device: &Device) -> Result<(CausalLm, RunConfig), String> {
+    let params_file = if source.join("qat_params.safetensors").exists() {
+        source.join("qat_params.safetensors")
+    } else if source.join("params.safetensors").exists() {
+        source.join("params.safetensors")
+    } else if let Some(c) = checkpoint::latest(&source.join("checkpoints"))? {
+        c.join("params.safetensors")
+    } else {
+        return Err(format!("{}: not a run or checkpoint directory (no qat_params.safetensors, params.safetensors or checkpoints/)", source.display()));
+    };
+    let cfg_path = params_file.parent().expect("a file has a parent").join("config.toml");
+    let cfg = RunConfig::load(&cfg_path, &[]).map_err(|e| e.to_string())?;
+    let ckpt = Checkpoint::open(&cfg.model.path).map_err(|e| e.to_string())?;
+    let (model, _) = CausalLm::from_checkpoint(&ckpt, device).map_err(|e| e.to_string())?.quantize(&cfg.quant)?;
+    let model = params::load(model, &params::read_safetensors(&params_file)?)?;
+    Ok((model, cfg))
+}

@@ -1,8 +1,10 @@
 pub mod eval;
+pub mod export;
 pub mod generate;
 pub mod import;
 pub mod quantize;
 pub mod train;
+pub mod verify_export;
 
 use anyhow::{Context, bail};
 use burn::tensor::Device;

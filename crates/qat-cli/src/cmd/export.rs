@@ -1,0 +1,107 @@
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use qat_export::{HfDtype, HighPrecision};
+use qat_quant::Policy;
+use qat_quant::policy::{Overrides, SchemeChoice};
+
+/// Export a trained run (or a checkpoint, or an HF model quantized round-to-nearest) as
+/// pseudo-quantized safetensors or GGUF.
+#[derive(clap::Args)]
+pub struct Args {
+    /// A run directory, a checkpoint directory, or (with --scheme) a Hugging Face checkpoint.
+    source: PathBuf,
+    /// hf (pseudo-quantized safetensors) or gguf.
+    #[arg(long)]
+    format: String,
+    #[arg(long)]
+    out: PathBuf,
+    /// Storage of the HF export: bf16 (default) or f32.
+    #[arg(long, default_value = "bf16")]
+    hf_dtype: String,
+    /// GGUF type of unquantized matrices (embeddings): f16, bf16 or q8_0.
+    #[arg(long, default_value = "bf16")]
+    hp_type: String,
+    /// Keep the trained scales as they are (the HF and GGUF exports may then differ).
+    #[arg(long)]
+    no_scale_rounding: bool,
+    /// Round-to-nearest quantize a Hugging Face checkpoint with this scheme instead of a run.
+    #[arg(long, value_parser = super::quantize::parse_enum::<SchemeChoice>)]
+    scheme: Option<SchemeChoice>,
+    #[arg(long)]
+    bits: Option<u32>,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let device = burn::tensor::Device::flex();
+    let (model, base_dir, method) = match a.scheme {
+        Some(scheme) => {
+            let mut policy = Policy::default();
+            policy.set(&Overrides { scheme: Some(scheme), bits: a.bits, ..Default::default() });
+            let (m, _) = super::load_model(&a.source, &device)?.quantize(&policy).map_err(anyhow::Error::msg)?;
+            (m, a.source.clone(), "rtn")
+        }
+        None => {
+            let (m, cfg) = qat_train::train::load_trained(&a.source, &device).map_err(anyhow::Error::msg)?;
+            (m, cfg.model.path, "qat")
+        }
+    };
+    let hf_dtype = match a.hf_dtype.as_str() {
+        "bf16" => HfDtype::Bf16,
+        "f32" => HfDtype::F32,
+        other => bail!("--hf-dtype {other}: expected bf16 or f32"),
+    };
+    let (model, rounding) = if a.no_scale_rounding {
+        (model, None)
+    } else {
+        let (m, r) = qat_export::round_scales(model, hf_dtype).map_err(anyhow::Error::msg)?;
+        println!("scale rounding: {} of {} scales changed, largest relative change {:.3e}", r.changed, r.scales, r.max_relative_change);
+        (m, Some(r))
+    };
+    let modules: Vec<(String, [usize; 2])> = model.linears().into_iter().map(|(n, l)| (n, l.dims())).collect();
+    let specs: Vec<_> = model.linears().iter().map(|(n, l)| (n.clone(), l.quant.as_ref().map(|q| q.spec.label()))).collect();
+    match a.format.as_str() {
+        "hf" => {
+            let sidecar = serde_json::json!({
+                "method": method, "source": a.source.display().to_string(), "scale_rounding": rounding,
+                "hf_dtype": a.hf_dtype, "modules": specs.iter().map(|(n, s)| serde_json::json!({"module": n, "quantizer": s})).collect::<Vec<_>>(),
+                "linears": modules.len(),
+            });
+            qat_export::export_hf(&model, &base_dir, &a.out, hf_dtype, &sidecar).map_err(anyhow::Error::msg)?;
+            println!("wrote {}", a.out.display());
+        }
+        "gguf" => {
+            let hp = match a.hp_type.as_str() {
+                "f16" => HighPrecision::F16,
+                "bf16" => HighPrecision::Bf16,
+                "q8_0" => HighPrecision::Q8_0,
+                other => bail!("--hp-type {other}: expected f16, bf16 or q8_0"),
+            };
+            let name = a.source.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let r = qat_export::export_gguf(&model, &base_dir, &a.out, hp, hf_dtype, &name).map_err(anyhow::Error::msg)?;
+            let mut by_type = std::collections::BTreeMap::new();
+            for t in &r.tensors {
+                *by_type.entry(t.ggml_type.clone()).or_insert(0) += 1;
+            }
+            for t in r.tensors.iter().filter(|t| t.fallback.is_some()).take(3) {
+                println!("fallback: {} → {} ({})", t.name, t.ggml_type, t.fallback.as_deref().unwrap_or(""));
+            }
+            let n_fallback = r.tensors.iter().filter(|t| t.fallback.is_some()).count();
+            if n_fallback > 3 {
+                println!("fallback: … {} tensors in all", n_fallback);
+            }
+            println!(
+                "wrote {}: {} bytes, {:.3} bits/weight over {} parameters; tensor types {:?}",
+                a.out.display(),
+                r.file_bytes,
+                r.bits_per_weight,
+                r.n_params,
+                by_type
+            );
+            let report = a.out.with_extension("export.json");
+            std::fs::write(&report, serde_json::to_string_pretty(&r)?).with_context(|| report.display().to_string())?;
+        }
+        other => bail!("--format {other}: expected hf or gguf"),
+    }
+    Ok(())
+}

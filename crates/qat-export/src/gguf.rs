@@ -1,0 +1,226 @@
+//! GGUF export for llama.cpp: architecture metadata, tokenizer from `tokenizer.json`, tensors
+//! in llama.cpp naming with exact quantized types and a chosen type for the rest.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use qat_gguf::hf::{gguf_arch, gguf_name, permute_heads, permute_rows};
+use qat_gguf::{GgmlType, GgufWriter, Value, blocks};
+use qat_model::{Arch, CausalLm};
+use qat_quant::QuantizedWeight;
+use serde_json::Value as Json;
+
+use crate::encode::{choose_type, encode};
+use crate::round::HfDtype;
+
+/// Type of tensors that are not quantized (embeddings, an unquantized lm_head, biases).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HighPrecision {
+    F16,
+    Bf16,
+    Q8_0,
+}
+
+/// One written tensor, for the report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TensorReport {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub ggml_type: String,
+    pub bytes: u64,
+    /// Why the type differs from the scheme's natural one, if it does.
+    pub fallback: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GgufReport {
+    pub tensors: Vec<TensorReport>,
+    pub file_bytes: u64,
+    pub n_params: u64,
+    pub bits_per_weight: f64,
+}
+
+fn json_err(path: &Path, msg: impl std::fmt::Display) -> String {
+    format!("{}: {msg}", path.display())
+}
+
+/// llama.cpp's pre-tokenizer name for a tokenizer.json, by the structure of its pre-tokenizer.
+fn pre_tokenizer_name(tok: &Json, model_type: &str) -> Result<&'static str, String> {
+    let pre = &tok["pre_tokenizer"];
+    let kinds: Vec<&str> = match pre["type"].as_str() {
+        Some("Sequence") => pre["pretokenizers"].as_array().map(|a| a.iter().filter_map(|p| p["type"].as_str()).collect()).unwrap_or_default(),
+        Some(t) => vec![t],
+        None => vec![],
+    };
+    Ok(match (model_type, kinds.as_slice()) {
+        ("hunyuan_v1_dense", _) => "hunyuan-dense",
+        ("qwen2" | "qwen3", _) => "qwen2",
+        (_, ["Digits", "ByteLevel"]) => "smollm",
+        (_, ["ByteLevel"]) => "gpt-2",
+        (_, ["Split", "ByteLevel"]) => "llama-bpe",
+        _ => return Err(format!("cannot tell llama.cpp's pre-tokenizer for pre_tokenizer {pre}")),
+    })
+}
+
+/// Tokenizer metadata (`tokenizer.ggml.*`) from a byte-level BPE `tokenizer.json`.
+fn tokenizer_metadata(w: &mut GgufWriter, src: &Path, model: &CausalLm) -> Result<(), String> {
+    let path = src.join("tokenizer.json");
+    let tok: Json = serde_json::from_str(&std::fs::read_to_string(&path).map_err(|e| json_err(&path, e))?).map_err(|e| json_err(&path, e))?;
+    let m = &tok["model"];
+    if m["type"].as_str() != Some("BPE") || m["byte_fallback"].as_bool() == Some(true) {
+        return Err(json_err(&path, "only byte-level BPE tokenizers (GPT-2 style) can be written to GGUF; SentencePiece-style vocabularies are not supported yet"));
+    }
+    let vocab = m["vocab"].as_object().ok_or_else(|| json_err(&path, "model.vocab missing"))?;
+    let mut tokens: BTreeMap<u64, String> = vocab.iter().filter_map(|(k, v)| Some((v.as_u64()?, k.clone()))).collect();
+    let mut types: BTreeMap<u64, i32> = BTreeMap::new();
+    for a in tok["added_tokens"].as_array().into_iter().flatten() {
+        let (Some(id), Some(content)) = (a["id"].as_u64(), a["content"].as_str()) else { continue };
+        tokens.insert(id, content.to_string());
+        types.insert(id, if a["special"].as_bool() == Some(true) { 3 } else { 4 });
+    }
+    let n = model.config.vocab_size as u64;
+    // The embedding may be padded past the tokenizer's vocabulary: fill with unused tokens.
+    let list: Vec<String> = (0..n).map(|i| tokens.get(&i).cloned().unwrap_or_else(|| format!("[PAD{i}]"))).collect();
+    let ty: Vec<Value> = (0..n).map(|i| Value::I32(if tokens.contains_key(&i) { *types.get(&i).unwrap_or(&1) } else { 5 })).collect();
+    let merges: Vec<String> = m["merges"]
+        .as_array()
+        .ok_or_else(|| json_err(&path, "model.merges missing"))?
+        .iter()
+        .map(|x| match x {
+            Json::String(s) => Ok(s.clone()),
+            Json::Array(p) if p.len() == 2 => Ok(format!("{} {}", p[0].as_str().unwrap_or(""), p[1].as_str().unwrap_or(""))),
+            _ => Err(json_err(&path, "unreadable merge")),
+        })
+        .collect::<Result<_, _>>()?;
+    w.set("tokenizer.ggml.model", Value::String("gpt2".into()));
+    w.set("tokenizer.ggml.pre", Value::String(pre_tokenizer_name(&tok, model.config.arch.model_type()).map_err(|e| json_err(&path, e))?.into()));
+    w.set("tokenizer.ggml.tokens", Value::strings(list));
+    w.set("tokenizer.ggml.token_type", Value::Array(5, ty));
+    w.set("tokenizer.ggml.merges", Value::strings(merges));
+    let cfg = &model.config;
+    if let Some(b) = cfg.bos_token_id {
+        w.set("tokenizer.ggml.bos_token_id", Value::U32(b));
+    }
+    if let Some(&e) = cfg.eos_token_ids.first() {
+        w.set("tokenizer.ggml.eos_token_id", Value::U32(e));
+    }
+    if let Some(p) = cfg.pad_token_id {
+        w.set("tokenizer.ggml.padding_token_id", Value::U32(p));
+    }
+    let tc_path = src.join("tokenizer_config.json");
+    if let Ok(text) = std::fs::read_to_string(&tc_path) {
+        let tc: Json = serde_json::from_str(&text).map_err(|e| json_err(&tc_path, e))?;
+        w.set("tokenizer.ggml.add_bos_token", Value::Bool(tc["add_bos_token"].as_bool().unwrap_or(false)));
+        if let Some(t) = tc["chat_template"].as_str() {
+            w.set("tokenizer.chat_template", Value::String(t.into()));
+        }
+    }
+    Ok(())
+}
+
+fn arch_metadata(w: &mut GgufWriter, model: &CausalLm, name: &str) -> Result<&'static str, String> {
+    let c = &model.config;
+    let arch = gguf_arch(c.arch.model_type()).ok_or_else(|| format!("{} has no GGUF architecture", c.arch.model_type()))?;
+    let k = |s: &str| format!("{arch}.{s}");
+    w.set("general.architecture", Value::String(arch.into()));
+    w.set("general.name", Value::String(name.into()));
+    w.set("general.quantization_version", Value::U32(2));
+    w.set(k("context_length"), Value::U32(c.max_position_embeddings as u32));
+    w.set(k("embedding_length"), Value::U32(c.hidden_size as u32));
+    w.set(k("block_count"), Value::U32(c.num_hidden_layers as u32));
+    w.set(k("feed_forward_length"), Value::U32(c.intermediate_size as u32));
+    w.set(k("attention.head_count"), Value::U32(c.num_attention_heads as u32));
+    w.set(k("attention.head_count_kv"), Value::U32(c.num_key_value_heads as u32));
+    w.set(k("attention.key_length"), Value::U32(c.head_dim as u32));
+    w.set(k("attention.value_length"), Value::U32(c.head_dim as u32));
+    w.set(k("attention.layer_norm_rms_epsilon"), Value::F32(c.rms_norm_eps as f32));
+    // Hunyuan's alpha is already folded into rope_base (formats.md §3).
+    w.set(k("rope.freq_base"), Value::F32(c.rope_base as f32));
+    w.set(k("rope.dimension_count"), Value::U32(c.head_dim as u32));
+    w.set(k("vocab_size"), Value::U32(c.vocab_size as u32));
+    if let Some(s) = c.rope_llama3 {
+        // llama.cpp reads Llama 3 frequency factors from a `rope_freqs` tensor; not written yet.
+        return Err(format!("Llama 3 RoPE scaling (factor {}) is not supported in GGUF export yet", s.factor));
+    }
+    if c.arch == Arch::HunyuanDense {
+        w.set(k("rope.scaling.type"), Value::String("none".into()));
+    }
+    Ok(arch)
+}
+
+fn permuted(qw: &QuantizedWeight, heads: usize) -> QuantizedWeight {
+    let [rows, cols] = qw.dims;
+    let mut out = qw.clone();
+    out.levels = permute_rows(&qw.levels, rows, cols, heads);
+    if qw.steps.len() % rows == 0 && qw.steps.len() >= rows {
+        out.steps = permute_rows(&qw.steps, rows, qw.steps.len() / rows, heads);
+    }
+    out
+}
+
+/// Writes `model` as a GGUF file (atomically) with tokenizer data from `src` (the checkpoint
+/// the run started from).
+/// `hf_dtype` is the storage of the matching HF export: unquantized tensors are rounded to it
+/// first, so that both files hold the same values.
+pub fn export_gguf(model: &CausalLm, src: &Path, out: &Path, hp: HighPrecision, hf_dtype: HfDtype, name: &str) -> Result<GgufReport, String> {
+    let mut w = GgufWriter::new();
+    arch_metadata(&mut w, model, name)?;
+    tokenizer_metadata(&mut w, src, model)?;
+    let cfg = &model.config;
+    let mt = cfg.arch.model_type();
+    let linears: BTreeMap<String, &qat_quant::QLinear> = model.linears().into_iter().collect();
+    let mut reports = Vec::new();
+    let mut n_params = 0u64;
+    for (hf, shape, values) in model.hf_tensors() {
+        let gname = gguf_name(mt, &hf).ok_or_else(|| format!("tensor {hf} has no GGUF name"))?;
+        let heads = permute_heads(mt, &hf, cfg.num_attention_heads, cfg.num_key_value_heads);
+        let module = hf.strip_suffix(".weight").map(|s| s.strip_prefix("model.").unwrap_or(s));
+        let quantized = module.and_then(|m| linears.get(m)).and_then(|l| l.quantized_weight());
+        let (ty, bytes, fallback) = match quantized {
+            Some(qw) => {
+                let qw = match heads {
+                    Some(h) => permuted(&qw, h),
+                    None => qw,
+                };
+                let (ty, fallback) = choose_type(&qw).map_err(|e| format!("{hf}: {e}"))?;
+                (ty, encode(&qw, ty).map_err(|e| format!("{hf}: {e}"))?, fallback)
+            }
+            None => {
+                let cols = if shape.len() == 2 { shape[1] } else { 1 };
+                let values: Vec<f32> = match hf_dtype {
+                    HfDtype::Bf16 if shape.len() == 2 => values.into_iter().map(|v| half::bf16::from_f32(v).to_f32()).collect(),
+                    _ => values,
+                };
+                let values = match heads {
+                    Some(h) => permute_rows(&values, shape[0], cols, h),
+                    None => values,
+                };
+                let ty = if shape.len() == 1 {
+                    GgmlType::F32
+                } else {
+                    match hp {
+                        HighPrecision::F16 => GgmlType::F16,
+                        HighPrecision::Bf16 => GgmlType::BF16,
+                        HighPrecision::Q8_0 if cols % 32 == 0 => GgmlType::Q8_0,
+                        HighPrecision::Q8_0 => GgmlType::F16,
+                    }
+                };
+                if ty == GgmlType::F16 && values.iter().any(|v| v.is_finite() && v.abs() > 65504.0) {
+                    return Err(format!("{hf}: values exceed the f16 range; export with --hp-type bf16"));
+                }
+                let fallback = (hp == HighPrecision::Q8_0 && ty == GgmlType::F16 && shape.len() == 2).then(|| format!("F16: rows of {cols} do not fit Q8_0 blocks"));
+                (ty, blocks::quantize(ty, &values).map_err(|e| format!("{hf}: {e}"))?, fallback)
+            }
+        };
+        n_params += shape.iter().product::<usize>() as u64;
+        reports.push(TensorReport { name: gname.clone(), shape: shape.clone(), ggml_type: format!("{ty:?}"), bytes: bytes.len() as u64, fallback });
+        w.add_tensor(gname, &shape, ty, bytes).map_err(|e| e.to_string())?;
+    }
+    if let Some(dir) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    w.write(out).map_err(|e| e.to_string())?;
+    let file_bytes = std::fs::metadata(out).map_err(|e| e.to_string())?.len();
+    let data_bytes: u64 = reports.iter().map(|r| r.bytes).sum();
+    Ok(GgufReport { tensors: reports, file_bytes, n_params, bits_per_weight: data_bytes as f64 * 8.0 / n_params as f64 })
+}

@@ -1,0 +1,163 @@
+//! Scale rounding so that the pseudo-quantized safetensors and the GGUF hold the same values.
+//!
+//! Every quantized value is `u·L` (see [`crate::encode`]). GGUF stores `u` as f16; the HF
+//! export stores `u·L` as bf16 (8 significant bits) or f32. Rounding `u` to `p` significant bits
+//! with `p + bits(max|L|) ≤ 8` (bf16) or `p ≤ 11` (f32), and onto the f16 grid, makes both
+//! exact; then `α` is set to the value whose step gives exactly that `u`.
+
+use burn::module::Param;
+use burn::tensor::{Tensor, TensorData};
+use qat_model::CausalLm;
+use qat_quant::{QuantSpec, Scheme};
+
+use crate::encode::unit_per_step;
+
+/// Storage of the HF export, which decides how many bits a unit may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HfDtype {
+    Bf16,
+    F32,
+}
+
+/// Significant bits of the largest level (in units) of a scheme.
+fn level_bits(spec: &QuantSpec) -> u32 {
+    let max_units: u32 = match (spec.scheme, spec.bits) {
+        (Scheme::Seq, b) => (1 << b) - 1, // odd units up to 2k − 1
+        (Scheme::Int, b) => (1 << (b - 1)) - 1,
+        _ => 1,
+    };
+    (0..=max_units).map(|l| if l == 0 { 0 } else { 32 - l.leading_zeros() - l.trailing_zeros() }).max().unwrap_or(1).max(1)
+}
+
+/// Significant bits allowed for the unit.
+pub fn unit_bits(spec: &QuantSpec, dtype: HfDtype) -> u32 {
+    match dtype {
+        HfDtype::F32 => 11,
+        HfDtype::Bf16 if level_bits(spec) == 1 => 8,
+        HfDtype::Bf16 => (8 - level_bits(spec)).min(11),
+    }
+}
+
+/// `x > 0` rounded to `bits` significant bits (half to even) and onto the f16 grid.
+pub fn round_unit(x: f32, bits: u32) -> Result<f32, String> {
+    if !(x.is_finite() && x > 0.0) {
+        return Err(format!("scale unit {x} is not a positive finite number"));
+    }
+    let shift = 24 - bits;
+    let b = x.to_bits();
+    let half = 1u32 << (shift - 1);
+    let lsb = (b >> shift) & 1;
+    let r = f32::from_bits((b + half - 1 + lsb) & !((1u32 << shift) - 1));
+    // Below f16's normal range values must also sit on its subnormal grid (multiples of 2^-24).
+    let r = if r < 6.103_515_6e-5 { ((r * 16_777_216.0).round() / 16_777_216.0).max(5.960_464_5e-8) } else { r };
+    if r > 65504.0 {
+        return Err(format!("scale unit {x} exceeds the f16 range"));
+    }
+    debug_assert_eq!(half::f16::from_f32(r).to_f32(), r);
+    Ok(r)
+}
+
+/// α whose step gives exactly unit `u`: the step is α/k for SEQ (k = 2^(b−1)), α/1.5 for
+/// ternary, α otherwise; and `u = step·unit_per_step`.
+fn alpha_for_unit(spec: &QuantSpec, u: f32) -> f32 {
+    let step = u / unit_per_step(spec.scheme);
+    match spec.scheme {
+        Scheme::Seq => step * (1u32 << (spec.bits - 1)) as f32,
+        Scheme::Ternary => step * 1.5,
+        _ => step,
+    }
+}
+
+fn unit_of_alpha(spec: &QuantSpec, alpha: f32) -> f32 {
+    let step = match spec.scheme {
+        Scheme::Seq => alpha / (1u32 << (spec.bits - 1)) as f32,
+        Scheme::Ternary => alpha / 1.5,
+        _ => alpha,
+    };
+    step * unit_per_step(spec.scheme)
+}
+
+/// What rounding changed.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RoundingReport {
+    pub scales: usize,
+    pub changed: usize,
+    /// Largest `|α' − α| / α`.
+    pub max_relative_change: f64,
+}
+
+/// Rounds every quantizer scale of `model` for an exact export.
+pub fn round_scales(model: CausalLm, dtype: HfDtype) -> Result<(CausalLm, RoundingReport), String> {
+    let mut report = RoundingReport::default();
+    let mut error = None;
+    let model = model.map_linears(|path, mut l| {
+        let Some(q) = l.quant.as_mut() else { return l };
+        let Some(scale) = q.scale.as_ref() else { return l };
+        let spec = q.spec;
+        let t = scale.val();
+        let dims = t.dims();
+        let device = t.device();
+        let alphas: Vec<f32> = t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 scales");
+        let bits = unit_bits(&spec, dtype);
+        if bits < 4 {
+            error.get_or_insert(format!("{path}: {} values need a {bits}-bit scale to be exact in bf16; export with f32 safetensors", spec.label()));
+            return l;
+        }
+        let mut out = Vec::with_capacity(alphas.len());
+        for a in alphas {
+            match round_unit(unit_of_alpha(&spec, a), bits) {
+                Ok(u) => {
+                    let r = alpha_for_unit(&spec, u);
+                    debug_assert_eq!(unit_of_alpha(&spec, r), u);
+                    report.scales += 1;
+                    if r != a {
+                        report.changed += 1;
+                        report.max_relative_change = report.max_relative_change.max(((r - a) / a).abs() as f64);
+                    }
+                    out.push(r);
+                }
+                Err(e) => {
+                    error.get_or_insert(format!("{path}: {e}"));
+                    out.push(a);
+                }
+            }
+        }
+        q.scale = Some(Param::from_tensor(Tensor::from_data(TensorData::new(out, dims), &device)));
+        l
+    });
+    match error {
+        Some(e) => Err(e),
+        None => Ok((model, report)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounding_gives_few_bit_f16_values() {
+        for x in [0.013_7f32, 1.0, 3.999, 7.3e-6, 123.456] {
+            for bits in [5, 6, 8, 11] {
+                let r = round_unit(x, bits).unwrap();
+                assert_eq!(half::f16::from_f32(r).to_f32(), r);
+                let m = r.to_bits() & 0x7f_ffff;
+                if r >= 6.2e-5 {
+                    assert_eq!(m & ((1 << (24 - bits)) - 1), 0, "{x} → {r} has more than {bits} bits");
+                }
+                assert!(((r - x) / x).abs() <= 2f32.powi(-(bits as i32)) + 1e-3, "{x} → {r}");
+            }
+        }
+        assert_eq!(round_unit(0.75, 6).unwrap(), 0.75);
+        assert!(round_unit(1e6, 6).is_err());
+    }
+
+    #[test]
+    fn level_bits_per_scheme() {
+        let s = |scheme, bits| QuantSpec { scheme, bits, ..QuantSpec::seq2() };
+        assert_eq!(unit_bits(&s(Scheme::Seq, 2), HfDtype::Bf16), 6); // levels ±1, ±3 units
+        assert_eq!(unit_bits(&s(Scheme::Seq, 3), HfDtype::Bf16), 5); // up to ±7
+        assert_eq!(unit_bits(&s(Scheme::Ternary, 2), HfDtype::Bf16), 8);
+        assert_eq!(unit_bits(&s(Scheme::Int, 4), HfDtype::Bf16), 5); // 7 = 111b, and −8
+    }
+}
