@@ -25,6 +25,8 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Export a run as pseudo-quantized safetensors (--format hf) or GGUF (--format gguf).
     Export(cmd::export::Args),
+    /// Write the logits of a token sequence as JSON (for comparisons with transformers).
+    Logits(cmd::logits::Args),
     /// Check that a GGUF export holds exactly the values of an HF export.
     VerifyExport(cmd::verify_export::Args),
 }
@@ -39,6 +41,7 @@ pub fn run() -> std::process::ExitCode {
         Command::Quantize(a) => cmd::quantize::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Export(a) => cmd::export::run(a),
+        Command::Logits(a) => cmd::logits::run(a),
         Command::VerifyExport(a) => cmd::verify_export::run(a),
     };
     match result {

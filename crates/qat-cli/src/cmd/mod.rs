@@ -2,6 +2,7 @@ pub mod eval;
 pub mod export;
 pub mod generate;
 pub mod import;
+pub mod logits;
 pub mod quantize;
 pub mod train;
 pub mod verify_export;
