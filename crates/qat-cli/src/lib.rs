@@ -15,6 +15,8 @@ struct Cli {
 enum Command {
     /// Quantization-aware training from a TOML config (or resume a run).
     Train(cmd::train::Args),
+    /// Many short runs over a grid or random sample of config values, one results table.
+    Sweep(cmd::sweep::Args),
     /// Generate text from a checkpoint (greedy or sampled; raw prompt or chat).
     Generate(cmd::generate::Args),
     /// Convert a GGUF model into a Hugging Face checkpoint directory.
@@ -36,6 +38,7 @@ pub fn run() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(a) => cmd::train::run(a),
+        Command::Sweep(a) => cmd::sweep::run(a),
         Command::Generate(a) => cmd::generate::run(a),
         Command::Import(a) => cmd::import::run(a),
         Command::Quantize(a) => cmd::quantize::run(a),

@@ -57,7 +57,8 @@ pub struct TrainSection {
     /// Rows per forward/backward; gradients are accumulated over batch_size / micro_batch_size.
     #[serde(default)]
     pub micro_batch_size: Option<usize>,
-    /// Stop after this many optimizer steps (0 = use max_tokens).
+    /// Stop after this many optimizer steps (0 = use max_tokens; both 0 = evaluate the
+    /// full-precision and round-to-nearest models only, and export the latter).
     #[serde(default)]
     pub max_steps: usize,
     /// Stop after this many training tokens (rounded up to whole steps; 0 = use max_steps).
@@ -305,9 +306,6 @@ impl RunConfig {
         let micro = self.micro_batch_size();
         if micro == 0 || t.batch_size % micro != 0 {
             return Err(format!("train.micro_batch_size = {micro} must divide train.batch_size = {}", t.batch_size));
-        }
-        if t.max_steps == 0 && t.max_tokens == 0 {
-            return Err("set train.max_steps or train.max_tokens".into());
         }
         if !(t.lr.is_finite() && t.lr > 0.0) {
             return Err(format!("train.lr = {}: must be positive", t.lr));

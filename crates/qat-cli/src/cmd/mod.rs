@@ -4,6 +4,7 @@ pub mod generate;
 pub mod import;
 pub mod logits;
 pub mod quantize;
+pub mod sweep;
 pub mod train;
 pub mod verify_export;
 

@@ -1,0 +1,236 @@
+//! `qat sweep SWEEP.toml`: many short runs of one base config over a grid or a random sample
+//! of config values, one after another, each in its own run directory; then a ranked table.
+//!
+//! A finished run (its `summary.json` exists) is skipped when the sweep is started again; an
+//! interrupted one resumes from its last checkpoint; a failed one is recorded and the sweep
+//! goes on.
+
+use std::path::{Path, PathBuf};
+
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{RunConfig, apply_override};
+use crate::train::{RunOptions, RunSummary, train};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SweepMode {
+    Grid,
+    Random,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Goal {
+    Min,
+    Max,
+}
+
+/// One swept config key: explicit values, or (random mode) a range.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Axis {
+    pub key: String,
+    #[serde(default)]
+    pub values: Vec<toml::Value>,
+    /// Range for random sampling (instead of values).
+    #[serde(default)]
+    pub min: Option<f64>,
+    #[serde(default)]
+    pub max: Option<f64>,
+    /// Sample the range log-uniformly.
+    #[serde(default)]
+    pub log: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepConfig {
+    /// The base run config (relative to the sweep file).
+    pub base: PathBuf,
+    /// Directory holding one run directory per point, and the results.
+    pub output: PathBuf,
+    /// A key of the final evaluation (e.g. `val_loss`, `ppl/wikitext2_test`, `hellaswag/acc_norm`).
+    pub metric: String,
+    #[serde(default = "min")]
+    pub goal: Goal,
+    #[serde(default = "grid")]
+    pub mode: SweepMode,
+    /// Number of points in random mode.
+    #[serde(default)]
+    pub samples: usize,
+    #[serde(default)]
+    pub seed: u64,
+    /// Overrides applied to every run.
+    #[serde(default)]
+    pub set: Vec<String>,
+    pub axes: Vec<Axis>,
+}
+
+fn min() -> Goal {
+    Goal::Min
+}
+fn grid() -> SweepMode {
+    SweepMode::Grid
+}
+
+fn value_text(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => format!("{s:?}"),
+        other => other.to_string(),
+    }
+}
+
+impl SweepConfig {
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut c: SweepConfig = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let base = std::path::absolute(path.parent().unwrap_or(Path::new("."))).map_err(|e| e.to_string())?;
+        for p in [&mut c.base, &mut c.output] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        if c.axes.is_empty() {
+            return Err(format!("{}: `axes` is empty", path.display()));
+        }
+        for (i, a) in c.axes.iter().enumerate() {
+            let ranged = a.min.is_some() && a.max.is_some();
+            match c.mode {
+                SweepMode::Grid if a.values.is_empty() => return Err(format!("{}: axes[{i}] ({}) needs `values` in grid mode", path.display(), a.key)),
+                SweepMode::Random if a.values.is_empty() && !ranged => {
+                    return Err(format!("{}: axes[{i}] ({}) needs `values` or `min` and `max`", path.display(), a.key));
+                }
+                _ => {}
+            }
+            if a.log && a.min.is_some_and(|m| m <= 0.0) {
+                return Err(format!("{}: axes[{i}] ({}): a log range needs min > 0", path.display(), a.key));
+            }
+        }
+        if c.mode == SweepMode::Random && c.samples == 0 {
+            return Err(format!("{}: random mode needs `samples` > 0", path.display()));
+        }
+        Ok(c)
+    }
+
+    /// Every point: one `key=value` override per axis.
+    pub fn points(&self) -> Vec<Vec<String>> {
+        match self.mode {
+            SweepMode::Grid => {
+                let mut pts = vec![Vec::new()];
+                for a in &self.axes {
+                    pts = pts.into_iter().flat_map(|p| a.values.iter().map(move |v| [p.clone(), vec![format!("{}={}", a.key, value_text(v))]].concat())).collect();
+                }
+                pts
+            }
+            SweepMode::Random => {
+                let mut rng = StdRng::seed_from_u64(self.seed);
+                (0..self.samples)
+                    .map(|_| {
+                        self.axes
+                            .iter()
+                            .map(|a| {
+                                let v = if !a.values.is_empty() {
+                                    value_text(&a.values[rng.random_range(0..a.values.len())])
+                                } else {
+                                    let (lo, hi) = (a.min.unwrap(), a.max.unwrap());
+                                    let u: f64 = rng.random();
+                                    let x = if a.log { (lo.ln() + u * (hi.ln() - lo.ln())).exp() } else { lo + u * (hi - lo) };
+                                    format!("{x:.4e}")
+                                };
+                                format!("{}={v}", a.key)
+                            })
+                            .collect()
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+/// One row of the results table.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepRow {
+    pub run: String,
+    pub assignments: Vec<String>,
+    pub status: String,
+    pub metric: Option<f64>,
+    pub tokens: u64,
+    pub wall_seconds: f64,
+}
+
+/// Runs the sweep and writes `results.csv` and `results.md` in its output directory.
+pub fn run_sweep(sweep: &SweepConfig, progress: bool) -> Result<Vec<SweepRow>, String> {
+    std::fs::create_dir_all(&sweep.output).map_err(|e| format!("{}: {e}", sweep.output.display()))?;
+    let base_text = std::fs::read_to_string(&sweep.base).map_err(|e| format!("{}: {e}", sweep.base.display()))?;
+    let mut rows = Vec::new();
+    for (i, point) in sweep.points().into_iter().enumerate() {
+        let run_name = format!("run-{i:03}");
+        let run_dir = sweep.output.join(&run_name);
+        let mut overrides = sweep.set.clone();
+        overrides.extend(point.iter().cloned());
+        overrides.push(format!("output.dir={:?}", run_dir.display().to_string()));
+        eprintln!("[{}] {}", run_name, point.join(" "));
+        let result = (|| -> Result<RunSummary, String> {
+            let summary_path = run_dir.join("summary.json");
+            if summary_path.exists() {
+                let text = std::fs::read_to_string(&summary_path).map_err(|e| e.to_string())?;
+                return serde_json::from_str(&text).map_err(|e| format!("{}: {e}", summary_path.display()));
+            }
+            // The base file's own directory anchors its relative paths.
+            let mut table: toml::Table = toml::from_str(&base_text).map_err(|e| format!("{}: {e}", sweep.base.display()))?;
+            for o in &overrides {
+                apply_override(&mut table, o)?;
+            }
+            let tmp = sweep.base.with_file_name(format!(".sweep-{run_name}-{}.toml", std::process::id()));
+            std::fs::write(&tmp, toml::to_string(&table).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+            let cfg = RunConfig::load(&tmp, &[]).map_err(|e| e.to_string());
+            let _ = std::fs::remove_file(&tmp);
+            let cfg = cfg?;
+            let resume = crate::checkpoint::latest(&run_dir.join("checkpoints"))?.is_some();
+            train(&cfg, &RunOptions { resume, stop_after: None, progress_bar: progress })
+        })();
+        let row = match result {
+            Ok(s) => SweepRow {
+                run: run_name,
+                assignments: point,
+                status: "ok".into(),
+                metric: s.final_eval.get(&sweep.metric).and_then(|v| v.as_f64()),
+                tokens: s.tokens,
+                wall_seconds: s.wall_seconds,
+            },
+            Err(e) => {
+                eprintln!("[{run_name}] failed: {e}");
+                SweepRow { run: run_name, assignments: point, status: format!("failed: {e}"), metric: None, tokens: 0, wall_seconds: 0.0 }
+            }
+        };
+        rows.push(row);
+        write_results(sweep, &rows)?;
+    }
+    Ok(rows)
+}
+
+fn write_results(sweep: &SweepConfig, rows: &[SweepRow]) -> Result<(), String> {
+    let keys: Vec<&str> = sweep.axes.iter().map(|a| a.key.as_str()).collect();
+    let value_of = |r: &SweepRow, k: &str| r.assignments.iter().find_map(|a| a.strip_prefix(&format!("{k}="))).unwrap_or("").to_string();
+    let mut csv = format!("run,{},{},tokens,wall_seconds,status\n", keys.join(","), sweep.metric);
+    for r in rows {
+        let vals: Vec<String> = keys.iter().map(|k| value_of(r, k).replace(',', ";")).collect();
+        csv.push_str(&format!("{},{},{},{},{:.1},{}\n", r.run, vals.join(","), r.metric.map(|m| m.to_string()).unwrap_or_default(), r.tokens, r.wall_seconds, r.status.replace([',', '\n'], " ")));
+    }
+    std::fs::write(sweep.output.join("results.csv"), csv).map_err(|e| e.to_string())?;
+    let mut ranked: Vec<&SweepRow> = rows.iter().collect();
+    ranked.sort_by(|a, b| match (a.metric, b.metric) {
+        (Some(x), Some(y)) => if sweep.goal == Goal::Min { x.total_cmp(&y) } else { y.total_cmp(&x) },
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        _ => std::cmp::Ordering::Equal,
+    });
+    let mut md = format!("| rank | run | {} | {} ({}) | tokens | wall s | status |\n|---|---|{}---|---|---|---|\n", keys.join(" | "), sweep.metric, if sweep.goal == Goal::Min { "lower is better" } else { "higher is better" }, "---|".repeat(keys.len()));
+    for (i, r) in ranked.iter().enumerate() {
+        let vals: Vec<String> = keys.iter().map(|k| value_of(r, k)).collect();
+        md.push_str(&format!("| {} | {} | {} | {} | {} | {:.0} | {} |\n", i + 1, r.run, vals.join(" | "), r.metric.map(|m| format!("{m:.4}")).unwrap_or("—".into()), r.tokens, r.wall_seconds, if r.status == "ok" { "ok" } else { "failed" }));
+    }
+    std::fs::write(sweep.output.join("results.md"), md).map_err(|e| e.to_string())
+}
