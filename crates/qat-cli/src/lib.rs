@@ -27,6 +27,8 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Export a run as pseudo-quantized safetensors (--format hf) or GGUF (--format gguf).
     Export(cmd::export::Args),
+    /// Throughput of forward, plain training and QAT training steps.
+    Bench(cmd::bench::Args),
     /// Write the logits of a token sequence as JSON (for comparisons with transformers).
     Logits(cmd::logits::Args),
     /// Check that a GGUF export holds exactly the values of an HF export.
@@ -45,6 +47,7 @@ pub fn run() -> std::process::ExitCode {
         Command::Eval(a) => cmd::eval::run(a),
         Command::Export(a) => cmd::export::run(a),
         Command::Logits(a) => cmd::logits::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
         Command::VerifyExport(a) => cmd::verify_export::run(a),
     };
     match result {

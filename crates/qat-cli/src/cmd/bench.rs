@@ -1,0 +1,55 @@
+use std::path::PathBuf;
+
+use qat_quant::Policy;
+use qat_quant::policy::{Overrides, SchemeChoice};
+use qat_train::speed::{BenchMode, bench};
+
+/// Measure forward, plain-training and QAT-training throughput of a model on one batch shape.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Checkpoint directory (Hugging Face layout).
+    model: PathBuf,
+    /// forward, plain or qat (one per process, so that peak memory is per mode).
+    #[arg(long, default_value = "qat")]
+    mode: String,
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    #[arg(long, default_value_t = 512)]
+    seq_len: usize,
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    #[arg(long, default_value_t = 3)]
+    iters: usize,
+    /// Quantizer of the qat mode (default SEQ-2 per channel).
+    #[arg(long, value_parser = super::quantize::parse_enum::<SchemeChoice>)]
+    scheme: Option<SchemeChoice>,
+    #[arg(long)]
+    bits: Option<u32>,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Print JSON only.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let device = super::device(&a.device)?;
+    let mode = match a.mode.as_str() {
+        "forward" => BenchMode::Forward,
+        "plain" => BenchMode::Plain,
+        "qat" => BenchMode::Qat,
+        other => anyhow::bail!("--mode {other}: expected forward, plain or qat"),
+    };
+    let mut policy = Policy::default();
+    policy.set(&Overrides { scheme: a.scheme, bits: a.bits, ..Default::default() });
+    let r = bench(&a.model, &device, mode, &policy, a.batch, a.seq_len, a.warmup, a.iters).map_err(anyhow::Error::msg)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "{}: batch {}×{}: {:.3} s/iter, {:.1} tokens/s, {:.1} model GFLOP/s, peak RSS {:.0} MiB",
+            r.mode, r.batch, r.seq_len, r.seconds_per_iter, r.tokens_per_second, r.model_gflops, r.peak_rss_mib
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""PyTorch eager reference for qat's benchmarks: the same Hugging Face model, batch shape and
+SEQ 2-bit fake quantizer (ParetoQ's StretchedElasticQuant backward, per-row α initialised to
+max|W_row|) on every decoder linear.
+
+  throughput:  pytorch_reference.py MODEL --mode forward|plain|qat --batch B --seq-len T --iters N
+  loss curve:  pytorch_reference.py MODEL --mode qat --track-steps 50 --text FILE --batch B --seq-len T --lr 1e-4
+
+Prints one JSON object. One mode per process, so peak memory (ru_maxrss) is per mode.
+"""
+import argparse
+import json
+import math
+import resource
+import time
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+CLIP = 0.99
+
+
+class StretchedElastic2(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, w, alpha):
+        ctx.save_for_backward(w, alpha)
+        q = (torch.round(torch.clamp(w / alpha, -CLIP, CLIP) * 2 - 0.5) + 0.5) / 2
+        return q * alpha
+
+    @staticmethod
+    def backward(ctx, g):
+        w, alpha = ctx.saved_tensors
+        u = w / alpha
+        small, big = (u < -CLIP).to(g.dtype), (u > CLIP).to(g.dtype)
+        mid = 1 - small - big
+        q = (torch.round(torch.clamp(u, -CLIP, CLIP) * 2 - 0.5) + 0.5) / 2
+        ga = (-0.75 * small + 0.75 * big + mid * (q - u)) * g / math.sqrt(w.numel())
+        return mid * g, ga.sum(-1, keepdim=True)
+
+
+class SeqLinear(torch.nn.Module):
+    def __init__(self, lin):
+        super().__init__()
+        self.weight = lin.weight
+        self.bias = lin.bias
+        self.alpha = torch.nn.Parameter(lin.weight.detach().abs().amax(1, keepdim=True).clamp_min(1e-8))
+
+    def forward(self, x):
+        return torch.nn.functional.linear(x, StretchedElastic2.apply(self.weight, self.alpha.clamp_min(1e-5)), self.bias)
+
+
+def quantize(model):
+    for layer in model.model.layers:
+        for parent, names in [(layer.self_attn, ["q_proj", "k_proj", "v_proj", "o_proj"]), (layer.mlp, ["gate_proj", "up_proj", "down_proj"])]:
+            for n in names:
+                setattr(parent, n, SeqLinear(getattr(parent, n)))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("--mode", choices=["forward", "plain", "qat"], default="qat")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--seq-len", type=int, default=512)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--track-steps", type=int, default=0)
+    ap.add_argument("--text")
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--threads", type=int, default=0)
+    a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32, attn_implementation="eager")
+    if a.mode == "qat":
+        quantize(model)
+    n_params = sum(p.numel() for n, p in model.named_parameters() if not n.endswith("alpha"))
+    B, T = a.batch, a.seq_len
+    out = {"mode": a.mode, "batch": B, "seq_len": T, "torch": torch.__version__, "threads": torch.get_num_threads()}
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
+    if a.track_steps:
+        tok = AutoTokenizer.from_pretrained(a.model)
+        ids = tok(open(a.text).read())["input_ids"]
+        losses = []
+        for s in range(a.track_steps):
+            rows = [ids[(s * B + r) * T:(s * B + r) * T + T + 1] for r in range(B)]
+            x = torch.tensor([r[:T] for r in rows])
+            y = torch.tensor([r[1:] for r in rows])
+            logits = model(x).logits
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        out["losses"] = losses
+    else:
+        vocab = model.config.vocab_size
+        x = torch.tensor([[((b * T + t) * 7919 + 13) % vocab for t in range(T)] for b in range(B)])
+        y = torch.tensor([[((b * T + t) * 104729 + 7) % vocab for t in range(T)] for b in range(B)])
+        times = []
+        for i in range(a.warmup + a.iters):
+            t0 = time.perf_counter()
+            if a.mode == "forward":
+                with torch.no_grad():
+                    model(x).logits.sum().item()
+            else:
+                logits = model(x).logits
+                loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            times.append(time.perf_counter() - t0)
+        per = sum(times[a.warmup:]) / a.iters
+        out.update(seconds_per_iter=per, tokens_per_second=B * T / per,
+                   model_gflops=(2 if a.mode == "forward" else 6) * n_params * B * T / per / 1e9)
+    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
