@@ -63,10 +63,26 @@ pub struct RunOptions {
     pub progress_bar: bool,
 }
 
+/// The compute device: `cpu` (Burn's flex backend), or with the matching cargo feature
+/// `vulkan[:N]` / `wgpu[:N]` (the N-th discrete GPU).
 pub fn parse_device(name: &str) -> Result<Device, String> {
-    match name {
+    let (kind, index) = match name.split_once(':') {
+        Some((k, i)) => (k, i.parse::<usize>().map_err(|_| format!("device `{name}`: `{i}` is not a GPU index"))?),
+        None => (name, 0),
+    };
+    #[cfg(any(feature = "vulkan", feature = "wgpu"))]
+    let gpu = burn::tensor::DeviceKind::DiscreteGpu(index);
+    match kind {
         "cpu" | "flex" => Ok(Device::flex()),
-        other => Err(format!("model.device = `{other}`: this build supports only `cpu` (GPU backends need their cargo feature)")),
+        #[cfg(feature = "vulkan")]
+        "vulkan" => Ok(Device::vulkan(gpu)),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => Ok(Device::wgpu(gpu)),
+        "vulkan" | "wgpu" => {
+            let _ = index;
+            Err(format!("device `{name}`: this qat was built without the `{kind}` feature (cargo build --release --features {kind})"))
+        }
+        other => Err(format!("unknown device `{other}` (cpu, vulkan[:N], wgpu[:N])")),
     }
 }
 

@@ -9,15 +9,12 @@ pub mod sweep;
 pub mod train;
 pub mod verify_export;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use burn::tensor::Device;
 
-/// The compute device named on the command line.
+/// The compute device named on the command line (`cpu`, `vulkan[:N]`, `wgpu[:N]`).
 pub fn device(name: &str) -> anyhow::Result<Device> {
-    match name {
-        "cpu" | "flex" => Ok(Device::flex()),
-        other => bail!("unknown device `{other}` (this build supports: cpu)"),
-    }
+    qat_train::train::parse_device(name).map_err(anyhow::Error::msg)
 }
 
 /// Loads a checkpoint directory's model onto `device`.
