@@ -16,6 +16,7 @@ use crate::round::HfDtype;
 /// Type of tensors that are not quantized (embeddings, an unquantized lm_head, biases).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HighPrecision {
+    F32,
     F16,
     Bf16,
     Q8_0,
@@ -199,6 +200,7 @@ pub fn export_gguf(model: &CausalLm, src: &Path, out: &Path, hp: HighPrecision, 
                     GgmlType::F32
                 } else {
                     match hp {
+                        HighPrecision::F32 => GgmlType::F32,
                         HighPrecision::F16 => GgmlType::F16,
                         HighPrecision::Bf16 => GgmlType::BF16,
                         HighPrecision::Q8_0 if cols % 32 == 0 => GgmlType::Q8_0,

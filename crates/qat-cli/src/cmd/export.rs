@@ -19,7 +19,7 @@ pub struct Args {
     /// Storage of the HF export: bf16 (default) or f32.
     #[arg(long, default_value = "bf16")]
     hf_dtype: String,
-    /// GGUF type of unquantized matrices (embeddings): f16, bf16 or q8_0.
+    /// GGUF type of unquantized matrices (embeddings): bf16, f16, q8_0, or f32 (to match --hf-dtype f32).
     #[arg(long, default_value = "bf16")]
     hp_type: String,
     /// Keep the trained scales as they are (the HF and GGUF exports may then differ).
@@ -72,10 +72,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         "gguf" => {
             let hp = match a.hp_type.as_str() {
+                "f32" => HighPrecision::F32,
                 "f16" => HighPrecision::F16,
                 "bf16" => HighPrecision::Bf16,
                 "q8_0" => HighPrecision::Q8_0,
-                other => bail!("--hp-type {other}: expected f16, bf16 or q8_0"),
+                other => bail!("--hp-type {other}: expected f32, f16, bf16 or q8_0"),
             };
             let name = a.source.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             let r = qat_export::export_gguf(&model, &base_dir, &a.out, hp, hf_dtype, &name).map_err(anyhow::Error::msg)?;
