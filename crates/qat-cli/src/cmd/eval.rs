@@ -4,14 +4,27 @@ use anyhow::Context;
 use qat_model::eval::sliding_perplexity;
 use qat_tokenizer::Tokenizer;
 
-/// Perplexity of a checkpoint on text files (sliding window).
+/// Perplexity on text files (sliding window) and multiple-choice accuracy (HellaSwag, MMLU)
+/// of a checkpoint or a training run.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Checkpoint directory (Hugging Face layout).
+    /// Checkpoint directory (Hugging Face layout), or a qat run / checkpoint directory.
     model: PathBuf,
     /// Plain-text files; each is scored as one token stream.
-    #[arg(long = "text", required = true)]
+    #[arg(long = "text")]
     texts: Vec<PathBuf>,
+    /// HellaSwag JSONL (ctx_a, ctx_b, activity_label, endings, label).
+    #[arg(long)]
+    hellaswag: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    hellaswag_limit: usize,
+    /// MMLU directory with dev/ val/ test/ CSVs (question, A, B, C, D, answer).
+    #[arg(long)]
+    mmlu: Option<PathBuf>,
+    #[arg(long, default_value = "test")]
+    mmlu_split: String,
+    #[arg(long, default_value_t = 0)]
+    mmlu_limit: usize,
     /// Window length in tokens (at most the model's context).
     #[arg(long, default_value_t = 512)]
     window: usize,
@@ -33,8 +46,15 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let device = super::device(&a.device)?;
-    let model = super::load_model(&a.model, &device)?;
-    let tok = Tokenizer::from_dir(&a.model)?;
+    anyhow::ensure!(!a.texts.is_empty() || a.hellaswag.is_some() || a.mmlu.is_some(), "nothing to evaluate: give --text, --hellaswag or --mmlu");
+    // A run directory evaluates its trained model with the base checkpoint's tokenizer.
+    let (model, tok_dir) = if a.model.join("config.json").exists() {
+        (super::load_model(&a.model, &device)?, a.model.clone())
+    } else {
+        let (m, cfg) = qat_train::train::load_trained(&a.model, &device).map_err(anyhow::Error::msg)?;
+        (m, cfg.model.path)
+    };
+    let tok = Tokenizer::from_dir(&tok_dir)?;
     anyhow::ensure!(a.window >= 2 && a.stride >= 1 && a.stride <= a.window, "need window >= 2 and 1 <= stride <= window");
     anyhow::ensure!(
         a.window <= model.config.max_position_embeddings,
@@ -58,6 +78,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }));
         if !a.json {
             println!("{}: perplexity {:.4} (mean NLL {:.4} over {} tokens, window {}, stride {})", path.display(), p.ppl(), p.mean_nll(), p.n_tokens, a.window, a.stride);
+        }
+    }
+    if let Some(p) = &a.hellaswag {
+        let r = qat_train::bench::hellaswag(&model, &tok, p, a.hellaswag_limit).map_err(anyhow::Error::msg)?;
+        results.push(serde_json::json!({"benchmark": "hellaswag", "file": p.display().to_string(), "n": r.n, "acc": r.acc, "acc_norm": r.acc_norm}));
+        if !a.json {
+            println!("HellaSwag: acc_norm {:.4}, acc {:.4} over {} items", r.acc_norm, r.acc, r.n);
+        }
+    }
+    if let Some(p) = &a.mmlu {
+        let r = qat_train::bench::mmlu(&model, &tok, p, &a.mmlu_split, a.mmlu_limit).map_err(anyhow::Error::msg)?;
+        results.push(serde_json::json!({"benchmark": "mmlu", "split": a.mmlu_split, "n": r.n, "acc": r.acc}));
+        if !a.json {
+            println!("MMLU ({}, zero-shot): acc {:.4} over {} questions", a.mmlu_split, r.acc, r.n);
         }
     }
     if a.json {
