@@ -177,3 +177,33 @@ pub fn mmlu(model: &CausalLm, tok: &Tokenizer, dir: &Path, split: &str, limit: u
     }
     Ok(McResult { n, acc: hit as f64 / n as f64, acc_norm: hit as f64 / n as f64 })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qat_model::Checkpoint;
+
+    /// Batched, right-padded scoring of several continuations equals scoring each one alone.
+    #[test]
+    fn batched_continuations_match_single_sequences() {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../qat-model/tests/fixtures/llama");
+        let model = CausalLm::from_checkpoint(&Checkpoint::open(&dir).unwrap(), &burn::tensor::Device::flex()).unwrap();
+        let ctx = vec![1u32, 17, 42, 9];
+        let conts = vec![vec![5u32, 6, 7], vec![8u32], vec![10u32, 11, 12, 13, 14]];
+        let batched = continuation_logprobs(&model, &ctx, &conts);
+        for (c, b) in conts.iter().zip(&batched) {
+            let seq: Vec<u32> = ctx.iter().chain(c).copied().collect();
+            let nll = qat_model::eval::token_nll(&model, &seq);
+            let single: f64 = -nll[ctx.len() - 1..].iter().map(|&x| x as f64).sum::<f64>();
+            assert!((single - b).abs() < 1e-4, "{single} vs {b}");
+        }
+        // The single-token path (MMLU letters) agrees with the general one.
+        let letters = vec![vec![3u32], vec![4u32]];
+        let fast = continuation_logprobs(&model, &ctx, &letters);
+        for (c, f) in letters.iter().zip(&fast) {
+            let seq: Vec<u32> = ctx.iter().chain(c).copied().collect();
+            let single = -(*qat_model::eval::token_nll(&model, &seq).last().unwrap() as f64);
+            assert!((single - f).abs() < 1e-4);
+        }
+    }
+}
