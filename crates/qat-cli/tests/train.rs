@@ -140,3 +140,25 @@ fn set_overrides_apply_and_unknown_keys_fail() {
     let e = RunConfig::load(&p, &["quant.scheme=int3".into()]).unwrap_err().to_string();
     assert!(e.contains("int3"), "{e}");
 }
+
+#[test]
+fn divergence_is_skipped_counted_and_never_checkpointed() {
+    let Some(shared) = common::shared() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    // The first update (lr 1e39 overflows f32) makes the weights non-finite: the checkpoint of
+    // step 1 is refused rather than written, so nothing non-finite ever replaces a checkpoint.
+    let text = config(&shared, &out, "").replace("max_steps = 6", "max_steps = 10\nmax_consecutive_bad_steps = 3").replace("lr = 2e-3", "lr = 1e39").replace("every = 3", "every = 1");
+    let cfg = load(&text, tmp.path()).unwrap();
+    let e = train(&cfg, &RunOptions::default()).unwrap_err();
+    assert!(e.contains("is not finite at step 1") && e.contains("checkpoint not written"), "{e}");
+    assert!(qat_train::checkpoint::list(&out.join("checkpoints")).unwrap().is_empty());
+
+    // With checkpoints only at the end, the NaN steps are skipped and counted, then the run stops.
+    let out2 = tmp.path().join("run2");
+    let text = config(&shared, &out2, "").replace("max_steps = 6", "max_steps = 10\nmax_consecutive_bad_steps = 3").replace("lr = 2e-3", "lr = 1e39").replace("every = 3", "every = 0");
+    let e = train(&load(&text, tmp.path()).unwrap(), &RunOptions::default()).unwrap_err();
+    assert!(e.contains("3 consecutive steps had a non-finite loss"), "{e}");
+    let metrics = std::fs::read_to_string(out2.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.matches("\"skipped\"").count(), 3, "{metrics}");
+}

@@ -39,9 +39,14 @@ pub fn latest(root: &Path) -> Result<Option<PathBuf>, String> {
 
 /// Writes a checkpoint for `state.step` and removes all but the newest `keep`.
 pub fn save(root: &Path, model: &CausalLm, opt: &AdamW, state: &crate::train::TrainState, config_text: &str, keep: usize) -> Result<PathBuf, String> {
+    let params = params::collect(model);
+    // A diverged model must not replace the last good checkpoint.
+    if let Some((name, _)) = params.iter().find(|(_, (_, v))| v.iter().any(|x| !x.is_finite())) {
+        return Err(format!("parameter {name} is not finite at step {}; checkpoint not written, the last good one in {} is intact", state.step, root.display()));
+    }
     std::fs::create_dir_all(root).map_err(|e| format!("{}: {e}", root.display()))?;
     let tmp = tempfile::Builder::new().prefix(".tmp-").permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755)).tempdir_in(root).map_err(|e| format!("{}: {e}", root.display()))?;
-    params::write_safetensors(&tmp.path().join("params.safetensors"), &params::collect(model))?;
+    params::write_safetensors(&tmp.path().join("params.safetensors"), &params)?;
     let mut moments: Named = BTreeMap::new();
     for (path, (m, v)) in &opt.moments {
         let vec = |t: &Tensor<1>| t.to_data().convert::<f32>().try_to_vec::<f32>().expect("f32 moments");
