@@ -7,6 +7,7 @@ pub mod config;
 pub mod loss;
 pub mod optim;
 pub mod params;
+pub mod plot;
 pub mod speed;
 pub mod sweep;
 pub mod train;

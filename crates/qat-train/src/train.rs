@@ -383,6 +383,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
         losses: state.losses.clone(),
     };
     std::fs::write(run_dir.join("summary.json"), serde_json::to_string_pretty(&summary).expect("JSON")).map_err(|e| e.to_string())?;
+    crate::plot::plot_run(&run_dir)?;
     Ok(summary)
 }
 
