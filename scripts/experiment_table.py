@@ -2,7 +2,7 @@
 """Markdown table of finished qat runs, read from their run directories (summary.json,
 config.toml, final/qat_quant.json, and optional export reports).
 
-    python3 scripts/experiment_table.py LABEL=RUN_DIR [LABEL=RUN_DIR ...] [--fp-label "full precision"]
+    python3 scripts/experiment_table.py [--fp-label="starting model"] LABEL=RUN_DIR [LABEL=RUN_DIR ...]
 
 The first run's full-precision evaluation gives the FP row. Columns: evaluation keys present in
 the summaries (val loss → perplexity, wikitext perplexity, HellaSwag, MMLU), average bits per
@@ -31,7 +31,8 @@ def row(label, ev, bits, gguf, tokens, wall, keys):
 
 
 def main():
-    args = [a for a in sys.argv[1:] if "=" in a]
+    fp_label = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--fp-label=")), "starting model")
+    args = [a for a in sys.argv[1:] if "=" in a and not a.startswith("--")]
     runs = [(a.split("=", 1)[0], pathlib.Path(a.split("=", 1)[1])) for a in args]
     summaries = [(label, d, json.loads((d / "summary.json").read_text())) for label, d in runs]
     keys = [k for k in ["val_loss", "ppl/wikitext2_test", "hellaswag/acc_norm", "mmlu/acc"] if any(k in s["final_eval"] for _, _, s in summaries)]
@@ -39,7 +40,7 @@ def main():
     print("| model | " + " | ".join(names[k] for k in keys) + " | bits/weight (linears) | GGUF bytes | training tokens | wall s |")
     print("|---|" + "---|" * (len(keys) + 4))
     fp = summaries[0][2]["fp_eval"]
-    print(row("starting model (dequantized Q4_1 for SmolLM2)", fp, None, None, 0, 0, keys))
+    print(row(fp_label, fp, None, None, 0, 0, keys))
     for label, d, s in summaries:
         q = json.loads((d / "final" / "qat_quant.json").read_text())
         gguf = d / "export.gguf"

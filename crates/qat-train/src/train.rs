@@ -28,7 +28,8 @@ pub struct RunSummary {
     pub wall_seconds: f64,
     pub tokens_per_second: f64,
     pub peak_rss_mib: f64,
-    pub final_train_loss: f64,
+    /// `None` for an evaluation-only run.
+    pub final_train_loss: Option<f64>,
     /// The unquantized starting model.
     pub fp_eval: serde_json::Value,
     /// The quantized model before training (round-to-nearest with the initial scales).
@@ -371,7 +372,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
         wall_seconds: wall,
         tokens_per_second: run_tokens as f64 / started.elapsed().as_secs_f64().max(1e-9),
         peak_rss_mib: peak_rss_mib(),
-        final_train_loss: state.losses.last().copied().unwrap_or(f64::NAN),
+        final_train_loss: state.losses.last().copied(),
         fp_eval: state.fp_eval.clone(),
         first_eval: state.first_eval.clone(),
         val_gap_recovered: match (state.fp_eval["val_loss"].as_f64(), state.first_eval["val_loss"].as_f64(), final_eval["val_loss"].as_f64()) {
