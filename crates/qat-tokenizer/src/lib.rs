@@ -5,6 +5,8 @@
 //! (with Python-compatible string methods), and [`Tokenizer::encode_chat`] marks which tokens
 //! belong to assistant turns so the trainer can put loss only there.
 
+pub mod tiktoken;
+
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -62,18 +64,38 @@ fn token_string(v: Option<&serde_json::Value>) -> Option<String> {
 }
 
 impl Tokenizer {
-    /// Loads `tokenizer.json` and, when present, `tokenizer_config.json` from a checkpoint dir.
+    /// Loads `tokenizer.json` (or, when a checkpoint ships only a tiktoken ranks file such as
+    /// Hunyuan's `hy.tiktoken`, the byte-level BPE built from it with Hunyuan's split pattern
+    /// and the added tokens of `tokenizer_config.json`) and the chat template.
     pub fn from_dir(dir: &Path) -> Result<Self, TokenizerError> {
         let path = dir.join("tokenizer.json");
-        if !path.exists() {
-            return Err(file_err(&path, "not found (checkpoints with only a tiktoken ranks file are not supported yet)"));
-        }
-        let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| file_err(&path, e))?;
-        let mut tok = Tokenizer { inner, chat_template: None, bos_token: None, eos_token: None, source: path };
         let cfg_path = dir.join("tokenizer_config.json");
-        if cfg_path.exists() {
-            let text = std::fs::read_to_string(&cfg_path).map_err(|e| file_err(&cfg_path, e))?;
-            let cfg: serde_json::Value = serde_json::from_str(&text).map_err(|e| file_err(&cfg_path, format!("malformed JSON: {e}")))?;
+        let cfg: Option<serde_json::Value> = match std::fs::read_to_string(&cfg_path) {
+            Ok(text) => Some(serde_json::from_str(&text).map_err(|e| file_err(&cfg_path, format!("malformed JSON: {e}")))?),
+            Err(_) => None,
+        };
+        let (inner, source) = if path.exists() {
+            (tokenizers::Tokenizer::from_file(&path).map_err(|e| file_err(&path, e))?, path)
+        } else {
+            let ranks_file = std::fs::read_dir(dir)
+                .map_err(|e| file_err(dir, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .find(|p| p.extension().is_some_and(|x| x == "tiktoken"))
+                .ok_or_else(|| file_err(&path, "not found, and no *.tiktoken ranks file either"))?;
+            let added: Vec<(u32, String, bool)> = cfg
+                .as_ref()
+                .and_then(|c| c.get("added_tokens_decoder"))
+                .and_then(|d| d.as_object())
+                .map(|d| {
+                    d.iter()
+                        .filter_map(|(id, t)| Some((id.parse().ok()?, t.get("content")?.as_str()?.to_string(), t.get("special").and_then(|x| x.as_bool()).unwrap_or(true))))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (Self::tiktoken_inner(&ranks_file, tiktoken::HUNYUAN_PATTERN, &added)?, ranks_file)
+        };
+        let mut tok = Tokenizer { inner, chat_template: None, bos_token: None, eos_token: None, source };
+        if let Some(cfg) = cfg {
             tok.bos_token = token_string(cfg.get("bos_token"));
             tok.eos_token = token_string(cfg.get("eos_token"));
             tok.chat_template = match cfg.get("chat_template") {
@@ -95,6 +117,15 @@ impl Tokenizer {
         Ok(tok)
     }
 
+    /// The byte-level BPE of a tiktoken ranks file with a split `pattern` and added tokens
+    /// `(id, content, special)`.
+    pub fn tiktoken_inner(ranks_file: &Path, pattern: &str, added: &[(u32, String, bool)]) -> Result<tokenizers::Tokenizer, TokenizerError> {
+        let ranks = tiktoken::read_ranks(ranks_file)?;
+        let json = tiktoken::tokenizer_json(&ranks, pattern, added).to_string();
+        json.parse::<tokenizers::Tokenizer>().map_err(|e| file_err(ranks_file, format!("building the BPE: {e}")))
+    }
+
+    /// The tokenizer file this was read from (tokenizer.json or the tiktoken ranks).
     pub fn source(&self) -> &Path {
         &self.source
     }
