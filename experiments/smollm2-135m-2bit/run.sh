@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces experiments/smollm2-135m-2bit/README.md on a CPU: round-to-nearest baselines and
 # QAT SEQ-2 (CE + CAKLD) of SmolLM2-135M-Instruct, evaluated on wikitext-2 (first 4096 test
-# tokens), HellaSwag (first 200 validation items) and MMLU (200 test questions across the 57
+# tokens), HellaSwag (first 100 validation items) and MMLU (100 test questions across the 57
 # subjects), with GGUF exports.  Needs scripts/setup.sh (model) and ../shared (data).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -12,8 +12,8 @@ out=runs/smollm2-135m-2bit
 shared=../shared/data
 mkdir -p $out
 evaluate() {  # name dir
-  [ -f $out/$1.eval.json ] || $qat eval "$2" --json --text $shared/text/wikitext2_test.raw --max-tokens 4096 --window 512 --stride 256 \
-    --hellaswag $shared/eval/hellaswag_val_1000.jsonl --hellaswag-limit 200 --mmlu $shared/eval/mmlu --mmlu-limit 200 > $out/$1.eval.json
+  [ -s $out/$1.eval.json ] || $qat eval "$2" --json --text $shared/text/wikitext2_test.raw --max-tokens 4096 --window 512 --stride 256 \
+    --hellaswag $shared/eval/hellaswag_val_1000.jsonl --hellaswag-limit 100 --mmlu $shared/eval/mmlu --mmlu-limit 100 > $out/$1.eval.json
 }
 evaluate fp $m
 for q in "int 4" "int 2" "seq 2" "ternary 2"; do
@@ -36,7 +36,7 @@ out = pathlib.Path(sys.argv[1])
 rows = [("SmolLM2-135M-Instruct as shipped (Q4_1, dequantized)", "fp", None), ("RTN INT4 per channel", "rtn_int4", "rtn_int4.gguf"),
         ("RTN INT2 {-2,-1,0,1}", "rtn_int2", "rtn_int2.gguf"), ("RTN SEQ-2", "rtn_seq2", "rtn_seq2.gguf"),
         ("RTN ternary", "rtn_ternary2", "rtn_ternary2.gguf"), ("QAT SEQ-2 (CE + CAKLD), 40 steps", "qat_seq2", "qat_seq2.gguf")]
-print("| model | wikitext-2 ppl (4096 tok) | HellaSwag acc_norm (200) | MMLU acc (200) | GGUF bytes |")
+print("| model | wikitext-2 ppl (4096 tok) | HellaSwag acc_norm (100) | MMLU acc (100) | GGUF bytes |")
 print("|---|---|---|---|---|")
 for label, name, gguf in rows:
     ev = json.loads((out / f"{name}.eval.json").read_text())

@@ -450,6 +450,20 @@ impl CausalLm {
         Ok((model, table))
     }
 
+    /// Replaces every fake-quantized weight by its quantized value and drops the quantizers:
+    /// the same outputs, without recomputing the quantization on every forward (evaluation).
+    pub fn materialize_quant(self) -> Self {
+        self.map_linears(|_, l| match l.quant {
+            Some(_) => {
+                // A fresh leaf tensor holding the values (the computed one is not a parameter).
+                let w = l.effective_weight();
+                let device = w.device();
+                QLinear::new(Tensor::from_data(w.into_data(), &device), l.bias.as_ref().map(|b| b.val()))
+            }
+            None => l,
+        })
+    }
+
     /// A fresh cache for incremental decoding.
     pub fn new_cache(&self) -> KvCache {
         KvCache::new(self.layers.len())

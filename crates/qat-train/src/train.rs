@@ -249,7 +249,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
             Some(t) => evaluate(t, &tok, &mixer, cfg)?,
             None => evaluate(&CausalLm::from_checkpoint(&ckpt, &device).map_err(|e| e.to_string())?, &tok, &mixer, cfg)?,
         };
-        state.first_eval = evaluate(&model.valid(), &tok, &mixer, cfg)?;
+        state.first_eval = evaluate(&model.valid().materialize_quant(), &tok, &mixer, cfg)?;
         write_json_line(&mut metrics, &serde_json::json!({"type": "eval_fp", "step": 0, "tokens": 0, "eval": state.fp_eval}))?;
         write_json_line(&mut metrics, &serde_json::json!({"type": "eval", "step": 0, "tokens": 0, "eval": state.first_eval}))?;
     }
@@ -336,7 +336,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
         }
         let last = state.step == total;
         if cfg.eval.every > 0 && state.step % cfg.eval.every == 0 && !last {
-            let ev = evaluate(&model.valid(), &tok, &mixer, cfg)?;
+            let ev = evaluate(&model.valid().materialize_quant(), &tok, &mixer, cfg)?;
             write_json_line(&mut metrics, &serde_json::json!({"type": "eval", "step": state.step, "tokens": mixer.state.total_tokens, "eval": ev}))?;
         }
         if (cfg.checkpoint.every > 0 && state.step % cfg.checkpoint.every == 0) || last {
@@ -350,7 +350,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
     }
 
     // ---- report ------------------------------------------------------------------------
-    let final_eval = evaluate(&model.valid(), &tok, &mixer, cfg)?;
+    let final_eval = evaluate(&model.valid().materialize_quant(), &tok, &mixer, cfg)?;
     write_json_line(&mut metrics, &serde_json::json!({"type": "eval", "step": state.step, "tokens": mixer.state.total_tokens, "eval": final_eval}))?;
     let final_model = run_dir.join("final");
     if final_model.exists() {
