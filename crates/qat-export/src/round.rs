@@ -127,7 +127,8 @@ pub fn round_scales(model: CausalLm, dtype: HfDtype) -> Result<(CausalLm, Roundi
     });
     match error {
         Some(e) => Err(e),
-        None => Ok((model, report)),
+        // The new scale parameters must not record autodiff graphs during export.
+        None => Ok((burn::module::Module::valid(&model), report)),
     }
 }
 

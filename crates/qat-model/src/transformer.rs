@@ -321,7 +321,10 @@ impl CausalLm {
             tensors.remove("lm_head.weight");
         }
         let shapes: BTreeMap<String, Vec<usize>> = names.into_iter().collect();
-        Ok(Self::from_tensors(cfg.clone(), tensors, &shapes, device))
+        let model = Self::from_tensors(cfg.clone(), tensors, &shapes, device);
+        // Parameters are created requiring gradients, which on a plain device would still make
+        // every forward record an autodiff graph that nothing frees: keep plain devices plain.
+        Ok(if device.is_autodiff() { model } else { model.valid() })
     }
 
     /// Builds the model from f32 tensors keyed by checkpoint name (all present, shapes checked).
@@ -453,7 +456,8 @@ impl CausalLm {
     /// Replaces every fake-quantized weight by its quantized value and drops the quantizers:
     /// the same outputs, without recomputing the quantization on every forward (evaluation).
     pub fn materialize_quant(self) -> Self {
-        self.map_linears(|_, l| match l.quant {
+        let plain = !self.embed_tokens.val().device().is_autodiff();
+        let model = self.map_linears(|_, l| match l.quant {
             Some(_) => {
                 // A fresh leaf tensor holding the values (the computed one is not a parameter).
                 let w = l.effective_weight();
@@ -461,7 +465,9 @@ impl CausalLm {
                 QLinear::new(Tensor::from_data(w.into_data(), &device), l.bias.as_ref().map(|b| b.val()))
             }
             None => l,
-        })
+        });
+        // New parameters track gradients; on a plain device that would record graphs.
+        if plain { model.valid() } else { model }
     }
 
     /// A fresh cache for incremental decoding.

@@ -417,5 +417,6 @@ pub fn load_trained(source: &Path, device: &Device) -> Result<(CausalLm, RunConf
     let ckpt = Checkpoint::open(&cfg.model.path).map_err(|e| e.to_string())?;
     let (model, _) = CausalLm::from_checkpoint(&ckpt, device).map_err(|e| e.to_string())?.quantize(&cfg.quant)?;
     let model = params::load(model, &params::read_safetensors(&params_file)?)?;
-    Ok((model, cfg))
+    // For evaluation and export: no parameter may record autodiff graphs.
+    Ok((model.valid(), cfg))
 }
