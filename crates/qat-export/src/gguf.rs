@@ -189,8 +189,8 @@ pub fn export_gguf(model: &CausalLm, src: &Path, out: &Path, hp: HighPrecision, 
             None => {
                 let cols = if shape.len() == 2 { shape[1] } else { 1 };
                 let values: Vec<f32> = match hf_dtype {
-                    HfDtype::Bf16 if shape.len() == 2 => values.into_iter().map(|v| half::bf16::from_f32(v).to_f32()).collect(),
-                    _ => values,
+                    HfDtype::Bf16 => values.into_iter().map(|v| half::bf16::from_f32(v).to_f32()).collect(),
+                    HfDtype::F32 => values,
                 };
                 let values = match heads {
                     Some(h) => permute_rows(&values, shape[0], cols, h),
