@@ -248,7 +248,7 @@ impl GgufHeader {
             if t.offset.checked_add(size).is_none_or(|end| end > data_len) {
                 return Err(GgufError::Truncated {
                     what: format!("data of tensor `{}`", t.name),
-                    offset: header.data_offset + t.offset as usize,
+                    offset: header.data_offset.saturating_add(t.offset as usize),
                     needed: size as usize,
                     len: bytes.len(),
                 });
