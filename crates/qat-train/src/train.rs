@@ -1,7 +1,6 @@
 //! `qat train`: one function that reads top to bottom — setup, then the step loop with
 //! evaluation and checkpoints, then the final report.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -386,17 +385,6 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
     std::fs::write(run_dir.join("summary.json"), serde_json::to_string_pretty(&summary).expect("JSON")).map_err(|e| e.to_string())?;
     crate::plot::plot_run(&run_dir)?;
     Ok(summary)
-}
-
-/// Category shares of placed tokens (for reports and the mixing test).
-pub fn category_shares(mixer: &Mixer) -> BTreeMap<String, f64> {
-    let total = mixer.state.total_tokens.max(1) as f64;
-    mixer.category_names().iter().zip(&mixer.state.category_tokens).map(|(n, &c)| (n.to_string(), c as f64 / total)).collect()
-}
-
-/// The run directory's checkpoint root.
-pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
-    run_dir.join("checkpoints")
 }
 
 /// Loads a trained model from a run directory (`qat_params.safetensors`, or its latest

@@ -58,14 +58,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         println!("scale rounding: {} of {} scales changed, largest relative change {:.3e}", r.changed, r.scales, r.max_relative_change);
         (m, Some(r))
     };
-    let modules: Vec<(String, [usize; 2])> = model.linears().into_iter().map(|(n, l)| (n, l.dims())).collect();
     let specs: Vec<_> = model.linears().iter().map(|(n, l)| (n.clone(), l.quant.as_ref().map(|q| q.spec.label()))).collect();
     match a.format.as_str() {
         "hf" => {
             let sidecar = serde_json::json!({
                 "method": method, "source": a.source.display().to_string(), "scale_rounding": rounding,
                 "hf_dtype": a.hf_dtype, "modules": specs.iter().map(|(n, s)| serde_json::json!({"module": n, "quantizer": s})).collect::<Vec<_>>(),
-                "linears": modules.len(),
+                "linears": specs.len(),
             });
             qat_export::export_hf(&model, &base_dir, &a.out, hf_dtype, &sidecar).map_err(anyhow::Error::msg)?;
             println!("wrote {}", a.out.display());
