@@ -27,17 +27,9 @@ pub struct QLinear {
     pub quant: Option<FakeQuant>,
 }
 
-/// A parameter that tracks gradients only on an autodiff device: on a plain device a tracked
-/// parameter would make every forward record a graph that is never freed.
-fn param<const D: usize>(t: Tensor<D>) -> Param<Tensor<D>> {
-    let autodiff = t.device().is_autodiff();
-    let p = Param::from_tensor(t);
-    if autodiff { p } else { p.set_require_grad(false) }
-}
-
 impl QLinear {
     pub fn new(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
-        QLinear { weight: param(weight), bias: bias.map(param), quant: None }
+        QLinear { weight: Param::from_tensor(weight), bias: bias.map(Param::from_tensor), quant: None }
     }
 
     /// `[out, in]`.
@@ -48,7 +40,7 @@ impl QLinear {
     /// Attaches a quantizer with scales initialised from the current weight.
     pub fn quantized(mut self, spec: QuantSpec, act_int8: bool) -> Self {
         // Computed from the weight, then made a fresh leaf so it can be a trainable parameter.
-        let scale = init_scale(self.weight.val().detach(), &spec).map(|a| param(Tensor::from_inner(a.inner())));
+        let scale = init_scale(self.weight.val().detach(), &spec).map(|a| Param::from_tensor(Tensor::from_inner(a.inner())));
         self.quant = Some(FakeQuant { scale, spec, act_int8 });
         self
     }
