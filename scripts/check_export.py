@@ -92,7 +92,9 @@ def check_llama_cpp(hf_dir, gguf_path, qat, wikitext, n_windows, window):
     reply = llm.create_chat_completion(messages=msg, max_tokens=40, temperature=0.0)["choices"][0]["message"]["content"]
     print(f"  llama.cpp chat reply: {reply!r}")
     tok = AutoTokenizer.from_pretrained(hf_dir)
-    text = pathlib.Path(wikitext).read_text()
+    # Bytes as they are: read_text() would turn the file's CRLF line ends into LF and give
+    # llama.cpp a different token stream from the one `qat eval` reads.
+    text = pathlib.Path(wikitext).read_bytes().decode("utf-8")
     ids = tok(text, add_special_tokens=False)["input_ids"][: n_windows * window]
     nll, n = 0.0, 0
     for w in range(n_windows):

@@ -22,20 +22,29 @@ for q in "int 4" "int 2" "seq 2" "ternary 2"; do
   evaluate rtn_$1$2 $out/rtn_$1$2
   [ -f $out/rtn_$1$2.gguf ] || $qat export $m --scheme $1 --bits $2 --format gguf --out $out/rtn_$1$2.gguf | tail -1
 done
-# QAT SEQ-2, CE + CAKLD, 40 steps of 8x256 tokens (lr 5e-4, 10% warmup, cosine).
-run=runs/smollm2_qat_seq2
-[ -f $run/summary.json ] || $qat train configs/smollm2_135m_2bit_mix.toml --quiet --set train.max_steps=40 --set train.lr=5e-4 \
-  --set train.scale_lr=5e-4 --set train.warmup_fraction=0.1 --set checkpoint.every=10 --set output.dir=\"../$run\"
-evaluate qat_seq2 $run
-[ -f $out/qat_seq2.gguf ] || $qat export $run --format gguf --out $out/qat_seq2.gguf | tail -1
-[ -d $out/qat_seq2-hf ] || $qat export $run --format hf --out $out/qat_seq2-hf > /dev/null
-$qat verify-export $out/qat_seq2-hf $out/qat_seq2.gguf | tail -1
+# QAT rows: 40 steps of 8x256 tokens each (lr 5e-4, 10% warmup, cosine), same data and seed.
+qat_row() {  # name, then --set overrides that make the row
+  local name=$1; shift
+  local run=runs/smollm2_$name
+  [ -f $run/summary.json ] || $qat train configs/smollm2_135m_2bit_mix.toml --quiet --set train.max_steps=40 --set train.lr=5e-4 \
+    --set train.scale_lr=5e-4 --set train.warmup_fraction=0.1 --set checkpoint.every=10 "$@" --set output.dir=\"../$run\"
+  evaluate $name $run
+  [ -f $out/$name.gguf ] || $qat export $run --format gguf --out $out/$name.gguf | tail -1
+  [ -d $out/$name-hf ] || $qat export $run --format hf --out $out/$name-hf > /dev/null
+  $qat verify-export $out/$name-hf $out/$name.gguf | tail -1
+}
+qat_row qat_seq2                                  # SEQ-2, CE + CAKLD (the config's loss)
+qat_row qat_seq2_ce --set loss.kd=\"none\"         # SEQ-2, CE only
+qat_row qat_int2 --set 'quant={scheme="int",bits=2,granularity="channel"}' --set loss.kd=\"none\"
+qat_row qat_ternary --set 'quant={scheme="ternary",granularity="channel"}' --set loss.kd=\"none\"
 python3 - $out <<'PY'
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
 rows = [("SmolLM2-135M-Instruct as shipped (Q4_1, dequantized)", "fp", None), ("RTN INT4 per channel", "rtn_int4", "rtn_int4.gguf"),
         ("RTN INT2 {-2,-1,0,1}", "rtn_int2", "rtn_int2.gguf"), ("RTN SEQ-2", "rtn_seq2", "rtn_seq2.gguf"),
-        ("RTN ternary", "rtn_ternary2", "rtn_ternary2.gguf"), ("QAT SEQ-2 (CE + CAKLD), 40 steps", "qat_seq2", "qat_seq2.gguf")]
+        ("RTN ternary", "rtn_ternary2", "rtn_ternary2.gguf"), ("QAT SEQ-2 (CE + CAKLD), 40 steps", "qat_seq2", "qat_seq2.gguf"),
+        ("QAT SEQ-2 (CE), 40 steps", "qat_seq2_ce", "qat_seq2_ce.gguf"), ("QAT INT2-asym (CE), 40 steps", "qat_int2", "qat_int2.gguf"),
+        ("QAT ternary (CE), 40 steps", "qat_ternary", "qat_ternary.gguf")]
 print("| model | wikitext-2 ppl (4096 tok) | HellaSwag acc_norm (100) | MMLU acc (100) | GGUF bytes |")
 print("|---|---|---|---|---|")
 for label, name, gguf in rows:

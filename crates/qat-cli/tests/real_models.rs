@@ -16,7 +16,9 @@ fn load(dir: &Path) -> CausalLm {
 /// llama2.c's own greedy output for stories260K from BOS (200 tokens).
 #[test]
 fn stories260k_greedy_reproduces_llama2c() {
-    let Some(shared) = common::shared() else { return };
+    let Some(shared) = common::shared() else {
+        return;
+    };
     let dir = shared.join("models/stories260k-hf");
     let model = load(&dir);
     let tok = Tokenizer::from_dir(&dir).unwrap();
@@ -30,7 +32,9 @@ fn stories260k_greedy_reproduces_llama2c() {
 /// upstream tokenizer.json on wikitext-2, and NLL of the first 512 wikitext-2 tokens.
 #[test]
 fn smollm2_imported_from_gguf_behaves_like_upstream() {
-    let (Some(shared), Some(gguf)) = (common::shared(), common::smollm2_gguf()) else { return };
+    let (Some(shared), Some(gguf)) = (common::shared(), common::smollm2_gguf()) else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("smollm2");
     qat_gguf::import::import_gguf(&gguf, &dir).unwrap();
@@ -38,14 +42,24 @@ fn smollm2_imported_from_gguf_behaves_like_upstream() {
     let tok = Tokenizer::from_dir(&dir).unwrap();
 
     let prompt = tok
-        .render_chat(&[Message::new("user", "What is the capital of France? Answer in one sentence.")], true)
+        .render_chat(
+            &[Message::new(
+                "user",
+                "What is the capital of France? Answer in one sentence.",
+            )],
+            true,
+        )
         .unwrap();
     let ids = tok.encode(&prompt, false).unwrap();
     let stop = [tok.eos_id().unwrap()];
     let out = generate(&model, &ids, 40, &stop, &Sampling::greedy(), |_| {});
-    assert_eq!(tok.decode(&out, true).unwrap(), "The capital of France is Paris.");
+    assert_eq!(
+        tok.decode(&out, true).unwrap(),
+        "The capital of France is Paris."
+    );
 
-    let upstream = Tokenizer::from_dir(&shared.join("models/smollm2-135m-instruct-upstream-files")).unwrap();
+    let upstream =
+        Tokenizer::from_dir(&shared.join("models/smollm2-135m-instruct-upstream-files")).unwrap();
     let text = std::fs::read_to_string(shared.join("data/text/wikitext2_test.raw")).unwrap();
     let ours = tok.encode(&text, false).unwrap();
     assert_eq!(ours, upstream.encode(&text, false).unwrap());

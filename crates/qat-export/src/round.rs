@@ -26,7 +26,17 @@ fn level_bits(spec: &QuantSpec) -> u32 {
         (Scheme::Int, b) => (1 << (b - 1)) - 1,
         _ => 1,
     };
-    (0..=max_units).map(|l| if l == 0 { 0 } else { 32 - l.leading_zeros() - l.trailing_zeros() }).max().unwrap_or(1).max(1)
+    (0..=max_units)
+        .map(|l| {
+            if l == 0 {
+                0
+            } else {
+                32 - l.leading_zeros() - l.trailing_zeros()
+            }
+        })
+        .max()
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// Significant bits allowed for the unit.
@@ -155,7 +165,11 @@ mod tests {
                 assert_eq!(half::f16::from_f32(r).to_f32(), r);
                 let m = r.to_bits() & 0x7f_ffff;
                 if r >= 6.2e-5 {
-                    assert_eq!(m & ((1 << (24 - bits)) - 1), 0, "{x} → {r} has more than {bits} bits");
+                    assert_eq!(
+                        m & ((1 << (24 - bits)) - 1),
+                        0,
+                        "{x} → {r} has more than {bits} bits"
+                    );
                 }
                 // Half a unit in the last kept bit; in f16's subnormal range, its spacing 2^-24.
                 let bound = (2f32.powi(-(bits as i32)) * x * 1.0001).max(2f32.powi(-24));
@@ -168,7 +182,11 @@ mod tests {
 
     #[test]
     fn level_bits_per_scheme() {
-        let s = |scheme, bits| QuantSpec { scheme, bits, ..QuantSpec::seq2() };
+        let s = |scheme, bits| QuantSpec {
+            scheme,
+            bits,
+            ..QuantSpec::seq2()
+        };
         assert_eq!(unit_bits(&s(Scheme::Seq, 2), HfDtype::Bf16), 6); // levels ±1, ±3 units
         assert_eq!(unit_bits(&s(Scheme::Seq, 3), HfDtype::Bf16), 5); // up to ±7
         assert_eq!(unit_bits(&s(Scheme::Ternary, 2), HfDtype::Bf16), 8);

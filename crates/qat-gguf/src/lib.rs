@@ -31,7 +31,9 @@ pub enum GgufError {
     BadMagic([u8; 4]),
     #[error("unsupported GGUF version {0} (supported: 2, 3)")]
     Version(u32),
-    #[error("file truncated: needed {needed} bytes at offset {offset} while reading {what}, file has {len}")]
+    #[error(
+        "file truncated: needed {needed} bytes at offset {offset} while reading {what}, file has {len}"
+    )]
     Truncated {
         what: String,
         offset: usize,
@@ -51,7 +53,11 @@ pub enum GgufError {
     #[error("tensor `{0}` not found in the GGUF file")]
     MissingTensor(String),
     #[error("tensor `{name}`: ggml type {ty} is not supported for {op}")]
-    Unsupported { name: String, ty: String, op: &'static str },
+    Unsupported {
+        name: String,
+        ty: String,
+        op: &'static str,
+    },
     #[error("tensor `{name}`: {msg}")]
     Tensor { name: String, msg: String },
 }

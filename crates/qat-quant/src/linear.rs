@@ -29,7 +29,11 @@ pub struct QLinear {
 
 impl QLinear {
     pub fn new(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
-        QLinear { weight: Param::from_tensor(weight), bias: bias.map(Param::from_tensor), quant: None }
+        QLinear {
+            weight: Param::from_tensor(weight),
+            bias: bias.map(Param::from_tensor),
+            quant: None,
+        }
     }
 
     /// `[out, in]`.
@@ -40,8 +44,13 @@ impl QLinear {
     /// Attaches a quantizer with scales initialised from the current weight.
     pub fn quantized(mut self, spec: QuantSpec, act_int8: bool) -> Self {
         // Computed from the weight, then made a fresh leaf so it can be a trainable parameter.
-        let scale = init_scale(self.weight.val().detach(), &spec).map(|a| Param::from_tensor(Tensor::from_inner(a.inner())));
-        self.quant = Some(FakeQuant { scale, spec, act_int8 });
+        let scale = init_scale(self.weight.val().detach(), &spec)
+            .map(|a| Param::from_tensor(Tensor::from_inner(a.inner())));
+        self.quant = Some(FakeQuant {
+            scale,
+            spec,
+            act_int8,
+        });
         self
     }
 
@@ -57,7 +66,11 @@ impl QLinear {
     /// function as the forward pass; `None` when the layer is not quantized.
     pub fn quantized_weight(&self) -> Option<QuantizedWeight> {
         let q = self.quant.as_ref()?;
-        Some(quantize(self.weight.val(), q.scale.as_ref().map(Param::val), &q.spec))
+        Some(quantize(
+            self.weight.val(),
+            q.scale.as_ref().map(Param::val),
+            &q.spec,
+        ))
     }
 
     /// # Shapes
@@ -67,6 +80,10 @@ impl QLinear {
             Some(q) if q.act_int8 => crate::quantizer::fake_quantize_act_int8(x),
             _ => x,
         };
-        burn::tensor::module::linear(x, self.effective_weight().transpose(), self.bias.as_ref().map(|b| b.val()))
+        burn::tensor::module::linear(
+            x,
+            self.effective_weight().transpose(),
+            self.bias.as_ref().map(|b| b.val()),
+        )
     }
 }

@@ -73,7 +73,14 @@ pub struct QuantSpec {
 impl QuantSpec {
     /// SEQ 2-bit per channel, ParetoQ gradients, max init: the HY-1.8B-2Bit default.
     pub fn seq2() -> Self {
-        QuantSpec { scheme: Scheme::Seq, bits: 2, granularity: Granularity::Channel, group_size: 0, grad: GradVariant::Paretoq, init: ScaleInit::Max }
+        QuantSpec {
+            scheme: Scheme::Seq,
+            bits: 2,
+            granularity: Granularity::Channel,
+            group_size: 0,
+            grad: GradVariant::Paretoq,
+            init: ScaleInit::Max,
+        }
     }
 
     /// Checks the combination; `what` names the config location in errors.
@@ -91,16 +98,27 @@ impl QuantSpec {
                 Scheme::Ternary | Scheme::Bitnet => "2 (1.58-bit levels stored in 2 bits)",
                 Scheme::Binary => "1",
             };
-            return Err(format!("{what}: bits = {} is not valid for scheme {:?} (allowed: {allowed})", self.bits, self.scheme));
+            return Err(format!(
+                "{what}: bits = {} is not valid for scheme {:?} (allowed: {allowed})",
+                self.bits, self.scheme
+            ));
         }
         if self.granularity == Granularity::Group && self.group_size == 0 {
-            return Err(format!("{what}: granularity = \"group\" needs group_size > 0"));
+            return Err(format!(
+                "{what}: granularity = \"group\" needs group_size > 0"
+            ));
         }
-        if self.grad == GradVariant::Angelslim && !matches!(self.scheme, Scheme::Seq | Scheme::Ternary) {
-            return Err(format!("{what}: grad = \"angelslim\" is defined for seq and ternary only"));
+        if self.grad == GradVariant::Angelslim
+            && !matches!(self.scheme, Scheme::Seq | Scheme::Ternary)
+        {
+            return Err(format!(
+                "{what}: grad = \"angelslim\" is defined for seq and ternary only"
+            ));
         }
         if self.scheme == Scheme::Bitnet && self.granularity != Granularity::Tensor {
-            return Err(format!("{what}: bitnet uses one per-tensor scale; set granularity = \"tensor\""));
+            return Err(format!(
+                "{what}: bitnet uses one per-tensor scale; set granularity = \"tensor\""
+            ));
         }
         Ok(())
     }
@@ -108,7 +126,10 @@ impl QuantSpec {
     /// Checks the spec against a `[out, in]` weight.
     pub fn validate_shape(&self, what: &str, dims: [usize; 2]) -> Result<(), String> {
         if self.granularity == Granularity::Group && dims[1] % self.group_size != 0 {
-            return Err(format!("{what}: group_size {} does not divide in_features {}", self.group_size, dims[1]));
+            return Err(format!(
+                "{what}: group_size {} does not divide in_features {}",
+                self.group_size, dims[1]
+            ));
         }
         Ok(())
     }

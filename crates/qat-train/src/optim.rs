@@ -77,7 +77,9 @@ impl ModuleMapper for StepMapper<'_> {
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let Some(grad) = self.grads.get::<D>(param.id) else { return param };
+        let Some(grad) = self.grads.get::<D>(param.id) else {
+            return param;
+        };
         let path = self.path.join(".");
         let (id, tensor, mapper) = param.consume();
         let require_grad = tensor.is_require_grad();
@@ -90,14 +92,21 @@ impl ModuleMapper for StepMapper<'_> {
         let lr = h.lr * self.lr_factor;
         let [b1, b2] = o.betas;
         let (m, v) = match o.moments.remove(&path) {
-            Some((m, v)) => (m * b1 + g.clone() * (1.0 - b1), v * b2 + g.square() * (1.0 - b2)),
+            Some((m, v)) => (
+                m * b1 + g.clone() * (1.0 - b1),
+                v * b2 + g.square() * (1.0 - b2),
+            ),
             None => (g.clone() * (1.0 - b1), g.square() * (1.0 - b2)),
         };
         let t = o.step as i32;
         let (bc1, bc2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
         let denom = v.clone().sqrt() / bc2.sqrt() + o.eps;
         let flat: Tensor<1> = p.reshape([n]);
-        let flat = if h.weight_decay != 0.0 { flat * (1.0 - lr * h.weight_decay) } else { flat };
+        let flat = if h.weight_decay != 0.0 {
+            flat * (1.0 - lr * h.weight_decay)
+        } else {
+            flat
+        };
         let updated = flat - m.clone() / denom * (lr / bc1);
         o.moments.insert(path, (m, v));
         let mut out = Tensor::from_inner(updated.reshape(shape));
@@ -110,21 +119,46 @@ impl ModuleMapper for StepMapper<'_> {
 
 impl AdamW {
     pub fn new(weights: GroupHyper, scales: GroupHyper, betas: [f64; 2], eps: f64) -> Self {
-        AdamW { weights, scales, betas, eps, step: 0, moments: BTreeMap::new() }
+        AdamW {
+            weights,
+            scales,
+            betas,
+            eps,
+            step: 0,
+            moments: BTreeMap::new(),
+        }
     }
 
     /// One update of every parameter that has a gradient: the learning rates scaled by
     /// `lr_factor` (the schedule) and gradients by `grad_factor` (clipping).
-    pub fn step<M: Module>(&mut self, model: M, grads: &GradientsParams, lr_factor: f64, grad_factor: f64) -> M {
+    pub fn step<M: Module>(
+        &mut self,
+        model: M,
+        grads: &GradientsParams,
+        lr_factor: f64,
+        grad_factor: f64,
+    ) -> M {
         self.step += 1;
-        let mut mapper = StepMapper { opt: self, grads, lr_factor, grad_factor, path: Vec::new() };
+        let mut mapper = StepMapper {
+            opt: self,
+            grads,
+            lr_factor,
+            grad_factor,
+            path: Vec::new(),
+        };
         model.map(&mut mapper)
     }
 }
 
 /// Learning-rate multiplier at `step` (0-based) of `total`: linear warmup over `warmup`
 /// steps, then cosine or linear decay to `min_ratio`, or constant.
-pub fn lr_factor(step: usize, total: usize, warmup: usize, schedule: crate::config::Schedule, min_ratio: f64) -> f64 {
+pub fn lr_factor(
+    step: usize,
+    total: usize,
+    warmup: usize,
+    schedule: crate::config::Schedule,
+    min_ratio: f64,
+) -> f64 {
     use crate::config::Schedule;
     if step < warmup {
         return (step + 1) as f64 / warmup as f64;
@@ -134,6 +168,8 @@ pub fn lr_factor(step: usize, total: usize, warmup: usize, schedule: crate::conf
     match schedule {
         Schedule::Constant => 1.0,
         Schedule::Linear => min_ratio + (1.0 - min_ratio) * (1.0 - progress),
-        Schedule::Cosine => min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
+        Schedule::Cosine => {
+            min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+        }
     }
 }
