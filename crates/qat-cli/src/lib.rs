@@ -5,11 +5,7 @@ mod cmd;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "qat",
-    version,
-    about = "Quantization-aware training for LLMs: load HF checkpoints, fake-quantize, train, export."
-)]
+#[command(name = "qat", version, about = "Quantization-aware training for LLMs: load HF checkpoints, fake-quantize, train, export.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -8,16 +8,9 @@ use qat_tokenizer::{Message, Tokenizer};
 
 fn smollm2_tokenizer(shared: &std::path::Path) -> (tempfile::TempDir, Tokenizer) {
     let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(shared.join("models/smollm2-135m-instruct-upstream-files/tokenizer.json"), tmp.path().join("tokenizer.json")).unwrap();
     std::fs::copy(
-        shared.join("models/smollm2-135m-instruct-upstream-files/tokenizer.json"),
-        tmp.path().join("tokenizer.json"),
-    )
-    .unwrap();
-    std::fs::copy(
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/smollm2_tokenizer_config.json"
-        ),
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/smollm2_tokenizer_config.json"),
         tmp.path().join("tokenizer_config.json"),
     )
     .unwrap();
@@ -59,13 +52,7 @@ fn only_assistant_turns_carry_loss() {
         runs.push(cur);
     }
     let runs: Vec<String> = runs.iter().map(|r| tok.decode(r, false).unwrap()).collect();
-    assert_eq!(
-        runs,
-        vec![
-            "Paris.<|im_end|>\n".to_string(),
-            "Rome, since 1871.<|im_end|>\n".to_string()
-        ]
-    );
+    assert_eq!(runs, vec!["Paris.<|im_end|>\n".to_string(), "Rome, since 1871.<|im_end|>\n".to_string()]);
 }
 
 #[test]
@@ -75,22 +62,13 @@ fn chat_sources_train_only_on_replies() {
     };
     let (tmp, tok) = smollm2_tokenizer(&shared);
     let path = tmp.path().join("chat.jsonl");
-    std::fs::write(&path, "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": \"Hello there\"}]}\n").unwrap();
-    let cfg: qat_data::SourceConfig = toml::from_str(&format!(
-        "path = {:?}\nformat = \"chat\"\ncategory = \"chat\"",
-        path
-    ))
+    std::fs::write(
+        &path,
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": \"Hello there\"}]}\n",
+    )
     .unwrap();
+    let cfg: qat_data::SourceConfig = toml::from_str(&format!("path = {:?}\nformat = \"chat\"\ncategory = \"chat\"", path)).unwrap();
     let t = qat_data::tokenize_source(&cfg, &tok, None, None).unwrap();
-    let with_loss: Vec<u32> = t
-        .tokens
-        .iter()
-        .zip(&t.loss)
-        .filter(|(_, l)| **l == 1)
-        .map(|(x, _)| *x)
-        .collect();
-    assert_eq!(
-        tok.decode(&with_loss, false).unwrap(),
-        "Hello there<|im_end|>\n"
-    );
+    let with_loss: Vec<u32> = t.tokens.iter().zip(&t.loss).filter(|(_, l)| **l == 1).map(|(x, _)| *x).collect();
+    assert_eq!(tok.decode(&with_loss, false).unwrap(), "Hello there<|im_end|>\n");
 }

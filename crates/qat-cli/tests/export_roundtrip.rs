@@ -20,35 +20,13 @@ fn every_type_round_trips_through_hf_and_gguf() {
     let device = Device::flex();
     // (scheme, bits, HF storage, expected ggml types of the decoder linears)
     let cases = [
-        (
-            SchemeChoice::Seq,
-            2,
-            HfDtype::Bf16,
-            HighPrecision::Bf16,
-            vec!["Q2_K", "Q4_0"],
-        ),
-        (
-            SchemeChoice::Ternary,
-            2,
-            HfDtype::Bf16,
-            HighPrecision::Bf16,
-            vec!["Q4_0", "TQ2_0"],
-        ),
-        (
-            SchemeChoice::Int,
-            8,
-            HfDtype::F32,
-            HighPrecision::F32,
-            vec!["Q8_0"],
-        ),
+        (SchemeChoice::Seq, 2, HfDtype::Bf16, HighPrecision::Bf16, vec!["Q2_K", "Q4_0"]),
+        (SchemeChoice::Ternary, 2, HfDtype::Bf16, HighPrecision::Bf16, vec!["Q4_0", "TQ2_0"]),
+        (SchemeChoice::Int, 8, HfDtype::F32, HighPrecision::F32, vec!["Q8_0"]),
     ];
     for (scheme, bits, dtype, hp, want_types) in cases {
         let mut policy = Policy::default();
-        policy.set(&Overrides {
-            scheme: Some(scheme),
-            bits: Some(bits),
-            ..Default::default()
-        });
+        policy.set(&Overrides { scheme: Some(scheme), bits: Some(bits), ..Default::default() });
         let model = CausalLm::from_checkpoint(&Checkpoint::open(&src).unwrap(), &device).unwrap();
         let (model, _) = model.quantize(&policy).unwrap();
         let (model, report) = qat_export::round_scales(model, dtype).unwrap();
@@ -61,46 +39,23 @@ fn every_type_round_trips_through_hf_and_gguf() {
         let mut types: Vec<&str> = r
             .tensors
             .iter()
-            .filter(|t| {
-                (t.name.contains("ffn_") && !t.name.contains("norm")) || t.name.contains("attn_q.")
-            })
+            .filter(|t| (t.name.contains("ffn_") && !t.name.contains("norm")) || t.name.contains("attn_q."))
             .map(|t| t.ggml_type.as_str())
             .collect();
         types.sort();
         types.dedup();
         assert_eq!(types, want_types, "{name}");
         let v = qat_export::verify_export(&hf, &out).unwrap();
-        assert!(
-            v.ok(),
-            "{name}: {:?}",
-            v.tensors
-                .iter()
-                .filter(|t| t.mismatches > 0)
-                .take(3)
-                .collect::<Vec<_>>()
-        );
+        assert!(v.ok(), "{name}: {:?}", v.tensors.iter().filter(|t| t.mismatches > 0).take(3).collect::<Vec<_>>());
         assert_eq!(v.tensors.len(), 272);
         // The HF export also reproduces the in-memory fake-quantized weights exactly.
         let ckpt = Checkpoint::open(&hf).unwrap();
         let (l_name, lin) = &model.linears()[6];
-        let want: Vec<f32> = lin
-            .effective_weight()
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap();
+        let want: Vec<f32> = lin.effective_weight().into_data().try_to_vec::<f32>().unwrap();
         let got = ckpt.read_f32(&format!("model.{l_name}.weight")).unwrap();
-        assert!(
-            want.iter()
-                .zip(&got)
-                .all(|(a, b)| a.to_bits() == b.to_bits()),
-            "{name}: {l_name} differs"
-        );
+        assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "{name}: {l_name} differs");
         // Size on disk matches the sum of the chosen types.
         let data: u64 = r.tensors.iter().map(|t| t.bytes).sum();
-        assert!(
-            r.file_bytes >= data && r.file_bytes < data + 6_000_000,
-            "{} vs {data}",
-            r.file_bytes
-        );
+        assert!(r.file_bytes >= data && r.file_bytes < data + 6_000_000, "{} vs {data}", r.file_bytes);
     }
 }

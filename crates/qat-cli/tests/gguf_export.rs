@@ -15,21 +15,14 @@ use qat_quant::Policy;
 use qat_quant::policy::{Overrides, SchemeChoice};
 
 fn fixture(arch: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../qat-model/tests/fixtures")
-        .join(arch)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../qat-model/tests/fixtures").join(arch)
 }
 
 /// Exports `src` quantized with `scheme` to HF and GGUF in `tmp` and checks they agree.
 fn export(src: &Path, tmp: &Path, scheme: SchemeChoice, bits: u32) -> (CausalLm, GgufFile) {
     let mut policy = Policy::default();
-    policy.set(&Overrides {
-        scheme: Some(scheme),
-        bits: Some(bits),
-        ..Default::default()
-    });
-    let model =
-        CausalLm::from_checkpoint(&Checkpoint::open(src).unwrap(), &Device::flex()).unwrap();
+    policy.set(&Overrides { scheme: Some(scheme), bits: Some(bits), ..Default::default() });
+    let model = CausalLm::from_checkpoint(&Checkpoint::open(src).unwrap(), &Device::flex()).unwrap();
     let (model, _) = model.quantize(&policy).unwrap();
     let (model, _) = qat_export::round_scales(model, HfDtype::F32).unwrap();
     let (hf, gguf) = (tmp.join("hf"), tmp.join("model.gguf"));
@@ -52,13 +45,7 @@ fn llama3_rope_scaling_is_written_as_rope_freqs() {
     let vocab: serde_json::Map<String, serde_json::Value> = (0u32..128)
         .map(|b| {
             (
-                char::from_u32(if (33..=126).contains(&b) {
-                    b
-                } else {
-                    256 + b - if b > 126 { 94 } else { 0 }
-                })
-                .unwrap()
-                .to_string(),
+                char::from_u32(if (33..=126).contains(&b) { b } else { 256 + b - if b > 126 { 94 } else { 0 } }).unwrap().to_string(),
                 b.into(),
             )
         })
@@ -66,13 +53,7 @@ fn llama3_rope_scaling_is_written_as_rope_freqs() {
     let tok = serde_json::json!({"model": {"type": "BPE", "vocab": vocab, "merges": []}, "pre_tokenizer": {"type": "ByteLevel"}, "added_tokens": []});
     std::fs::write(src.join("tokenizer.json"), tok.to_string()).unwrap();
     let (model, g) = export(&src, tmp.path(), SchemeChoice::Int, 4);
-    let want: Vec<f32> = model
-        .config
-        .rope_freq_factors()
-        .expect("the llama fixture uses llama3 RoPE")
-        .iter()
-        .map(|&f| f as f32)
-        .collect();
+    let want: Vec<f32> = model.config.rope_freq_factors().expect("the llama fixture uses llama3 RoPE").iter().map(|&f| f as f32).collect();
     let got = g.dequantize("rope_freqs.weight").unwrap();
     assert_eq!(got, want);
     // factor 8; wavelengths against original_max_position_embeddings 16 / (1, 4): the lowest
@@ -92,42 +73,15 @@ fn sentencepiece_vocabulary_becomes_a_llama_tokenizer() {
     // Unquantized: stories260K's MLP rows (172) fit no ggml block size.
     let (_, g) = export(&src, tmp.path(), SchemeChoice::None, 4);
     assert_eq!(g.get_str("tokenizer.ggml.model").unwrap(), "llama");
-    assert_eq!(
-        g.get("tokenizer.ggml.add_space_prefix"),
-        Some(&Value::Bool(true))
-    );
+    assert_eq!(g.get("tokenizer.ggml.add_space_prefix"), Some(&Value::Bool(true)));
     assert!(g.get("tokenizer.ggml.merges").is_none());
-    let tokens: Vec<&str> = g
-        .get_array("tokenizer.ggml.tokens")
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    let types: Vec<i64> = g
-        .get_array("tokenizer.ggml.token_type")
-        .unwrap()
-        .iter()
-        .map(|v| v.as_i64().unwrap())
-        .collect();
-    let scores: Vec<f64> = g
-        .get_array("tokenizer.ggml.scores")
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
+    let tokens: Vec<&str> = g.get_array("tokenizer.ggml.tokens").unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let types: Vec<i64> = g.get_array("tokenizer.ggml.token_type").unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    let scores: Vec<f64> = g.get_array("tokenizer.ggml.scores").unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert_eq!((tokens.len(), types.len(), scores.len()), (512, 512, 512));
     let id = |t: &str| tokens.iter().position(|&x| x == t).unwrap();
     // <unk> unknown, <s> </s> control, byte pieces byte, the rest normal.
-    assert_eq!(
-        (
-            types[0],
-            types[1],
-            types[2],
-            types[id("<0x0A>")],
-            types[id("▁t")]
-        ),
-        (2, 3, 3, 6, 1)
-    );
+    assert_eq!((types[0], types[1], types[2], types[id("<0x0A>")], types[id("▁t")]), (2, 3, 3, 6, 1));
     // The first two merges of tokenizer.json (▁ t, h e) make the two highest-scored tokens.
     assert_eq!((scores[id("▁t")], scores[id("he")]), (-1.0, -2.0));
     // 165 merges make 151 distinct tokens (some tokens have two splits); only those are scored.

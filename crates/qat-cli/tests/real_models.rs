@@ -41,25 +41,13 @@ fn smollm2_imported_from_gguf_behaves_like_upstream() {
     let model = load(&dir);
     let tok = Tokenizer::from_dir(&dir).unwrap();
 
-    let prompt = tok
-        .render_chat(
-            &[Message::new(
-                "user",
-                "What is the capital of France? Answer in one sentence.",
-            )],
-            true,
-        )
-        .unwrap();
+    let prompt = tok.render_chat(&[Message::new("user", "What is the capital of France? Answer in one sentence.")], true).unwrap();
     let ids = tok.encode(&prompt, false).unwrap();
     let stop = [tok.eos_id().unwrap()];
     let out = generate(&model, &ids, 40, &stop, &Sampling::greedy(), |_| {});
-    assert_eq!(
-        tok.decode(&out, true).unwrap(),
-        "The capital of France is Paris."
-    );
+    assert_eq!(tok.decode(&out, true).unwrap(), "The capital of France is Paris.");
 
-    let upstream =
-        Tokenizer::from_dir(&shared.join("models/smollm2-135m-instruct-upstream-files")).unwrap();
+    let upstream = Tokenizer::from_dir(&shared.join("models/smollm2-135m-instruct-upstream-files")).unwrap();
     let text = std::fs::read_to_string(shared.join("data/text/wikitext2_test.raw")).unwrap();
     let ours = tok.encode(&text, false).unwrap();
     assert_eq!(ours, upstream.encode(&text, false).unwrap());

@@ -8,8 +8,7 @@ mod common;
 use base64::Engine;
 use qat_tokenizer::{Tokenizer, tiktoken};
 
-const GPT2_PATTERN: &str =
-    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+const GPT2_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
 #[test]
 fn ranks_file_reproduces_the_original_bpe() {
@@ -17,26 +16,14 @@ fn ranks_file_reproduces_the_original_bpe() {
         return;
     };
     let dir = shared.join("models/smollm2-135m-instruct-upstream-files");
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer.json")).unwrap())
-            .unwrap();
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer.json")).unwrap()).unwrap();
     let table = tiktoken::byte_to_unicode();
-    let inverse: std::collections::HashMap<char, u8> = table
-        .iter()
-        .enumerate()
-        .map(|(b, &c)| (c, b as u8))
-        .collect();
+    let inverse: std::collections::HashMap<char, u8> = table.iter().enumerate().map(|(b, &c)| (c, b as u8)).collect();
     let added: Vec<(u32, String, bool)> = json["added_tokens"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| {
-            (
-                t["id"].as_u64().unwrap() as u32,
-                t["content"].as_str().unwrap().to_string(),
-                true,
-            )
-        })
+        .map(|t| (t["id"].as_u64().unwrap() as u32, t["content"].as_str().unwrap().to_string(), true))
         .collect();
     let mut lines = String::new();
     for (tok, id) in json["model"]["vocab"].as_object().unwrap() {
@@ -44,11 +31,7 @@ fn ranks_file_reproduces_the_original_bpe() {
             continue;
         }
         let bytes: Vec<u8> = tok.chars().map(|c| inverse[&c]).collect();
-        lines.push_str(&format!(
-            "{} {}\n",
-            base64::engine::general_purpose::STANDARD.encode(&bytes),
-            id
-        ));
+        lines.push_str(&format!("{} {}\n", base64::engine::general_purpose::STANDARD.encode(&bytes), id));
     }
     let tmp = tempfile::tempdir().unwrap();
     let ranks = tmp.path().join("test.tiktoken");
@@ -61,20 +44,13 @@ fn ranks_file_reproduces_the_original_bpe() {
         .filter(|c| !c.is_ascii_digit())
         .take(200_000)
         .collect();
-    let a = ours
-        .encode(text.as_str(), false)
-        .unwrap()
-        .get_ids()
-        .to_vec();
+    let a = ours.encode(text.as_str(), false).unwrap().get_ids().to_vec();
     let b = upstream.encode(&text, false).unwrap();
     let first_diff = a.iter().zip(&b).position(|(x, y)| x != y);
     assert_eq!(first_diff, None, "first difference at token {first_diff:?}");
     assert_eq!(a.len(), b.len());
     // Special tokens from the added list are recognised whole.
-    assert_eq!(
-        ours.encode("<|im_start|>user", false).unwrap().get_ids()[0],
-        1
-    );
+    assert_eq!(ours.encode("<|im_start|>user", false).unwrap().get_ids()[0], 1);
 
     // A checkpoint directory with only a ranks file loads through from_dir.
     let ckpt = tmp.path().join("ckpt");

@@ -39,9 +39,7 @@ dir = "{out}"
 {extra}
 "#,
         model = shared.join("models/stories260k-hf").display(),
-        text = shared
-            .join("data/text/tinystories_val_subset.txt")
-            .display(),
+        text = shared.join("data/text/tinystories_val_subset.txt").display(),
         cache = out.parent().unwrap().join("cache").display(),
         out = out.display(),
     )
@@ -64,42 +62,19 @@ fn qat_recovers_most_of_the_rtn_gap() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let cfg_path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/stories260k_2bit.toml");
+    let cfg_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/stories260k_2bit.toml");
     let out = tmp.path().join("run");
-    let mut cfg = RunConfig::load(
-        &cfg_path,
-        &[
-            "train.max_steps=60".into(),
-            format!("output.dir=\"{}\"", out.display()),
-        ],
-    )
-    .unwrap();
+    let mut cfg = RunConfig::load(&cfg_path, &["train.max_steps=60".into(), format!("output.dir=\"{}\"", out.display())]).unwrap();
     cfg.model.path = shared.join("models/stories260k-hf");
     cfg.data.sources[0].path = shared.join("data/text/tinystories_val_subset.txt");
     cfg.data.cache_dir = Some(tmp.path().join("cache"));
     let s = train(&cfg, &RunOptions::default()).unwrap();
-    let (fp, rtn, qat) = (
-        s.fp_eval["val_loss"].as_f64().unwrap(),
-        s.first_eval["val_loss"].as_f64().unwrap(),
-        s.final_eval["val_loss"].as_f64().unwrap(),
-    );
-    eprintln!(
-        "val loss: FP {fp:.4}, RTN SEQ-2 {rtn:.4}, QAT {qat:.4}; recovered {:.3}",
-        s.val_gap_recovered.unwrap()
-    );
-    assert!(
-        rtn > fp + 1.0,
-        "2-bit RTN should hurt badly: FP {fp}, RTN {rtn}"
-    );
-    assert!(
-        s.val_gap_recovered.unwrap() > 0.75,
-        "QAT recovered only {:?} of the gap",
-        s.val_gap_recovered
-    );
-    assert!(
-        out.join("final/model.safetensors").exists() && out.join("final/qat_quant.json").exists()
-    );
+    let (fp, rtn, qat) =
+        (s.fp_eval["val_loss"].as_f64().unwrap(), s.first_eval["val_loss"].as_f64().unwrap(), s.final_eval["val_loss"].as_f64().unwrap());
+    eprintln!("val loss: FP {fp:.4}, RTN SEQ-2 {rtn:.4}, QAT {qat:.4}; recovered {:.3}", s.val_gap_recovered.unwrap());
+    assert!(rtn > fp + 1.0, "2-bit RTN should hurt badly: FP {fp}, RTN {rtn}");
+    assert!(s.val_gap_recovered.unwrap() > 0.75, "QAT recovered only {:?} of the gap", s.val_gap_recovered);
+    assert!(out.join("final/model.safetensors").exists() && out.join("final/qat_quant.json").exists());
 }
 
 #[test]
@@ -107,32 +82,53 @@ fn interrupted_and_resumed_run_is_identical() {
     let Some(shared) = common::shared() else {
         return;
     };
+    assert_resume_identical(&shared, "");
+}
+
+/// `[quant] round_scales`: every step leaves the scales on export's exact grid (export's own
+/// rounding then changes nothing), the unrounded scales carried by the optimizer let them still
+/// move, and a resumed run restores those too.
+#[test]
+fn scale_rounding_in_training_keeps_scales_exportable() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let rounding = "[quant]\nround_scales = \"bf16\"";
+    let tmp = assert_resume_identical(&shared, rounding);
+    let device = burn::tensor::Device::flex();
+    let scales = |m: &qat_model::CausalLm| -> Vec<f32> {
+        m.linears().iter().flat_map(|(_, l)| l.quant.as_ref().unwrap().scale.as_ref().unwrap().val().into_data().try_to_vec::<f32>().unwrap()).collect()
+    };
+    let (trained, _) = qat_train::train::load_trained(&tmp.path().join("a"), &device).unwrap();
+    let after = scales(&trained);
+    let (_, report) = qat_export::round_scales(trained, qat_export::HfDtype::Bf16).unwrap();
+    assert!(report.scales > 0 && report.changed == 0, "{report:?}");
+    // The starting scales, rounded the same way: training moved most of them.
+    let cfg = RunConfig::load(&tmp.path().join("a/config.toml"), &[]).unwrap();
+    let start = qat_model::CausalLm::from_checkpoint(&qat_model::Checkpoint::open(&cfg.model.path).unwrap(), &device).unwrap();
+    let (start, _) = start.quantize(&cfg.quant).unwrap();
+    let (start, _) = qat_export::round_scales(start, qat_export::HfDtype::Bf16).unwrap();
+    let moved = scales(&start).iter().zip(&after).filter(|(a, b)| a != b).count();
+    assert!(moved * 2 > after.len(), "only {moved} of {} scales moved", after.len());
+    // Without the option the trained scales are off the grid.
+    let plain = tmp.path().join("plain");
+    train(&load(&config(&shared, &plain, ""), tmp.path()).unwrap(), &RunOptions::default()).unwrap();
+    let (trained, _) = qat_train::train::load_trained(&plain, &device).unwrap();
+    let (_, report) = qat_export::round_scales(trained, qat_export::HfDtype::Bf16).unwrap();
+    assert!(report.changed * 2 > report.scales, "{report:?}");
+}
+
+/// Runs 6 steps uninterrupted (in `a`) and interrupted after 4 then resumed (in `b`) and
+/// checks that losses and final parameters are identical.
+fn assert_resume_identical(shared: &Path, extra: &str) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    let full = train(
-        &load(&config(&shared, &a, ""), tmp.path()).unwrap(),
-        &RunOptions::default(),
-    )
-    .unwrap();
-    let cfg_b = load(&config(&shared, &b, ""), tmp.path()).unwrap();
-    let e = train(
-        &cfg_b,
-        &RunOptions {
-            stop_after: Some(4),
-            ..Default::default()
-        },
-    )
-    .unwrap_err();
+    let full = train(&load(&config(shared, &a, extra), tmp.path()).unwrap(), &RunOptions::default()).unwrap();
+    let cfg_b = load(&config(shared, &b, extra), tmp.path()).unwrap();
+    let e = train(&cfg_b, &RunOptions { stop_after: Some(4), ..Default::default() }).unwrap_err();
     assert!(e.contains("stopped after 4"), "{e}");
     // Step 4 is past the step-3 checkpoint: resume restarts from step 3.
-    let resumed = train(
-        &RunConfig::load(&b.join("config.toml"), &[]).unwrap(),
-        &RunOptions {
-            resume: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let resumed = train(&RunConfig::load(&b.join("config.toml"), &[]).unwrap(), &RunOptions { resume: true, ..Default::default() }).unwrap();
     assert_eq!(full.losses.len(), 6);
     assert_eq!(full.losses, resumed.losses, "loss sequences differ");
     let pa = std::fs::read(a.join("qat_params.safetensors")).unwrap();
@@ -141,6 +137,7 @@ fn interrupted_and_resumed_run_is_identical() {
     // A finished run cannot be started again over its checkpoints.
     let e = train(&cfg_b, &RunOptions::default()).unwrap_err();
     assert!(e.contains("--resume"), "{e}");
+    tmp
 }
 
 #[test]
@@ -153,56 +150,28 @@ fn bad_configs_fail_before_training() {
     let good = config(&shared, &out, "");
     let cases: Vec<(String, &str)> = vec![
         (good.replace("[model]", "[model\n"), "malformed TOML"),
-        (
-            good.replace("lr = 2e-3", "lr = 2e-3\nlearning_rate = 1.0"),
-            "learning_rate",
-        ),
-        (
-            good.replace("batch_size = 4", "batch_size = \"four\""),
-            "batch_size",
-        ),
-        (
-            good.replace("tinystories_val_subset.txt", "missing.txt"),
-            "missing.txt",
-        ),
-        (
-            good.replace("[train]", "[train]\nmicro_batch_size = 3"),
-            "micro_batch_size",
-        ),
+        (good.replace("lr = 2e-3", "lr = 2e-3\nlearning_rate = 1.0"), "learning_rate"),
+        (good.replace("batch_size = 4", "batch_size = \"four\""), "batch_size"),
+        (good.replace("tinystories_val_subset.txt", "missing.txt"), "missing.txt"),
+        (good.replace("[train]", "[train]\nmicro_batch_size = 3"), "micro_batch_size"),
     ];
     for (text, want) in cases {
         let e = load(&text, tmp.path()).unwrap_err();
-        assert!(
-            e.contains(want),
-            "expected an error about `{want}`, got: {e}"
-        );
+        assert!(e.contains(want), "expected an error about `{want}`, got: {e}");
     }
     // Errors found when the data and model are read, still before the first step.
     let empty = tmp.path().join("empty.txt");
     std::fs::write(&empty, "\n\n\n").unwrap();
     let cfg = load(
-        &good.replace(
-            &shared
-                .join("data/text/tinystories_val_subset.txt")
-                .display()
-                .to_string(),
-            &empty.display().to_string(),
-        ),
+        &good.replace(&shared.join("data/text/tinystories_val_subset.txt").display().to_string(), &empty.display().to_string()),
         tmp.path(),
     )
     .unwrap();
     let e = train(&cfg, &RunOptions::default()).unwrap_err();
     assert!(e.contains("empty.txt") && e.contains("empty"), "{e}");
-    let cfg = load(
-        &config(&shared, &tmp.path().join("run2"), "").replace("seq_len = 64", "seq_len = 4096"),
-        tmp.path(),
-    )
-    .unwrap();
+    let cfg = load(&config(&shared, &tmp.path().join("run2"), "").replace("seq_len = 64", "seq_len = 4096"), tmp.path()).unwrap();
     let e = train(&cfg, &RunOptions::default()).unwrap_err();
-    assert!(
-        e.contains("seq_len = 4096") && e.contains("max_position_embeddings"),
-        "{e}"
-    );
+    assert!(e.contains("seq_len = 4096") && e.contains("max_position_embeddings"), "{e}");
     assert!(!tmp.path().join("run2/checkpoints").exists() && !out.join("checkpoints").exists());
 }
 
@@ -216,25 +185,16 @@ fn set_overrides_apply_and_unknown_keys_fail() {
     std::fs::write(&p, config(&shared, &tmp.path().join("run"), "")).unwrap();
     let c = RunConfig::load(
         &p,
-        &[
-            "train.lr=5e-5".into(),
-            "data.mix.text=2".into(),
-            "data.sources.0.weight=0.5".into(),
-            "quant.scheme=ternary".into(),
-        ],
+        &["train.lr=5e-5".into(), "data.mix.text=2".into(), "data.sources.0.weight=0.5".into(), "quant.scheme=ternary".into()],
     )
     .unwrap();
     assert_eq!(c.train.lr, 5e-5);
     assert_eq!(c.data.mix["text"], 2.0);
     assert_eq!(c.data.sources[0].weight, 0.5);
     assert_eq!(c.quant.scheme, qat_quant::policy::SchemeChoice::Ternary);
-    let e = RunConfig::load(&p, &["train.lrr=1".into()])
-        .unwrap_err()
-        .to_string();
+    let e = RunConfig::load(&p, &["train.lrr=1".into()]).unwrap_err().to_string();
     assert!(e.contains("lrr"), "{e}");
-    let e = RunConfig::load(&p, &["quant.scheme=int3".into()])
-        .unwrap_err()
-        .to_string();
+    let e = RunConfig::load(&p, &["quant.scheme=int3".into()]).unwrap_err().to_string();
     assert!(e.contains("int3"), "{e}");
 }
 
@@ -248,38 +208,22 @@ fn divergence_is_skipped_counted_and_never_checkpointed() {
     // The first update (lr 1e39 overflows f32) makes the weights non-finite: the checkpoint of
     // step 1 is refused rather than written, so nothing non-finite ever replaces a checkpoint.
     let text = config(&shared, &out, "")
-        .replace(
-            "max_steps = 6",
-            "max_steps = 10\nmax_consecutive_bad_steps = 3",
-        )
+        .replace("max_steps = 6", "max_steps = 10\nmax_consecutive_bad_steps = 3")
         .replace("lr = 2e-3", "lr = 1e39")
         .replace("every = 3", "every = 1");
     let cfg = load(&text, tmp.path()).unwrap();
     let e = train(&cfg, &RunOptions::default()).unwrap_err();
-    assert!(
-        e.contains("is not finite at step 1") && e.contains("checkpoint not written"),
-        "{e}"
-    );
-    assert!(
-        qat_train::checkpoint::list(&out.join("checkpoints"))
-            .unwrap()
-            .is_empty()
-    );
+    assert!(e.contains("is not finite at step 1") && e.contains("checkpoint not written"), "{e}");
+    assert!(qat_train::checkpoint::list(&out.join("checkpoints")).unwrap().is_empty());
 
     // With checkpoints only at the end, the NaN steps are skipped and counted, then the run stops.
     let out2 = tmp.path().join("run2");
     let text = config(&shared, &out2, "")
-        .replace(
-            "max_steps = 6",
-            "max_steps = 10\nmax_consecutive_bad_steps = 3",
-        )
+        .replace("max_steps = 6", "max_steps = 10\nmax_consecutive_bad_steps = 3")
         .replace("lr = 2e-3", "lr = 1e39")
         .replace("every = 3", "every = 0");
     let e = train(&load(&text, tmp.path()).unwrap(), &RunOptions::default()).unwrap_err();
-    assert!(
-        e.contains("3 consecutive steps had a non-finite loss"),
-        "{e}"
-    );
+    assert!(e.contains("3 consecutive steps had a non-finite loss"), "{e}");
     let metrics = std::fs::read_to_string(out2.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.matches("\"skipped\"").count(), 3, "{metrics}");
 }

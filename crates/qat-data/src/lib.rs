@@ -13,11 +13,7 @@ pub use tokenized::{TokenizedSource, tokenize_source};
 pub enum DataError {
     /// A problem in a source file; `line` when it is known.
     #[error("{path}{}: {msg}", line.map(|l| format!(":{l}")).unwrap_or_default())]
-    Source {
-        path: String,
-        line: Option<usize>,
-        msg: String,
-    },
+    Source { path: String, line: Option<usize>, msg: String },
     #[error("{0}")]
     Config(String),
 }

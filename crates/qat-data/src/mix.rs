@@ -110,9 +110,8 @@ pub struct Mixer {
 /// A stable per-document hash deciding the validation split (independent of the run seed, so
 /// every run of a config sees the same validation documents).
 fn split_hash(name: &str, doc: usize) -> f64 {
-    let mut x = name.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    }) ^ (doc as u64).wrapping_mul(0x9E3779B97F4A7C15);
+    let mut x = name.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+        ^ (doc as u64).wrapping_mul(0x9E3779B97F4A7C15);
     // splitmix64 finaliser
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d049bb133111eb);
@@ -131,50 +130,30 @@ impl Mixer {
     ) -> Result<Self, DataError> {
         let cfg_err = |msg: String| DataError::Config(msg);
         if seq_len < 2 {
-            return Err(cfg_err(format!(
-                "data.seq_len = {seq_len}: must be at least 2"
-            )));
+            return Err(cfg_err(format!("data.seq_len = {seq_len}: must be at least 2")));
         }
         if !(0.0..0.5).contains(&val_fraction) {
-            return Err(cfg_err(format!(
-                "data.val_fraction = {val_fraction}: must be in [0, 0.5)"
-            )));
+            return Err(cfg_err(format!("data.val_fraction = {val_fraction}: must be in [0, 0.5)")));
         }
         let mut categories: Vec<Category> = Vec::new();
         for (name, &w) in mix {
             if !(w.is_finite() && w >= 0.0) {
-                return Err(cfg_err(format!(
-                    "data.mix.{name} = {w}: weights must be finite and non-negative"
-                )));
+                return Err(cfg_err(format!("data.mix.{name} = {w}: weights must be finite and non-negative")));
             }
-            categories.push(Category {
-                name: name.clone(),
-                weight: w,
-                sources: Vec::new(),
-            });
+            categories.push(Category { name: name.clone(), weight: w, sources: Vec::new() });
         }
         let mut split = Vec::new();
         for (i, s) in sources.into_iter().enumerate() {
             let Some(c) = categories.iter_mut().find(|c| c.name == s.category) else {
-                return Err(cfg_err(format!(
-                    "data.sources[{i}] ({}): category `{}` has no weight in data.mix",
-                    s.name, s.category
-                )));
+                return Err(cfg_err(format!("data.sources[{i}] ({}): category `{}` has no weight in data.mix", s.name, s.category)));
             };
             if !(s.weight.is_finite() && s.weight > 0.0) {
-                return Err(cfg_err(format!(
-                    "data.sources[{i}] ({}): weight {} must be positive",
-                    s.name, s.weight
-                )));
+                return Err(cfg_err(format!("data.sources[{i}] ({}): weight {} must be positive", s.name, s.weight)));
             }
             c.sources.push(i);
             let (mut train, mut val) = (Vec::new(), Vec::new());
             for d in 0..s.n_docs() {
-                if split_hash(&s.name, d) < val_fraction {
-                    val.push(d)
-                } else {
-                    train.push(d)
-                }
+                if split_hash(&s.name, d) < val_fraction { val.push(d) } else { train.push(d) }
             }
             if train.is_empty() || (val_fraction > 0.0 && val.is_empty()) {
                 return Err(cfg_err(format!(
@@ -183,19 +162,11 @@ impl Mixer {
                     s.n_docs()
                 )));
             }
-            split.push(SplitSource {
-                weight: s.weight,
-                data: s,
-                train,
-                val,
-            });
+            split.push(SplitSource { weight: s.weight, data: s, train, val });
         }
         for c in &categories {
             if c.weight > 0.0 && c.sources.is_empty() {
-                return Err(cfg_err(format!(
-                    "data.mix.{} has weight {} but no source has that category",
-                    c.name, c.weight
-                )));
+                return Err(cfg_err(format!("data.mix.{} has weight {} but no source has that category", c.name, c.weight)));
             }
             let total: f64 = c.sources.iter().map(|&s| split[s].weight).sum();
             for &s in &c.sources {
@@ -204,9 +175,7 @@ impl Mixer {
         }
         let total_w: f64 = categories.iter().map(|c| c.weight).sum();
         if total_w <= 0.0 {
-            return Err(cfg_err(
-                "data.mix: at least one category needs a positive weight".into(),
-            ));
+            return Err(cfg_err("data.mix: at least one category needs a positive weight".into()));
         }
         categories.iter_mut().for_each(|c| c.weight /= total_w);
         let n = split.len();
@@ -216,14 +185,7 @@ impl Mixer {
             source_tokens: vec![0; n],
             total_tokens: 0,
         };
-        Ok(Mixer {
-            sources: split,
-            categories,
-            seq_len,
-            seed,
-            state,
-            orders: vec![(u64::MAX, Vec::new()); n],
-        })
+        Ok(Mixer { sources: split, categories, seq_len, seed, state, orders: vec![(u64::MAX, Vec::new()); n] })
     }
 
     pub fn category_names(&self) -> Vec<&str> {
@@ -241,12 +203,8 @@ impl Mixer {
 
     /// Restores a saved sampling state (from a checkpoint of the same config).
     pub fn restore(&mut self, state: MixerState) -> Result<(), DataError> {
-        if state.cursors.len() != self.sources.len()
-            || state.category_tokens.len() != self.categories.len()
-        {
-            return Err(DataError::Config(
-                "the checkpoint's data state does not match this config's sources".into(),
-            ));
+        if state.cursors.len() != self.sources.len() || state.category_tokens.len() != self.categories.len() {
+            return Err(DataError::Config("the checkpoint's data state does not match this config's sources".into()));
         }
         self.state = state;
         Ok(())
@@ -255,9 +213,7 @@ impl Mixer {
     fn order(&mut self, s: usize, epoch: u64) -> &[usize] {
         if self.orders[s].0 != epoch {
             let mut order = self.sources[s].train.clone();
-            let seed = self.seed
-                ^ (s as u64).wrapping_mul(0x9E3779B97F4A7C15)
-                ^ epoch.wrapping_mul(0xD1B54A32D192ED03);
+            let seed = self.seed ^ (s as u64).wrapping_mul(0x9E3779B97F4A7C15) ^ epoch.wrapping_mul(0xD1B54A32D192ED03);
             order.shuffle(&mut StdRng::seed_from_u64(seed));
             self.orders[s] = (epoch, order);
         }
@@ -295,18 +251,12 @@ impl Mixer {
             while seg.len() < t {
                 let st = &self.state;
                 let c = Self::argmax_deficit(
-                    self.categories
-                        .iter()
-                        .enumerate()
-                        .map(|(i, c)| (i, c.weight, st.category_tokens[i])),
+                    self.categories.iter().enumerate().map(|(i, c)| (i, c.weight, st.category_tokens[i])),
                     st.total_tokens,
                 );
                 let cat_total = st.category_tokens[c];
                 let s = Self::argmax_deficit(
-                    self.categories[c]
-                        .sources
-                        .iter()
-                        .map(|&s| (s, self.sources[s].weight, st.source_tokens[s])),
+                    self.categories[c].sources.iter().map(|&s| (s, self.sources[s].weight, st.source_tokens[s])),
                     cat_total,
                 );
                 let cur = self.state.cursors[s].clone();
@@ -317,11 +267,7 @@ impl Mixer {
                 let data = &self.sources[s].data;
                 for j in start..start + n {
                     b.tokens.push(data.tokens[j]);
-                    let target = if j + 1 < range.end && data.loss[j + 1] == 1 {
-                        data.tokens[j + 1] as i64
-                    } else {
-                        -1
-                    };
+                    let target = if j + 1 < range.end && data.loss[j + 1] == 1 { data.tokens[j + 1] as i64 } else { -1 };
                     b.targets.push(target);
                     seg.push(piece);
                 }
@@ -372,12 +318,7 @@ impl Mixer {
                 let n = (range.end - j).min(t - seg.len());
                 for k in j..j + n {
                     b.tokens.push(src.data.tokens[k]);
-                    b.targets
-                        .push(if k + 1 < range.end && src.data.loss[k + 1] == 1 {
-                            src.data.tokens[k + 1] as i64
-                        } else {
-                            -1
-                        });
+                    b.targets.push(if k + 1 < range.end && src.data.loss[k + 1] == 1 { src.data.tokens[k + 1] as i64 } else { -1 });
                     seg.push(piece);
                 }
                 piece += 1;

@@ -93,12 +93,7 @@ fn answer_field() -> String {
 
 impl SourceConfig {
     pub fn display_name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| {
-            self.path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        })
+        self.name.clone().unwrap_or_else(|| self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default())
     }
 }
 
@@ -112,43 +107,16 @@ pub enum Document {
 }
 
 fn err(path: &Path, line: Option<usize>, msg: impl std::fmt::Display) -> DataError {
-    DataError::Source {
-        path: path.display().to_string(),
-        line,
-        msg: msg.to_string(),
-    }
+    DataError::Source { path: path.display().to_string(), line, msg: msg.to_string() }
 }
 
-fn json_str<'a>(
-    v: &'a serde_json::Value,
-    field: &str,
-    path: &Path,
-    line: Option<usize>,
-) -> Result<&'a str, DataError> {
-    v.get(field).and_then(|x| x.as_str()).ok_or_else(|| {
-        err(
-            path,
-            line,
-            format!("field `{field}` is missing or not a string"),
-        )
-    })
+fn json_str<'a>(v: &'a serde_json::Value, field: &str, path: &Path, line: Option<usize>) -> Result<&'a str, DataError> {
+    v.get(field).and_then(|x| x.as_str()).ok_or_else(|| err(path, line, format!("field `{field}` is missing or not a string")))
 }
 
-fn chat_from_json(
-    v: &serde_json::Value,
-    path: &Path,
-    line: Option<usize>,
-) -> Result<Vec<Message>, DataError> {
+fn chat_from_json(v: &serde_json::Value, path: &Path, line: Option<usize>) -> Result<Vec<Message>, DataError> {
     if let Some(msgs) = v.get("messages").and_then(|m| m.as_array()) {
-        return msgs
-            .iter()
-            .map(|m| {
-                Ok(Message::new(
-                    json_str(m, "role", path, line)?,
-                    json_str(m, "content", path, line)?,
-                ))
-            })
-            .collect();
+        return msgs.iter().map(|m| Ok(Message::new(json_str(m, "role", path, line)?, json_str(m, "content", path, line)?))).collect();
     }
     if let Some(conv) = v.get("conversations").and_then(|m| m.as_array()) {
         return conv
@@ -159,38 +127,23 @@ fn chat_from_json(
                     "gpt" | "assistant" | "chatgpt" | "bard" | "bing" => "assistant",
                     "system" => "system",
                     other => {
-                        return Err(err(
-                            path,
-                            line,
-                            format!("unknown ShareGPT speaker `{other}`"),
-                        ));
+                        return Err(err(path, line, format!("unknown ShareGPT speaker `{other}`")));
                     }
                 };
                 Ok(Message::new(role, json_str(m, "value", path, line)?))
             })
             .collect();
     }
-    Err(err(
-        path,
-        line,
-        "expected a `messages` or `conversations` array",
-    ))
+    Err(err(path, line, "expected a `messages` or `conversations` array"))
 }
 
 /// Reads all documents of a source, calling `f` for each (streaming for line formats).
-pub fn for_each_document(
-    cfg: &SourceConfig,
-    mut f: impl FnMut(Document) -> Result<(), DataError>,
-) -> Result<usize, DataError> {
+pub fn for_each_document(cfg: &SourceConfig, mut f: impl FnMut(Document) -> Result<(), DataError>) -> Result<usize, DataError> {
     let path = cfg.path.as_path();
     let file = std::fs::File::open(path).map_err(|e| err(path, None, e))?;
     let mut reader = std::io::BufReader::new(file);
     let mut n = 0usize;
-    let limit = if cfg.max_documents == 0 {
-        usize::MAX
-    } else {
-        cfg.max_documents
-    };
+    let limit = if cfg.max_documents == 0 { usize::MAX } else { cfg.max_documents };
     let mut emit = |d: Document, n: &mut usize| -> Result<bool, DataError> {
         if *n >= limit {
             return Ok(false);
@@ -201,10 +154,7 @@ pub fn for_each_document(
     };
     let qa_or_alpaca = |prompt: String, answer: String| {
         if cfg.chat_template {
-            Document::Chat(vec![
-                Message::new("user", &prompt),
-                Message::new("assistant", &answer),
-            ])
+            Document::Chat(vec![Message::new("user", &prompt), Message::new("assistant", &answer)])
         } else {
             Document::Text(format!("{prompt}\n{answer}"))
         }
@@ -215,9 +165,7 @@ pub fn for_each_document(
             let mut line = String::new();
             loop {
                 line.clear();
-                let read = reader
-                    .read_line(&mut line)
-                    .map_err(|e| err(path, None, e))?;
+                let read = reader.read_line(&mut line).map_err(|e| err(path, None, e))?;
                 let ended = read == 0;
                 let is_blank = line.trim().is_empty();
                 let boundary = match cfg.split {
@@ -230,11 +178,7 @@ pub fn for_each_document(
                 }
                 if (boundary || ended) && !buf.trim().is_empty() {
                     let doc = std::mem::take(&mut buf);
-                    let doc = if cfg.split == Split::None {
-                        doc
-                    } else {
-                        doc.trim_end_matches(['\n', '\r']).to_string()
-                    };
+                    let doc = if cfg.split == Split::None { doc } else { doc.trim_end_matches(['\n', '\r']).to_string() };
                     if !emit(Document::Text(doc), &mut n)? {
                         break;
                     }
@@ -252,17 +196,13 @@ pub fn for_each_document(
                 if line.trim().is_empty() {
                     continue;
                 }
-                let v: serde_json::Value = serde_json::from_str(&line)
-                    .map_err(|e| err(path, Some(i + 1), format!("invalid JSON: {e}")))?;
+                let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| err(path, Some(i + 1), format!("invalid JSON: {e}")))?;
                 let ln = Some(i + 1);
                 let doc = match cfg.format {
-                    Format::Jsonl => {
-                        Document::Text(json_str(&v, &cfg.field, path, ln)?.to_string())
+                    Format::Jsonl => Document::Text(json_str(&v, &cfg.field, path, ln)?.to_string()),
+                    Format::Qa => {
+                        qa_or_alpaca(json_str(&v, &cfg.question_field, path, ln)?.into(), json_str(&v, &cfg.answer_field, path, ln)?.into())
                     }
-                    Format::Qa => qa_or_alpaca(
-                        json_str(&v, &cfg.question_field, path, ln)?.into(),
-                        json_str(&v, &cfg.answer_field, path, ln)?.into(),
-                    ),
                     _ => Document::Chat(chat_from_json(&v, path, ln)?),
                 };
                 if !emit(doc, &mut n)? {
@@ -271,41 +211,22 @@ pub fn for_each_document(
             }
         }
         Format::Jsonl | Format::Qa => {
-            return Err(err(
-                path,
-                None,
-                "expected JSON Lines (one object per line), found a JSON array",
-            ));
+            return Err(err(path, None, "expected JSON Lines (one object per line), found a JSON array"));
         }
         Format::Alpaca | Format::Chat => {
-            let v: serde_json::Value = serde_json::from_reader(reader)
-                .map_err(|e| err(path, Some(e.line()), format!("invalid JSON: {e}")))?;
-            let items = v
-                .as_array()
-                .ok_or_else(|| err(path, None, "expected a JSON array"))?;
+            let v: serde_json::Value =
+                serde_json::from_reader(reader).map_err(|e| err(path, Some(e.line()), format!("invalid JSON: {e}")))?;
+            let items = v.as_array().ok_or_else(|| err(path, None, "expected a JSON array"))?;
             for (i, item) in items.iter().enumerate() {
                 let at = |m: DataError| match m {
-                    DataError::Source { path, msg, .. } => DataError::Source {
-                        path,
-                        line: None,
-                        msg: format!("item {i}: {msg}"),
-                    },
+                    DataError::Source { path, msg, .. } => DataError::Source { path, line: None, msg: format!("item {i}: {msg}") },
                     other => other,
                 };
                 let doc = if cfg.format == Format::Alpaca {
                     let instruction = json_str(item, "instruction", path, None).map_err(at)?;
                     let input = item.get("input").and_then(|x| x.as_str()).unwrap_or("");
-                    let prompt = if input.is_empty() {
-                        instruction.to_string()
-                    } else {
-                        format!("{instruction}\n\n{input}")
-                    };
-                    qa_or_alpaca(
-                        prompt,
-                        json_str(item, "output", path, None)
-                            .map_err(at)?
-                            .to_string(),
-                    )
+                    let prompt = if input.is_empty() { instruction.to_string() } else { format!("{instruction}\n\n{input}") };
+                    qa_or_alpaca(prompt, json_str(item, "output", path, None).map_err(at)?.to_string())
                 } else {
                     Document::Chat(chat_from_json(item, path, None).map_err(at)?)
                 };

@@ -53,12 +53,7 @@ fn cache_key(cfg: &SourceConfig, tok: &Tokenizer, eos: Option<u32>) -> Result<St
         line: None,
         msg: e.to_string(),
     })?;
-    h.update(
-        std::fs::canonicalize(&cfg.path)
-            .unwrap_or(cfg.path.clone())
-            .to_string_lossy()
-            .as_bytes(),
-    );
+    h.update(std::fs::canonicalize(&cfg.path).unwrap_or(cfg.path.clone()).to_string_lossy().as_bytes());
     h.update(meta.len().to_le_bytes());
     if let Ok(t) = meta.modified() {
         h.update(format!("{t:?}").as_bytes());
@@ -126,18 +121,10 @@ pub fn tokenize_source(
         Ok(())
     })?;
     if t.n_docs() == 0 {
-        return Err(DataError::Source {
-            path,
-            line: None,
-            msg: "no document has 2 or more tokens".into(),
-        });
+        return Err(DataError::Source { path, line: None, msg: "no document has 2 or more tokens".into() });
     }
     if !t.loss.contains(&1) {
-        return Err(DataError::Source {
-            path,
-            line: None,
-            msg: "no token carries loss (chat data without assistant turns?)".into(),
-        });
+        return Err(DataError::Source { path, line: None, msg: "no token carries loss (chat data without assistant turns?)".into() });
     }
     if let (Some(dir), Some(f)) = (cache_dir, &cache_file) {
         write_cache(dir, f, &t)?;
@@ -146,23 +133,16 @@ pub fn tokenize_source(
 }
 
 fn write_cache(dir: &Path, file: &Path, t: &TokenizedSource) -> Result<(), DataError> {
-    let io = |e: std::io::Error| DataError::Source {
-        path: file.display().to_string(),
-        line: None,
-        msg: format!("writing token cache: {e}"),
-    };
+    let io =
+        |e: std::io::Error| DataError::Source { path: file.display().to_string(), line: None, msg: format!("writing token cache: {e}") };
     std::fs::create_dir_all(dir).map_err(io)?;
     let mut out = Vec::with_capacity(24 + t.tokens.len() * 5 + t.offsets.len() * 8);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(t.tokens.len() as u64).to_le_bytes());
     out.extend_from_slice(&(t.offsets.len() as u64).to_le_bytes());
-    t.tokens
-        .iter()
-        .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+    t.tokens.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
     out.extend_from_slice(&t.loss);
-    t.offsets
-        .iter()
-        .for_each(|x| out.extend_from_slice(&(*x as u64).to_le_bytes()));
+    t.offsets.iter().for_each(|x| out.extend_from_slice(&(*x as u64).to_le_bytes()));
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
     tmp.write_all(&out).map_err(io)?;
     tmp.persist(file).map_err(|e| io(e.error))?;
@@ -176,26 +156,13 @@ fn decode(b: &[u8]) -> Option<(Vec<u32>, Vec<u8>, Vec<usize>)> {
     }
     let n = u64::from_le_bytes(b[8..16].try_into().ok()?) as usize;
     let m = u64::from_le_bytes(b[16..24].try_into().ok()?) as usize;
-    if b.len()
-        != 24usize
-            .checked_add(n.checked_mul(5)?)?
-            .checked_add(m.checked_mul(8)?)?
-    {
+    if b.len() != 24usize.checked_add(n.checked_mul(5)?)?.checked_add(m.checked_mul(8)?)? {
         return None;
     }
-    let tokens = b[24..24 + 4 * n]
-        .chunks_exact(4)
-        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
+    let tokens = b[24..24 + 4 * n].chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
     let loss = b[24 + 4 * n..24 + 5 * n].to_vec();
-    let offsets: Vec<usize> = b[24 + 5 * n..]
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().unwrap()) as usize)
-        .collect();
-    if offsets.first() != Some(&0)
-        || offsets.last() != Some(&n)
-        || offsets.windows(2).any(|w| w[0] > w[1])
-    {
+    let offsets: Vec<usize> = b[24 + 5 * n..].chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap()) as usize).collect();
+    if offsets.first() != Some(&0) || offsets.last() != Some(&n) || offsets.windows(2).any(|w| w[0] > w[1]) {
         return None;
     }
     Some((tokens, loss, offsets))

@@ -4,12 +4,8 @@ use qat_data::source::{Document, for_each_document};
 use qat_data::{Format, SourceConfig, Split};
 
 fn cfg(path: &std::path::Path, format: Format) -> SourceConfig {
-    toml::from_str::<SourceConfig>(&format!(
-        "path = {:?}\nformat = {:?}\ncategory = \"x\"",
-        path,
-        format!("{format:?}").to_lowercase()
-    ))
-    .unwrap()
+    toml::from_str::<SourceConfig>(&format!("path = {:?}\nformat = {:?}\ncategory = \"x\"", path, format!("{format:?}").to_lowercase()))
+        .unwrap()
 }
 
 fn docs(c: &SourceConfig) -> Result<Vec<Document>, String> {
@@ -27,21 +23,12 @@ fn formats_yield_documents() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("t.txt");
     std::fs::write(&p, "a b\nc\n\n\nd e\n").unwrap();
-    assert_eq!(
-        docs(&cfg(&p, Format::Text)).unwrap(),
-        vec![
-            Document::Text("a b\nc".into()),
-            Document::Text("d e".into())
-        ]
-    );
+    assert_eq!(docs(&cfg(&p, Format::Text)).unwrap(), vec![Document::Text("a b\nc".into()), Document::Text("d e".into())]);
     let mut c = cfg(&p, Format::Text);
     c.split = Split::Line;
     assert_eq!(docs(&c).unwrap().len(), 3);
     c.split = Split::None;
-    assert_eq!(
-        docs(&c).unwrap(),
-        vec![Document::Text("a b\nc\n\n\nd e\n".into())]
-    );
+    assert_eq!(docs(&c).unwrap(), vec![Document::Text("a b\nc\n\n\nd e\n".into())]);
 
     let p = dir.path().join("qa.jsonl");
     std::fs::write(&p, "{\"question\": \"1+1?\", \"answer\": \"2\"}\n").unwrap();
@@ -56,11 +43,7 @@ fn formats_yield_documents() {
         other => panic!("{other:?}"),
     }
     let p = dir.path().join("al.json");
-    std::fs::write(
-        &p,
-        r#"[{"instruction": "Add", "input": "1 and 2", "output": "3"}]"#,
-    )
-    .unwrap();
+    std::fs::write(&p, r#"[{"instruction": "Add", "input": "1 and 2", "output": "3"}]"#).unwrap();
     match &docs(&cfg(&p, Format::Alpaca)).unwrap()[0] {
         Document::Chat(m) => assert_eq!(m[0].content, "Add\n\n1 and 2"),
         other => panic!("{other:?}"),
@@ -76,18 +59,13 @@ fn bad_sources_name_file_and_line() {
     assert!(e.contains("bad.jsonl:2") && e.contains("`text`"), "{e}");
     std::fs::write(&p, "{\"text\": \"ok\"}\nnot json\n").unwrap();
     let e = docs(&cfg(&p, Format::Jsonl)).unwrap_err();
-    assert!(
-        e.contains("bad.jsonl:2") && e.contains("invalid JSON"),
-        "{e}"
-    );
+    assert!(e.contains("bad.jsonl:2") && e.contains("invalid JSON"), "{e}");
     let empty = dir.path().join("empty.txt");
     std::fs::write(&empty, "\n\n").unwrap();
     let e = docs(&cfg(&empty, Format::Text)).unwrap_err();
     assert!(e.contains("empty.txt") && e.contains("empty"), "{e}");
     let e = docs(&cfg(&dir.path().join("nope.txt"), Format::Text)).unwrap_err();
     assert!(e.contains("nope.txt"), "{e}");
-    let e = toml::from_str::<SourceConfig>("path = \"x\"\nformat = \"parquet\"\ncategory = \"c\"")
-        .unwrap_err()
-        .to_string();
+    let e = toml::from_str::<SourceConfig>("path = \"x\"\nformat = \"parquet\"\ncategory = \"c\"").unwrap_err().to_string();
     assert!(e.contains("parquet"), "{e}");
 }

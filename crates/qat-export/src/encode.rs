@@ -8,46 +8,37 @@
 
 use half::f16;
 use qat_gguf::{GgmlType, blocks};
+use qat_quant::exact::unit_per_step;
 use qat_quant::{QuantizedWeight, Scheme};
-
-/// Levels in units `u`, and `u = step · unit_per_step` for each scheme.
-pub fn unit_per_step(scheme: Scheme) -> f32 {
-    match scheme {
-        // SEQ levels are half-integers of the step: in units of step/2 they are odd integers.
-        Scheme::Seq => 0.5,
-        _ => 1.0,
-    }
-}
 
 /// The ggml type an exact export of `qw` uses, and why when it is not the natural one.
 pub fn choose_type(qw: &QuantizedWeight) -> Result<(GgmlType, Option<String>), String> {
     let row = qw.dims[1];
     let spec = &qw.spec;
     // Elements sharing one scale along a row (a whole row unless grouped).
-    let run = if spec.granularity == qat_quant::Granularity::Group {
-        spec.group_size
-    } else {
-        row
-    };
+    let run = if spec.granularity == qat_quant::Granularity::Group { spec.group_size } else { row };
     let fits = |block: usize| row % block == 0 && run % block == 0;
     let q4 = |why: Option<String>| {
         if fits(32) {
             Ok((GgmlType::Q4_0, why))
         } else {
-            Err(format!(
-                "rows of {row} (scale groups of {run}) cannot be stored in 32-element Q4_0 blocks"
-            ))
+            Err(format!("rows of {row} (scale groups of {run}) cannot be stored in 32-element Q4_0 blocks"))
         }
     };
     match (spec.scheme, spec.bits) {
         (Scheme::Seq, 2) if fits(256) => Ok((GgmlType::Q2_K, None)),
-        (Scheme::Seq, 2) => q4(Some(format!("SEQ-2 in Q4_0 (4.5 bits/weight): row length {row} or scale group {run} is not a multiple of Q2_K's 256"))),
+        (Scheme::Seq, 2) => {
+            q4(Some(format!("SEQ-2 in Q4_0 (4.5 bits/weight): row length {row} or scale group {run} is not a multiple of Q2_K's 256")))
+        }
         (Scheme::Ternary, _) if fits(256) => Ok((GgmlType::TQ2_0, None)),
         (Scheme::Ternary, _) => q4(Some(format!("ternary in Q4_0: row length {row} is not a multiple of TQ2_0's 256"))),
         (Scheme::Seq, 3) | (Scheme::Binary, _) => q4(None),
         (Scheme::Int, b) if b <= 4 => q4(None),
         (Scheme::Int, _) if fits(32) => Ok((GgmlType::Q8_0, None)),
-        (Scheme::Bitnet, _) => Err("BitNet's per-tensor β is recomputed from the weights each step and is not rounded to an f16 value; export it as ternary".into()),
+        (Scheme::Bitnet, _) => {
+            Err("BitNet's per-tensor β is recomputed from the weights each step and is not rounded to an f16 value; export it as ternary"
+                .into())
+        }
         _ => Err(format!("no exact ggml type for {} with rows of {row}", spec.label())),
     }
 }
@@ -66,19 +57,13 @@ pub fn encode(qw: &QuantizedWeight, ty: GgmlType) -> Result<Vec<u8>, String> {
         let u = step * ups;
         let d = f16::from_f32(u);
         if d.to_f32() != u {
-            return Err(format!(
-                "unit {u:e} is not an f16 value: round the scales for export first"
-            ));
+            return Err(format!("unit {u:e} is not an f16 value: round the scales for export first"));
         }
         let units: Vec<i32> = qw.levels[start..start + bs]
             .iter()
             .map(|&l| {
                 let x = l / ups;
-                if x.fract() != 0.0 {
-                    Err(format!("level {l} is not an integer number of units"))
-                } else {
-                    Ok(x as i32)
-                }
+                if x.fract() != 0.0 { Err(format!("level {l} is not an integer number of units")) } else { Ok(x as i32) }
             })
             .collect::<Result<_, _>>()?;
         let d = d.to_le_bytes();
@@ -119,9 +104,7 @@ pub fn encode(qw: &QuantizedWeight, ty: GgmlType) -> Result<Vec<u8>, String> {
                     return Err(format!("Q4_0 holds −8..7 units, got {x}"));
                 }
                 out.extend_from_slice(&d);
-                out.extend(
-                    (0..16).map(|j| ((units[j] + 8) as u8) | (((units[j + 16] + 8) as u8) << 4)),
-                );
+                out.extend((0..16).map(|j| ((units[j] + 8) as u8) | (((units[j + 16] + 8) as u8) << 4)));
             }
             GgmlType::Q8_0 => {
                 if let Some(x) = units.iter().find(|x| !(-128..=127).contains(*x)) {
@@ -137,10 +120,7 @@ pub fn encode(qw: &QuantizedWeight, ty: GgmlType) -> Result<Vec<u8>, String> {
     let back = blocks::dequantize(ty, &out, n)?;
     let want = qw.dequantize();
     if let Some(i) = (0..n).find(|&i| back[i].to_bits() != want[i].to_bits()) {
-        return Err(format!(
-            "{ty:?} encoding is not exact at element {i}: {} vs {}",
-            back[i], want[i]
-        ));
+        return Err(format!("{ty:?} encoding is not exact at element {i}: {} vs {}", back[i], want[i]));
     }
     Ok(out)
 }
@@ -151,38 +131,21 @@ mod tests {
     use qat_quant::{GradVariant, Granularity, QuantSpec, ScaleInit};
 
     fn qw(scheme: Scheme, bits: u32, levels: Vec<f32>, step: f32, cols: usize) -> QuantizedWeight {
-        let spec = QuantSpec {
-            scheme,
-            bits,
-            granularity: Granularity::Channel,
-            group_size: 0,
-            grad: GradVariant::Paretoq,
-            init: ScaleInit::Max,
-        };
+        let spec =
+            QuantSpec { scheme, bits, granularity: Granularity::Channel, group_size: 0, grad: GradVariant::Paretoq, init: ScaleInit::Max };
         let rows = levels.len() / cols;
-        QuantizedWeight {
-            spec,
-            dims: [rows, cols],
-            steps: vec![step; rows],
-            levels,
-            group_len: cols,
-        }
+        QuantizedWeight { spec, dims: [rows, cols], steps: vec![step; rows], levels, group_len: cols }
     }
 
     #[test]
     fn every_type_round_trips_exactly() {
-        let seq2: Vec<f32> = (0..512)
-            .map(|i| [-1.5f32, -0.5, 0.5, 1.5][i * 7 % 4])
-            .collect();
+        let seq2: Vec<f32> = (0..512).map(|i| [-1.5f32, -0.5, 0.5, 1.5][i * 7 % 4]).collect();
         let tern: Vec<f32> = (0..512).map(|i| (i * 5 % 3) as f32 - 1.0).collect();
         let int4: Vec<f32> = (0..512).map(|i| (i * 7 % 16) as f32 - 8.0).collect();
         let int8: Vec<f32> = (0..512).map(|i| (i * 37 % 256) as f32 - 128.0).collect();
         let seq3: Vec<f32> = (0..512).map(|i| (i * 3 % 8) as f32 - 3.5).collect();
         for (w, ty) in [
-            (
-                qw(Scheme::Seq, 2, seq2.clone(), 0.0625, 256),
-                GgmlType::Q2_K,
-            ),
+            (qw(Scheme::Seq, 2, seq2.clone(), 0.0625, 256), GgmlType::Q2_K),
             (qw(Scheme::Seq, 2, seq2, 0.0625, 64), GgmlType::Q4_0),
             (qw(Scheme::Ternary, 2, tern, 0.03125, 256), GgmlType::TQ2_0),
             (qw(Scheme::Int, 4, int4, 0.0078125, 128), GgmlType::Q4_0),
@@ -198,11 +161,7 @@ mod tests {
     #[test]
     fn inexact_units_are_refused() {
         let w = qw(Scheme::Int, 4, vec![1.0; 32], 0.1, 32);
-        assert!(
-            encode(&w, GgmlType::Q4_0)
-                .unwrap_err()
-                .contains("not an f16 value")
-        );
+        assert!(encode(&w, GgmlType::Q4_0).unwrap_err().contains("not an f16 value"));
         let w = qw(Scheme::Seq, 2, vec![0.5; 100], 0.25, 100);
         assert!(choose_type(&w).unwrap_err().contains("32-element"));
     }

@@ -52,10 +52,9 @@ fn json_err(path: &Path, msg: impl std::fmt::Display) -> String {
 fn pre_tokenizer_name(tok: &Json, model_type: &str) -> Result<&'static str, String> {
     let pre = &tok["pre_tokenizer"];
     let kinds: Vec<&str> = match pre["type"].as_str() {
-        Some("Sequence") => pre["pretokenizers"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|p| p["type"].as_str()).collect())
-            .unwrap_or_default(),
+        Some("Sequence") => {
+            pre["pretokenizers"].as_array().map(|a| a.iter().filter_map(|p| p["type"].as_str()).collect()).unwrap_or_default()
+        }
         Some(t) => vec![t],
         None => vec![],
     };
@@ -66,9 +65,7 @@ fn pre_tokenizer_name(tok: &Json, model_type: &str) -> Result<&'static str, Stri
         (_, ["ByteLevel"]) => "gpt-2",
         (_, ["Split", "ByteLevel"]) => "llama-bpe",
         _ => {
-            return Err(format!(
-                "cannot tell llama.cpp's pre-tokenizer for pre_tokenizer {pre}"
-            ));
+            return Err(format!("cannot tell llama.cpp's pre-tokenizer for pre_tokenizer {pre}"));
         }
     })
 }
@@ -84,18 +81,14 @@ const BYTE: i32 = 6;
 /// The merges of a BPE `tokenizer.json` as `(left, right)` pairs, in rank order (either of
 /// its two spellings: `"left right"` strings or two-element arrays).
 fn bpe_merges(m: &Json, path: &Path) -> Result<Vec<(String, String)>, String> {
-    let unreadable =
-        |i: usize| json_err(path, format!("model.merges[{i}] is not a pair of tokens"));
+    let unreadable = |i: usize| json_err(path, format!("model.merges[{i}] is not a pair of tokens"));
     m["merges"]
         .as_array()
         .ok_or_else(|| json_err(path, "model.merges missing"))?
         .iter()
         .enumerate()
         .map(|(i, x)| match x {
-            Json::String(s) => s
-                .split_once(' ')
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .ok_or_else(|| unreadable(i)),
+            Json::String(s) => s.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())).ok_or_else(|| unreadable(i)),
             Json::Array(p) if p.len() == 2 => match (p[0].as_str(), p[1].as_str()) {
                 (Some(a), Some(b)) => Ok((a.to_string(), b.to_string())),
                 _ => Err(unreadable(i)),
@@ -116,12 +109,9 @@ fn adds_space_prefix(tok: &Json) -> bool {
             None => vec![],
         }
     };
-    let prepend = steps(&tok["normalizer"], "normalizers")
-        .iter()
-        .any(|n| n["type"] == "Prepend" && n["prepend"] == "▁");
-    let metaspace = steps(&tok["pre_tokenizer"], "pretokenizers")
-        .iter()
-        .any(|p| p["type"] == "Metaspace" && p["prepend_scheme"] != "never");
+    let prepend = steps(&tok["normalizer"], "normalizers").iter().any(|n| n["type"] == "Prepend" && n["prepend"] == "▁");
+    let metaspace =
+        steps(&tok["pre_tokenizer"], "pretokenizers").iter().any(|p| p["type"] == "Metaspace" && p["prepend_scheme"] != "never");
     prepend || metaspace
 }
 
@@ -131,26 +121,14 @@ fn adds_space_prefix(tok: &Json) -> bool {
 fn tokenizer_metadata(w: &mut GgufWriter, src: &Path, model: &CausalLm) -> Result<(), String> {
     let path = src.join("tokenizer.json");
     let tok: Json =
-        serde_json::from_str(&std::fs::read_to_string(&path).map_err(|e| json_err(&path, e))?)
-            .map_err(|e| json_err(&path, e))?;
+        serde_json::from_str(&std::fs::read_to_string(&path).map_err(|e| json_err(&path, e))?).map_err(|e| json_err(&path, e))?;
     let m = &tok["model"];
     if m["type"].as_str() != Some("BPE") {
-        return Err(json_err(
-            &path,
-            format!(
-                "model.type {}: only BPE tokenizers can be written to GGUF",
-                m["type"]
-            ),
-        ));
+        return Err(json_err(&path, format!("model.type {}: only BPE tokenizers can be written to GGUF", m["type"])));
     }
     let sentencepiece = m["byte_fallback"].as_bool() == Some(true);
-    let vocab = m["vocab"]
-        .as_object()
-        .ok_or_else(|| json_err(&path, "model.vocab missing"))?;
-    let mut tokens: BTreeMap<u64, String> = vocab
-        .iter()
-        .filter_map(|(k, v)| Some((v.as_u64()?, k.clone())))
-        .collect();
+    let vocab = m["vocab"].as_object().ok_or_else(|| json_err(&path, "model.vocab missing"))?;
+    let mut tokens: BTreeMap<u64, String> = vocab.iter().filter_map(|(k, v)| Some((v.as_u64()?, k.clone()))).collect();
     let mut types: BTreeMap<u64, i32> = BTreeMap::new();
     if sentencepiece {
         for (&id, t) in &tokens {
@@ -158,11 +136,7 @@ fn tokenizer_metadata(w: &mut GgufWriter, src: &Path, model: &CausalLm) -> Resul
                 types.insert(id, BYTE);
             }
         }
-        if let Some(id) = m["unk_token"]
-            .as_str()
-            .and_then(|u| vocab.get(u))
-            .and_then(Json::as_u64)
-        {
+        if let Some(id) = m["unk_token"].as_str().and_then(|u| vocab.get(u)).and_then(Json::as_u64) {
             types.insert(id, UNKNOWN);
             w.set("tokenizer.ggml.unknown_token_id", Value::U32(id as u32));
         }
@@ -172,33 +146,13 @@ fn tokenizer_metadata(w: &mut GgufWriter, src: &Path, model: &CausalLm) -> Resul
             continue;
         };
         tokens.insert(id, content.to_string());
-        types
-            .entry(id)
-            .or_insert(if a["special"].as_bool() == Some(true) {
-                CONTROL
-            } else {
-                USER_DEFINED
-            });
+        types.entry(id).or_insert(if a["special"].as_bool() == Some(true) { CONTROL } else { USER_DEFINED });
     }
     let n = model.config.vocab_size as u64;
     // The embedding may be padded past the tokenizer's vocabulary: fill with unused tokens.
-    let list: Vec<String> = (0..n)
-        .map(|i| {
-            tokens
-                .get(&i)
-                .cloned()
-                .unwrap_or_else(|| format!("[PAD{i}]"))
-        })
-        .collect();
-    let ty: Vec<Value> = (0..n)
-        .map(|i| {
-            Value::I32(if tokens.contains_key(&i) {
-                *types.get(&i).unwrap_or(&NORMAL)
-            } else {
-                UNUSED
-            })
-        })
-        .collect();
+    let list: Vec<String> = (0..n).map(|i| tokens.get(&i).cloned().unwrap_or_else(|| format!("[PAD{i}]"))).collect();
+    let ty: Vec<Value> =
+        (0..n).map(|i| Value::I32(if tokens.contains_key(&i) { *types.get(&i).unwrap_or(&NORMAL) } else { UNUSED })).collect();
     let merges = bpe_merges(m, &path)?;
     if sentencepiece {
         // llama.cpp's SentencePiece tokenizer merges the adjacent pair whose result has the
@@ -209,30 +163,17 @@ fn tokenizer_metadata(w: &mut GgufWriter, src: &Path, model: &CausalLm) -> Resul
         for (r, (a, b)) in merges.iter().enumerate() {
             rank_of.entry(format!("{a}{b}")).or_insert(r);
         }
-        let scores: Vec<Value> = list
-            .iter()
-            .map(|t| Value::F32(rank_of.get(t).map_or(0.0, |&r| -(r as f32) - 1.0)))
-            .collect();
+        let scores: Vec<Value> = list.iter().map(|t| Value::F32(rank_of.get(t).map_or(0.0, |&r| -(r as f32) - 1.0))).collect();
         w.set("tokenizer.ggml.model", Value::String("llama".into()));
         w.set("tokenizer.ggml.scores", Value::Array(6, scores));
-        w.set(
-            "tokenizer.ggml.add_space_prefix",
-            Value::Bool(adds_space_prefix(&tok)),
-        );
+        w.set("tokenizer.ggml.add_space_prefix", Value::Bool(adds_space_prefix(&tok)));
     } else {
         w.set("tokenizer.ggml.model", Value::String("gpt2".into()));
         w.set(
             "tokenizer.ggml.pre",
-            Value::String(
-                pre_tokenizer_name(&tok, model.config.arch.model_type())
-                    .map_err(|e| json_err(&path, e))?
-                    .into(),
-            ),
+            Value::String(pre_tokenizer_name(&tok, model.config.arch.model_type()).map_err(|e| json_err(&path, e))?.into()),
         );
-        w.set(
-            "tokenizer.ggml.merges",
-            Value::strings(merges.iter().map(|(a, b)| format!("{a} {b}"))),
-        );
+        w.set("tokenizer.ggml.merges", Value::strings(merges.iter().map(|(a, b)| format!("{a} {b}"))));
     }
     w.set("tokenizer.ggml.tokens", Value::strings(list));
     w.set("tokenizer.ggml.token_type", Value::Array(5, ty));
@@ -249,10 +190,7 @@ fn tokenizer_metadata(w: &mut GgufWriter, src: &Path, model: &CausalLm) -> Resul
     let tc_path = src.join("tokenizer_config.json");
     if let Ok(text) = std::fs::read_to_string(&tc_path) {
         let tc: Json = serde_json::from_str(&text).map_err(|e| json_err(&tc_path, e))?;
-        w.set(
-            "tokenizer.ggml.add_bos_token",
-            Value::Bool(tc["add_bos_token"].as_bool().unwrap_or(false)),
-        );
+        w.set("tokenizer.ggml.add_bos_token", Value::Bool(tc["add_bos_token"].as_bool().unwrap_or(false)));
         if let Some(t) = tc["chat_template"].as_str() {
             w.set("tokenizer.chat_template", Value::String(t.into()));
         }
@@ -262,46 +200,27 @@ fn tokenizer_metadata(w: &mut GgufWriter, src: &Path, model: &CausalLm) -> Resul
 
 fn arch_metadata(w: &mut GgufWriter, model: &CausalLm, name: &str) -> Result<&'static str, String> {
     let c = &model.config;
-    let arch = gguf_arch(c.arch.model_type())
-        .ok_or_else(|| format!("{} has no GGUF architecture", c.arch.model_type()))?;
+    let arch = gguf_arch(c.arch.model_type()).ok_or_else(|| format!("{} has no GGUF architecture", c.arch.model_type()))?;
     let k = |s: &str| format!("{arch}.{s}");
     w.set("general.architecture", Value::String(arch.into()));
     w.set("general.name", Value::String(name.into()));
     w.set("general.quantization_version", Value::U32(2));
-    w.set(
-        k("context_length"),
-        Value::U32(c.max_position_embeddings as u32),
-    );
+    w.set(k("context_length"), Value::U32(c.max_position_embeddings as u32));
     w.set(k("embedding_length"), Value::U32(c.hidden_size as u32));
     w.set(k("block_count"), Value::U32(c.num_hidden_layers as u32));
-    w.set(
-        k("feed_forward_length"),
-        Value::U32(c.intermediate_size as u32),
-    );
-    w.set(
-        k("attention.head_count"),
-        Value::U32(c.num_attention_heads as u32),
-    );
-    w.set(
-        k("attention.head_count_kv"),
-        Value::U32(c.num_key_value_heads as u32),
-    );
+    w.set(k("feed_forward_length"), Value::U32(c.intermediate_size as u32));
+    w.set(k("attention.head_count"), Value::U32(c.num_attention_heads as u32));
+    w.set(k("attention.head_count_kv"), Value::U32(c.num_key_value_heads as u32));
     w.set(k("attention.key_length"), Value::U32(c.head_dim as u32));
     w.set(k("attention.value_length"), Value::U32(c.head_dim as u32));
-    w.set(
-        k("attention.layer_norm_rms_epsilon"),
-        Value::F32(c.rms_norm_eps as f32),
-    );
+    w.set(k("attention.layer_norm_rms_epsilon"), Value::F32(c.rms_norm_eps as f32));
     // Hunyuan's alpha is already folded into rope_base (formats.md §3).
     w.set(k("rope.freq_base"), Value::F32(c.rope_base as f32));
     w.set(k("rope.dimension_count"), Value::U32(c.head_dim as u32));
     w.set(k("vocab_size"), Value::U32(c.vocab_size as u32));
     if c.rope_llama3.is_some() && c.arch != Arch::Llama {
         // llama.cpp reads the factors (the `rope_freqs` tensor) only for its llama architecture.
-        return Err(format!(
-            "Llama 3 RoPE scaling on a {} model cannot be expressed in GGUF",
-            c.arch.model_type()
-        ));
+        return Err(format!("Llama 3 RoPE scaling on a {} model cannot be expressed in GGUF", c.arch.model_type()));
     }
     if c.arch == Arch::HunyuanDense {
         w.set(k("rope.scaling.type"), Value::String("none".into()));
@@ -342,12 +261,8 @@ pub fn export_gguf(
     for (hf, shape, values) in model.hf_tensors() {
         let gname = gguf_name(mt, &hf).ok_or_else(|| format!("tensor {hf} has no GGUF name"))?;
         let heads = permute_heads(mt, &hf, cfg.num_attention_heads, cfg.num_key_value_heads);
-        let module = hf
-            .strip_suffix(".weight")
-            .map(|s| s.strip_prefix("model.").unwrap_or(s));
-        let quantized = module
-            .and_then(|m| linears.get(m))
-            .and_then(|l| l.quantized_weight());
+        let module = hf.strip_suffix(".weight").map(|s| s.strip_prefix("model.").unwrap_or(s));
+        let quantized = module.and_then(|m| linears.get(m)).and_then(|l| l.quantized_weight());
         let (ty, bytes, fallback) = match quantized {
             Some(qw) => {
                 let qw = match heads {
@@ -355,19 +270,12 @@ pub fn export_gguf(
                     None => qw,
                 };
                 let (ty, fallback) = choose_type(&qw).map_err(|e| format!("{hf}: {e}"))?;
-                (
-                    ty,
-                    encode(&qw, ty).map_err(|e| format!("{hf}: {e}"))?,
-                    fallback,
-                )
+                (ty, encode(&qw, ty).map_err(|e| format!("{hf}: {e}"))?, fallback)
             }
             None => {
                 let cols = if shape.len() == 2 { shape[1] } else { 1 };
                 let values: Vec<f32> = match hf_dtype {
-                    HfDtype::Bf16 => values
-                        .into_iter()
-                        .map(|v| half::bf16::from_f32(v).to_f32())
-                        .collect(),
+                    HfDtype::Bf16 => values.into_iter().map(|v| half::bf16::from_f32(v).to_f32()).collect(),
                     HfDtype::F32 => values,
                 };
                 let values = match heads {
@@ -385,20 +293,12 @@ pub fn export_gguf(
                         HighPrecision::Q8_0 => GgmlType::F16,
                     }
                 };
-                if ty == GgmlType::F16 && values.iter().any(|v| v.is_finite() && v.abs() > 65504.0)
-                {
-                    return Err(format!(
-                        "{hf}: values exceed the f16 range; export with --hp-type bf16"
-                    ));
+                if ty == GgmlType::F16 && values.iter().any(|v| v.is_finite() && v.abs() > 65504.0) {
+                    return Err(format!("{hf}: values exceed the f16 range; export with --hp-type bf16"));
                 }
-                let fallback =
-                    (hp == HighPrecision::Q8_0 && ty == GgmlType::F16 && shape.len() == 2)
-                        .then(|| format!("F16: rows of {cols} do not fit Q8_0 blocks"));
-                (
-                    ty,
-                    blocks::quantize(ty, &values).map_err(|e| format!("{hf}: {e}"))?,
-                    fallback,
-                )
+                let fallback = (hp == HighPrecision::Q8_0 && ty == GgmlType::F16 && shape.len() == 2)
+                    .then(|| format!("F16: rows of {cols} do not fit Q8_0 blocks"));
+                (ty, blocks::quantize(ty, &values).map_err(|e| format!("{hf}: {e}"))?, fallback)
             }
         };
         n_params += shape.iter().product::<usize>() as u64;
@@ -409,14 +309,12 @@ pub fn export_gguf(
             bytes: bytes.len() as u64,
             fallback,
         });
-        w.add_tensor(gname, &shape, ty, bytes)
-            .map_err(|e| e.to_string())?;
+        w.add_tensor(gname, &shape, ty, bytes).map_err(|e| e.to_string())?;
     }
     if let Some(factors) = cfg.rope_freq_factors() {
         // Llama 3 RoPE scaling: llama.cpp divides each frequency by these factors.
         let values: Vec<f32> = factors.iter().map(|&f| f as f32).collect();
-        let bytes =
-            blocks::quantize(GgmlType::F32, &values).map_err(|e| format!("{ROPE_FREQS}: {e}"))?;
+        let bytes = blocks::quantize(GgmlType::F32, &values).map_err(|e| format!("{ROPE_FREQS}: {e}"))?;
         reports.push(TensorReport {
             name: ROPE_FREQS.into(),
             shape: vec![values.len()],
@@ -424,8 +322,7 @@ pub fn export_gguf(
             bytes: bytes.len() as u64,
             fallback: None,
         });
-        w.add_tensor(ROPE_FREQS, &[values.len()], GgmlType::F32, bytes)
-            .map_err(|e| e.to_string())?;
+        w.add_tensor(ROPE_FREQS, &[values.len()], GgmlType::F32, bytes).map_err(|e| e.to_string())?;
     }
     if let Some(dir) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -433,10 +330,5 @@ pub fn export_gguf(
     w.write(out).map_err(|e| e.to_string())?;
     let file_bytes = std::fs::metadata(out).map_err(|e| e.to_string())?.len();
     let data_bytes: u64 = reports.iter().map(|r| r.bytes).sum();
-    Ok(GgufReport {
-        tensors: reports,
-        file_bytes,
-        n_params,
-        bits_per_weight: data_bytes as f64 * 8.0 / n_params as f64,
-    })
+    Ok(GgufReport { tensors: reports, file_bytes, n_params, bits_per_weight: data_bytes as f64 * 8.0 / n_params as f64 })
 }

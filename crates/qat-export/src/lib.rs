@@ -18,19 +18,11 @@ pub use verify::{VerifyReport, verify_export};
 /// Writes the Hugging Face export: config and tensor names of the source checkpoint,
 /// quantized linears holding their fake-quantized values, tokenizer files copied, and
 /// `qat_quant.json` describing the quantization.
-pub fn export_hf(
-    model: &CausalLm,
-    src: &Path,
-    out: &Path,
-    dtype: HfDtype,
-    sidecar: &serde_json::Value,
-) -> Result<(), String> {
+pub fn export_hf(model: &CausalLm, src: &Path, out: &Path, dtype: HfDtype, sidecar: &serde_json::Value) -> Result<(), String> {
     let save = match dtype {
         HfDtype::Bf16 => SaveDtype::Bf16,
         HfDtype::F32 => SaveDtype::F32,
     };
     let text = serde_json::to_string_pretty(sidecar).expect("JSON");
-    model
-        .save_hf(Some(src), out, save, &[("qat_quant.json", text)])
-        .map_err(|e| e.to_string())
+    model.save_hf(Some(src), out, save, &[("qat_quant.json", text)]).map_err(|e| e.to_string())
 }

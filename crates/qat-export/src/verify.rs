@@ -25,9 +25,7 @@ pub struct VerifyReport {
 
 impl VerifyReport {
     pub fn ok(&self) -> bool {
-        self.missing_in_gguf.is_empty()
-            && self.extra_in_gguf.is_empty()
-            && self.tensors.iter().all(|t| t.mismatches == 0)
+        self.missing_in_gguf.is_empty() && self.extra_in_gguf.is_empty() && self.tensors.iter().all(|t| t.mismatches == 0)
     }
 }
 
@@ -35,42 +33,22 @@ impl VerifyReport {
 pub fn verify_export(hf_dir: &Path, gguf: &Path) -> Result<VerifyReport, String> {
     let ckpt = Checkpoint::open(hf_dir).map_err(|e| e.to_string())?;
     let g = GgufFile::open(gguf).map_err(|e| e.to_string())?;
-    let arch = g
-        .get_str("general.architecture")
-        .map_err(|e| e.to_string())?;
-    let mt = hf_model_type(arch)
-        .ok_or_else(|| format!("{}: architecture {arch} not supported", gguf.display()))?;
+    let arch = g.get_str("general.architecture").map_err(|e| e.to_string())?;
+    let mt = hf_model_type(arch).ok_or_else(|| format!("{}: architecture {arch} not supported", gguf.display()))?;
     if mt != ckpt.config.arch.model_type() {
-        return Err(format!(
-            "{} is {mt}, {} is {}",
-            gguf.display(),
-            hf_dir.display(),
-            ckpt.config.arch.model_type()
-        ));
+        return Err(format!("{} is {mt}, {} is {}", gguf.display(), hf_dir.display(), ckpt.config.arch.model_type()));
     }
-    let (nh, nkv) = (
-        ckpt.config.num_attention_heads,
-        ckpt.config.num_key_value_heads,
-    );
+    let (nh, nkv) = (ckpt.config.num_attention_heads, ckpt.config.num_key_value_heads);
     let mut tensors = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     let mut extra = Vec::new();
     for info in &g.tensors {
         if info.name == crate::gguf::ROPE_FREQS {
             // Not a checkpoint tensor: compare with the factors the HF config implies.
-            let want: Vec<f32> = ckpt
-                .config
-                .rope_freq_factors()
-                .unwrap_or_default()
-                .iter()
-                .map(|&f| f as f32)
-                .collect();
+            let want: Vec<f32> = ckpt.config.rope_freq_factors().unwrap_or_default().iter().map(|&f| f as f32).collect();
             let got = g.dequantize(&info.name).map_err(|e| e.to_string())?;
             let mismatches = if got.len() == want.len() {
-                got.iter()
-                    .zip(&want)
-                    .filter(|(a, b)| a.to_bits() != b.to_bits())
-                    .count()
+                got.iter().zip(&want).filter(|(a, b)| a.to_bits() != b.to_bits()).count()
             } else {
                 got.len().max(want.len())
             };
@@ -93,28 +71,13 @@ pub fn verify_export(hf_dir: &Path, gguf: &Path) -> Result<VerifyReport, String>
         seen.insert(name.clone());
         let mut got = g.dequantize(&info.name).map_err(|e| e.to_string())?;
         if let Some(h) = permute_heads(mt, &name, nh, nkv) {
-            got = unpermute_rows(
-                &got,
-                shape[0],
-                if shape.len() == 2 { shape[1] } else { 1 },
-                h,
-            );
+            got = unpermute_rows(&got, shape[0], if shape.len() == 2 { shape[1] } else { 1 }, h);
         }
         let want = ckpt.read_f32(&name)?;
         if got.len() != want.len() || info.shape() != shape {
-            return Err(format!(
-                "{name}: shape {:?} in GGUF, {:?} in {}",
-                info.shape(),
-                shape,
-                hf_dir.display()
-            ));
+            return Err(format!("{name}: shape {:?} in GGUF, {:?} in {}", info.shape(), shape, hf_dir.display()));
         }
-        let mut check = TensorCheck {
-            name,
-            ggml_type: format!("{:?}", info.ggml_type),
-            mismatches: 0,
-            max_abs_diff: 0.0,
-        };
+        let mut check = TensorCheck { name, ggml_type: format!("{:?}", info.ggml_type), mismatches: 0, max_abs_diff: 0.0 };
         for (a, b) in got.iter().zip(&want) {
             if a.to_bits() != b.to_bits() {
                 check.mismatches += 1;
@@ -123,14 +86,6 @@ pub fn verify_export(hf_dir: &Path, gguf: &Path) -> Result<VerifyReport, String>
         }
         tensors.push(check);
     }
-    let missing = ckpt
-        .names()
-        .filter(|n| !seen.contains(*n))
-        .map(str::to_string)
-        .collect();
-    Ok(VerifyReport {
-        tensors,
-        missing_in_gguf: missing,
-        extra_in_gguf: extra,
-    })
+    let missing = ckpt.names().filter(|n| !seen.contains(*n)).map(str::to_string).collect();
+    Ok(VerifyReport { tensors, missing_in_gguf: missing, extra_in_gguf: extra })
 }

@@ -91,16 +91,11 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
 pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>, String> {
     let bs = ty.block_size();
     if n % bs != 0 {
-        return Err(format!(
-            "{n} elements is not a multiple of the {ty:?} block size {bs}"
-        ));
+        return Err(format!("{n} elements is not a multiple of the {ty:?} block size {bs}"));
     }
     let need = (n / bs) * ty.type_size();
     if bytes.len() < need {
-        return Err(format!(
-            "{ty:?} data has {} bytes, {need} needed for {n} elements",
-            bytes.len()
-        ));
+        return Err(format!("{ty:?} data has {} bytes, {need} needed for {n} elements", bytes.len()));
     }
     let mut out = Vec::with_capacity(n);
     for block in bytes[..need].chunks_exact(ty.type_size()) {
@@ -180,22 +175,13 @@ fn dequantize_block(ty: GgmlType, b: &[u8], out: &mut Vec<f32>) {
 pub fn quantize(ty: GgmlType, values: &[f32]) -> Result<Vec<u8>, String> {
     let bs = ty.block_size();
     if values.len() % bs != 0 {
-        return Err(format!(
-            "{} elements is not a multiple of the {ty:?} block size {bs}",
-            values.len()
-        ));
+        return Err(format!("{} elements is not a multiple of the {ty:?} block size {bs}", values.len()));
     }
     let mut out = Vec::with_capacity(ty.row_bytes(values.len() as u64) as usize);
     match ty {
-        GgmlType::F32 => values
-            .iter()
-            .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
-        GgmlType::F16 => values
-            .iter()
-            .for_each(|v| out.extend_from_slice(&f16::from_f32(*v).to_le_bytes())),
-        GgmlType::BF16 => values
-            .iter()
-            .for_each(|v| out.extend_from_slice(&bf16::from_f32(*v).to_le_bytes())),
+        GgmlType::F32 => values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        GgmlType::F16 => values.iter().for_each(|v| out.extend_from_slice(&f16::from_f32(*v).to_le_bytes())),
+        GgmlType::BF16 => values.iter().for_each(|v| out.extend_from_slice(&bf16::from_f32(*v).to_le_bytes())),
         GgmlType::Q8_0 => {
             for x in values.chunks_exact(32) {
                 let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -207,9 +193,7 @@ pub fn quantize(ty: GgmlType, values: &[f32]) -> Result<Vec<u8>, String> {
         }
         GgmlType::Q4_0 => {
             for x in values.chunks_exact(32) {
-                let max = x
-                    .iter()
-                    .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+                let max = x.iter().fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
                 let d = max / -8.0;
                 let id = if d != 0.0 { 1.0 / d } else { 0.0 };
                 out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
@@ -218,9 +202,7 @@ pub fn quantize(ty: GgmlType, values: &[f32]) -> Result<Vec<u8>, String> {
             }
         }
         other => {
-            return Err(format!(
-                "quantizing to {other:?} needs scheme-specific codes (qat-export)"
-            ));
+            return Err(format!("quantizing to {other:?} needs scheme-specific codes (qat-export)"));
         }
     }
     Ok(out)
@@ -286,27 +268,16 @@ mod tests {
 
     #[test]
     fn reference_quantizers_round_trip_within_their_step() {
-        let x: Vec<f32> = (0..64)
-            .map(|i| ((i * 37 % 64) as f32 - 31.5) / 10.0)
-            .collect();
+        let x: Vec<f32> = (0..64).map(|i| ((i * 37 % 64) as f32 - 31.5) / 10.0).collect();
         for ty in [GgmlType::Q8_0, GgmlType::Q4_0] {
             let y = dequantize(ty, &quantize(ty, &x).unwrap(), 64).unwrap();
             // Q8_0 rounds to the nearest of ±127 steps; Q4_0's grid is −8..7 steps, so the side
             // opposite the block's extreme value can clip by up to one step.
-            let (steps, tol) = if ty == GgmlType::Q8_0 {
-                (127.0, 0.5)
-            } else {
-                (8.0, 1.0)
-            };
+            let (steps, tol) = if ty == GgmlType::Q8_0 { (127.0, 0.5) } else { (8.0, 1.0) };
             for blk in 0..2 {
                 let amax = x[blk * 32..][..32].iter().fold(0f32, |m, v| m.max(v.abs()));
                 for j in blk * 32..blk * 32 + 32 {
-                    assert!(
-                        (x[j] - y[j]).abs() <= amax / steps * tol + 1e-3,
-                        "{ty:?} {j}: {} vs {}",
-                        x[j],
-                        y[j]
-                    );
+                    assert!((x[j] - y[j]).abs() <= amax / steps * tol + 1e-3, "{ty:?} {j}: {} vs {}", x[j], y[j]);
                 }
             }
         }

@@ -3,25 +3,14 @@
 //! permutation llama.cpp's converter applies for arch `llama`. Import and export both use it.
 
 /// `(HF model_type, GGUF general.architecture)` pairs qat converts.
-pub const ARCHES: &[(&str, &str)] = &[
-    ("llama", "llama"),
-    ("qwen2", "qwen2"),
-    ("qwen3", "qwen3"),
-    ("hunyuan_v1_dense", "hunyuan-dense"),
-];
+pub const ARCHES: &[(&str, &str)] = &[("llama", "llama"), ("qwen2", "qwen2"), ("qwen3", "qwen3"), ("hunyuan_v1_dense", "hunyuan-dense")];
 
 pub fn gguf_arch(model_type: &str) -> Option<&'static str> {
-    ARCHES
-        .iter()
-        .find(|(m, _)| *m == model_type)
-        .map(|(_, g)| *g)
+    ARCHES.iter().find(|(m, _)| *m == model_type).map(|(_, g)| *g)
 }
 
 pub fn hf_model_type(gguf_arch: &str) -> Option<&'static str> {
-    ARCHES
-        .iter()
-        .find(|(_, g)| *g == gguf_arch)
-        .map(|(m, _)| *m)
+    ARCHES.iter().find(|(_, g)| *g == gguf_arch).map(|(m, _)| *m)
 }
 
 /// Per-layer tensor names: `(GGUF suffix after blk.N., HF suffix after model.layers.N.)`.
@@ -130,12 +119,7 @@ pub fn unpermute_rows<T: Copy>(w: &[T], rows: usize, cols: usize, n_head: usize)
     })
 }
 
-fn reorder_rows<T: Copy>(
-    w: &[T],
-    cols: usize,
-    rows: usize,
-    old_of_new: impl Fn(usize) -> usize,
-) -> Vec<T> {
+fn reorder_rows<T: Copy>(w: &[T], cols: usize, rows: usize, old_of_new: impl Fn(usize) -> usize) -> Vec<T> {
     let mut out = Vec::with_capacity(w.len());
     for new in 0..rows {
         let old = old_of_new(new);
@@ -164,22 +148,9 @@ mod tests {
                 assert_eq!(hf_name(mt, &g).as_deref(), Some(hf), "{mt} {hf} -> {g}");
             }
         }
-        assert_eq!(
-            gguf_name("qwen3", "model.layers.1.self_attn.q_norm.weight").unwrap(),
-            "blk.1.attn_q_norm.weight"
-        );
-        assert_eq!(
-            gguf_name(
-                "hunyuan_v1_dense",
-                "model.layers.1.self_attn.key_layernorm.weight"
-            )
-            .unwrap(),
-            "blk.1.attn_k_norm.weight"
-        );
-        assert_eq!(
-            gguf_name("llama", "model.layers.x.mlp.up_proj.weight"),
-            None
-        );
+        assert_eq!(gguf_name("qwen3", "model.layers.1.self_attn.q_norm.weight").unwrap(), "blk.1.attn_q_norm.weight");
+        assert_eq!(gguf_name("hunyuan_v1_dense", "model.layers.1.self_attn.key_layernorm.weight").unwrap(), "blk.1.attn_k_norm.weight");
+        assert_eq!(gguf_name("llama", "model.layers.x.mlp.up_proj.weight"), None);
     }
 
     #[test]

@@ -29,10 +29,7 @@ pub fn import_gguf(gguf_path: &Path, out: &Path) -> Result<ImportSummary> {
     if out.exists() {
         return Err(GgufError::Io {
             path: out.display().to_string(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "output directory already exists",
-            ),
+            source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "output directory already exists"),
         });
     }
     let f = GgufFile::open(gguf_path)?;
@@ -44,20 +41,12 @@ pub fn import_gguf(gguf_path: &Path, out: &Path) -> Result<ImportSummary> {
     let tokens = f.get_array("tokenizer.ggml.tokens")?;
     let n_head = f.get_u64(&key("attention.head_count"))? as usize;
     let n_head_kv = match f.get(&key("attention.head_count_kv")) {
-        Some(v) => v.as_u64().ok_or_else(|| {
-            corrupt(format!(
-                "{} must be an integer",
-                key("attention.head_count_kv")
-            ))
-        })? as usize,
+        Some(v) => v.as_u64().ok_or_else(|| corrupt(format!("{} must be an integer", key("attention.head_count_kv"))))? as usize,
         None => n_head,
     };
     let hidden = f.get_u64(&key("embedding_length"))? as usize;
     let head_dim = match f.get(&key("attention.key_length")) {
-        Some(v) => v
-            .as_u64()
-            .ok_or_else(|| corrupt("attention.key_length must be an integer"))?
-            as usize,
+        Some(v) => v.as_u64().ok_or_else(|| corrupt("attention.key_length must be an integer"))? as usize,
         None => hidden / n_head.max(1),
     };
     let tied = f.tensor("output.weight").is_err();
@@ -84,15 +73,8 @@ pub fn import_gguf(gguf_path: &Path, out: &Path) -> Result<ImportSummary> {
     if model_type == "hunyuan_v1_dense" {
         config["use_qk_norm"] = json!(true);
     }
-    let special = |k: &str| {
-        f.get(&format!("tokenizer.ggml.{k}"))
-            .and_then(|v| v.as_u64())
-    };
-    for (hf, g) in [
-        ("bos_token_id", "bos_token_id"),
-        ("eos_token_id", "eos_token_id"),
-        ("pad_token_id", "padding_token_id"),
-    ] {
+    let special = |k: &str| f.get(&format!("tokenizer.ggml.{k}")).and_then(|v| v.as_u64());
+    for (hf, g) in [("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id"), ("pad_token_id", "padding_token_id")] {
         if let Some(id) = special(g) {
             config[hf] = json!(id);
         }
@@ -103,12 +85,8 @@ pub fn import_gguf(gguf_path: &Path, out: &Path) -> Result<ImportSummary> {
     let mut types = BTreeMap::new();
     let mut n_params = 0u64;
     for info in &f.tensors {
-        let name = hf_name(model_type, &info.name).ok_or_else(|| {
-            corrupt(format!(
-                "{}: tensor `{}` has no Hugging Face counterpart",
-                f.path, info.name
-            ))
-        })?;
+        let name = hf_name(model_type, &info.name)
+            .ok_or_else(|| corrupt(format!("{}: tensor `{}` has no Hugging Face counterpart", f.path, info.name)))?;
         if name.ends_with(".bias") && name.contains("self_attn.") {
             config["attention_bias"] = json!(true);
         }
@@ -130,25 +108,15 @@ pub fn import_gguf(gguf_path: &Path, out: &Path) -> Result<ImportSummary> {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "clean_up_tokenization_spaces": false,
     });
-    let token_str = |id: Option<u64>| {
-        id.and_then(|i| tokens.get(i as usize))
-            .and_then(|t| t.as_str())
-            .map(str::to_string)
-    };
-    for (field, k) in [
-        ("bos_token", "bos_token_id"),
-        ("eos_token", "eos_token_id"),
-        ("pad_token", "padding_token_id"),
-        ("unk_token", "unknown_token_id"),
-    ] {
+    let token_str = |id: Option<u64>| id.and_then(|i| tokens.get(i as usize)).and_then(|t| t.as_str()).map(str::to_string);
+    for (field, k) in
+        [("bos_token", "bos_token_id"), ("eos_token", "eos_token_id"), ("pad_token", "padding_token_id"), ("unk_token", "unknown_token_id")]
+    {
         if let Some(s) = token_str(special(k)) {
             tok_cfg[field] = json!(s);
         }
     }
-    if let Some(b) = f
-        .get("tokenizer.ggml.add_bos_token")
-        .and_then(|v| v.as_bool())
-    {
+    if let Some(b) = f.get("tokenizer.ggml.add_bos_token").and_then(|v| v.as_bool()) {
         tok_cfg["add_bos_token"] = json!(b);
     }
     if let Some(t) = f.get("tokenizer.chat_template").and_then(|v| v.as_str()) {
@@ -162,16 +130,10 @@ pub fn import_gguf(gguf_path: &Path, out: &Path) -> Result<ImportSummary> {
     }
 
     // Write everything into a sibling temp dir, then rename it into place.
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let io = |p: &Path| {
         let p = p.display().to_string();
-        move |source| GgufError::Io {
-            path: p.clone(),
-            source,
-        }
+        move |source| GgufError::Io { path: p.clone(), source }
     };
     std::fs::create_dir_all(parent).map_err(io(parent))?;
     let tmp = tempfile::Builder::new()
@@ -191,27 +153,14 @@ pub fn import_gguf(gguf_path: &Path, out: &Path) -> Result<ImportSummary> {
     }
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
         .iter()
-        .map(|(n, s, b)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                    .expect("sizes match"),
-            )
-        })
+        .map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).expect("sizes match")))
         .collect();
     let st = tmp.path().join("model.safetensors");
-    safetensors::serialize_to_file(views, None, &st).map_err(|e| GgufError::Io {
-        path: st.display().to_string(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
+    safetensors::serialize_to_file(views, None, &st)
+        .map_err(|e| GgufError::Io { path: st.display().to_string(), source: std::io::Error::other(e.to_string()) })?;
     let kept = tmp.keep();
     std::fs::rename(&kept, out).map_err(io(out))?;
-    Ok(ImportSummary {
-        model_type: model_type.to_string(),
-        n_tensors: tensors.len(),
-        n_params,
-        types,
-    })
+    Ok(ImportSummary { model_type: model_type.to_string(), n_tensors: tensors.len(), n_params, types })
 }
 
 fn arch_class(model_type: &str) -> &'static str {
@@ -226,7 +175,8 @@ fn arch_class(model_type: &str) -> &'static str {
 /// Pre-tokenizers of the byte-level BPE vocabularies qat imports, as their upstream
 /// `tokenizer.json` files define them (keyed by `tokenizer.ggml.pre`).
 fn pre_tokenizer(pre: &str) -> Option<Json> {
-    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
+    let byte_level =
+        |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
     let split = |pattern: &str| json!({"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false});
     Some(match pre {
         // SmolLM / SmolLM2 (HuggingFaceTB): single digits, then GPT-2 byte level.
@@ -254,25 +204,17 @@ fn build_tokenizer_json(f: &GgufFile) -> Result<Json> {
             f.path
         )));
     }
-    let pre_name = f
-        .get("tokenizer.ggml.pre")
-        .and_then(|v| v.as_str())
-        .unwrap_or("default");
+    let pre_name = f.get("tokenizer.ggml.pre").and_then(|v| v.as_str()).unwrap_or("default");
     let pre = pre_tokenizer(pre_name).ok_or_else(|| {
         corrupt(format!("{}: tokenizer.ggml.pre = `{pre_name}` is not supported (supported: smollm, gpt-2, llama-bpe, qwen2)", f.path))
     })?;
     let tokens = f.get_array("tokenizer.ggml.tokens")?;
-    let types = f
-        .get("tokenizer.ggml.token_type")
-        .and_then(|v| v.as_array())
-        .unwrap_or(&[]);
+    let types = f.get("tokenizer.ggml.token_type").and_then(|v| v.as_array()).unwrap_or(&[]);
     let merges = f.get_array("tokenizer.ggml.merges")?;
     let mut vocab = serde_json::Map::new();
     let mut added = Vec::new();
     for (id, t) in tokens.iter().enumerate() {
-        let s = t
-            .as_str()
-            .ok_or_else(|| corrupt(format!("tokenizer.ggml.tokens[{id}] is not a string")))?;
+        let s = t.as_str().ok_or_else(|| corrupt(format!("tokenizer.ggml.tokens[{id}] is not a string")))?;
         vocab.insert(s.to_string(), json!(id));
         let ty = types.get(id).and_then(|v| v.as_i64()).unwrap_or(1);
         if ty == 3 || ty == 4 {
@@ -283,24 +225,11 @@ fn build_tokenizer_json(f: &GgufFile) -> Result<Json> {
     let merges: Vec<Json> = merges
         .iter()
         .enumerate()
-        .map(|(i, m)| {
-            m.as_str()
-                .map(|s| json!(s))
-                .ok_or_else(|| corrupt(format!("tokenizer.ggml.merges[{i}] is not a string")))
-        })
+        .map(|(i, m)| m.as_str().map(|s| json!(s)).ok_or_else(|| corrupt(format!("tokenizer.ggml.merges[{i}] is not a string"))))
         .collect::<Result<_>>()?;
-    let add_bos = f
-        .get("tokenizer.ggml.add_bos_token")
-        .and_then(|v| v.as_bool())
-        .unwrap_or(false);
-    let bos = f
-        .get("tokenizer.ggml.bos_token_id")
-        .and_then(|v| v.as_u64());
-    let post = match (
-        add_bos,
-        bos.and_then(|b| tokens.get(b as usize))
-            .and_then(|t| t.as_str()),
-    ) {
+    let add_bos = f.get("tokenizer.ggml.add_bos_token").and_then(|v| v.as_bool()).unwrap_or(false);
+    let bos = f.get("tokenizer.ggml.bos_token_id").and_then(|v| v.as_u64());
+    let post = match (add_bos, bos.and_then(|b| tokens.get(b as usize)).and_then(|t| t.as_str())) {
         (true, Some(b)) => json!({"type": "TemplateProcessing",
             "single": [{"SpecialToken": {"id": b, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
             "pair": [{"SpecialToken": {"id": b, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],

@@ -31,33 +31,18 @@ pub enum GgufError {
     BadMagic([u8; 4]),
     #[error("unsupported GGUF version {0} (supported: 2, 3)")]
     Version(u32),
-    #[error(
-        "file truncated: needed {needed} bytes at offset {offset} while reading {what}, file has {len}"
-    )]
-    Truncated {
-        what: String,
-        offset: usize,
-        needed: usize,
-        len: usize,
-    },
+    #[error("file truncated: needed {needed} bytes at offset {offset} while reading {what}, file has {len}")]
+    Truncated { what: String, offset: usize, needed: usize, len: usize },
     #[error("corrupt GGUF: {0}")]
     Corrupt(String),
     #[error("metadata key `{0}` is missing")]
     MissingKey(String),
     #[error("metadata key `{key}` has type {found}, expected {expected}")]
-    KeyType {
-        key: String,
-        found: &'static str,
-        expected: &'static str,
-    },
+    KeyType { key: String, found: &'static str, expected: &'static str },
     #[error("tensor `{0}` not found in the GGUF file")]
     MissingTensor(String),
     #[error("tensor `{name}`: ggml type {ty} is not supported for {op}")]
-    Unsupported {
-        name: String,
-        ty: String,
-        op: &'static str,
-    },
+    Unsupported { name: String, ty: String, op: &'static str },
     #[error("tensor `{name}`: {msg}")]
     Tensor { name: String, msg: String },
 }

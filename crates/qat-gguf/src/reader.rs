@@ -66,12 +66,7 @@ impl<'a> Cursor<'a> {
                 self.pos = end;
                 Ok(s)
             }
-            _ => Err(GgufError::Truncated {
-                what: what.to_string(),
-                offset: self.pos,
-                needed: n,
-                len: self.bytes.len(),
-            }),
+            _ => Err(GgufError::Truncated { what: what.to_string(), offset: self.pos, needed: n, len: self.bytes.len() }),
         }
     }
     fn remaining(&self) -> usize {
@@ -106,8 +101,7 @@ impl<'a> Cursor<'a> {
         let len = self.count(&format!("length of {what}"), 1)?;
         let at = self.pos;
         let bytes = self.take(len, what)?;
-        String::from_utf8(bytes.to_vec())
-            .map_err(|_| GgufError::Corrupt(format!("{what} at offset {at} is not valid UTF-8")))
+        String::from_utf8(bytes.to_vec()).map_err(|_| GgufError::Corrupt(format!("{what} at offset {at} is not valid UTF-8")))
     }
 
     fn value(&mut self, ty: u32, what: &str, depth: usize) -> Result<Value> {
@@ -127,14 +121,11 @@ impl<'a> Cursor<'a> {
             8 => Value::String(self.string(what)?),
             9 => {
                 if depth >= MAX_ARRAY_DEPTH {
-                    return Err(GgufError::Corrupt(format!(
-                        "{what}: arrays nested too deep"
-                    )));
+                    return Err(GgufError::Corrupt(format!("{what}: arrays nested too deep")));
                 }
                 let item_ty = self.u32(what)?;
-                let min = min_value_bytes(item_ty).ok_or_else(|| {
-                    GgufError::Corrupt(format!("{what}: unknown array item type {item_ty}"))
-                })?;
+                let min =
+                    min_value_bytes(item_ty).ok_or_else(|| GgufError::Corrupt(format!("{what}: unknown array item type {item_ty}")))?;
                 let n = self.count(&format!("element count of {what}"), min)?;
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
@@ -146,9 +137,7 @@ impl<'a> Cursor<'a> {
             11 => Value::I64(self.u64(what)? as i64),
             12 => Value::F64(f64::from_bits(self.u64(what)?)),
             t => {
-                return Err(GgufError::Corrupt(format!(
-                    "{what}: unknown value type {t}"
-                )));
+                return Err(GgufError::Corrupt(format!("{what}: unknown value type {t}")));
             }
         })
     }
@@ -189,59 +178,38 @@ impl GgufHeader {
             let ty = c.u32(&format!("type of `{key}`"))?;
             let v = c.value(ty, &format!("value of `{key}`"), 0)?;
             if index.insert(key.clone(), metadata.len()).is_some() {
-                return Err(GgufError::Corrupt(format!(
-                    "duplicate metadata key `{key}`"
-                )));
+                return Err(GgufError::Corrupt(format!("duplicate metadata key `{key}`")));
             }
             metadata.push((key, v));
         }
         if tensor_count > (c.remaining() / 24) as u64 {
-            return Err(GgufError::Corrupt(format!(
-                "tensor_count = {tensor_count} is impossible for a file of {} bytes",
-                bytes.len()
-            )));
+            return Err(GgufError::Corrupt(format!("tensor_count = {tensor_count} is impossible for a file of {} bytes", bytes.len())));
         }
         let mut tensors = Vec::with_capacity(tensor_count as usize);
         for i in 0..tensor_count as usize {
             let name = c.string(&format!("name of tensor {i}"))?;
             let n_dims = c.u32(&format!("n_dims of `{name}`"))?;
             if n_dims == 0 || n_dims > MAX_DIMS {
-                return Err(GgufError::Corrupt(format!(
-                    "tensor `{name}` has {n_dims} dimensions (1..=4 allowed)"
-                )));
+                return Err(GgufError::Corrupt(format!("tensor `{name}` has {n_dims} dimensions (1..=4 allowed)")));
             }
             let mut dims = Vec::with_capacity(n_dims as usize);
             for _ in 0..n_dims {
                 dims.push(c.u64(&format!("dims of `{name}`"))?);
             }
             let ty_id = c.u32(&format!("type of `{name}`"))?;
-            let ggml_type = GgmlType::from_id(ty_id).ok_or_else(|| {
-                GgufError::Corrupt(format!("tensor `{name}` has unknown ggml type {ty_id}"))
-            })?;
+            let ggml_type =
+                GgmlType::from_id(ty_id).ok_or_else(|| GgufError::Corrupt(format!("tensor `{name}` has unknown ggml type {ty_id}")))?;
             let offset = c.u64(&format!("offset of `{name}`"))?;
-            tensors.push(TensorInfo {
-                name,
-                dims,
-                ggml_type,
-                offset,
-            });
+            tensors.push(TensorInfo { name, dims, ggml_type, offset });
         }
-        let mut header = GgufHeader {
-            version,
-            metadata,
-            tensors,
-            data_offset: 0,
-            alignment: 32,
-            index,
-        };
+        let mut header = GgufHeader { version, metadata, tensors, data_offset: 0, alignment: 32, index };
         let alignment = match header.get("general.alignment") {
             None => 32,
-            Some(v) => v
-                .as_u64()
-                .filter(|a| a.is_power_of_two() && *a <= 1 << 20)
-                .ok_or_else(|| {
-                    GgufError::Corrupt(format!("general.alignment {v:?} is not a power of two"))
-                })? as usize,
+            Some(v) => {
+                v.as_u64()
+                    .filter(|a| a.is_power_of_two() && *a <= 1 << 20)
+                    .ok_or_else(|| GgufError::Corrupt(format!("general.alignment {v:?} is not a power of two")))? as usize
+            }
         };
         header.alignment = alignment;
         header.data_offset = c.pos.div_ceil(alignment) * alignment;
@@ -249,19 +217,14 @@ impl GgufHeader {
         let mut names = std::collections::HashSet::new();
         for t in &header.tensors {
             if !names.insert(t.name.as_str()) {
-                return Err(GgufError::Corrupt(format!(
-                    "duplicate tensor name `{}`",
-                    t.name
-                )));
+                return Err(GgufError::Corrupt(format!("duplicate tensor name `{}`", t.name)));
             }
             let n = t
                 .dims
                 .iter()
                 .try_fold(1u64, |acc, &d| acc.checked_mul(d))
                 .filter(|&n| n < 1 << 40)
-                .ok_or_else(|| {
-                    GgufError::Corrupt(format!("tensor `{}` has absurd dims {:?}", t.name, t.dims))
-                })?;
+                .ok_or_else(|| GgufError::Corrupt(format!("tensor `{}` has absurd dims {:?}", t.name, t.dims)))?;
             if t.dims[0] % t.ggml_type.block_size() as u64 != 0 {
                 return Err(GgufError::Corrupt(format!(
                     "tensor `{}`: row length {} is not a multiple of the {:?} block size {}",
@@ -272,10 +235,7 @@ impl GgufHeader {
                 )));
             }
             if t.offset % alignment as u64 != 0 {
-                return Err(GgufError::Corrupt(format!(
-                    "tensor `{}` offset {} is not aligned to {alignment}",
-                    t.name, t.offset
-                )));
+                return Err(GgufError::Corrupt(format!("tensor `{}` offset {} is not aligned to {alignment}", t.name, t.offset)));
             }
             let size = t.ggml_type.row_bytes(n);
             if t.offset.checked_add(size).is_none_or(|end| end > data_len) {
@@ -295,22 +255,12 @@ impl GgufHeader {
     }
 
     fn require(&self, key: &str) -> Result<&Value> {
-        self.get(key)
-            .ok_or_else(|| GgufError::MissingKey(key.to_string()))
+        self.get(key).ok_or_else(|| GgufError::MissingKey(key.to_string()))
     }
 
-    fn typed<'a, T>(
-        &'a self,
-        key: &str,
-        expected: &'static str,
-        f: impl Fn(&'a Value) -> Option<T>,
-    ) -> Result<T> {
+    fn typed<'a, T>(&'a self, key: &str, expected: &'static str, f: impl Fn(&'a Value) -> Option<T>) -> Result<T> {
         let v = self.require(key)?;
-        f(v).ok_or(GgufError::KeyType {
-            key: key.to_string(),
-            found: v.type_name(),
-            expected,
-        })
+        f(v).ok_or(GgufError::KeyType { key: key.to_string(), found: v.type_name(), expected })
     }
 
     pub fn get_u64(&self, key: &str) -> Result<u64> {
@@ -327,10 +277,7 @@ impl GgufHeader {
     }
 
     pub fn tensor(&self, name: &str) -> Result<&TensorInfo> {
-        self.tensors
-            .iter()
-            .find(|t| t.name == name)
-            .ok_or_else(|| GgufError::MissingTensor(name.to_string()))
+        self.tensors.iter().find(|t| t.name == name).ok_or_else(|| GgufError::MissingTensor(name.to_string()))
     }
 }
 
@@ -351,10 +298,7 @@ impl std::ops::Deref for GgufFile {
 impl GgufFile {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path_str = path.as_ref().display().to_string();
-        let io = |source| GgufError::Io {
-            path: path_str.clone(),
-            source,
-        };
+        let io = |source| GgufError::Io { path: path_str.clone(), source };
         let file = std::fs::File::open(path.as_ref()).map_err(io)?;
         // SAFETY: the map is read-only; a file changed under us gives wrong values, not UB in
         // safe code that only reads bytes.
@@ -363,11 +307,7 @@ impl GgufFile {
             GgufError::Io { .. } => e,
             other => GgufError::Corrupt(format!("{path_str}: {other}")),
         })?;
-        Ok(GgufFile {
-            path: path_str,
-            header,
-            map,
-        })
+        Ok(GgufFile { path: path_str, header, map })
     }
 
     /// The raw bytes of a tensor in its ggml type.
@@ -379,14 +319,7 @@ impl GgufFile {
     /// Dequantizes a tensor to f32 in row-major order.
     pub fn dequantize(&self, name: &str) -> Result<Vec<f32>> {
         let info = self.header.tensor(name)?;
-        blocks::dequantize(
-            info.ggml_type,
-            self.tensor_bytes(info),
-            info.n_elements() as usize,
-        )
-        .map_err(|msg| GgufError::Tensor {
-            name: name.to_string(),
-            msg,
-        })
+        blocks::dequantize(info.ggml_type, self.tensor_bytes(info), info.n_elements() as usize)
+            .map_err(|msg| GgufError::Tensor { name: name.to_string(), msg })
     }
 }

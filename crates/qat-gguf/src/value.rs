@@ -114,9 +114,6 @@ impl Value {
 
     /// A string array from a list of strings.
     pub fn strings<I: IntoIterator<Item = S>, S: Into<String>>(items: I) -> Value {
-        Value::Array(
-            8,
-            items.into_iter().map(|s| Value::String(s.into())).collect(),
-        )
+        Value::Array(8, items.into_iter().map(|s| Value::String(s.into())).collect())
     }
 }

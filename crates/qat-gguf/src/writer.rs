@@ -31,11 +31,7 @@ impl Default for GgufWriter {
 
 impl GgufWriter {
     pub fn new() -> Self {
-        GgufWriter {
-            metadata: Vec::new(),
-            tensors: Vec::new(),
-            alignment: 32,
-        }
+        GgufWriter { metadata: Vec::new(), tensors: Vec::new(), alignment: 32 }
     }
 
     /// Sets (or replaces) a metadata key.
@@ -48,55 +44,29 @@ impl GgufWriter {
     }
 
     /// Adds a tensor from its encoded bytes. `shape` is row-major (HF order).
-    pub fn add_tensor(
-        &mut self,
-        name: impl Into<String>,
-        shape: &[usize],
-        ty: GgmlType,
-        data: Vec<u8>,
-    ) -> Result<()> {
+    pub fn add_tensor(&mut self, name: impl Into<String>, shape: &[usize], ty: GgmlType, data: Vec<u8>) -> Result<()> {
         let name = name.into();
         let dims: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
         let n: u64 = dims.iter().product();
         if dims.is_empty() || dims.len() > 4 {
-            return Err(GgufError::Tensor {
-                name,
-                msg: format!("rank {} is not 1..=4", dims.len()),
-            });
+            return Err(GgufError::Tensor { name, msg: format!("rank {} is not 1..=4", dims.len()) });
         }
         if dims[0] % ty.block_size() as u64 != 0 {
             return Err(GgufError::Tensor {
                 name,
-                msg: format!(
-                    "row length {} is not a multiple of the {ty:?} block size {}",
-                    dims[0],
-                    ty.block_size()
-                ),
+                msg: format!("row length {} is not a multiple of the {ty:?} block size {}", dims[0], ty.block_size()),
             });
         }
         if ty.row_bytes(n) != data.len() as u64 {
             return Err(GgufError::Tensor {
                 name,
-                msg: format!(
-                    "{} bytes given, {:?} of {n} elements needs {}",
-                    data.len(),
-                    ty,
-                    ty.row_bytes(n)
-                ),
+                msg: format!("{} bytes given, {:?} of {n} elements needs {}", data.len(), ty, ty.row_bytes(n)),
             });
         }
         if self.tensors.iter().any(|t| t.name == name) {
-            return Err(GgufError::Tensor {
-                name,
-                msg: "added twice".into(),
-            });
+            return Err(GgufError::Tensor { name, msg: "added twice".into() });
         }
-        self.tensors.push(PendingTensor {
-            name,
-            dims,
-            ty,
-            data,
-        });
+        self.tensors.push(PendingTensor { name, dims, ty, data });
         Ok(())
     }
 
@@ -110,11 +80,7 @@ impl GgufWriter {
         let kv_count = self.metadata.len() + usize::from(!has_alignment);
         out.extend_from_slice(&(kv_count as u64).to_le_bytes());
         if !has_alignment {
-            write_kv(
-                &mut out,
-                "general.alignment",
-                &Value::U32(self.alignment as u32),
-            );
+            write_kv(&mut out, "general.alignment", &Value::U32(self.alignment as u32));
         }
         for (k, v) in &self.metadata {
             write_kv(&mut out, k, v);
@@ -123,9 +89,7 @@ impl GgufWriter {
         for t in &self.tensors {
             write_string(&mut out, &t.name);
             out.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
-            t.dims
-                .iter()
-                .for_each(|d| out.extend_from_slice(&d.to_le_bytes()));
+            t.dims.iter().for_each(|d| out.extend_from_slice(&d.to_le_bytes()));
             out.extend_from_slice(&t.ty.id().to_le_bytes());
             out.extend_from_slice(&offset.to_le_bytes());
             offset += (t.data.len() as u64).div_ceil(self.alignment as u64) * self.alignment as u64;
@@ -147,14 +111,8 @@ impl GgufWriter {
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so
 /// that an interrupted write leaves nothing at `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |source| GgufError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let io = |source| GgufError::Io { path: path.display().to_string(), source };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
     tmp.write_all(bytes).map_err(io)?;
     tmp.as_file().sync_all().map_err(io)?;

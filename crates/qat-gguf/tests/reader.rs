@@ -10,32 +10,11 @@ fn sample_file() -> Vec<u8> {
     w.set("llama.block_count", Value::U32(2));
     w.set("llama.rope.freq_base", Value::F32(10000.0));
     w.set("tokenizer.ggml.tokens", Value::strings(["<s>", "a", "b"]));
-    w.set(
-        "tokenizer.ggml.token_type",
-        Value::Array(5, vec![Value::I32(3), Value::I32(1), Value::I32(1)]),
-    );
+    w.set("tokenizer.ggml.token_type", Value::Array(5, vec![Value::I32(3), Value::I32(1), Value::I32(1)]));
     let x: Vec<f32> = (0..64).map(|i| i as f32 / 8.0 - 4.0).collect();
-    w.add_tensor(
-        "a",
-        &[2, 32],
-        GgmlType::Q8_0,
-        blocks::quantize(GgmlType::Q8_0, &x).unwrap(),
-    )
-    .unwrap();
-    w.add_tensor(
-        "b",
-        &[64],
-        GgmlType::F32,
-        blocks::quantize(GgmlType::F32, &x).unwrap(),
-    )
-    .unwrap();
-    w.add_tensor(
-        "c",
-        &[2, 32],
-        GgmlType::Q4_0,
-        blocks::quantize(GgmlType::Q4_0, &x).unwrap(),
-    )
-    .unwrap();
+    w.add_tensor("a", &[2, 32], GgmlType::Q8_0, blocks::quantize(GgmlType::Q8_0, &x).unwrap()).unwrap();
+    w.add_tensor("b", &[64], GgmlType::F32, blocks::quantize(GgmlType::F32, &x).unwrap()).unwrap();
+    w.add_tensor("c", &[2, 32], GgmlType::Q4_0, blocks::quantize(GgmlType::Q4_0, &x).unwrap()).unwrap();
     w.to_bytes()
 }
 
@@ -53,14 +32,8 @@ fn written_file_reads_back() {
     let b = f.dequantize("b").unwrap();
     assert_eq!(b[0], -4.0);
     assert_eq!(b[63], 63.0 / 8.0 - 4.0);
-    assert!(matches!(
-        f.dequantize("zz"),
-        Err(GgufError::MissingTensor(_))
-    ));
-    assert!(matches!(
-        f.get_str("llama.block_count"),
-        Err(GgufError::KeyType { .. })
-    ));
+    assert!(matches!(f.dequantize("zz"), Err(GgufError::MissingTensor(_))));
+    assert!(matches!(f.get_str("llama.block_count"), Err(GgufError::KeyType { .. })));
     assert!(matches!(f.get_u64("nope"), Err(GgufError::MissingKey(_))));
 }
 
@@ -69,16 +42,10 @@ fn bad_magic_truncation_and_absurd_counts_are_errors() {
     let good = sample_file();
     let mut bad = good.clone();
     bad[0] = b'X';
-    assert!(matches!(
-        GgufHeader::parse(&bad),
-        Err(GgufError::BadMagic(_))
-    ));
+    assert!(matches!(GgufHeader::parse(&bad), Err(GgufError::BadMagic(_))));
     // The last 28 bytes are alignment padding after tensor `c`; cutting 40 cuts its data.
     for cut in [3, 10, 30, good.len() / 2, good.len() - 40] {
-        assert!(
-            GgufHeader::parse(&good[..cut]).is_err(),
-            "truncated at {cut}"
-        );
+        assert!(GgufHeader::parse(&good[..cut]).is_err(), "truncated at {cut}");
     }
     // tensor_count (bytes 8..16) and kv_count (16..24) set to absurd values.
     for at in [8, 16] {
@@ -89,10 +56,7 @@ fn bad_magic_truncation_and_absurd_counts_are_errors() {
     }
     let mut bad = good.clone();
     bad[4..8].copy_from_slice(&99u32.to_le_bytes());
-    assert!(matches!(
-        GgufHeader::parse(&bad),
-        Err(GgufError::Version(99))
-    ));
+    assert!(matches!(GgufHeader::parse(&bad), Err(GgufError::Version(99))));
 }
 
 #[test]
@@ -102,10 +66,7 @@ fn open_names_the_file_in_errors() {
     std::fs::write(&path, &sample_file()[..100]).unwrap();
     let err = GgufFile::open(&path).err().unwrap().to_string();
     assert!(err.contains("broken.gguf"), "{err}");
-    let err = GgufFile::open(dir.path().join("missing.gguf"))
-        .err()
-        .unwrap()
-        .to_string();
+    let err = GgufFile::open(dir.path().join("missing.gguf")).err().unwrap().to_string();
     assert!(err.contains("missing.gguf"), "{err}");
 }
 
@@ -126,8 +87,7 @@ fn mutation_fuzz_never_panics() {
                 }
                 1 => {
                     let i = rng.random_range(0..b.len().saturating_sub(8).max(1));
-                    let v: u64 =
-                        [0, 1, 255, 1 << 32, u64::MAX, rng.random()][rng.random_range(0..6)];
+                    let v: u64 = [0, 1, 255, 1 << 32, u64::MAX, rng.random()][rng.random_range(0..6)];
                     let end = (i + 8).min(b.len());
                     b[i..end].copy_from_slice(&v.to_le_bytes()[..end - i]);
                 }

@@ -102,18 +102,13 @@ struct Fields<'a> {
 
 impl Fields<'_> {
     fn err(&self, field: &str, msg: impl std::fmt::Display) -> ModelError {
-        ModelError::Config {
-            path: self.source.to_string(),
-            field: field.to_string(),
-            msg: msg.to_string(),
-        }
+        ModelError::Config { path: self.source.to_string(), field: field.to_string(), msg: msg.to_string() }
     }
     fn get(&self, field: &str) -> Option<&Value> {
         self.raw.get(field).filter(|v| !v.is_null())
     }
     fn usize(&self, field: &str) -> Result<usize, ModelError> {
-        self.opt_usize(field)?
-            .ok_or_else(|| self.err(field, "is required"))
+        self.opt_usize(field)?.ok_or_else(|| self.err(field, "is required"))
     }
     fn opt_usize(&self, field: &str) -> Result<Option<usize>, ModelError> {
         match self.get(field) {
@@ -127,19 +122,15 @@ impl Fields<'_> {
     fn f64_in(&self, obj: &Value, field: &str) -> Result<Option<f64>, ModelError> {
         match obj.get(field).filter(|v| !v.is_null()) {
             None => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .filter(|x| x.is_finite())
-                .map(Some)
-                .ok_or_else(|| self.err(field, format!("must be a number, found {v}"))),
+            Some(v) => {
+                v.as_f64().filter(|x| x.is_finite()).map(Some).ok_or_else(|| self.err(field, format!("must be a number, found {v}")))
+            }
         }
     }
     fn bool(&self, field: &str, default: bool) -> Result<bool, ModelError> {
         match self.get(field) {
             None => Ok(default),
-            Some(v) => v
-                .as_bool()
-                .ok_or_else(|| self.err(field, format!("must be true or false, found {v}"))),
+            Some(v) => v.as_bool().ok_or_else(|| self.err(field, format!("must be true or false, found {v}"))),
         }
     }
     /// A token id field that may be an integer or a list of integers.
@@ -147,10 +138,7 @@ impl Fields<'_> {
         let bad = || self.err(field, "must be a token id or a list of token ids");
         match self.get(field) {
             None => Ok(vec![]),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|v| v.as_u64().map(|x| x as u32).ok_or_else(bad))
-                .collect(),
+            Some(Value::Array(items)) => items.iter().map(|v| v.as_u64().map(|x| x as u32).ok_or_else(bad)).collect(),
             Some(v) => Ok(vec![v.as_u64().ok_or_else(bad)? as u32]),
         }
     }
@@ -178,8 +166,7 @@ impl ModelConfig {
             if wavelen > low_wavelen {
                 s.factor
             } else if wavelen >= high_wavelen {
-                let smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor)
-                    / (s.high_freq_factor - s.low_freq_factor);
+                let smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
                 1.0 / ((1.0 - smooth) / s.factor + smooth)
             } else {
                 1.0
@@ -190,9 +177,7 @@ impl ModelConfig {
 
     fn unscaled_inv_freq(&self) -> Vec<f64> {
         let hd = self.head_dim as f64;
-        (0..self.head_dim / 2)
-            .map(|i| 1.0 / self.rope_base.powf(2.0 * i as f64 / hd))
-            .collect()
+        (0..self.head_dim / 2).map(|i| 1.0 / self.rope_base.powf(2.0 * i as f64 / hd)).collect()
     }
 
     /// Reads and resolves `config.json`.
@@ -209,43 +194,26 @@ impl ModelConfig {
             msg: format!("malformed JSON: {e}"),
         })?;
         if !raw.is_object() {
-            return Err(ModelError::Config {
-                path: source.into(),
-                field: "(top level)".into(),
-                msg: "must be a JSON object".into(),
-            });
+            return Err(ModelError::Config { path: source.into(), field: "(top level)".into(), msg: "must be a JSON object".into() });
         }
         let f = Fields { source, raw: &raw };
-        let model_type = f
-            .get("model_type")
-            .and_then(Value::as_str)
-            .ok_or_else(|| f.err("model_type", "is required (a string)"))?;
-        let arch = Arch::from_model_type(model_type).ok_or_else(|| {
-            f.err(
-                "model_type",
-                format!(
-                    "`{model_type}` is not supported (supported: {})",
-                    Arch::SUPPORTED
-                ),
-            )
-        })?;
+        let model_type = f.get("model_type").and_then(Value::as_str).ok_or_else(|| f.err("model_type", "is required (a string)"))?;
+        let arch = Arch::from_model_type(model_type)
+            .ok_or_else(|| f.err("model_type", format!("`{model_type}` is not supported (supported: {})", Arch::SUPPORTED)))?;
 
         let hidden_size = f.usize("hidden_size")?;
         let num_attention_heads = f.usize("num_attention_heads")?;
-        let num_key_value_heads = f
-            .opt_usize("num_key_value_heads")?
-            .unwrap_or(num_attention_heads);
+        let num_key_value_heads = f.opt_usize("num_key_value_heads")?.unwrap_or(num_attention_heads);
         if num_attention_heads % num_key_value_heads != 0 {
-            return Err(f.err("num_key_value_heads", format!("{num_key_value_heads} does not divide num_attention_heads {num_attention_heads}")));
+            return Err(
+                f.err("num_key_value_heads", format!("{num_key_value_heads} does not divide num_attention_heads {num_attention_heads}"))
+            );
         }
         let head_dim = match f.opt_usize("head_dim")? {
             Some(h) => h,
             None if hidden_size % num_attention_heads == 0 => hidden_size / num_attention_heads,
             None => {
-                return Err(f.err(
-                    "head_dim",
-                    "is required when num_attention_heads does not divide hidden_size",
-                ));
+                return Err(f.err("head_dim", "is required when num_attention_heads does not divide hidden_size"));
             }
         };
         if head_dim % 2 != 0 {
@@ -254,10 +222,7 @@ impl ModelConfig {
         if let Some(act) = f.get("hidden_act").and_then(Value::as_str)
             && act != "silu"
         {
-            return Err(f.err(
-                "hidden_act",
-                format!("`{act}` is not supported (only silu)"),
-            ));
+            return Err(f.err("hidden_act", format!("`{act}` is not supported (only silu)")));
         }
         if f.bool("mlp_bias", false)? {
             return Err(f.err("mlp_bias", "MLP biases are not supported"));
@@ -265,30 +230,19 @@ impl ModelConfig {
 
         // RoPE: transformers ≥ 5 nests theta and type in `rope_parameters`; older configs use
         // `rope_theta` + `rope_scaling`.
-        let rope_obj = f
-            .get("rope_parameters")
-            .or_else(|| f.get("rope_scaling"))
-            .cloned()
-            .unwrap_or(Value::Null);
+        let rope_obj = f.get("rope_parameters").or_else(|| f.get("rope_scaling")).cloned().unwrap_or(Value::Null);
         let theta = match f.f64_in(&rope_obj, "rope_theta")? {
             Some(t) => t,
             None => f.f64_in(&raw, "rope_theta")?.unwrap_or(10000.0),
         };
-        let rope_type = rope_obj
-            .get("rope_type")
-            .or_else(|| rope_obj.get("type"))
-            .and_then(Value::as_str)
-            .unwrap_or("default");
+        let rope_type = rope_obj.get("rope_type").or_else(|| rope_obj.get("type")).and_then(Value::as_str).unwrap_or("default");
         let mut rope_base = theta;
         let mut rope_llama3 = None;
         match rope_type {
             "default" => {}
             "llama3" => {
-                let get = |k: &str| {
-                    f.f64_in(&rope_obj, k)?.ok_or_else(|| {
-                        f.err(&format!("rope_scaling.{k}"), "is required for llama3 RoPE")
-                    })
-                };
+                let get =
+                    |k: &str| f.f64_in(&rope_obj, k)?.ok_or_else(|| f.err(&format!("rope_scaling.{k}"), "is required for llama3 RoPE"));
                 rope_llama3 = Some(Llama3Scaling {
                     factor: get("factor")?,
                     low_freq_factor: get("low_freq_factor")?,
@@ -303,10 +257,7 @@ impl ModelConfig {
                 }
             }
             other => {
-                return Err(f.err(
-                    "rope_scaling",
-                    format!("RoPE type `{other}` is not supported for {model_type}"),
-                ));
+                return Err(f.err("rope_scaling", format!("RoPE type `{other}` is not supported for {model_type}")));
             }
         }
 
@@ -386,10 +337,7 @@ mod tests {
     #[test]
     fn resolves_defaults_and_arch_flags() {
         let c = parse(base()).unwrap();
-        assert_eq!(
-            (c.head_dim, c.rope_base, c.qkv_bias, c.qk_norm),
-            (8, 10000.0, false, QkNorm::None)
-        );
+        assert_eq!((c.head_dim, c.rope_base, c.qkv_bias, c.qk_norm), (8, 10000.0, false, QkNorm::None));
         let mut v = base();
         v["model_type"] = "qwen2".into();
         assert!(parse(v).unwrap().qkv_bias);
@@ -408,27 +356,14 @@ mod tests {
         let mut v = base();
         v["model_type"] = "mamba".into();
         let e = parse(v).unwrap_err().to_string();
-        assert!(
-            e.contains("model_type") && e.contains("mamba") && e.contains("config.json"),
-            "{e}"
-        );
+        assert!(e.contains("model_type") && e.contains("mamba") && e.contains("config.json"), "{e}");
         let mut v = base();
         v.as_object_mut().unwrap().remove("hidden_size");
         assert!(parse(v).unwrap_err().to_string().contains("hidden_size"));
         let mut v = base();
         v["num_key_value_heads"] = 3.into();
-        assert!(
-            parse(v)
-                .unwrap_err()
-                .to_string()
-                .contains("num_key_value_heads")
-        );
-        let e = ModelConfig::from_json("{\"model_type\": \"llama\",", "x/config.json")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("x/config.json") && e.contains("malformed JSON"),
-            "{e}"
-        );
+        assert!(parse(v).unwrap_err().to_string().contains("num_key_value_heads"));
+        let e = ModelConfig::from_json("{\"model_type\": \"llama\",", "x/config.json").unwrap_err().to_string();
+        assert!(e.contains("x/config.json") && e.contains("malformed JSON"), "{e}");
     }
 }

@@ -16,16 +16,9 @@ pub fn token_nll(model: &CausalLm, ids: &[u32]) -> Vec<f32> {
     let target: Vec<i64> = ids[1..].iter().map(|&i| i as i64).collect();
     let tokens = Tensor::<2, Int>::from_data(TensorData::new(input, [1, t - 1]), &device);
     let targets = Tensor::<3, Int>::from_data(TensorData::new(target, [1, t - 1, 1]), &device);
-    let logits = model.forward(
-        tokens,
-        &AttentionBatch::causal(&[t - 1], t - 1, 0, &device),
-        None,
-    );
+    let logits = model.forward(tokens, &AttentionBatch::causal(&[t - 1], t - 1, 0, &device), None);
     let lp = log_softmax(logits, 2).gather(2, targets);
-    lp.neg()
-        .into_data()
-        .try_to_vec::<f32>()
-        .expect("f32 log-probs")
+    lp.neg().into_data().try_to_vec::<f32>().expect("f32 log-probs")
 }
 
 /// Perplexity statistics over a token stream.
@@ -47,20 +40,9 @@ impl Perplexity {
 /// Sliding-window perplexity (transformers' "strided" method): windows of `window` tokens
 /// advance by `stride`; each token is scored once, in the first window where it has at least
 /// `window - stride` tokens of context (or all it can have at the start).
-pub fn sliding_perplexity(
-    model: &CausalLm,
-    ids: &[u32],
-    window: usize,
-    stride: usize,
-) -> Perplexity {
-    assert!(
-        stride > 0 && stride <= window && window >= 2,
-        "need 0 < stride <= window, window >= 2"
-    );
-    let mut p = Perplexity {
-        nll_sum: 0.0,
-        n_tokens: 0,
-    };
+pub fn sliding_perplexity(model: &CausalLm, ids: &[u32], window: usize, stride: usize) -> Perplexity {
+    assert!(stride > 0 && stride <= window && window >= 2, "need 0 < stride <= window, window >= 2");
+    let mut p = Perplexity { nll_sum: 0.0, n_tokens: 0 };
     let mut scored_to = 1; // ids[0] has no context and is never scored
     let mut start = 0;
     while scored_to < ids.len() {

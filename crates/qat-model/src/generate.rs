@@ -16,12 +16,7 @@ pub struct Sampling {
 
 impl Sampling {
     pub fn greedy() -> Self {
-        Sampling {
-            temperature: 0.0,
-            top_k: 0,
-            top_p: 1.0,
-            seed: 0,
-        }
+        Sampling { temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0 }
     }
 }
 
@@ -47,11 +42,7 @@ pub fn generate(
         let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, t]), &device);
         let batch = AttentionBatch::causal(&[t], t, cache.len(), &device);
         let logits = model.forward(tokens, &batch, Some(&mut cache));
-        let last: Vec<f32> = logits
-            .narrow(1, t - 1, 1)
-            .into_data()
-            .try_to_vec::<f32>()
-            .expect("f32 logits");
+        let last: Vec<f32> = logits.narrow(1, t - 1, 1).into_data().try_to_vec::<f32>().expect("f32 logits");
         let next = pick(&last, sampling, &mut rng);
         out.push(next);
         on_token(next);
@@ -64,16 +55,7 @@ pub fn generate(
 }
 
 fn pick(logits: &[f32], s: &Sampling, rng: &mut StdRng) -> u32 {
-    let argmax = || {
-        logits
-            .iter()
-            .enumerate()
-            .fold(
-                (0, f32::NEG_INFINITY),
-                |b, (i, &v)| if v > b.1 { (i, v) } else { b },
-            )
-            .0 as u32
-    };
+    let argmax = || logits.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0 as u32;
     if s.temperature <= 0.0 {
         return argmax();
     }
@@ -83,10 +65,7 @@ fn pick(logits: &[f32], s: &Sampling, rng: &mut StdRng) -> u32 {
         idx.truncate(s.top_k);
     }
     let max = logits[idx[0]];
-    let mut probs: Vec<f32> = idx
-        .iter()
-        .map(|&i| ((logits[i] - max) / s.temperature).exp())
-        .collect();
+    let mut probs: Vec<f32> = idx.iter().map(|&i| ((logits[i] - max) / s.temperature).exp()).collect();
     let total: f32 = probs.iter().sum();
     probs.iter_mut().for_each(|p| *p /= total);
     // Nucleus: the smallest prefix whose mass reaches top_p.

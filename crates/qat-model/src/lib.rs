@@ -29,26 +29,15 @@ pub enum ModelError {
         source: std::io::Error,
     },
     #[error("{path}: field `{field}`: {msg}")]
-    Config {
-        path: String,
-        field: String,
-        msg: String,
-    },
+    Config { path: String, field: String, msg: String },
     #[error("{path}: {msg}")]
     Safetensors { path: String, msg: String },
     #[error("checkpoint {dir} does not match the {arch} architecture:\n{}", problems.join("\n"))]
-    Mismatch {
-        dir: String,
-        arch: String,
-        problems: Vec<String>,
-    },
+    Mismatch { dir: String, arch: String, problems: Vec<String> },
 }
 
 impl ModelError {
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        ModelError::Io {
-            path: path.display().to_string(),
-            source,
-        }
+        ModelError::Io { path: path.display().to_string(), source }
     }
 }

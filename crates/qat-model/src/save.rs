@@ -18,26 +18,15 @@ pub enum SaveDtype {
 }
 
 /// Tokenizer and generation files copied from the source checkpoint when present.
-pub const AUX_FILES: &[&str] = &[
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "generation_config.json",
-    "chat_template.jinja",
-    "special_tokens_map.json",
-];
+pub const AUX_FILES: &[&str] =
+    &["tokenizer.json", "tokenizer_config.json", "generation_config.json", "chat_template.jinja", "special_tokens_map.json"];
 
 fn to_vec1(t: Tensor<1>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .expect("f32 data")
+    t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 data")
 }
 
 fn to_vec2(t: Tensor<2>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .expect("f32 data")
+    t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 data")
 }
 
 impl CausalLm {
@@ -46,22 +35,13 @@ impl CausalLm {
     pub fn hf_tensors(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
         let cfg = &self.config;
         let mut out = Vec::new();
-        let linears: std::collections::HashMap<String, &qat_quant::QLinear> =
-            self.linears().into_iter().collect();
+        let linears: std::collections::HashMap<String, &qat_quant::QLinear> = self.linears().into_iter().collect();
         for (name, shape) in Self::hf_tensor_names(cfg) {
-            let stem = name
-                .strip_suffix(".weight")
-                .or_else(|| name.strip_suffix(".bias"))
-                .unwrap_or(&name);
+            let stem = name.strip_suffix(".weight").or_else(|| name.strip_suffix(".bias")).unwrap_or(&name);
             let module = stem.strip_prefix("model.").unwrap_or(stem);
             let data = if let Some(l) = linears.get(module) {
                 if name.ends_with(".bias") {
-                    to_vec1(
-                        l.bias
-                            .as_ref()
-                            .expect("bias listed by hf_tensor_names")
-                            .val(),
-                    )
+                    to_vec1(l.bias.as_ref().expect("bias listed by hf_tensor_names").val())
                 } else {
                     to_vec2(l.effective_weight())
                 }
@@ -70,12 +50,7 @@ impl CausalLm {
                     "model.embed_tokens.weight" => to_vec2(self.embed_tokens.val()),
                     "model.norm.weight" => to_vec1(self.norm.weight.val()),
                     "lm_head.weight" => continue, // tied: no tensor
-                    _ => to_vec1(
-                        self.norm_by_name(module)
-                            .unwrap_or_else(|| panic!("{name} is a norm of the model"))
-                            .weight
-                            .val(),
-                    ),
+                    _ => to_vec1(self.norm_by_name(module).unwrap_or_else(|| panic!("{name} is a norm of the model")).weight.val()),
                 }
             };
             out.push((name, shape, data));
@@ -98,44 +73,22 @@ impl CausalLm {
 
     /// Writes the model as a checkpoint directory `out` (which must not exist), copying
     /// tokenizer and generation files from `source_dir` and adding `extra` files (name, text).
-    pub fn save_hf(
-        &self,
-        source_dir: Option<&Path>,
-        out: &Path,
-        dtype: SaveDtype,
-        extra: &[(&str, String)],
-    ) -> Result<(), ModelError> {
+    pub fn save_hf(&self, source_dir: Option<&Path>, out: &Path, dtype: SaveDtype, extra: &[(&str, String)]) -> Result<(), ModelError> {
         if out.exists() {
-            return Err(ModelError::io(
-                out,
-                std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    "output path already exists",
-                ),
-            ));
+            return Err(ModelError::io(out, std::io::Error::new(std::io::ErrorKind::AlreadyExists, "output path already exists")));
         }
-        let parent = out
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(|e| ModelError::io(parent, e))?;
         let tmp = tempfile_dir(parent)?;
-        let result = self
-            .write_into(&tmp, source_dir, dtype, extra)
-            .and_then(|()| std::fs::rename(&tmp, out).map_err(|e| ModelError::io(out, e)));
+        let result =
+            self.write_into(&tmp, source_dir, dtype, extra).and_then(|()| std::fs::rename(&tmp, out).map_err(|e| ModelError::io(out, e)));
         if result.is_err() {
             let _ = std::fs::remove_dir_all(&tmp);
         }
         result
     }
 
-    fn write_into(
-        &self,
-        dir: &Path,
-        source_dir: Option<&Path>,
-        dtype: SaveDtype,
-        extra: &[(&str, String)],
-    ) -> Result<(), ModelError> {
+    fn write_into(&self, dir: &Path, source_dir: Option<&Path>, dtype: SaveDtype, extra: &[(&str, String)]) -> Result<(), ModelError> {
         let mut config = self.config.raw.clone();
         let dtype_name = match dtype {
             SaveDtype::F32 => "float32",
@@ -147,18 +100,14 @@ impl CausalLm {
             config["dtype"] = dtype_name.into();
         }
         let path = dir.join("config.json");
-        std::fs::write(&path, serde_json::to_string_pretty(&config).expect("JSON"))
-            .map_err(|e| ModelError::io(&path, e))?;
+        std::fs::write(&path, serde_json::to_string_pretty(&config).expect("JSON")).map_err(|e| ModelError::io(&path, e))?;
         let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = self
             .hf_tensors()
             .into_iter()
             .map(|(n, s, v)| {
                 let bytes = match dtype {
                     SaveDtype::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                    SaveDtype::Bf16 => v
-                        .iter()
-                        .flat_map(|x| bf16::from_f32(*x).to_le_bytes())
-                        .collect(),
+                    SaveDtype::Bf16 => v.iter().flat_map(|x| bf16::from_f32(*x).to_le_bytes()).collect(),
                 };
                 (n, s, bytes)
             })
@@ -169,25 +118,12 @@ impl CausalLm {
         };
         let views: Vec<_> = tensors
             .iter()
-            .map(|(n, s, b)| {
-                (
-                    n.clone(),
-                    safetensors::tensor::TensorView::new(st_dtype, s.clone(), b)
-                        .expect("sizes match"),
-                )
-            })
+            .map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(st_dtype, s.clone(), b).expect("sizes match")))
             .collect();
         let st = dir.join("model.safetensors");
-        let metadata = Some(std::collections::HashMap::from([(
-            "format".to_string(),
-            "pt".to_string(),
-        )]));
-        safetensors::serialize_to_file(views, metadata, &st).map_err(|e| {
-            ModelError::Safetensors {
-                path: st.display().to_string(),
-                msg: e.to_string(),
-            }
-        })?;
+        let metadata = Some(std::collections::HashMap::from([("format".to_string(), "pt".to_string())]));
+        safetensors::serialize_to_file(views, metadata, &st)
+            .map_err(|e| ModelError::Safetensors { path: st.display().to_string(), msg: e.to_string() })?;
         if let Some(src) = source_dir {
             for name in AUX_FILES {
                 let from = src.join(name);

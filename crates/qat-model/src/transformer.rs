@@ -28,10 +28,7 @@ pub struct RmsNorm {
 
 impl RmsNorm {
     fn new(weight: Tensor<1>, eps: f64) -> Self {
-        RmsNorm {
-            weight: Param::from_tensor(weight),
-            eps,
-        }
+        RmsNorm { weight: Param::from_tensor(weight), eps }
     }
 
     /// # Shapes
@@ -51,9 +48,7 @@ pub struct Rope {
 
 impl Rope {
     pub fn new(cfg: &ModelConfig) -> Self {
-        Rope {
-            inv_freq: cfg.rope_inv_freq().into_iter().map(|f| f as f32).collect(),
-        }
+        Rope { inv_freq: cfg.rope_inv_freq().into_iter().map(|f| f as f32).collect() }
     }
 
     /// `(cos, sin)` of shape `[B, 1, T, head_dim]` for integer positions `[B, T]`.
@@ -131,14 +126,7 @@ impl AttentionBatch {
         Self::from_parts(pos, bias, b, t, t, device)
     }
 
-    fn from_parts(
-        pos: Vec<i64>,
-        bias: Vec<f32>,
-        b: usize,
-        t: usize,
-        s: usize,
-        device: &Device,
-    ) -> Self {
+    fn from_parts(pos: Vec<i64>, bias: Vec<f32>, b: usize, t: usize, s: usize, device: &Device) -> Self {
         AttentionBatch {
             positions: Tensor::from_data(TensorData::new(pos, [b, t]), device),
             bias: Tensor::from_data(TensorData::new(bias, [b, 1, t, s]), device),
@@ -154,17 +142,12 @@ pub struct KvCache {
 
 impl KvCache {
     pub fn new(n_layers: usize) -> Self {
-        KvCache {
-            layers: vec![None; n_layers],
-        }
+        KvCache { layers: vec![None; n_layers] }
     }
 
     /// Number of cached positions.
     pub fn len(&self) -> usize {
-        self.layers
-            .first()
-            .and_then(|l| l.as_ref())
-            .map_or(0, |(k, _)| k.dims()[2])
+        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |(k, _)| k.dims()[2])
     }
 
     pub fn is_empty(&self) -> bool {
@@ -199,13 +182,8 @@ impl Attention {
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let (nh, nkv, hd) = self.shape;
-        let heads =
-            |p: &QLinear, n: usize| p.forward(x.clone()).reshape([b, t, n, hd]).swap_dims(1, 2);
-        let (mut q, mut k, v) = (
-            heads(&self.q_proj, nh),
-            heads(&self.k_proj, nkv),
-            heads(&self.v_proj, nkv),
-        );
+        let heads = |p: &QLinear, n: usize| p.forward(x.clone()).reshape([b, t, n, hd]).swap_dims(1, 2);
+        let (mut q, mut k, v) = (heads(&self.q_proj, nh), heads(&self.k_proj, nkv), heads(&self.v_proj, nkv));
         let norm = |q: Tensor<4>, k: Tensor<4>| match (&self.q_norm, &self.k_norm) {
             (Some(qn), Some(kn)) => (qn.forward(q), kn.forward(k)),
             _ => (q, k),
@@ -237,11 +215,7 @@ impl Attention {
         let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
         let scores = scores.reshape([b, nkv, rep, t, s]) + bias.clone().unsqueeze_dim::<5>(1);
         let probs = softmax(scores, 4).reshape([b, nkv, rep * t, s]);
-        let out = probs
-            .matmul(v)
-            .reshape([b, nh, t, hd])
-            .swap_dims(1, 2)
-            .reshape([b, t, nh * hd]);
+        let out = probs.matmul(v).reshape([b, nh, t, hd]).swap_dims(1, 2).reshape([b, t, nh * hd]);
         self.o_proj.forward(out)
     }
 }
@@ -255,8 +229,7 @@ pub struct Mlp {
 
 impl Mlp {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.down_proj
-            .forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+        self.down_proj.forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
     }
 }
 
@@ -287,10 +260,7 @@ impl CausalLm {
     pub fn hf_tensor_names(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
         let (h, hd) = (cfg.hidden_size, cfg.head_dim);
         let (q, kv) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
-        let mut v = vec![(
-            "model.embed_tokens.weight".to_string(),
-            vec![cfg.vocab_size, h],
-        )];
+        let mut v = vec![("model.embed_tokens.weight".to_string(), vec![cfg.vocab_size, h])];
         for i in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{i}");
             v.push((format!("{p}.input_layernorm.weight"), vec![h]));
@@ -309,18 +279,9 @@ impl CausalLm {
                 v.push((format!("{p}.self_attn.{kn}.weight"), vec![hd]));
             }
             v.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
-            v.push((
-                format!("{p}.mlp.gate_proj.weight"),
-                vec![cfg.intermediate_size, h],
-            ));
-            v.push((
-                format!("{p}.mlp.up_proj.weight"),
-                vec![cfg.intermediate_size, h],
-            ));
-            v.push((
-                format!("{p}.mlp.down_proj.weight"),
-                vec![h, cfg.intermediate_size],
-            ));
+            v.push((format!("{p}.mlp.gate_proj.weight"), vec![cfg.intermediate_size, h]));
+            v.push((format!("{p}.mlp.up_proj.weight"), vec![cfg.intermediate_size, h]));
+            v.push((format!("{p}.mlp.down_proj.weight"), vec![h, cfg.intermediate_size]));
         }
         v.push(("model.norm.weight".to_string(), vec![h]));
         v.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, h]));
@@ -346,11 +307,7 @@ impl CausalLm {
         let model = Self::from_tensors(cfg.clone(), tensors, &shapes, device);
         // Parameters are created requiring gradients, which on a plain device would still make
         // every forward record an autodiff graph that nothing frees: keep plain devices plain.
-        Ok(if device.is_autodiff() {
-            model
-        } else {
-            model.valid()
-        })
+        Ok(if device.is_autodiff() { model } else { model.valid() })
     }
 
     /// Builds the model from f32 tensors keyed by checkpoint name (all present, shapes checked).
@@ -361,11 +318,7 @@ impl CausalLm {
         device: &Device,
     ) -> Self {
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
-        let mut take = Taker {
-            tensors: &mut tensors,
-            shapes,
-            device,
-        };
+        let mut take = Taker { tensors: &mut tensors, shapes, device };
         for i in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{i}");
             let mut lin = |name: &str, bias: bool| {
@@ -377,29 +330,17 @@ impl CausalLm {
             let k_proj = lin("self_attn.k_proj", cfg.qkv_bias);
             let v_proj = lin("self_attn.v_proj", cfg.qkv_bias);
             let o_proj = lin("self_attn.o_proj", cfg.o_bias);
-            let mlp = Mlp {
-                gate_proj: lin("mlp.gate_proj", false),
-                up_proj: lin("mlp.up_proj", false),
-                down_proj: lin("mlp.down_proj", false),
-            };
+            let mlp =
+                Mlp { gate_proj: lin("mlp.gate_proj", false), up_proj: lin("mlp.up_proj", false), down_proj: lin("mlp.down_proj", false) };
             let (q_norm, k_norm) = match qk_norm_names(cfg.qk_norm) {
                 Some((qn, kn)) => (
-                    Some(RmsNorm::new(
-                        take.t1(&format!("{p}.self_attn.{qn}.weight")),
-                        cfg.rms_norm_eps,
-                    )),
-                    Some(RmsNorm::new(
-                        take.t1(&format!("{p}.self_attn.{kn}.weight")),
-                        cfg.rms_norm_eps,
-                    )),
+                    Some(RmsNorm::new(take.t1(&format!("{p}.self_attn.{qn}.weight")), cfg.rms_norm_eps)),
+                    Some(RmsNorm::new(take.t1(&format!("{p}.self_attn.{kn}.weight")), cfg.rms_norm_eps)),
                 ),
                 None => (None, None),
             };
             layers.push(DecoderLayer {
-                input_layernorm: RmsNorm::new(
-                    take.t1(&format!("{p}.input_layernorm.weight")),
-                    cfg.rms_norm_eps,
-                ),
+                input_layernorm: RmsNorm::new(take.t1(&format!("{p}.input_layernorm.weight")), cfg.rms_norm_eps),
                 self_attn: Attention {
                     q_proj,
                     k_proj,
@@ -407,55 +348,30 @@ impl CausalLm {
                     o_proj,
                     q_norm,
                     k_norm,
-                    shape: (
-                        cfg.num_attention_heads,
-                        cfg.num_key_value_heads,
-                        cfg.head_dim,
-                    ),
+                    shape: (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim),
                     norm_after_rope: cfg.qk_norm == QkNorm::AfterRope,
                 },
-                post_attention_layernorm: RmsNorm::new(
-                    take.t1(&format!("{p}.post_attention_layernorm.weight")),
-                    cfg.rms_norm_eps,
-                ),
+                post_attention_layernorm: RmsNorm::new(take.t1(&format!("{p}.post_attention_layernorm.weight")), cfg.rms_norm_eps),
                 mlp,
             });
         }
         let embed_tokens = Param::from_tensor(take.t2("model.embed_tokens.weight"));
         let norm = RmsNorm::new(take.t1("model.norm.weight"), cfg.rms_norm_eps);
-        let lm_head =
-            (!cfg.tie_word_embeddings).then(|| QLinear::new(take.t2("lm_head.weight"), None));
+        let lm_head = (!cfg.tie_word_embeddings).then(|| QLinear::new(take.t2("lm_head.weight"), None));
         let rope = Rope::new(&cfg);
-        CausalLm {
-            embed_tokens,
-            layers,
-            norm,
-            lm_head,
-            config: cfg,
-            rope,
-        }
+        CausalLm { embed_tokens, layers, norm, lm_head, config: cfg, rope }
     }
 
     /// Final hidden states after the last norm.
     ///
     /// # Shapes
     /// `tokens: [B, T]` → `[B, T, hidden]`.
-    pub fn forward_hidden(
-        &self,
-        tokens: Tensor<2, Int>,
-        batch: &AttentionBatch,
-        mut cache: Option<&mut KvCache>,
-    ) -> Tensor<3> {
+    pub fn forward_hidden(&self, tokens: Tensor<2, Int>, batch: &AttentionBatch, mut cache: Option<&mut KvCache>) -> Tensor<3> {
         let mut x = burn::tensor::module::embedding(self.embed_tokens.val(), tokens);
         let rope = self.rope.tables(batch.positions.clone());
         for (i, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            let h = layer.self_attn.forward(
-                layer.input_layernorm.forward(x.clone()),
-                &rope,
-                &batch.bias,
-                slot,
-            );
+            let h = layer.self_attn.forward(layer.input_layernorm.forward(x.clone()), &rope, &batch.bias, slot);
             x = x + h;
             x = x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x));
         }
@@ -466,12 +382,7 @@ impl CausalLm {
     ///
     /// # Shapes
     /// `tokens: [B, T]` → `[B, T, vocab]`.
-    pub fn forward(
-        &self,
-        tokens: Tensor<2, Int>,
-        batch: &AttentionBatch,
-        cache: Option<&mut KvCache>,
-    ) -> Tensor<3> {
+    pub fn forward(&self, tokens: Tensor<2, Int>, batch: &AttentionBatch, cache: Option<&mut KvCache>) -> Tensor<3> {
         let h = self.forward_hidden(tokens, batch, cache);
         match &self.lm_head {
             Some(head) => head.forward(h),
@@ -484,19 +395,10 @@ impl CausalLm {
         let mut v = Vec::new();
         for (i, l) in self.layers.iter().enumerate() {
             let a = &l.self_attn;
-            for (n, p) in [
-                ("q_proj", &a.q_proj),
-                ("k_proj", &a.k_proj),
-                ("v_proj", &a.v_proj),
-                ("o_proj", &a.o_proj),
-            ] {
+            for (n, p) in [("q_proj", &a.q_proj), ("k_proj", &a.k_proj), ("v_proj", &a.v_proj), ("o_proj", &a.o_proj)] {
                 v.push((format!("layers.{i}.self_attn.{n}"), p));
             }
-            for (n, p) in [
-                ("gate_proj", &l.mlp.gate_proj),
-                ("up_proj", &l.mlp.up_proj),
-                ("down_proj", &l.mlp.down_proj),
-            ] {
+            for (n, p) in [("gate_proj", &l.mlp.gate_proj), ("up_proj", &l.mlp.up_proj), ("down_proj", &l.mlp.down_proj)] {
                 v.push((format!("layers.{i}.mlp.{n}"), p));
             }
         }
@@ -510,20 +412,11 @@ impl CausalLm {
     pub fn map_linears(mut self, mut f: impl FnMut(&str, QLinear) -> QLinear) -> Self {
         for (i, l) in self.layers.iter_mut().enumerate() {
             let a = &mut l.self_attn;
-            for (n, p) in [
-                ("q_proj", &mut a.q_proj),
-                ("k_proj", &mut a.k_proj),
-                ("v_proj", &mut a.v_proj),
-                ("o_proj", &mut a.o_proj),
-            ] {
+            for (n, p) in [("q_proj", &mut a.q_proj), ("k_proj", &mut a.k_proj), ("v_proj", &mut a.v_proj), ("o_proj", &mut a.o_proj)] {
                 replace_with(p, |q| f(&format!("layers.{i}.self_attn.{n}"), q));
             }
             let m = &mut l.mlp;
-            for (n, p) in [
-                ("gate_proj", &mut m.gate_proj),
-                ("up_proj", &mut m.up_proj),
-                ("down_proj", &mut m.down_proj),
-            ] {
+            for (n, p) in [("gate_proj", &mut m.gate_proj), ("up_proj", &mut m.up_proj), ("down_proj", &mut m.down_proj)] {
                 replace_with(p, |q| f(&format!("layers.{i}.mlp.{n}"), q));
             }
         }
@@ -533,15 +426,8 @@ impl CausalLm {
 
     /// Attaches fake quantizers as `policy` says (scales initialised from the weights) and
     /// returns the resolved per-module table.
-    pub fn quantize(
-        self,
-        policy: &qat_quant::Policy,
-    ) -> Result<(Self, qat_quant::PolicyTable), String> {
-        let modules: Vec<(String, [usize; 2])> = self
-            .linears()
-            .into_iter()
-            .map(|(n, l)| (n, l.dims()))
-            .collect();
+    pub fn quantize(self, policy: &qat_quant::Policy) -> Result<(Self, qat_quant::PolicyTable), String> {
+        let modules: Vec<(String, [usize; 2])> = self.linears().into_iter().map(|(n, l)| (n, l.dims())).collect();
         let table = policy.resolve(&modules, self.config.n_params())?;
         let mut specs = table.rows.iter().map(|r| r.2);
         let model = self.map_linears(|_, l| match specs.next().flatten() {
@@ -549,6 +435,27 @@ impl CausalLm {
             None => l,
         });
         Ok((model, table))
+    }
+
+    /// Moves every quantizer scale onto the grid that export stores exactly in `dtype`
+    /// ([`qat_quant::exact`]): once at export, or at the start of a run that keeps its scales
+    /// there (`[quant] round_scales`).
+    pub fn round_scales(self, dtype: qat_quant::HfDtype) -> Result<(Self, qat_quant::ScaleChange), String> {
+        let mut change = qat_quant::ScaleChange::default();
+        let mut error = None;
+        let model = self.map_linears(|path, mut l| {
+            match l.round_scale(dtype) {
+                Ok(c) => change.merge(&c),
+                Err(e) => {
+                    error.get_or_insert(format!("{path}: {e}"));
+                }
+            }
+            l
+        });
+        match error {
+            Some(e) => Err(e),
+            None => Ok((model, change)),
+        }
     }
 
     /// Replaces every fake-quantized weight by its quantized value and drops the quantizers:
@@ -560,10 +467,7 @@ impl CausalLm {
                 // A fresh leaf tensor holding the values (the computed one is not a parameter).
                 let w = l.effective_weight();
                 let device = w.device();
-                QLinear::new(
-                    Tensor::from_data(w.into_data(), &device),
-                    l.bias.as_ref().map(|b| b.val()),
-                )
+                QLinear::new(Tensor::from_data(w.into_data(), &device), l.bias.as_ref().map(|b| b.val()))
             }
             None => l,
         });
@@ -579,11 +483,7 @@ impl CausalLm {
 
 /// Moves a value out of `slot`, transforms it, and puts the result back.
 fn replace_with(slot: &mut QLinear, f: impl FnOnce(QLinear) -> QLinear) {
-    let placeholder = QLinear {
-        weight: slot.weight.clone(),
-        bias: None,
-        quant: None,
-    };
+    let placeholder = QLinear { weight: slot.weight.clone(), bias: None, quant: None };
     let old = std::mem::replace(slot, placeholder);
     *slot = f(old);
 }
@@ -605,10 +505,7 @@ struct Taker<'a> {
 
 impl Taker<'_> {
     fn data(&mut self, name: &str) -> TensorData {
-        let data = self
-            .tensors
-            .remove(name)
-            .unwrap_or_else(|| panic!("`{name}` was checked present by read_all"));
+        let data = self.tensors.remove(name).unwrap_or_else(|| panic!("`{name}` was checked present by read_all"));
         TensorData::new(data, self.shapes[name].clone())
     }
     fn t1(&mut self, name: &str) -> Tensor<1> {

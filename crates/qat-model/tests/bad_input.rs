@@ -28,21 +28,12 @@ fn rewrite(dir: &Path, edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<u8>)>
     let path = dir.join("model.safetensors");
     let bytes = std::fs::read(&path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = st
-        .tensors()
-        .into_iter()
-        .map(|(n, v)| (n, v.shape().to_vec(), v.data().to_vec()))
-        .collect();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> =
+        st.tensors().into_iter().map(|(n, v)| (n, v.shape().to_vec(), v.data().to_vec())).collect();
     edit(&mut tensors);
     let views: Vec<_> = tensors
         .iter()
-        .map(|(n, s, d)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d)
-                    .unwrap(),
-            )
-        })
+        .map(|(n, s, d)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap()))
         .collect();
     safetensors::serialize_to_file(views, None, &path).unwrap();
 }
@@ -54,10 +45,7 @@ fn truncated_safetensors() {
     let bytes = std::fs::read(&p).unwrap();
     std::fs::write(&p, &bytes[..bytes.len() - 100]).unwrap();
     let e = load_err(&dir);
-    assert!(
-        e.contains("model.safetensors") && e.contains("truncated or corrupt"),
-        "{e}"
-    );
+    assert!(e.contains("model.safetensors") && e.contains("truncated or corrupt"), "{e}");
     std::fs::write(&p, b"garbage").unwrap();
     assert!(load_err(&dir).contains("model.safetensors"));
 }
@@ -67,26 +55,14 @@ fn missing_unexpected_and_misshaped_tensors_are_listed_together() {
     let (_t, dir) = fixture_copy();
     rewrite(&dir, |t| {
         t.retain(|(n, _, _)| n != "model.layers.1.mlp.up_proj.weight");
-        let norm = t
-            .iter_mut()
-            .find(|(n, _, _)| n == "model.norm.weight")
-            .unwrap();
+        let norm = t.iter_mut().find(|(n, _, _)| n == "model.norm.weight").unwrap();
         norm.1 = vec![32, 2];
         t.push(("model.layers.9.extra.weight".into(), vec![1], vec![0; 4]));
     });
     let e = load_err(&dir);
-    assert!(
-        e.contains("missing tensor `model.layers.1.mlp.up_proj.weight` (expected shape [96, 64])"),
-        "{e}"
-    );
-    assert!(
-        e.contains("tensor `model.norm.weight` has shape [32, 2], expected [64]"),
-        "{e}"
-    );
-    assert!(
-        e.contains("unexpected tensor `model.layers.9.extra.weight`"),
-        "{e}"
-    );
+    assert!(e.contains("missing tensor `model.layers.1.mlp.up_proj.weight` (expected shape [96, 64])"), "{e}");
+    assert!(e.contains("tensor `model.norm.weight` has shape [32, 2], expected [64]"), "{e}");
+    assert!(e.contains("unexpected tensor `model.layers.9.extra.weight`"), "{e}");
     assert!(e.contains(&dir.display().to_string()), "{e}");
 }
 
@@ -97,29 +73,13 @@ fn bad_configs() {
     let good = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(&cfg, good.replace("\"llama\"", "\"gpt_neox\"")).unwrap();
     let e = load_err(&dir);
-    assert!(
-        e.contains("config.json")
-            && e.contains("model_type")
-            && e.contains("gpt_neox")
-            && e.contains("supported"),
-        "{e}"
-    );
+    assert!(e.contains("config.json") && e.contains("model_type") && e.contains("gpt_neox") && e.contains("supported"), "{e}");
     std::fs::write(&cfg, &good[..good.len() / 2]).unwrap();
     let e = load_err(&dir);
-    assert!(
-        e.contains("config.json") && e.contains("malformed JSON"),
-        "{e}"
-    );
-    std::fs::write(
-        &cfg,
-        good.replace("\"hidden_size\": 64", "\"hidden_size\": \"big\""),
-    )
-    .unwrap();
+    assert!(e.contains("config.json") && e.contains("malformed JSON"), "{e}");
+    std::fs::write(&cfg, good.replace("\"hidden_size\": 64", "\"hidden_size\": \"big\"")).unwrap();
     let e = load_err(&dir);
-    assert!(
-        e.contains("hidden_size") && e.contains("positive integer"),
-        "{e}"
-    );
+    assert!(e.contains("hidden_size") && e.contains("positive integer"), "{e}");
     std::fs::remove_file(&cfg).unwrap();
     assert!(load_err(&dir).contains("config.json"));
 }
@@ -145,14 +105,7 @@ fn sharded_checkpoints_load_and_bad_index_is_reported() {
     std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
     let ckpt = Checkpoint::open(&dir).unwrap();
     CausalLm::from_checkpoint(&ckpt, &Device::flex()).unwrap();
-    std::fs::write(
-        dir.join("model.safetensors.index.json"),
-        "{\"weight_map\": 3}",
-    )
-    .unwrap();
+    std::fs::write(dir.join("model.safetensors.index.json"), "{\"weight_map\": 3}").unwrap();
     let e = load_err(&dir);
-    assert!(
-        e.contains("model.safetensors.index.json") && e.contains("weight_map"),
-        "{e}"
-    );
+    assert!(e.contains("model.safetensors.index.json") && e.contains("weight_map"), "{e}");
 }

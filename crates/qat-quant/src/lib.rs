@@ -2,12 +2,14 @@
 //! ([`quantizer`]), the layer that carries them ([`QLinear`]), and the policy that decides which
 //! layer gets what ([`policy`]).
 
+pub mod exact;
 pub mod linear;
 pub mod policy;
 pub mod quantizer;
 pub mod scheme;
 
-pub use linear::{FakeQuant, QLinear};
+pub use exact::HfDtype;
+pub use linear::{FakeQuant, QLinear, ScaleChange};
 pub use policy::{Policy, PolicyTable};
 pub use quantizer::{QuantizedWeight, fake_quantize, init_scale, quantize};
 pub use scheme::{GradVariant, Granularity, QuantSpec, ScaleInit, Scheme};

@@ -3,6 +3,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 
+use crate::exact::{HfDtype, round_alpha};
 use crate::quantizer::{QuantizedWeight, fake_quantize, init_scale, quantize};
 use crate::scheme::QuantSpec;
 
@@ -18,6 +19,23 @@ pub struct FakeQuant {
     pub act_int8: bool,
 }
 
+/// What [`QLinear::round_scale`] changed.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct ScaleChange {
+    pub scales: usize,
+    pub changed: usize,
+    /// Largest `|α' − α| / α`.
+    pub max_relative_change: f64,
+}
+
+impl ScaleChange {
+    pub fn merge(&mut self, other: &ScaleChange) {
+        self.scales += other.scales;
+        self.changed += other.changed;
+        self.max_relative_change = self.max_relative_change.max(other.max_relative_change);
+    }
+}
+
 /// `y = x·Wᵀ + b` with `W` in Hugging Face layout `[out, in]`, so that per-output-channel
 /// scales are per row, as in `shared/docs/quantization.md`, and export needs no transpose.
 #[derive(Module, Debug)]
@@ -29,11 +47,7 @@ pub struct QLinear {
 
 impl QLinear {
     pub fn new(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
-        QLinear {
-            weight: Param::from_tensor(weight),
-            bias: bias.map(Param::from_tensor),
-            quant: None,
-        }
+        QLinear { weight: Param::from_tensor(weight), bias: bias.map(Param::from_tensor), quant: None }
     }
 
     /// `[out, in]`.
@@ -44,13 +58,8 @@ impl QLinear {
     /// Attaches a quantizer with scales initialised from the current weight.
     pub fn quantized(mut self, spec: QuantSpec, act_int8: bool) -> Self {
         // Computed from the weight, then made a fresh leaf so it can be a trainable parameter.
-        let scale = init_scale(self.weight.val().detach(), &spec)
-            .map(|a| Param::from_tensor(Tensor::from_inner(a.inner())));
-        self.quant = Some(FakeQuant {
-            scale,
-            spec,
-            act_int8,
-        });
+        let scale = init_scale(self.weight.val().detach(), &spec).map(|a| Param::from_tensor(Tensor::from_inner(a.inner())));
+        self.quant = Some(FakeQuant { scale, spec, act_int8 });
         self
     }
 
@@ -62,15 +71,34 @@ impl QLinear {
         }
     }
 
+    /// Moves the quantizer's scales onto the grid that export stores exactly
+    /// ([`crate::exact`]); the new scales are fresh parameters on the same device.
+    pub fn round_scale(&mut self, dtype: HfDtype) -> Result<ScaleChange, String> {
+        let mut change = ScaleChange::default();
+        let Some(q) = self.quant.as_mut() else { return Ok(change) };
+        let Some(scale) = q.scale.as_ref() else { return Ok(change) };
+        let t = scale.val();
+        let (dims, device) = (t.dims(), t.device());
+        let alphas = t.into_data().convert::<f32>().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
+        let mut out = Vec::with_capacity(alphas.len());
+        for a in alphas {
+            let r = round_alpha(&q.spec, a, dtype)?;
+            change.scales += 1;
+            if r != a {
+                change.changed += 1;
+                change.max_relative_change = change.max_relative_change.max(((r - a) / a).abs() as f64);
+            }
+            out.push(r);
+        }
+        q.scale = Some(Param::from_tensor(Tensor::from_data(burn::tensor::TensorData::new(out, dims), &device)));
+        Ok(change)
+    }
+
     /// Levels and steps of the quantized weight (what export writes), computed by the same
     /// function as the forward pass; `None` when the layer is not quantized.
     pub fn quantized_weight(&self) -> Option<QuantizedWeight> {
         let q = self.quant.as_ref()?;
-        Some(quantize(
-            self.weight.val(),
-            q.scale.as_ref().map(Param::val),
-            &q.spec,
-        ))
+        Some(quantize(self.weight.val(), q.scale.as_ref().map(Param::val), &q.spec))
     }
 
     /// # Shapes
@@ -80,10 +108,6 @@ impl QLinear {
             Some(q) if q.act_int8 => crate::quantizer::fake_quantize_act_int8(x),
             _ => x,
         };
-        burn::tensor::module::linear(
-            x,
-            self.effective_weight().transpose(),
-            self.bias.as_ref().map(|b| b.val()),
-        )
+        burn::tensor::module::linear(x, self.effective_weight().transpose(), self.bias.as_ref().map(|b| b.val()))
     }
 }

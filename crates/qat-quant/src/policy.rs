@@ -66,6 +66,9 @@ pub struct Policy {
     pub init: ScaleInit,
     /// Per-token int8 fake quantization of quantized layers' inputs.
     pub act_int8: bool,
+    /// Keep scales on the grid an export in this dtype stores exactly, at every step
+    /// ([`crate::exact`]); unset: only export rounds them.
+    pub round_scales: Option<crate::exact::HfDtype>,
     pub rules: Vec<Rule>,
 }
 
@@ -81,6 +84,7 @@ impl Default for Policy {
             grad: s.grad,
             init: s.init,
             act_int8: false,
+            round_scales: None,
             rules: Vec::new(),
         }
     }
@@ -163,15 +167,10 @@ impl Policy {
 
     /// Resolves the policy for the model's linear layers (`(path, [out, in])`, e.g.
     /// `layers.3.mlp.down_proj`, `lm_head`). `total_params` counts every model parameter.
-    pub fn resolve(
-        &self,
-        modules: &[(String, [usize; 2])],
-        total_params: usize,
-    ) -> Result<PolicyTable, String> {
+    pub fn resolve(&self, modules: &[(String, [usize; 2])], total_params: usize) -> Result<PolicyTable, String> {
         let mut globs = Vec::new();
         for (i, r) in self.rules.iter().enumerate() {
-            let g = globset::Glob::new(&r.pattern)
-                .map_err(|e| format!("quant.rules[{i}].match = {:?}: {e}", r.pattern))?;
+            let g = globset::Glob::new(&r.pattern).map_err(|e| format!("quant.rules[{i}].match = {:?}: {e}", r.pattern))?;
             globs.push(g.compile_matcher());
         }
         let mut used = vec![false; self.rules.len()];
@@ -196,16 +195,10 @@ impl Policy {
             rows.push((path.clone(), *dims, spec));
         }
         if let Some(i) = used.iter().position(|u| !u) {
-            return Err(format!(
-                "quant.rules[{i}].match = {:?} matches no module",
-                self.rules[i].pattern
-            ));
+            return Err(format!("quant.rules[{i}].match = {:?} matches no module", self.rules[i].pattern));
         }
         let in_linears: usize = modules.iter().map(|(_, [o, i])| o * i).sum();
-        Ok(PolicyTable {
-            rows,
-            other_params: total_params.saturating_sub(in_linears),
-        })
+        Ok(PolicyTable { rows, other_params: total_params.saturating_sub(in_linears) })
     }
 }
 
@@ -215,9 +208,7 @@ impl PolicyTable {
         let (bits, n) = self
             .rows
             .iter()
-            .filter_map(|(_, d, s)| {
-                s.map(|s| (s.bits_per_weight(*d) * (d[0] * d[1]) as f64, d[0] * d[1]))
-            })
+            .filter_map(|(_, d, s)| s.map(|s| (s.bits_per_weight(*d) * (d[0] * d[1]) as f64, d[0] * d[1])))
             .fold((0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
         bits / n.max(1) as f64
     }
@@ -246,49 +237,27 @@ impl std::fmt::Display for PolicyTable {
         let mut groups: Vec<(String, Vec<usize>, [usize; 2], Option<QuantSpec>)> = Vec::new();
         for (path, dims, spec) in &self.rows {
             let (key, idx) = match path.strip_prefix("layers.").and_then(|r| r.split_once('.')) {
-                Some((n, rest)) if n.parse::<usize>().is_ok() => {
-                    (rest.to_string(), Some(n.parse().unwrap()))
-                }
+                Some((n, rest)) if n.parse::<usize>().is_ok() => (rest.to_string(), Some(n.parse().unwrap())),
                 _ => (path.clone(), None),
             };
-            match groups
-                .iter_mut()
-                .find(|g| g.0 == key && g.2 == *dims && g.3 == *spec && idx.is_some())
-            {
+            match groups.iter_mut().find(|g| g.0 == key && g.2 == *dims && g.3 == *spec && idx.is_some()) {
                 Some(g) => g.1.extend(idx),
                 None => groups.push((key, idx.into_iter().collect(), *dims, *spec)),
             }
         }
-        writeln!(
-            f,
-            "{:<40} {:>12} {:>22} {:>8}",
-            "module", "shape", "quantizer", "bits/w"
-        )?;
+        writeln!(f, "{:<40} {:>12} {:>22} {:>8}", "module", "shape", "quantizer", "bits/w")?;
         for (key, idx, dims, spec) in &groups {
             let name = match (idx.first(), idx.last()) {
                 (Some(a), Some(b)) if a == b => format!("layers.{a}.{key}"),
                 (Some(a), Some(b)) if idx.len() == b - a + 1 => format!("layers.{a}-{b}.{key}"),
-                (Some(_), Some(_)) => format!(
-                    "layers.{{{}}}.{key}",
-                    idx.iter()
-                        .map(|i| i.to_string())
-                        .collect::<Vec<_>>()
-                        .join(",")
-                ),
+                (Some(_), Some(_)) => format!("layers.{{{}}}.{key}", idx.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")),
                 _ => key.clone(),
             };
             let (label, bpw) = match spec {
                 Some(s) => (s.label(), format!("{:.3}", s.bits_per_weight(*dims))),
                 None => ("none (16-bit)".to_string(), "16".to_string()),
             };
-            writeln!(
-                f,
-                "{:<40} {:>12} {:>22} {:>8}",
-                name,
-                format!("{}x{}", dims[0], dims[1]),
-                label,
-                bpw
-            )?;
+            writeln!(f, "{:<40} {:>12} {:>22} {:>8}", name, format!("{}x{}", dims[0], dims[1]), label, bpw)?;
         }
         writeln!(
             f,

@@ -81,24 +81,15 @@ pub fn gamma(spec: &QuantSpec, numel: usize) -> f64 {
 
 /// `(step [rows, groups, 1], level [rows, groups, cols])` for grouped weights `w3` and scales
 /// `alpha: [rows, groups]` (ignored for bitnet). `numel` is the whole matrix's size (for γ).
-pub fn step_and_level(
-    w3: Tensor<3>,
-    alpha: Option<Tensor<2>>,
-    spec: &QuantSpec,
-    numel: usize,
-) -> (Tensor<3>, Tensor<3>) {
+pub fn step_and_level(w3: Tensor<3>, alpha: Option<Tensor<2>>, spec: &QuantSpec, numel: usize) -> (Tensor<3>, Tensor<3>) {
     if spec.scheme == Scheme::Bitnet {
         // β from the current weights, not learned; ŵ = β·W_t with a plain STE for w.
         let beta = w3.clone().abs().mean().detach().reshape([1, 1, 1]);
-        let ternary = (w3.clone().detach() / (beta.clone() + BITNET_EPS))
-            .round()
-            .clamp(-1.0, 1.0);
+        let ternary = (w3.clone().detach() / (beta.clone() + BITNET_EPS)).round().clamp(-1.0, 1.0);
         let level = ternary + (w3.clone() - w3.detach()) / beta.clone();
         return (beta, level);
     }
-    let alpha = alpha
-        .expect("learned schemes have a scale")
-        .unsqueeze_dim::<3>(2);
+    let alpha = alpha.expect("learned schemes have a scale").unsqueeze_dim::<3>(2);
     // ParetoQ clamps α at 1e-5 so that a collapsing scale cannot divide by zero.
     let alpha = grad_scale(alpha, gamma(spec, numel)).clamp_min(ALPHA_MIN);
     let angel = spec.grad == GradVariant::Angelslim;
@@ -107,23 +98,15 @@ pub fn step_and_level(
             let k = seq_k(spec);
             let shift = if spec.scheme == Scheme::Seq { 0.5 } else { 0.0 };
             let u = w3 / alpha.clone();
-            let clipped = if angel {
-                ste(u.clone(), |u| u.clamp(-SEQ_CLIP, SEQ_CLIP))
-            } else {
-                u.clone().clamp(-SEQ_CLIP, SEQ_CLIP)
-            };
+            let clipped = if angel { ste(u.clone(), |u| u.clamp(-SEQ_CLIP, SEQ_CLIP)) } else { u.clone().clamp(-SEQ_CLIP, SEQ_CLIP) };
             let level = ste(clipped * k - shift, |x| x.round()) + shift;
             if spec.scheme == Scheme::Ternary && !angel {
                 // Outside the clip range ParetoQ's ternary α-gradient is ±Qp = ±1, while the
                 // level there is ±1 step = ±2/3 of α. Add that difference to the α-gradient
                 // only: the term is exactly zero in value.
                 let u = u.detach();
-                let outside =
-                    u.clone().abs().greater_elem(SEQ_CLIP).float() * u.sign() * (1.0 - 1.0 / k);
-                let level = level
-                    + outside
-                        * (alpha.clone() - alpha.clone().detach())
-                        * (k / alpha.clone().detach());
+                let outside = u.clone().abs().greater_elem(SEQ_CLIP).float() * u.sign() * (1.0 - 1.0 / k);
+                let level = level + outside * (alpha.clone() - alpha.clone().detach()) * (k / alpha.clone().detach());
                 return (alpha / k, level);
             }
             (alpha / k, level)
@@ -135,8 +118,7 @@ pub fn step_and_level(
         }
         Scheme::Binary => {
             // ŵ = α·sign(w) with d/dw = 1: sign(w) forward, (w − detach(w))/α backward.
-            let level =
-                w3.clone().sign().detach() + (w3.clone() - w3.detach()) / alpha.clone().detach();
+            let level = w3.clone().sign().detach() + (w3.clone() - w3.detach()) / alpha.clone().detach();
             (alpha, level)
         }
         Scheme::Bitnet => unreachable!("handled above"),
@@ -171,11 +153,7 @@ pub struct QuantizedWeight {
 impl QuantizedWeight {
     /// `step·level`, in the same f32 arithmetic as [`fake_quantize`].
     pub fn dequantize(&self) -> Vec<f32> {
-        self.levels
-            .iter()
-            .enumerate()
-            .map(|(i, &l)| self.steps[i / self.group_len] * l)
-            .collect()
+        self.levels.iter().enumerate().map(|(i, &l)| self.steps[i / self.group_len] * l).collect()
     }
 }
 
@@ -188,16 +166,8 @@ pub fn quantize(w: Tensor<2>, alpha: Option<Tensor<2>>, spec: &QuantSpec) -> Qua
     QuantizedWeight {
         spec: *spec,
         dims,
-        levels: level
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .expect("f32 levels"),
-        steps: step
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .expect("f32 steps"),
+        levels: level.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 levels"),
+        steps: step.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 steps"),
         group_len,
     }
 }
@@ -258,10 +228,7 @@ fn mse_search(w3: Tensor<3>, base: Tensor<2>, spec: &QuantSpec) -> Tensor<2> {
         let frac = 0.2 + 0.8 * i as f64 / 63.0;
         let alpha = (base.clone() * frac).clamp_min(1e-8);
         let (step, level) = step_and_level(w3.clone(), Some(alpha.clone()), spec, numel);
-        let err = (step * level - w3.clone())
-            .square()
-            .sum_dim(2)
-            .reshape([r, g]);
+        let err = (step * level - w3.clone()).square().sum_dim(2).reshape([r, g]);
         match &best_err {
             None => {
                 best_err = Some(err);

@@ -98,27 +98,16 @@ impl QuantSpec {
                 Scheme::Ternary | Scheme::Bitnet => "2 (1.58-bit levels stored in 2 bits)",
                 Scheme::Binary => "1",
             };
-            return Err(format!(
-                "{what}: bits = {} is not valid for scheme {:?} (allowed: {allowed})",
-                self.bits, self.scheme
-            ));
+            return Err(format!("{what}: bits = {} is not valid for scheme {:?} (allowed: {allowed})", self.bits, self.scheme));
         }
         if self.granularity == Granularity::Group && self.group_size == 0 {
-            return Err(format!(
-                "{what}: granularity = \"group\" needs group_size > 0"
-            ));
+            return Err(format!("{what}: granularity = \"group\" needs group_size > 0"));
         }
-        if self.grad == GradVariant::Angelslim
-            && !matches!(self.scheme, Scheme::Seq | Scheme::Ternary)
-        {
-            return Err(format!(
-                "{what}: grad = \"angelslim\" is defined for seq and ternary only"
-            ));
+        if self.grad == GradVariant::Angelslim && !matches!(self.scheme, Scheme::Seq | Scheme::Ternary) {
+            return Err(format!("{what}: grad = \"angelslim\" is defined for seq and ternary only"));
         }
         if self.scheme == Scheme::Bitnet && self.granularity != Granularity::Tensor {
-            return Err(format!(
-                "{what}: bitnet uses one per-tensor scale; set granularity = \"tensor\""
-            ));
+            return Err(format!("{what}: bitnet uses one per-tensor scale; set granularity = \"tensor\""));
         }
         Ok(())
     }
@@ -126,10 +115,7 @@ impl QuantSpec {
     /// Checks the spec against a `[out, in]` weight.
     pub fn validate_shape(&self, what: &str, dims: [usize; 2]) -> Result<(), String> {
         if self.granularity == Granularity::Group && dims[1] % self.group_size != 0 {
-            return Err(format!(
-                "{what}: group_size {} does not divide in_features {}",
-                self.group_size, dims[1]
-            ));
+            return Err(format!("{what}: group_size {} does not divide in_features {}", self.group_size, dims[1]));
         }
         Ok(())
     }

@@ -42,27 +42,17 @@ fn overrides_produce_the_expected_table_and_bits() {
     );
     let m = modules();
     let emb = 1000 * 256;
-    let t = p
-        .resolve(&m, m.iter().map(|(_, [o, i])| o * i).sum::<usize>() + emb)
-        .unwrap();
+    let t = p.resolve(&m, m.iter().map(|(_, [o, i])| o * i).sum::<usize>() + emb).unwrap();
     let get = |name: &str| t.rows.iter().find(|r| r.0 == name).unwrap().2;
     let down0 = get("layers.0.mlp.down_proj").unwrap();
-    assert_eq!(
-        (down0.scheme, down0.bits, down0.granularity),
-        (Scheme::Int, 4, Granularity::Channel)
-    );
+    assert_eq!((down0.scheme, down0.bits, down0.granularity), (Scheme::Int, 4, Granularity::Channel));
     let down1 = get("layers.1.mlp.down_proj").unwrap();
     assert_eq!((down1.scheme, down1.bits), (Scheme::Seq, 2));
     let q2 = get("layers.2.self_attn.q_proj").unwrap();
     assert_eq!((q2.granularity, q2.group_size), (Granularity::Group, 64));
     assert!(get("layers.0.self_attn.v_proj").is_some());
-    assert!(
-        get("layers.1.self_attn.v_proj").is_none() && get("layers.2.self_attn.v_proj").is_none()
-    );
-    assert!(
-        get("lm_head").is_none(),
-        "lm_head stays in high precision by default"
-    );
+    assert!(get("layers.1.self_attn.v_proj").is_none() && get("layers.2.self_attn.v_proj").is_none());
+    assert!(get("lm_head").is_none(), "lm_head stays in high precision by default");
     assert_eq!(t.n_quantized(), 3 * 7 - 2);
 
     // Average bits by hand: codes plus one 16-bit scale per group.
@@ -72,31 +62,17 @@ fn overrides_produce_the_expected_table_and_bits() {
     let int4_chan_512 = 4.0 + 16.0 / 512.0;
     let n_attn = 256.0 * 256.0;
     let n_mlp = 512.0 * 256.0;
-    let q_bits = 10.0 * n_attn * attn_group
-        + 6.0 * n_mlp * seq_chan_256
-        + 2.0 * n_mlp * seq_chan_512
-        + n_mlp * int4_chan_512;
+    let q_bits = 10.0 * n_attn * attn_group + 6.0 * n_mlp * seq_chan_256 + 2.0 * n_mlp * seq_chan_512 + n_mlp * int4_chan_512;
     let q_n = 10.0 * n_attn + 9.0 * n_mlp;
     assert!((t.quantized_bits_per_weight() - q_bits / q_n).abs() < 1e-9);
     let all_bits = q_bits + 16.0 * (2.0 * n_attn + 2.0 * emb as f64);
     let all_n = q_n + 2.0 * n_attn + 2.0 * emb as f64;
-    assert!(
-        (t.model_bits_per_weight() - all_bits / all_n).abs() < 1e-9,
-        "{} vs {}",
-        t.model_bits_per_weight(),
-        all_bits / all_n
-    );
+    assert!((t.model_bits_per_weight() - all_bits / all_n).abs() < 1e-9, "{} vs {}", t.model_bits_per_weight(), all_bits / all_n);
 
     let shown = t.to_string();
-    assert!(
-        shown.contains("layers.0.mlp.down_proj") && shown.contains("INT4/channel"),
-        "{shown}"
-    );
+    assert!(shown.contains("layers.0.mlp.down_proj") && shown.contains("INT4/channel"), "{shown}");
     assert!(shown.contains("layers.1-2.mlp.down_proj"), "{shown}");
-    assert!(
-        shown.contains("layers.1-2.self_attn.v_proj") && shown.contains("none (16-bit)"),
-        "{shown}"
-    );
+    assert!(shown.contains("layers.1-2.self_attn.v_proj") && shown.contains("none (16-bit)"), "{shown}");
     assert!(shown.contains("19 of 22 linears quantized"), "{shown}");
 }
 
@@ -104,29 +80,18 @@ fn overrides_produce_the_expected_table_and_bits() {
 fn a_rule_that_matches_nothing_is_an_error() {
     let p = policy("[[rules]]\nmatch = \"layers.*.mlp.down_prj\"\nbits = 3\n");
     let e = p.resolve(&modules(), 0).unwrap_err();
-    assert!(
-        e.contains("quant.rules[0]") && e.contains("down_prj") && e.contains("matches no module"),
-        "{e}"
-    );
+    assert!(e.contains("quant.rules[0]") && e.contains("down_prj") && e.contains("matches no module"), "{e}");
 }
 
 #[test]
 fn invalid_combinations_and_unknown_keys_are_errors() {
-    let e = policy("scheme = \"seq\"\nbits = 4\n")
-        .resolve(&modules(), 0)
-        .unwrap_err();
+    let e = policy("scheme = \"seq\"\nbits = 4\n").resolve(&modules(), 0).unwrap_err();
     assert!(e.contains("bits = 4") && e.contains("Seq"), "{e}");
-    let e = policy("granularity = \"group\"\ngroup_size = 100\n")
-        .resolve(&modules(), 0)
-        .unwrap_err();
+    let e = policy("granularity = \"group\"\ngroup_size = 100\n").resolve(&modules(), 0).unwrap_err();
     assert!(e.contains("group_size 100 does not divide"), "{e}");
-    let e = toml::from_str::<Policy>("scheme = \"seq\"\nbitz = 2\n")
-        .unwrap_err()
-        .to_string();
+    let e = toml::from_str::<Policy>("scheme = \"seq\"\nbitz = 2\n").unwrap_err().to_string();
     assert!(e.contains("bitz"), "{e}");
-    let e = toml::from_str::<Policy>("scheme = \"int3\"\n")
-        .unwrap_err()
-        .to_string();
+    let e = toml::from_str::<Policy>("scheme = \"int3\"\n").unwrap_err().to_string();
     assert!(e.contains("int3"), "{e}");
 }
 

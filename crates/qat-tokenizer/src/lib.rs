@@ -30,10 +30,7 @@ pub struct Message {
 
 impl Message {
     pub fn new(role: &str, content: &str) -> Self {
-        Message {
-            role: role.into(),
-            content: content.into(),
-        }
+        Message { role: role.into(), content: content.into() }
     }
 }
 
@@ -55,10 +52,7 @@ pub struct Tokenizer {
 }
 
 fn file_err(path: &Path, msg: impl std::fmt::Display) -> TokenizerError {
-    TokenizerError::File {
-        path: path.display().to_string(),
-        msg: msg.to_string(),
-    }
+    TokenizerError::File { path: path.display().to_string(), msg: msg.to_string() }
 }
 
 /// `bos_token` etc. are either strings or `{"content": ...}` objects (AddedToken).
@@ -77,17 +71,11 @@ impl Tokenizer {
         let path = dir.join("tokenizer.json");
         let cfg_path = dir.join("tokenizer_config.json");
         let cfg: Option<serde_json::Value> = match std::fs::read_to_string(&cfg_path) {
-            Ok(text) => Some(
-                serde_json::from_str(&text)
-                    .map_err(|e| file_err(&cfg_path, format!("malformed JSON: {e}")))?,
-            ),
+            Ok(text) => Some(serde_json::from_str(&text).map_err(|e| file_err(&cfg_path, format!("malformed JSON: {e}")))?),
             Err(_) => None,
         };
         let (inner, source) = if path.exists() {
-            (
-                tokenizers::Tokenizer::from_file(&path).map_err(|e| file_err(&path, e))?,
-                path,
-            )
+            (tokenizers::Tokenizer::from_file(&path).map_err(|e| file_err(&path, e))?, path)
         } else {
             let ranks_file = std::fs::read_dir(dir)
                 .map_err(|e| file_err(dir, e))?
@@ -110,18 +98,9 @@ impl Tokenizer {
                         .collect()
                 })
                 .unwrap_or_default();
-            (
-                Self::tiktoken_inner(&ranks_file, tiktoken::HUNYUAN_PATTERN, &added)?,
-                ranks_file,
-            )
+            (Self::tiktoken_inner(&ranks_file, tiktoken::HUNYUAN_PATTERN, &added)?, ranks_file)
         };
-        let mut tok = Tokenizer {
-            inner,
-            chat_template: None,
-            bos_token: None,
-            eos_token: None,
-            source,
-        };
+        let mut tok = Tokenizer { inner, chat_template: None, bos_token: None, eos_token: None, source };
         if let Some(cfg) = cfg {
             tok.bos_token = token_string(cfg.get("bos_token"));
             tok.eos_token = token_string(cfg.get("eos_token"));
@@ -134,18 +113,14 @@ impl Tokenizer {
                     .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
                     .and_then(|t| t.get("template")?.as_str().map(str::to_string)),
                 Some(_) => {
-                    return Err(file_err(
-                        &cfg_path,
-                        "field `chat_template` must be a string or a list",
-                    ));
+                    return Err(file_err(&cfg_path, "field `chat_template` must be a string or a list"));
                 }
             };
         }
         // Some checkpoints keep the template in its own file (transformers ≥ 4.43).
         let jinja = dir.join("chat_template.jinja");
         if tok.chat_template.is_none() && jinja.exists() {
-            tok.chat_template =
-                Some(std::fs::read_to_string(&jinja).map_err(|e| file_err(&jinja, e))?);
+            tok.chat_template = Some(std::fs::read_to_string(&jinja).map_err(|e| file_err(&jinja, e))?);
         }
         Ok(tok)
     }
@@ -159,8 +134,7 @@ impl Tokenizer {
     ) -> Result<tokenizers::Tokenizer, TokenizerError> {
         let ranks = tiktoken::read_ranks(ranks_file)?;
         let json = tiktoken::tokenizer_json(&ranks, pattern, added).to_string();
-        json.parse::<tokenizers::Tokenizer>()
-            .map_err(|e| file_err(ranks_file, format!("building the BPE: {e}")))
+        json.parse::<tokenizers::Tokenizer>().map_err(|e| file_err(ranks_file, format!("building the BPE: {e}")))
     }
 
     /// The tokenizer file this was read from (tokenizer.json or the tiktoken ranks).
@@ -182,17 +156,12 @@ impl Tokenizer {
 
     /// Token ids of `text`; `add_special` applies the tokenizer's post-processor (e.g. BOS).
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>, TokenizerError> {
-        let enc = self
-            .inner
-            .encode_fast(text, add_special)
-            .map_err(|e| TokenizerError::Encode(e.to_string()))?;
+        let enc = self.inner.encode_fast(text, add_special).map_err(|e| TokenizerError::Encode(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
     }
 
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, TokenizerError> {
-        self.inner
-            .decode(ids, skip_special)
-            .map_err(|e| TokenizerError::Encode(e.to_string()))
+        self.inner.decode(ids, skip_special).map_err(|e| TokenizerError::Encode(e.to_string()))
     }
 
     pub fn token_id(&self, token: &str) -> Option<u32> {
@@ -205,37 +174,25 @@ impl Tokenizer {
     }
 
     /// Renders `messages` with the chat template, as `apply_chat_template(tokenize=False)`.
-    pub fn render_chat(
-        &self,
-        messages: &[Message],
-        add_generation_prompt: bool,
-    ) -> Result<String, TokenizerError> {
-        let template = self.chat_template.as_deref().ok_or_else(|| {
-            TokenizerError::Template(format!("{} has no chat template", self.source.display()))
-        })?;
+    pub fn render_chat(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, TokenizerError> {
+        let template = self
+            .chat_template
+            .as_deref()
+            .ok_or_else(|| TokenizerError::Template(format!("{} has no chat template", self.source.display())))?;
         let mut env = minijinja::Environment::new();
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> Result<String, minijinja::Error> {
-                Err(minijinja::Error::new(
-                    minijinja::ErrorKind::InvalidOperation,
-                    msg,
-                ))
-            },
-        );
-        env.add_template("chat", template)
-            .map_err(|e| TokenizerError::Template(e.to_string()))?;
+        env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+        });
+        env.add_template("chat", template).map_err(|e| TokenizerError::Template(e.to_string()))?;
         let ctx = minijinja::context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos_token.clone().unwrap_or_default(),
             eos_token => self.eos_token.clone().unwrap_or_default(),
         };
-        env.get_template("chat")
-            .and_then(|t| t.render(ctx))
-            .map_err(|e| TokenizerError::Template(format!("{e:#}")))
+        env.get_template("chat").and_then(|t| t.render(ctx)).map_err(|e| TokenizerError::Template(format!("{e:#}")))
     }
 
     /// Renders and tokenizes a conversation, marking assistant tokens.
@@ -260,18 +217,8 @@ impl Tokenizer {
             spans.push(before.len()..through.len());
         }
         // The template already contains any BOS it wants; do not add special tokens again.
-        let enc = self
-            .inner
-            .encode(full.as_str(), false)
-            .map_err(|e| TokenizerError::Encode(e.to_string()))?;
-        let assistant = enc
-            .get_offsets()
-            .iter()
-            .map(|&(s, e)| e > s && spans.iter().any(|r| r.contains(&s)))
-            .collect();
-        Ok(ChatEncoding {
-            ids: enc.get_ids().to_vec(),
-            assistant,
-        })
+        let enc = self.inner.encode(full.as_str(), false).map_err(|e| TokenizerError::Encode(e.to_string()))?;
+        let assistant = enc.get_offsets().iter().map(|&(s, e)| e > s && spans.iter().any(|r| r.contains(&s))).collect();
+        Ok(ChatEncoding { ids: enc.get_ids().to_vec(), assistant })
     }
 }

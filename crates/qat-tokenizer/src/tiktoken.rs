@@ -13,15 +13,15 @@ use base64::Engine;
 use crate::TokenizerError;
 
 /// Hunyuan's (and Qwen's) split pattern (`PAT_STR` of HunYuan's `tokenization_hy.py`).
-pub const HUNYUAN_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub const HUNYUAN_PATTERN: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// GPT-2's byte ↔ printable-unicode table.
 pub fn byte_to_unicode() -> [char; 256] {
     let mut table = ['\0'; 256];
     let mut n = 0u32;
     for b in 0..256u32 {
-        let printable =
-            (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+        let printable = (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
         table[b as usize] = if printable {
             char::from_u32(b).expect("valid")
         } else {
@@ -34,30 +34,13 @@ pub fn byte_to_unicode() -> [char; 256] {
 
 /// Reads `path` into `(token bytes, rank)` pairs.
 pub fn read_ranks(path: &Path) -> Result<Vec<(Vec<u8>, u32)>, TokenizerError> {
-    let err = |line: usize, msg: &str| TokenizerError::File {
-        path: format!("{}:{line}", path.display()),
-        msg: msg.to_string(),
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| TokenizerError::File {
-        path: path.display().to_string(),
-        msg: e.to_string(),
-    })?;
+    let err = |line: usize, msg: &str| TokenizerError::File { path: format!("{}:{line}", path.display()), msg: msg.to_string() };
+    let text = std::fs::read_to_string(path).map_err(|e| TokenizerError::File { path: path.display().to_string(), msg: e.to_string() })?;
     let mut out = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let (tok, rank) = line
-            .split_once(' ')
-            .ok_or_else(|| err(i + 1, "expected `base64 rank`"))?;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(tok.trim())
-            .map_err(|_| err(i + 1, "invalid base64"))?;
-        let rank = rank
-            .trim()
-            .parse::<u32>()
-            .map_err(|_| err(i + 1, "rank is not an integer"))?;
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let (tok, rank) = line.split_once(' ').ok_or_else(|| err(i + 1, "expected `base64 rank`"))?;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(tok.trim()).map_err(|_| err(i + 1, "invalid base64"))?;
+        let rank = rank.trim().parse::<u32>().map_err(|_| err(i + 1, "rank is not an integer"))?;
         out.push((bytes, rank));
     }
     if out.is_empty() {
@@ -67,11 +50,7 @@ pub fn read_ranks(path: &Path) -> Result<Vec<(Vec<u8>, u32)>, TokenizerError> {
 }
 
 /// A `tokenizer.json` value for the ranks, split pattern and added tokens `(id, content, special)`.
-pub fn tokenizer_json(
-    ranks: &[(Vec<u8>, u32)],
-    pattern: &str,
-    added: &[(u32, String, bool)],
-) -> serde_json::Value {
+pub fn tokenizer_json(ranks: &[(Vec<u8>, u32)], pattern: &str, added: &[(u32, String, bool)]) -> serde_json::Value {
     let table = byte_to_unicode();
     let to_str = |b: &[u8]| b.iter().map(|&x| table[x as usize]).collect::<String>();
     let by_bytes: HashMap<&[u8], u32> = ranks.iter().map(|(b, r)| (b.as_slice(), *r)).collect();

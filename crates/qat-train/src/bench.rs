@@ -47,30 +47,16 @@ fn continuation_logprobs(model: &CausalLm, ctx: &[u32], conts: &[Vec<u32>]) -> V
         let t = ctx.len();
         let ids: Vec<i64> = ctx.iter().map(|&x| x as i64).collect();
         let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, t]), &device);
-        let logits = model
-            .forward(tokens, &AttentionBatch::causal(&[t], t, 0, &device), None)
-            .narrow(1, t - 1, 1);
-        let lp: Vec<f32> = log_softmax(logits, 2)
-            .into_data()
-            .try_to_vec::<f32>()
-            .expect("f32");
+        let logits = model.forward(tokens, &AttentionBatch::causal(&[t], t, 0, &device), None).narrow(1, t - 1, 1);
+        let lp: Vec<f32> = log_softmax(logits, 2).into_data().try_to_vec::<f32>().expect("f32");
         return conts.iter().map(|c| lp[c[0] as usize] as f64).collect();
     }
     let lens: Vec<usize> = conts.iter().map(|c| ctx.len() + c.len() - 1).collect();
     let t = *lens.iter().max().expect("at least one continuation");
     let mut ids = Vec::with_capacity(conts.len() * t);
     for c in conts {
-        let row: Vec<i64> = ctx
-            .iter()
-            .chain(c.iter())
-            .take(ctx.len() + c.len() - 1)
-            .map(|&x| x as i64)
-            .collect();
-        ids.extend(
-            row.iter()
-                .copied()
-                .chain(std::iter::repeat_n(0, t - row.len())),
-        );
+        let row: Vec<i64> = ctx.iter().chain(c.iter()).take(ctx.len() + c.len() - 1).map(|&x| x as i64).collect();
+        ids.extend(row.iter().copied().chain(std::iter::repeat_n(0, t - row.len())));
     }
     let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [conts.len(), t]), &device);
     let logits = model.forward(tokens, &AttentionBatch::causal(&lens, t, 0, &device), None);
@@ -80,12 +66,7 @@ fn continuation_logprobs(model: &CausalLm, ctx: &[u32], conts: &[Vec<u32>]) -> V
     conts
         .iter()
         .enumerate()
-        .map(|(b, c)| {
-            c.iter()
-                .enumerate()
-                .map(|(j, &tok)| lp[(b * t + ctx.len() - 1 + j) * v + tok as usize] as f64)
-                .sum()
-        })
+        .map(|(b, c)| c.iter().enumerate().map(|(j, &tok)| lp[(b * t + ctx.len() - 1 + j) * v + tok as usize] as f64).sum())
         .collect()
 }
 
@@ -96,75 +77,34 @@ fn encode_context(tok: &Tokenizer, model: &CausalLm, text: &str) -> Result<Vec<u
 }
 
 /// HellaSwag accuracy over the first `limit` items (0 = all) of a JSONL file.
-pub fn hellaswag(
-    model: &CausalLm,
-    tok: &Tokenizer,
-    path: &Path,
-    limit: usize,
-) -> Result<McResult, String> {
+pub fn hellaswag(model: &CausalLm, tok: &Tokenizer, path: &Path, limit: usize) -> Result<McResult, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let (mut n, mut hit, mut hit_norm) = (0usize, 0usize, 0usize);
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         if limit > 0 && n == limit {
             break;
         }
-        let v: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| bench_err(path, i + 1, e))?;
-        let get = |k: &str| {
-            v.get(k)
-                .and_then(|x| x.as_str())
-                .ok_or_else(|| bench_err(path, i + 1, format!("missing string field `{k}`")))
-        };
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| bench_err(path, i + 1, e))?;
+        let get = |k: &str| v.get(k).and_then(|x| x.as_str()).ok_or_else(|| bench_err(path, i + 1, format!("missing string field `{k}`")));
         let ctx_b = get("ctx_b")?;
         let mut cap = ctx_b.chars();
-        let ctx_b = cap
-            .next()
-            .map(|c| c.to_uppercase().collect::<String>() + cap.as_str())
-            .unwrap_or_default();
-        let ctx = hellaswag_clean(&format!(
-            "{}: {} {}",
-            get("activity_label")?,
-            get("ctx_a")?,
-            ctx_b
-        ));
-        let label = v
-            .get("label")
-            .and_then(|x| x.as_u64())
-            .ok_or_else(|| bench_err(path, i + 1, "missing integer `label`"))?
-            as usize;
+        let ctx_b = cap.next().map(|c| c.to_uppercase().collect::<String>() + cap.as_str()).unwrap_or_default();
+        let ctx = hellaswag_clean(&format!("{}: {} {}", get("activity_label")?, get("ctx_a")?, ctx_b));
+        let label = v.get("label").and_then(|x| x.as_u64()).ok_or_else(|| bench_err(path, i + 1, "missing integer `label`"))? as usize;
         let endings: Vec<String> = v
             .get("endings")
             .and_then(|x| x.as_array())
             .ok_or_else(|| bench_err(path, i + 1, "missing `endings`"))?
             .iter()
-            .map(|e| {
-                e.as_str()
-                    .map(|s| format!(" {}", hellaswag_clean(s)))
-                    .ok_or_else(|| bench_err(path, i + 1, "ending is not a string"))
-            })
+            .map(|e| e.as_str().map(|s| format!(" {}", hellaswag_clean(s))).ok_or_else(|| bench_err(path, i + 1, "ending is not a string")))
             .collect::<Result<_, _>>()?;
         if label >= endings.len() {
-            return Err(bench_err(
-                path,
-                i + 1,
-                format!("label {label} but {} endings", endings.len()),
-            ));
+            return Err(bench_err(path, i + 1, format!("label {label} but {} endings", endings.len())));
         }
         let ctx_ids = encode_context(tok, model, &ctx)?;
-        let conts: Vec<Vec<u32>> = endings
-            .iter()
-            .map(|e| tok.encode(e, false).map_err(|e| e.to_string()))
-            .collect::<Result<_, _>>()?;
+        let conts: Vec<Vec<u32>> = endings.iter().map(|e| tok.encode(e, false).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
         let scores = continuation_logprobs(model, &ctx_ids, &conts);
-        let argmax = |f: &dyn Fn(usize) -> f64| {
-            (0..scores.len())
-                .max_by(|&a, &b| f(a).total_cmp(&f(b)))
-                .unwrap()
-        };
+        let argmax = |f: &dyn Fn(usize) -> f64| (0..scores.len()).max_by(|&a, &b| f(a).total_cmp(&f(b))).unwrap();
         hit += usize::from(argmax(&|j| scores[j]) == label);
         hit_norm += usize::from(argmax(&|j| scores[j] / endings[j].len() as f64) == label);
         n += 1;
@@ -172,22 +112,12 @@ pub fn hellaswag(
     if n == 0 {
         return Err(format!("{}: no items", path.display()));
     }
-    Ok(McResult {
-        n,
-        acc: hit as f64 / n as f64,
-        acc_norm: hit_norm as f64 / n as f64,
-    })
+    Ok(McResult { n, acc: hit as f64 / n as f64, acc_norm: hit_norm as f64 / n as f64 })
 }
 
 /// MMLU zero-shot accuracy on `dir/<split>/*.csv`, taking questions round-robin over subjects
 /// so that a `limit` covers all subjects (0 = all questions).
-pub fn mmlu(
-    model: &CausalLm,
-    tok: &Tokenizer,
-    dir: &Path,
-    split: &str,
-    limit: usize,
-) -> Result<McResult, String> {
+pub fn mmlu(model: &CausalLm, tok: &Tokenizer, dir: &Path, split: &str, limit: usize) -> Result<McResult, String> {
     let split_dir = dir.join(split);
     let mut files: Vec<_> = std::fs::read_dir(&split_dir)
         .map_err(|e| format!("{}: {e}", split_dir.display()))?
@@ -197,26 +127,13 @@ pub fn mmlu(
     files.sort();
     let mut subjects = Vec::new();
     for f in &files {
-        let subject = f
-            .file_stem()
-            .unwrap()
-            .to_string_lossy()
-            .trim_end_matches(&format!("_{split}"))
-            .replace('_', " ");
+        let subject = f.file_stem().unwrap().to_string_lossy().trim_end_matches(&format!("_{split}")).replace('_', " ");
         let mut rows = Vec::new();
-        let mut rdr = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .from_path(f)
-            .map_err(|e| format!("{}: {e}", f.display()))?;
+        let mut rdr = csv::ReaderBuilder::new().has_headers(false).from_path(f).map_err(|e| format!("{}: {e}", f.display()))?;
         for (i, rec) in rdr.records().enumerate() {
             let rec = rec.map_err(|e| format!("{}:{}: {e}", f.display(), i + 1))?;
             if rec.len() != 6 {
-                return Err(format!(
-                    "{}:{}: expected 6 columns (question, A, B, C, D, answer), found {}",
-                    f.display(),
-                    i + 1,
-                    rec.len()
-                ));
+                return Err(format!("{}:{}: expected 6 columns (question, A, B, C, D, answer), found {}", f.display(), i + 1, rec.len()));
             }
             let answer = match &rec[5] {
                 "A" => 0,
@@ -224,23 +141,10 @@ pub fn mmlu(
                 "C" => 2,
                 "D" => 3,
                 other => {
-                    return Err(format!(
-                        "{}:{}: answer `{other}` is not A-D",
-                        f.display(),
-                        i + 1
-                    ));
+                    return Err(format!("{}:{}: answer `{other}` is not A-D", f.display(), i + 1));
                 }
             };
-            rows.push((
-                rec[0].to_string(),
-                [
-                    rec[1].to_string(),
-                    rec[2].to_string(),
-                    rec[3].to_string(),
-                    rec[4].to_string(),
-                ],
-                answer,
-            ));
+            rows.push((rec[0].to_string(), [rec[1].to_string(), rec[2].to_string(), rec[3].to_string(), rec[4].to_string()], answer));
         }
         subjects.push((subject, rows));
     }
@@ -250,12 +154,8 @@ pub fn mmlu(
     let letters: Vec<u32> = ["A", "B", "C", "D"]
         .iter()
         .map(|l| {
-            let ids = tok
-                .encode(&format!(" {l}"), false)
-                .map_err(|e| e.to_string())?;
-            ids.last()
-                .copied()
-                .ok_or_else(|| "empty letter encoding".to_string())
+            let ids = tok.encode(&format!(" {l}"), false).map_err(|e| e.to_string())?;
+            ids.last().copied().ok_or_else(|| "empty letter encoding".to_string())
         })
         .collect::<Result<_, String>>()?;
     let (mut n, mut hit) = (0usize, 0usize);
@@ -273,23 +173,13 @@ pub fn mmlu(
                 choices[0], choices[1], choices[2], choices[3]
             );
             let ctx = encode_context(tok, model, &prompt)?;
-            let scores = continuation_logprobs(
-                model,
-                &ctx,
-                &letters.iter().map(|&l| vec![l]).collect::<Vec<_>>(),
-            );
-            let best = (0..4)
-                .max_by(|&a, &b| scores[a].total_cmp(&scores[b]))
-                .unwrap();
+            let scores = continuation_logprobs(model, &ctx, &letters.iter().map(|&l| vec![l]).collect::<Vec<_>>());
+            let best = (0..4).max_by(|&a, &b| scores[a].total_cmp(&scores[b])).unwrap();
             hit += usize::from(best == *answer);
             n += 1;
         }
     }
-    Ok(McResult {
-        n,
-        acc: hit as f64 / n as f64,
-        acc_norm: hit as f64 / n as f64,
-    })
+    Ok(McResult { n, acc: hit as f64 / n as f64, acc_norm: hit as f64 / n as f64 })
 }
 
 #[cfg(test)]
@@ -300,13 +190,8 @@ mod tests {
     /// Batched, right-padded scoring of several continuations equals scoring each one alone.
     #[test]
     fn batched_continuations_match_single_sequences() {
-        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../qat-model/tests/fixtures/llama");
-        let model = CausalLm::from_checkpoint(
-            &Checkpoint::open(&dir).unwrap(),
-            &burn::tensor::Device::flex(),
-        )
-        .unwrap();
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../qat-model/tests/fixtures/llama");
+        let model = CausalLm::from_checkpoint(&Checkpoint::open(&dir).unwrap(), &burn::tensor::Device::flex()).unwrap();
         let ctx = vec![1u32, 17, 42, 9];
         let conts = vec![vec![5u32, 6, 7], vec![8u32], vec![10u32, 11, 12, 13, 14]];
         let batched = continuation_logprobs(&model, &ctx, &conts);

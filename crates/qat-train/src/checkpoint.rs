@@ -48,10 +48,7 @@ pub fn save(
 ) -> Result<PathBuf, String> {
     let params = params::collect(model);
     // A diverged model must not replace the last good checkpoint.
-    if let Some((name, _)) = params
-        .iter()
-        .find(|(_, (_, v))| v.iter().any(|x| !x.is_finite()))
-    {
+    if let Some((name, _)) = params.iter().find(|(_, (_, v))| v.iter().any(|x| !x.is_finite())) {
         return Err(format!(
             "parameter {name} is not finite at step {}; checkpoint not written, the last good one in {} is intact",
             state.step,
@@ -67,23 +64,18 @@ pub fn save(
     params::write_safetensors(&tmp.path().join("params.safetensors"), &params)?;
     let mut moments: Named = BTreeMap::new();
     for (path, (m, v)) in &opt.moments {
-        let vec = |t: &Tensor<1>| {
-            t.to_data()
-                .convert::<f32>()
-                .try_to_vec::<f32>()
-                .expect("f32 moments")
-        };
+        let vec = |t: &Tensor<1>| t.to_data().convert::<f32>().try_to_vec::<f32>().expect("f32 moments");
         moments.insert(format!("{path}/m"), (m.dims().to_vec(), vec(m)));
         moments.insert(format!("{path}/v"), (v.dims().to_vec(), vec(v)));
+    }
+    for (path, master) in &opt.masters {
+        let values = master.to_data().convert::<f32>().try_to_vec::<f32>().expect("f32 scales");
+        moments.insert(format!("{path}/master"), (master.dims().to_vec(), values));
     }
     params::write_safetensors(&tmp.path().join("optim.safetensors"), &moments)?;
     std::fs::write(tmp.path().join("config.toml"), config_text).map_err(|e| e.to_string())?;
     // state.json last: its presence marks the checkpoint complete.
-    std::fs::write(
-        tmp.path().join("state.json"),
-        serde_json::to_string(state).expect("JSON"),
-    )
-    .map_err(|e| e.to_string())?;
+    std::fs::write(tmp.path().join("state.json"), serde_json::to_string(state).expect("JSON")).map_err(|e| e.to_string())?;
     let dest = root.join(format!("step-{:08}", state.step));
     if dest.exists() {
         std::fs::remove_dir_all(&dest).map_err(|e| format!("{}: {e}", dest.display()))?;
@@ -97,32 +89,33 @@ pub fn save(
 }
 
 /// Reads a checkpoint: parameters by path, optimizer moments by path, train state.
-pub fn load(
-    dir: &Path,
-) -> Result<(Named, BTreeMap<String, (Tensor<1>, Tensor<1>)>, TrainState), String> {
+/// What a checkpoint holds.
+pub struct Loaded {
+    pub params: Named,
+    pub moments: BTreeMap<String, (Tensor<1>, Tensor<1>)>,
+    /// Unrounded scales (runs with `[quant] round_scales`).
+    pub masters: BTreeMap<String, Tensor<1>>,
+    pub train: TrainState,
+}
+
+pub fn load(dir: &Path) -> Result<Loaded, String> {
     let p = params::read_safetensors(&dir.join("params.safetensors"))?;
     let raw = params::read_safetensors(&dir.join("optim.safetensors"))?;
     let device = Device::flex();
     let mut moments = BTreeMap::new();
-    let t = |(s, v): &(Vec<usize>, Vec<f32>)| {
-        Tensor::<1>::from_data(
-            TensorData::new(v.clone(), [s.iter().product::<usize>()]),
-            &device,
-        )
-    };
+    let mut masters = BTreeMap::new();
+    let t = |(s, v): &(Vec<usize>, Vec<f32>)| Tensor::<1>::from_data(TensorData::new(v.clone(), [s.iter().product::<usize>()]), &device);
     for (k, val) in &raw {
         if let Some(path) = k.strip_suffix("/m") {
-            let v = raw
-                .get(&format!("{path}/v"))
-                .ok_or_else(|| format!("{}: moment {path}/v missing", dir.display()))?;
+            let v = raw.get(&format!("{path}/v")).ok_or_else(|| format!("{}: moment {path}/v missing", dir.display()))?;
             moments.insert(path.to_string(), (t(val), t(v)));
+        } else if let Some(path) = k.strip_suffix("/master") {
+            masters.insert(path.to_string(), t(val));
         }
     }
-    let text = std::fs::read_to_string(dir.join("state.json"))
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
-    let state =
-        serde_json::from_str(&text).map_err(|e| format!("{}/state.json: {e}", dir.display()))?;
-    Ok((p, moments, state))
+    let text = std::fs::read_to_string(dir.join("state.json")).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let state = serde_json::from_str(&text).map_err(|e| format!("{}/state.json: {e}", dir.display()))?;
+    Ok(Loaded { params: p, moments, masters, train: state })
 }
 
 /// Drops metric records after `step` (written by the interrupted run past its last checkpoint).
@@ -132,12 +125,7 @@ pub fn truncate_metrics(path: &Path, step: usize) -> Result<(), String> {
     };
     let kept: Vec<&str> = text
         .lines()
-        .filter(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .and_then(|v| v["step"].as_u64())
-                .is_some_and(|s| s as usize <= step)
-        })
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s as usize <= step))
         .collect();
     let mut out = kept.join("\n");
     if !out.is_empty() {

@@ -135,11 +135,7 @@ pub struct LossSection {
 
 impl Default for LossSection {
     fn default() -> Self {
-        LossSection {
-            ce_weight: 1.0,
-            kd: KdKind::None,
-            kd_weight: 1.0,
-        }
+        LossSection { ce_weight: 1.0, kd: KdKind::None, kd_weight: 1.0 }
     }
 }
 
@@ -213,9 +209,7 @@ pub struct ConfigError {
 /// Applies `section.key=value` to a TOML tree; the value is parsed as TOML (so `1e-4`,
 /// `true`, `"text"`, `[1, 2]`) or taken as a bare string.
 pub fn apply_override(root: &mut toml::Table, assignment: &str) -> Result<(), String> {
-    let (key, value) = assignment
-        .split_once('=')
-        .ok_or_else(|| format!("--set {assignment}: expected key=value"))?;
+    let (key, value) = assignment.split_once('=').ok_or_else(|| format!("--set {assignment}: expected key=value"))?;
     let key = key.trim();
     let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {value}")) {
         Ok(mut t) => t.remove("v").expect("parsed"),
@@ -229,9 +223,7 @@ pub fn apply_override(root: &mut toml::Table, assignment: &str) -> Result<(), St
             return Ok(());
         }
         // `data.sources.0.weight`: index into arrays of tables.
-        let next = table
-            .entry(part.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let next = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
         table = match next {
             toml::Value::Table(t) => t,
             toml::Value::Array(items) => {
@@ -240,16 +232,11 @@ pub fn apply_override(root: &mut toml::Table, assignment: &str) -> Result<(), St
                     .and_then(|s| s.parse().ok())
                     .ok_or_else(|| format!("--set {key}: `{part}` is a list; give an index"))?;
                 let rest = parts[i + 2..].join(".");
-                let item = items
-                    .get_mut(idx)
-                    .ok_or_else(|| format!("--set {key}: `{part}` has no element {idx}"))?;
+                let item = items.get_mut(idx).ok_or_else(|| format!("--set {key}: `{part}` has no element {idx}"))?;
                 let toml::Value::Table(t) = item else {
                     return Err(format!("--set {key}: `{part}.{idx}` is not a table"));
                 };
-                return apply_override(
-                    t,
-                    &format!("{rest}={}", assignment.split_once('=').unwrap().1),
-                );
+                return apply_override(t, &format!("{rest}={}", assignment.split_once('=').unwrap().1));
             }
             _ => return Err(format!("--set {key}: `{part}` is not a table")),
         };
@@ -261,21 +248,14 @@ impl RunConfig {
     /// Reads a config file and applies overrides.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
-        let err = |msg: String| ConfigError {
-            file: file.clone(),
-            msg,
-        };
+        let err = |msg: String| ConfigError { file: file.clone(), msg };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let mut table: toml::Table =
-            toml::from_str(&text).map_err(|e| err(format!("malformed TOML: {e}")))?;
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| err(format!("malformed TOML: {e}")))?;
         for o in overrides {
             apply_override(&mut table, o).map_err(err)?;
         }
-        let mut cfg: RunConfig = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| err(e.to_string()))?;
-        let base = std::path::absolute(path.parent().unwrap_or(Path::new(".")))
-            .map_err(|e| err(e.to_string()))?;
+        let mut cfg: RunConfig = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| err(e.to_string()))?;
+        let base = std::path::absolute(path.parent().unwrap_or(Path::new("."))).map_err(|e| err(e.to_string()))?;
         cfg.resolve_paths(&base);
         cfg.validate().map_err(err)?;
         Ok(cfg)
@@ -330,59 +310,35 @@ impl RunConfig {
         }
         let micro = self.micro_batch_size();
         if micro == 0 || t.batch_size % micro != 0 {
-            return Err(format!(
-                "train.micro_batch_size = {micro} must divide train.batch_size = {}",
-                t.batch_size
-            ));
+            return Err(format!("train.micro_batch_size = {micro} must divide train.batch_size = {}", t.batch_size));
         }
         if !(t.lr.is_finite() && t.lr > 0.0) {
             return Err(format!("train.lr = {}: must be positive", t.lr));
         }
         if !(0.0..1.0).contains(&t.warmup_fraction) {
-            return Err(format!(
-                "train.warmup_fraction = {}: must be in [0, 1)",
-                t.warmup_fraction
-            ));
+            return Err(format!("train.warmup_fraction = {}: must be in [0, 1)", t.warmup_fraction));
         }
         if !(0.0..=1.0).contains(&t.min_lr_ratio) {
-            return Err(format!(
-                "train.min_lr_ratio = {}: must be in [0, 1]",
-                t.min_lr_ratio
-            ));
+            return Err(format!("train.min_lr_ratio = {}: must be in [0, 1]", t.min_lr_ratio));
         }
         if t.betas.iter().any(|b| !(0.0..1.0).contains(b)) {
-            return Err(format!(
-                "train.betas = {:?}: each must be in [0, 1)",
-                t.betas
-            ));
+            return Err(format!("train.betas = {:?}: each must be in [0, 1)", t.betas));
         }
         if !t.train_weights && !t.train_scales {
-            return Err(
-                "train.train_weights and train.train_scales are both false: nothing to train"
-                    .into(),
-            );
+            return Err("train.train_weights and train.train_scales are both false: nothing to train".into());
         }
-        if self.loss.ce_weight < 0.0
-            || self.loss.kd_weight < 0.0
-            || (self.loss.ce_weight == 0.0 && self.loss.kd == KdKind::None)
-        {
+        if self.loss.ce_weight < 0.0 || self.loss.kd_weight < 0.0 || (self.loss.ce_weight == 0.0 && self.loss.kd == KdKind::None) {
             return Err("loss: weights must be non-negative and some loss must be on".into());
         }
         if self.data.sources.is_empty() {
             return Err("data.sources is empty".into());
         }
         if !self.model.path.is_dir() {
-            return Err(format!(
-                "model.path: {} is not a directory",
-                self.model.path.display()
-            ));
+            return Err(format!("model.path: {} is not a directory", self.model.path.display()));
         }
         for (i, s) in self.data.sources.iter().enumerate() {
             if !s.path.is_file() {
-                return Err(format!(
-                    "data.sources[{i}].path: {} does not exist",
-                    s.path.display()
-                ));
+                return Err(format!("data.sources[{i}].path: {} does not exist", s.path.display()));
             }
         }
         for p in &self.eval.perplexity {
@@ -390,10 +346,7 @@ impl RunConfig {
                 return Err(format!("eval.perplexity: {} does not exist", p.display()));
             }
         }
-        for (k, p) in [
-            ("eval.hellaswag", &self.eval.hellaswag),
-            ("eval.mmlu", &self.eval.mmlu),
-        ] {
+        for (k, p) in [("eval.hellaswag", &self.eval.hellaswag), ("eval.mmlu", &self.eval.mmlu)] {
             if let Some(p) = p
                 && !p.exists()
             {

@@ -24,21 +24,14 @@ impl ModuleVisitor for Collect {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let t = param.val();
         let shape = t.dims().to_vec();
-        let data = t
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .expect("f32 parameter");
+        let data = t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 parameter");
         self.out.insert(self.path.join("."), (shape, data));
     }
 }
 
 /// Every float parameter of `module` by path.
 pub fn collect<M: Module>(module: &M) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
-    let mut c = Collect {
-        path: Vec::new(),
-        out: BTreeMap::new(),
-    };
+    let mut c = Collect { path: Vec::new(), out: BTreeMap::new() };
     module.visit(&mut c);
     c.out
 }
@@ -64,18 +57,11 @@ impl ModuleMapper for Load<'_> {
         };
         let (id, tensor, mapper) = param.consume();
         if tensor.dims().as_slice() != shape.as_slice() {
-            self.missing.push(format!(
-                "{path} (shape {:?} in file, {:?} in model)",
-                shape,
-                tensor.dims()
-            ));
+            self.missing.push(format!("{path} (shape {:?} in file, {:?} in model)", shape, tensor.dims()));
             return Param::from_mapped_value(id, tensor, mapper);
         }
         let require_grad = tensor.is_require_grad();
-        let mut t = Tensor::<D>::from_data(
-            TensorData::new(data.clone(), shape.clone()),
-            &tensor.device(),
-        );
+        let mut t = Tensor::<D>::from_data(TensorData::new(data.clone(), shape.clone()), &tensor.device());
         if require_grad {
             t = t.require_grad();
         }
@@ -84,70 +70,33 @@ impl ModuleMapper for Load<'_> {
 }
 
 /// Replaces every parameter of `module` with the value stored under its path.
-pub fn load<M: Module>(
-    module: M,
-    values: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
-) -> Result<M, String> {
-    let mut l = Load {
-        path: Vec::new(),
-        values,
-        missing: Vec::new(),
-    };
+pub fn load<M: Module>(module: M, values: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> Result<M, String> {
+    let mut l = Load { path: Vec::new(), values, missing: Vec::new() };
     let m = module.map(&mut l);
-    if l.missing.is_empty() {
-        Ok(m)
-    } else {
-        Err(format!(
-            "parameters missing or mis-shaped in the checkpoint: {}",
-            l.missing.join(", ")
-        ))
-    }
+    if l.missing.is_empty() { Ok(m) } else { Err(format!("parameters missing or mis-shaped in the checkpoint: {}", l.missing.join(", "))) }
 }
 
 /// Writes named f32 tensors as safetensors (caller makes the write atomic).
-pub fn write_safetensors(
-    path: &Path,
-    tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
-) -> Result<(), String> {
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .iter()
-        .map(|(n, (s, v))| {
-            (
-                n.clone(),
-                s.clone(),
-                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            )
-        })
-        .collect();
+pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> Result<(), String> {
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
+        tensors.iter().map(|(n, (s, v))| (n.clone(), s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect())).collect();
     let views: Vec<_> = bytes
         .iter()
-        .map(|(n, s, b)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                    .expect("sizes match"),
-            )
-        })
+        .map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).expect("sizes match")))
         .collect();
-    safetensors::serialize_to_file(views, None, path)
-        .map_err(|e| format!("{}: {e}", path.display()))
+    safetensors::serialize_to_file(views, None, path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Reads an f32 safetensors file written by [`write_safetensors`].
 pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, (Vec<usize>, Vec<f32>)>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
         if view.dtype() != safetensors::Dtype::F32 {
             return Err(format!("{}: tensor {name} is not f32", path.display()));
         }
-        let v = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect();
+        let v = view.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
         out.insert(name, (view.shape().to_vec(), v));
     }
     Ok(out)

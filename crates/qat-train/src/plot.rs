@@ -36,14 +36,8 @@ pub fn plot_run(run_dir: &Path) -> Result<(), String> {
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let (top, bottom) = root.split_vertically(400);
     let max_t = loss.last().map_or(1.0, |p| p.0).max(1.0);
-    let ys = loss
-        .iter()
-        .chain(&val)
-        .map(|p| p.1)
-        .filter(|y| y.is_finite());
-    let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| {
-        (a.min(y), b.max(y))
-    });
+    let ys = loss.iter().chain(&val).map(|p| p.1).filter(|y| y.is_finite());
+    let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| (a.min(y), b.max(y)));
     let mut chart = ChartBuilder::on(&top)
         .caption("loss", ("sans-serif", 20))
         .margin(10)
@@ -51,34 +45,18 @@ pub fn plot_run(run_dir: &Path) -> Result<(), String> {
         .y_label_area_size(50)
         .build_cartesian_2d(0.0..max_t, (lo * 0.95)..(hi * 1.05))
         .map_err(|e| err(&e))?;
+    chart.configure_mesh().x_desc("tokens").draw().map_err(|e| err(&e))?;
     chart
-        .configure_mesh()
-        .x_desc("tokens")
-        .draw()
-        .map_err(|e| err(&e))?;
-    chart
-        .draw_series(LineSeries::new(
-            loss.iter().copied().filter(|p| p.1.is_finite()),
-            &BLUE,
-        ))
+        .draw_series(LineSeries::new(loss.iter().copied().filter(|p| p.1.is_finite()), &BLUE))
         .map_err(|e| err(&e))?
         .label("train loss")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
     chart
-        .draw_series(PointSeries::of_element(
-            val.iter().copied(),
-            4,
-            &RED,
-            &|c, s, st| Circle::new(c, s, st.filled()),
-        ))
+        .draw_series(PointSeries::of_element(val.iter().copied(), 4, &RED, &|c, s, st| Circle::new(c, s, st.filled())))
         .map_err(|e| err(&e))?
         .label("validation loss (CE)")
         .legend(|(x, y)| Circle::new((x + 10, y), 4, RED.filled()));
-    chart
-        .configure_series_labels()
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| err(&e))?;
+    chart.configure_series_labels().border_style(BLACK).draw().map_err(|e| err(&e))?;
     let max_lr = lr.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-12);
     let mut chart = ChartBuilder::on(&bottom)
         .caption("learning rate", ("sans-serif", 16))
@@ -87,13 +65,7 @@ pub fn plot_run(run_dir: &Path) -> Result<(), String> {
         .y_label_area_size(50)
         .build_cartesian_2d(0.0..max_t, 0.0..max_lr * 1.05)
         .map_err(|e| err(&e))?;
-    chart
-        .configure_mesh()
-        .x_desc("tokens")
-        .draw()
-        .map_err(|e| err(&e))?;
-    chart
-        .draw_series(LineSeries::new(lr, &GREEN))
-        .map_err(|e| err(&e))?;
+    chart.configure_mesh().x_desc("tokens").draw().map_err(|e| err(&e))?;
+    chart.draw_series(LineSeries::new(lr, &GREEN)).map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))
 }

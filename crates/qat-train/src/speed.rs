@@ -49,12 +49,8 @@ pub fn bench(
     let ckpt = Checkpoint::open(model_dir).map_err(|e| e.to_string())?;
     let n_params = ckpt.config.n_params() as f64;
     let vocab = ckpt.config.vocab_size;
-    let ids: Vec<i64> = (0..batch * seq_len)
-        .map(|i| ((i * 7919 + 13) % vocab) as i64)
-        .collect();
-    let targets: Vec<i64> = (0..batch * seq_len)
-        .map(|i| ((i * 104729 + 7) % vocab) as i64)
-        .collect();
+    let ids: Vec<i64> = (0..batch * seq_len).map(|i| ((i * 7919 + 13) % vocab) as i64).collect();
+    let targets: Vec<i64> = (0..batch * seq_len).map(|i| ((i * 104729 + 7) % vocab) as i64).collect();
     let segments = vec![vec![0u32; seq_len]; batch];
     let mut times = Vec::new();
     match mode {
@@ -62,12 +58,8 @@ pub fn bench(
             let model = CausalLm::from_checkpoint(&ckpt, device).map_err(|e| e.to_string())?;
             for _ in 0..warmup + iters {
                 let t = Instant::now();
-                let tokens = Tensor::<2, Int>::from_data(
-                    TensorData::new(ids.clone(), [batch, seq_len]),
-                    device,
-                );
-                let logits =
-                    model.forward(tokens, &AttentionBatch::packed(&segments, device), None);
+                let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [batch, seq_len]), device);
+                let logits = model.forward(tokens, &AttentionBatch::packed(&segments, device), None);
                 let _ = logits.sum().into_scalar::<f32>();
                 times.push(t.elapsed().as_secs_f64());
             }
@@ -78,17 +70,11 @@ pub fn bench(
             if mode == BenchMode::Qat {
                 model = model.quantize(policy)?.0;
             }
-            let h = GroupHyper {
-                lr: 1e-5,
-                weight_decay: 0.0,
-            };
+            let h = GroupHyper { lr: 1e-5, weight_decay: 0.0 };
             let mut opt = AdamW::new(h, h, [0.9, 0.95], 1e-8);
             for _ in 0..warmup + iters {
                 let t = Instant::now();
-                let tokens = Tensor::<2, Int>::from_data(
-                    TensorData::new(ids.clone(), [batch, seq_len]),
-                    &ad,
-                );
+                let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [batch, seq_len]), &ad);
                 let tg = loss::Targets::new(&targets, batch, seq_len, &ad);
                 let logits = model.forward(tokens, &AttentionBatch::packed(&segments, &ad), None);
                 let l = loss::ce_sum(logits, &tg) / tg.count as f64;

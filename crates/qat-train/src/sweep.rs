@@ -85,10 +85,8 @@ fn value_text(v: &toml::Value) -> String {
 impl SweepConfig {
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut c: SweepConfig =
-            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        let base = std::path::absolute(path.parent().unwrap_or(Path::new(".")))
-            .map_err(|e| e.to_string())?;
+        let mut c: SweepConfig = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let base = std::path::absolute(path.parent().unwrap_or(Path::new("."))).map_err(|e| e.to_string())?;
         for p in [&mut c.base, &mut c.output] {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -101,34 +99,19 @@ impl SweepConfig {
             let ranged = a.min.is_some() && a.max.is_some();
             match c.mode {
                 SweepMode::Grid if a.values.is_empty() => {
-                    return Err(format!(
-                        "{}: axes[{i}] ({}) needs `values` in grid mode",
-                        path.display(),
-                        a.key
-                    ));
+                    return Err(format!("{}: axes[{i}] ({}) needs `values` in grid mode", path.display(), a.key));
                 }
                 SweepMode::Random if a.values.is_empty() && !ranged => {
-                    return Err(format!(
-                        "{}: axes[{i}] ({}) needs `values` or `min` and `max`",
-                        path.display(),
-                        a.key
-                    ));
+                    return Err(format!("{}: axes[{i}] ({}) needs `values` or `min` and `max`", path.display(), a.key));
                 }
                 _ => {}
             }
             if a.log && a.min.is_some_and(|m| m <= 0.0) {
-                return Err(format!(
-                    "{}: axes[{i}] ({}): a log range needs min > 0",
-                    path.display(),
-                    a.key
-                ));
+                return Err(format!("{}: axes[{i}] ({}): a log range needs min > 0", path.display(), a.key));
             }
         }
         if c.mode == SweepMode::Random && c.samples == 0 {
-            return Err(format!(
-                "{}: random mode needs `samples` > 0",
-                path.display()
-            ));
+            return Err(format!("{}: random mode needs `samples` > 0", path.display()));
         }
         Ok(c)
     }
@@ -141,11 +124,7 @@ impl SweepConfig {
                 for a in &self.axes {
                     pts = pts
                         .into_iter()
-                        .flat_map(|p| {
-                            a.values.iter().map(move |v| {
-                                [p.clone(), vec![format!("{}={}", a.key, value_text(v))]].concat()
-                            })
-                        })
+                        .flat_map(|p| a.values.iter().map(move |v| [p.clone(), vec![format!("{}={}", a.key, value_text(v))]].concat()))
                         .collect();
                 }
                 pts
@@ -162,11 +141,7 @@ impl SweepConfig {
                                 } else {
                                     let (lo, hi) = (a.min.unwrap(), a.max.unwrap());
                                     let u: f64 = rng.random();
-                                    let x = if a.log {
-                                        (lo.ln() + u * (hi.ln() - lo.ln())).exp()
-                                    } else {
-                                        lo + u * (hi - lo)
-                                    };
+                                    let x = if a.log { (lo.ln() + u * (hi.ln() - lo.ln())).exp() } else { lo + u * (hi - lo) };
                                     format!("{x:.4e}")
                                 };
                                 format!("{}={v}", a.key)
@@ -192,10 +167,8 @@ pub struct SweepRow {
 
 /// Runs the sweep and writes `results.csv` and `results.md` in its output directory.
 pub fn run_sweep(sweep: &SweepConfig, progress: bool) -> Result<Vec<SweepRow>, String> {
-    std::fs::create_dir_all(&sweep.output)
-        .map_err(|e| format!("{}: {e}", sweep.output.display()))?;
-    let base_text = std::fs::read_to_string(&sweep.base)
-        .map_err(|e| format!("{}: {e}", sweep.base.display()))?;
+    std::fs::create_dir_all(&sweep.output).map_err(|e| format!("{}: {e}", sweep.output.display()))?;
+    let base_text = std::fs::read_to_string(&sweep.base).map_err(|e| format!("{}: {e}", sweep.base.display()))?;
     let mut rows = Vec::new();
     for (i, point) in sweep.points().into_iter().enumerate() {
         let run_name = format!("run-{i:03}");
@@ -208,32 +181,20 @@ pub fn run_sweep(sweep: &SweepConfig, progress: bool) -> Result<Vec<SweepRow>, S
             let summary_path = run_dir.join("summary.json");
             if summary_path.exists() {
                 let text = std::fs::read_to_string(&summary_path).map_err(|e| e.to_string())?;
-                return serde_json::from_str(&text)
-                    .map_err(|e| format!("{}: {e}", summary_path.display()));
+                return serde_json::from_str(&text).map_err(|e| format!("{}: {e}", summary_path.display()));
             }
             // The base file's own directory anchors its relative paths.
-            let mut table: toml::Table =
-                toml::from_str(&base_text).map_err(|e| format!("{}: {e}", sweep.base.display()))?;
+            let mut table: toml::Table = toml::from_str(&base_text).map_err(|e| format!("{}: {e}", sweep.base.display()))?;
             for o in &overrides {
                 apply_override(&mut table, o)?;
             }
-            let tmp = sweep
-                .base
-                .with_file_name(format!(".sweep-{run_name}-{}.toml", std::process::id()));
-            std::fs::write(&tmp, toml::to_string(&table).map_err(|e| e.to_string())?)
-                .map_err(|e| e.to_string())?;
+            let tmp = sweep.base.with_file_name(format!(".sweep-{run_name}-{}.toml", std::process::id()));
+            std::fs::write(&tmp, toml::to_string(&table).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
             let cfg = RunConfig::load(&tmp, &[]).map_err(|e| e.to_string());
             let _ = std::fs::remove_file(&tmp);
             let cfg = cfg?;
             let resume = crate::checkpoint::latest(&run_dir.join("checkpoints"))?.is_some();
-            train(
-                &cfg,
-                &RunOptions {
-                    resume,
-                    stop_after: None,
-                    progress_bar: progress,
-                },
-            )
+            train(&cfg, &RunOptions { resume, stop_after: None, progress_bar: progress })
         })();
         let row = match result {
             Ok(s) => SweepRow {
@@ -246,14 +207,7 @@ pub fn run_sweep(sweep: &SweepConfig, progress: bool) -> Result<Vec<SweepRow>, S
             },
             Err(e) => {
                 eprintln!("[{run_name}] failed: {e}");
-                SweepRow {
-                    run: run_name,
-                    assignments: point,
-                    status: format!("failed: {e}"),
-                    metric: None,
-                    tokens: 0,
-                    wall_seconds: 0.0,
-                }
+                SweepRow { run: run_name, assignments: point, status: format!("failed: {e}"), metric: None, tokens: 0, wall_seconds: 0.0 }
             }
         };
         rows.push(row);
@@ -264,23 +218,10 @@ pub fn run_sweep(sweep: &SweepConfig, progress: bool) -> Result<Vec<SweepRow>, S
 
 fn write_results(sweep: &SweepConfig, rows: &[SweepRow]) -> Result<(), String> {
     let keys: Vec<&str> = sweep.axes.iter().map(|a| a.key.as_str()).collect();
-    let value_of = |r: &SweepRow, k: &str| {
-        r.assignments
-            .iter()
-            .find_map(|a| a.strip_prefix(&format!("{k}=")))
-            .unwrap_or("")
-            .to_string()
-    };
-    let mut csv = format!(
-        "run,{},{},tokens,wall_seconds,status\n",
-        keys.join(","),
-        sweep.metric
-    );
+    let value_of = |r: &SweepRow, k: &str| r.assignments.iter().find_map(|a| a.strip_prefix(&format!("{k}="))).unwrap_or("").to_string();
+    let mut csv = format!("run,{},{},tokens,wall_seconds,status\n", keys.join(","), sweep.metric);
     for r in rows {
-        let vals: Vec<String> = keys
-            .iter()
-            .map(|k| value_of(r, k).replace(',', ";"))
-            .collect();
+        let vals: Vec<String> = keys.iter().map(|k| value_of(r, k).replace(',', ";")).collect();
         csv.push_str(&format!(
             "{},{},{},{},{:.1},{}\n",
             r.run,
@@ -309,11 +250,7 @@ fn write_results(sweep: &SweepConfig, rows: &[SweepRow]) -> Result<(), String> {
         "| rank | run | {} | {} ({}) | tokens | wall s | status |\n|---|---|{}---|---|---|---|\n",
         keys.join(" | "),
         sweep.metric,
-        if sweep.goal == Goal::Min {
-            "lower is better"
-        } else {
-            "higher is better"
-        },
+        if sweep.goal == Goal::Min { "lower is better" } else { "higher is better" },
         "---|".repeat(keys.len())
     );
     for (i, r) in ranked.iter().enumerate() {

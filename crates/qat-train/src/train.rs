@@ -15,7 +15,7 @@ use qat_model::{AttentionBatch, CausalLm, Checkpoint};
 use qat_tokenizer::Tokenizer;
 
 use crate::config::{KdKind, RunConfig};
-use crate::optim::{AdamW, GroupHyper, grad_norm, is_scale, lr_factor};
+use crate::optim::{AdamW, GroupHyper, ScaleRounding, grad_norm, is_scale, lr_factor};
 use crate::{bench, checkpoint, loss, params};
 
 /// How a run ended and what it measured.
@@ -67,11 +67,7 @@ pub struct RunOptions {
 /// `vulkan[:N]` / `wgpu[:N]` (the N-th discrete GPU).
 pub fn parse_device(name: &str) -> Result<Device, String> {
     let (kind, index) = match name.split_once(':') {
-        Some((k, i)) => (
-            k,
-            i.parse::<usize>()
-                .map_err(|_| format!("device `{name}`: `{i}` is not a GPU index"))?,
-        ),
+        Some((k, i)) => (k, i.parse::<usize>().map_err(|_| format!("device `{name}`: `{i}` is not a GPU index"))?),
         None => (name, 0),
     };
     #[cfg(any(feature = "vulkan", feature = "wgpu"))]
@@ -84,13 +80,9 @@ pub fn parse_device(name: &str) -> Result<Device, String> {
         "wgpu" => Ok(Device::wgpu(gpu)),
         "vulkan" | "wgpu" => {
             let _ = index;
-            Err(format!(
-                "device `{name}`: this qat was built without the `{kind}` feature (cargo build --release --features {kind})"
-            ))
+            Err(format!("device `{name}`: this qat was built without the `{kind}` feature (cargo build --release --features {kind})"))
         }
-        other => Err(format!(
-            "unknown device `{other}` (cpu, vulkan[:N], wgpu[:N])"
-        )),
+        other => Err(format!("unknown device `{other}` (cpu, vulkan[:N], wgpu[:N])")),
     }
 }
 
@@ -109,46 +101,27 @@ impl ModuleMapper for Freeze {
         self.path.pop();
     }
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let train = if is_scale(&self.path.join(".")) {
-            self.scales
-        } else {
-            self.weights
-        };
+        let train = if is_scale(&self.path.join(".")) { self.scales } else { self.weights };
         let (id, t, mapper) = param.consume();
-        let t = if train {
-            t.require_grad()
-        } else {
-            t.set_require_grad(false)
-        };
+        let t = if train { t.require_grad() } else { t.set_require_grad(false) };
         Param::from_mapped_value(id, t, mapper)
     }
 }
 
 fn write_json_line(file: &mut std::fs::File, v: &serde_json::Value) -> Result<(), String> {
-    writeln!(file, "{v}")
-        .and_then(|()| file.flush())
-        .map_err(|e| format!("writing metrics: {e}"))
+    writeln!(file, "{v}").and_then(|()| file.flush()).map_err(|e| format!("writing metrics: {e}"))
 }
 
 /// Peak resident memory of this process (Linux `VmHWM`), in MiB.
 pub fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// Evaluation of a model snapshot: validation loss per source, perplexity, benchmarks.
-pub fn evaluate(
-    model: &CausalLm,
-    tok: &Tokenizer,
-    mixer: &Mixer,
-    cfg: &RunConfig,
-) -> Result<serde_json::Value, String> {
+pub fn evaluate(model: &CausalLm, tok: &Tokenizer, mixer: &Mixer, cfg: &RunConfig) -> Result<serde_json::Value, String> {
     let device = model.embed_tokens.val().device();
     let mut out = serde_json::Map::new();
     let (mut nll_total, mut n_total) = (0.0f64, 0usize);
@@ -161,18 +134,12 @@ pub fn evaluate(
             continue;
         }
         let tokens = Tensor::<2, Int>::from_data(
-            TensorData::new(
-                b.tokens.iter().map(|&x| x as i64).collect::<Vec<_>>(),
-                [b.rows, b.seq_len],
-            ),
+            TensorData::new(b.tokens.iter().map(|&x| x as i64).collect::<Vec<_>>(), [b.rows, b.seq_len]),
             &device,
         );
         let logits = model.forward(tokens, &AttentionBatch::packed(&b.segments, &device), None);
         let nll = loss::ce_sum(logits, &targets).into_scalar::<f32>() as f64;
-        out.insert(
-            format!("val_loss/{name}"),
-            (nll / targets.count as f64).into(),
-        );
+        out.insert(format!("val_loss/{name}"), (nll / targets.count as f64).into());
         nll_total += nll;
         n_total += targets.count;
     }
@@ -185,15 +152,9 @@ pub fn evaluate(
         if cfg.eval.perplexity_max_tokens > 0 {
             ids.truncate(cfg.eval.perplexity_max_tokens);
         }
-        let w = cfg
-            .eval
-            .perplexity_window
-            .min(model.config.max_position_embeddings);
+        let w = cfg.eval.perplexity_window.min(model.config.max_position_embeddings);
         let ppl = qat_model::eval::sliding_perplexity(model, &ids, w, w / 2);
-        let name = p
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         out.insert(format!("ppl/{name}"), ppl.ppl().into());
     }
     if let Some(p) = &cfg.eval.hellaswag {
@@ -218,24 +179,17 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
     let latest = checkpoint::latest(&ckpt_root)?;
     match (&latest, opts.resume) {
         (Some(_), false) => {
-            return Err(format!(
-                "{} already holds checkpoints: resume it with --resume or choose another output.dir",
-                run_dir.display()
-            ));
+            return Err(format!("{} already holds checkpoints: resume it with --resume or choose another output.dir", run_dir.display()));
         }
         (None, true) => {
-            return Err(format!(
-                "{}: no checkpoint to resume from",
-                run_dir.display()
-            ));
+            return Err(format!("{}: no checkpoint to resume from", run_dir.display()));
         }
         _ => {}
     }
     std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
     let cfg_text = toml::to_string_pretty(cfg).map_err(|e| e.to_string())?;
     if let Some(dir) = &latest {
-        let saved = std::fs::read_to_string(dir.join("config.toml"))
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        let saved = std::fs::read_to_string(dir.join("config.toml")).map_err(|e| format!("{}: {e}", dir.display()))?;
         if saved != cfg_text {
             return Err(format!(
                 "the config differs from the one {} was trained with ({}); resume needs the same config",
@@ -258,19 +212,11 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
     let tok = Tokenizer::from_dir(&cfg.model.path).map_err(|e| e.to_string())?;
     // The model config's id first: tokenizer files sometimes map "</s>" to a duplicate id.
     let eos = ckpt.config.eos_token_ids.first().copied().or(tok.eos_id());
-    let cache = cfg
-        .data
-        .cache_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(".qat-cache"));
+    let cache = cfg.data.cache_dir.clone().unwrap_or_else(|| PathBuf::from(".qat-cache"));
     let mut sources = Vec::new();
     for s in &cfg.data.sources {
         let t = tokenize_source(s, &tok, eos, Some(&cache)).map_err(|e| e.to_string())?;
-        if let Some(bad) = t
-            .tokens
-            .iter()
-            .find(|&&id| id as usize >= ckpt.config.vocab_size)
-        {
+        if let Some(bad) = t.tokens.iter().find(|&&id| id as usize >= ckpt.config.vocab_size) {
             return Err(format!(
                 "{}: the tokenizer produced id {bad}, outside the model's vocab_size {}",
                 s.path.display(),
@@ -279,25 +225,19 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
         }
         sources.push(t);
     }
-    let mut mixer = Mixer::new(
-        sources,
-        &cfg.data.mix,
-        cfg.data.seq_len,
-        cfg.data.val_fraction,
-        cfg.train.seed,
-    )
-    .map_err(|e| e.to_string())?;
+    let mut mixer =
+        Mixer::new(sources, &cfg.data.mix, cfg.data.seq_len, cfg.data.val_fraction, cfg.train.seed).map_err(|e| e.to_string())?;
 
     let policy_table;
     let mut model = {
         let m = CausalLm::from_checkpoint(&ckpt, &ad_device).map_err(|e| e.to_string())?;
         let (m, table) = m.quantize(&cfg.quant)?;
         policy_table = table;
-        m.map(&mut Freeze {
-            weights: cfg.train.train_weights,
-            scales: cfg.train.train_scales,
-            path: Vec::new(),
-        })
+        let m = match cfg.quant.round_scales {
+            Some(dtype) => m.round_scales(dtype)?.0,
+            None => m,
+        };
+        m.map(&mut Freeze { weights: cfg.train.train_weights, scales: cfg.train.train_scales, path: Vec::new() })
     };
     let teacher = match cfg.loss.kd {
         KdKind::None => None,
@@ -305,17 +245,15 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
     };
     let t = &cfg.train;
     let mut opt = AdamW::new(
-        GroupHyper {
-            lr: t.lr,
-            weight_decay: t.weight_decay,
-        },
-        GroupHyper {
-            lr: t.scale_lr.unwrap_or(t.lr),
-            weight_decay: t.scale_weight_decay,
-        },
+        GroupHyper { lr: t.lr, weight_decay: t.weight_decay },
+        GroupHyper { lr: t.scale_lr.unwrap_or(t.lr), weight_decay: t.scale_weight_decay },
         t.betas,
         t.eps,
     );
+    opt.rounding = cfg.quant.round_scales.map(|dtype| ScaleRounding {
+        dtype,
+        specs: model.linears().into_iter().filter_map(|(name, l)| Some((format!("{name}.quant.scale"), l.quant.as_ref()?.spec))).collect(),
+    });
     let total = cfg.total_steps();
     let warmup = (t.warmup_fraction * total as f64).round() as usize;
     let mut state = TrainState {
@@ -331,13 +269,11 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
     };
     let metrics_path = run_dir.join("metrics.jsonl");
     if let Some(dir) = &latest {
-        let (p, moments, st) = checkpoint::load(dir)?;
+        let checkpoint::Loaded { params: p, moments, masters, train: st } = checkpoint::load(dir)?;
         model = params::load(model, &p)?;
         opt.step = st.optimizer_step;
-        opt.moments = moments
-            .into_iter()
-            .map(|(k, (m, v))| (k, (m.to_device(&device), v.to_device(&device))))
-            .collect();
+        opt.moments = moments.into_iter().map(|(k, (m, v))| (k, (m.to_device(&device), v.to_device(&device)))).collect();
+        opt.masters = masters.into_iter().map(|(k, m)| (k, m.to_device(&device))).collect();
         mixer.restore(st.mixer.clone()).map_err(|e| e.to_string())?;
         checkpoint::truncate_metrics(&metrics_path, st.step)?;
         state = st;
@@ -354,22 +290,11 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
     if state.step == 0 {
         state.fp_eval = match &teacher {
             Some(t) => evaluate(t, &tok, &mixer, cfg)?,
-            None => evaluate(
-                &CausalLm::from_checkpoint(&ckpt, &device).map_err(|e| e.to_string())?,
-                &tok,
-                &mixer,
-                cfg,
-            )?,
+            None => evaluate(&CausalLm::from_checkpoint(&ckpt, &device).map_err(|e| e.to_string())?, &tok, &mixer, cfg)?,
         };
         state.first_eval = evaluate(&model.valid().materialize_quant(), &tok, &mixer, cfg)?;
-        write_json_line(
-            &mut metrics,
-            &serde_json::json!({"type": "eval_fp", "step": 0, "tokens": 0, "eval": state.fp_eval}),
-        )?;
-        write_json_line(
-            &mut metrics,
-            &serde_json::json!({"type": "eval", "step": 0, "tokens": 0, "eval": state.first_eval}),
-        )?;
+        write_json_line(&mut metrics, &serde_json::json!({"type": "eval_fp", "step": 0, "tokens": 0, "eval": state.fp_eval}))?;
+        write_json_line(&mut metrics, &serde_json::json!({"type": "eval", "step": 0, "tokens": 0, "eval": state.first_eval}))?;
     }
 
     // ---- the loop ----------------------------------------------------------------------
@@ -377,10 +302,8 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
     let bar = opts.progress_bar.then(|| {
         let b = indicatif::ProgressBar::new(total as u64);
         b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
-            )
-            .expect("valid template"),
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]")
+                .expect("valid template"),
         );
         b.set_position(state.step as u64);
         b
@@ -391,38 +314,25 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
     let mut steps_this_run = 0;
     while state.step < total {
         if opts.stop_after.is_some_and(|n| steps_this_run == n) {
-            return Err(format!(
-                "stopped after {steps_this_run} steps as requested (--stop-after); resume with --resume"
-            ));
+            return Err(format!("stopped after {steps_this_run} steps as requested (--stop-after); resume with --resume"));
         }
         let step_start = Instant::now();
         let lr_f = lr_factor(state.step, total, warmup, t.schedule, t.min_lr_ratio);
-        let batches: Vec<_> = (0..t.batch_size / micro)
-            .map(|_| mixer.next_batch(micro))
-            .collect();
+        let batches: Vec<_> = (0..t.batch_size / micro).map(|_| mixer.next_batch(micro)).collect();
         let n_targets: usize = batches.iter().map(|b| b.n_targets()).sum::<usize>().max(1);
         let mut accum = GradientsAccumulator::<CausalLm>::new();
         let (mut ce_total, mut kd_total) = (0.0f64, 0.0f64);
         for b in &batches {
             let ids: Vec<i64> = b.tokens.iter().map(|&x| x as i64).collect();
-            let tokens =
-                Tensor::<2, Int>::from_data(TensorData::new(ids, [b.rows, b.seq_len]), &ad_device);
+            let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [b.rows, b.seq_len]), &ad_device);
             let targets = loss::Targets::new(&b.targets, b.rows, b.seq_len, &ad_device);
-            let logits = model.forward(
-                tokens.clone(),
-                &AttentionBatch::packed(&b.segments, &ad_device),
-                None,
-            );
+            let logits = model.forward(tokens.clone(), &AttentionBatch::packed(&b.segments, &ad_device), None);
             let ce = loss::ce_sum(logits.clone(), &targets);
             ce_total += ce.clone().into_scalar::<f32>() as f64;
             let mut total_loss = ce * (cfg.loss.ce_weight / n_targets as f64);
             if let Some(teacher) = &teacher {
                 let t_tokens = tokens.inner();
-                let t_logits = teacher.forward(
-                    t_tokens,
-                    &AttentionBatch::packed(&b.segments, &device),
-                    None,
-                );
+                let t_logits = teacher.forward(t_tokens, &AttentionBatch::packed(&b.segments, &device), None);
                 let kd = loss::kd_sum(logits, Tensor::from_inner(t_logits), &targets, cfg.loss.kd);
                 kd_total += kd.clone().into_scalar::<f32>() as f64;
                 total_loss = total_loss + kd * (cfg.loss.kd_weight / n_targets as f64);
@@ -432,12 +342,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
         }
         let grads = accum.grads();
         let (ce_mean, kd_mean) = (ce_total / n_targets as f64, kd_total / n_targets as f64);
-        let loss_value = cfg.loss.ce_weight * ce_mean
-            + if teacher.is_some() {
-                cfg.loss.kd_weight * kd_mean
-            } else {
-                0.0
-            };
+        let loss_value = cfg.loss.ce_weight * ce_mean + if teacher.is_some() { cfg.loss.kd_weight * kd_mean } else { 0.0 };
         let norm = grad_norm(&model, &grads);
         let tokens_step: u64 = batches.iter().map(|b| (b.rows * b.seq_len) as u64).sum();
         state.step += 1;
@@ -459,11 +364,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
             continue;
         }
         state.consecutive_bad = 0;
-        let clip = if t.clip_grad_norm > 0.0 {
-            (t.clip_grad_norm / (norm + 1e-6)).min(1.0)
-        } else {
-            1.0
-        };
+        let clip = if t.clip_grad_norm > 0.0 { (t.clip_grad_norm / (norm + 1e-6)).min(1.0) } else { 1.0 };
         model = opt.step(model, &grads, lr_f, clip);
         state.optimizer_step = opt.step;
         state.losses.push(loss_value);
@@ -503,14 +404,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
         if (cfg.checkpoint.every > 0 && state.step % cfg.checkpoint.every == 0) || last {
             state.mixer = mixer.state.clone();
             state.elapsed_seconds = elapsed_before + started.elapsed().as_secs_f64();
-            checkpoint::save(
-                &ckpt_root,
-                &model,
-                &opt,
-                &state,
-                &cfg_text,
-                cfg.checkpoint.keep,
-            )?;
+            checkpoint::save(&ckpt_root, &model, &opt, &state, &cfg_text, cfg.checkpoint.keep)?;
         }
     }
     if let Some(b) = &bar {
@@ -525,8 +419,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
     )?;
     let final_model = run_dir.join("final");
     if final_model.exists() {
-        std::fs::remove_dir_all(&final_model)
-            .map_err(|e| format!("{}: {e}", final_model.display()))?;
+        std::fs::remove_dir_all(&final_model).map_err(|e| format!("{}: {e}", final_model.display()))?;
     }
     let valid = model.valid();
     let sidecar = serde_json::json!({
@@ -538,16 +431,10 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
             Some(&cfg.model.path),
             &final_model,
             qat_model::SaveDtype::F32,
-            &[(
-                "qat_quant.json",
-                serde_json::to_string_pretty(&sidecar).expect("JSON"),
-            )],
+            &[("qat_quant.json", serde_json::to_string_pretty(&sidecar).expect("JSON"))],
         )
         .map_err(|e| e.to_string())?;
-    params::write_safetensors(
-        &run_dir.join("qat_params.safetensors"),
-        &params::collect(&valid),
-    )?;
+    params::write_safetensors(&run_dir.join("qat_params.safetensors"), &params::collect(&valid))?;
     let wall = elapsed_before + started.elapsed().as_secs_f64();
     let run_tokens = mixer.state.total_tokens - tokens_before;
     let summary = RunSummary {
@@ -572,11 +459,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
         final_model,
         losses: state.losses.clone(),
     };
-    std::fs::write(
-        run_dir.join("summary.json"),
-        serde_json::to_string_pretty(&summary).expect("JSON"),
-    )
-    .map_err(|e| e.to_string())?;
+    std::fs::write(run_dir.join("summary.json"), serde_json::to_string_pretty(&summary).expect("JSON")).map_err(|e| e.to_string())?;
     crate::plot::plot_run(&run_dir)?;
     Ok(summary)
 }
@@ -597,15 +480,10 @@ pub fn load_trained(source: &Path, device: &Device) -> Result<(CausalLm, RunConf
             source.display()
         ));
     };
-    let cfg_path = params_file
-        .parent()
-        .expect("a file has a parent")
-        .join("config.toml");
+    let cfg_path = params_file.parent().expect("a file has a parent").join("config.toml");
     let cfg = RunConfig::load(&cfg_path, &[]).map_err(|e| e.to_string())?;
     let ckpt = Checkpoint::open(&cfg.model.path).map_err(|e| e.to_string())?;
-    let (model, _) = CausalLm::from_checkpoint(&ckpt, device)
-        .map_err(|e| e.to_string())?
-        .quantize(&cfg.quant)?;
+    let (model, _) = CausalLm::from_checkpoint(&ckpt, device).map_err(|e| e.to_string())?.quantize(&cfg.quant)?;
     let model = params::load(model, &params::read_safetensors(&params_file)?)?;
     // For evaluation and export: no parameter may record autodiff graphs.
     Ok((model.valid(), cfg))

@@ -41,27 +41,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         other => anyhow::bail!("--mode {other}: expected forward, plain or qat"),
     };
     let mut policy = Policy::default();
-    policy.set(&Overrides {
-        scheme: a.scheme,
-        bits: a.bits,
-        ..Default::default()
-    });
-    let r = bench(
-        &a.model, &device, mode, &policy, a.batch, a.seq_len, a.warmup, a.iters,
-    )
-    .map_err(anyhow::Error::msg)?;
+    policy.set(&Overrides { scheme: a.scheme, bits: a.bits, ..Default::default() });
+    let r = bench(&a.model, &device, mode, &policy, a.batch, a.seq_len, a.warmup, a.iters).map_err(anyhow::Error::msg)?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
         println!(
             "{}: batch {}×{}: {:.3} s/iter, {:.1} tokens/s, {:.1} model GFLOP/s, peak RSS {:.0} MiB",
-            r.mode,
-            r.batch,
-            r.seq_len,
-            r.seconds_per_iter,
-            r.tokens_per_second,
-            r.model_gflops,
-            r.peak_rss_mib
+            r.mode, r.batch, r.seq_len, r.seconds_per_iter, r.tokens_per_second, r.model_gflops, r.peak_rss_mib
         );
     }
     Ok(())

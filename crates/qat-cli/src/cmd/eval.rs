@@ -54,15 +54,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let (model, tok_dir) = if a.model.join("config.json").exists() {
         (super::load_model(&a.model, &device)?, a.model.clone())
     } else {
-        let (m, cfg) =
-            qat_train::train::load_trained(&a.model, &device).map_err(anyhow::Error::msg)?;
+        let (m, cfg) = qat_train::train::load_trained(&a.model, &device).map_err(anyhow::Error::msg)?;
         (m.materialize_quant(), cfg.model.path)
     };
     let tok = Tokenizer::from_dir(&tok_dir)?;
-    anyhow::ensure!(
-        a.window >= 2 && a.stride >= 1 && a.stride <= a.window,
-        "need window >= 2 and 1 <= stride <= window"
-    );
+    anyhow::ensure!(a.window >= 2 && a.stride >= 1 && a.stride <= a.window, "need window >= 2 and 1 <= stride <= window");
     anyhow::ensure!(
         a.window <= model.config.max_position_embeddings,
         "--window {} exceeds the model's max_position_embeddings {}",
@@ -71,13 +67,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     );
     let mut results = Vec::new();
     for path in &a.texts {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut ids: Vec<u32> = if a.bos {
-            model.config.bos_token_id.into_iter().collect()
-        } else {
-            Vec::new()
-        };
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut ids: Vec<u32> = if a.bos { model.config.bos_token_id.into_iter().collect() } else { Vec::new() };
         ids.extend(tok.encode(&text, false)?);
         if a.max_tokens > 0 {
             ids.truncate(a.max_tokens);
@@ -101,27 +92,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
     }
     if let Some(p) = &a.hellaswag {
-        let r = qat_train::bench::hellaswag(&model, &tok, p, a.hellaswag_limit)
-            .map_err(anyhow::Error::msg)?;
-        results.push(serde_json::json!({"benchmark": "hellaswag", "file": p.display().to_string(), "n": r.n, "acc": r.acc, "acc_norm": r.acc_norm}));
+        let r = qat_train::bench::hellaswag(&model, &tok, p, a.hellaswag_limit).map_err(anyhow::Error::msg)?;
+        results.push(
+            serde_json::json!({"benchmark": "hellaswag", "file": p.display().to_string(), "n": r.n, "acc": r.acc, "acc_norm": r.acc_norm}),
+        );
         if !a.json {
-            println!(
-                "HellaSwag: acc_norm {:.4}, acc {:.4} over {} items",
-                r.acc_norm, r.acc, r.n
-            );
+            println!("HellaSwag: acc_norm {:.4}, acc {:.4} over {} items", r.acc_norm, r.acc, r.n);
         }
     }
     if let Some(p) = &a.mmlu {
-        let r = qat_train::bench::mmlu(&model, &tok, p, &a.mmlu_split, a.mmlu_limit)
-            .map_err(anyhow::Error::msg)?;
-        results.push(
-            serde_json::json!({"benchmark": "mmlu", "split": a.mmlu_split, "n": r.n, "acc": r.acc}),
-        );
+        let r = qat_train::bench::mmlu(&model, &tok, p, &a.mmlu_split, a.mmlu_limit).map_err(anyhow::Error::msg)?;
+        results.push(serde_json::json!({"benchmark": "mmlu", "split": a.mmlu_split, "n": r.n, "acc": r.acc}));
         if !a.json {
-            println!(
-                "MMLU ({}, zero-shot): acc {:.4} over {} questions",
-                a.mmlu_split, r.acc, r.n
-            );
+            println!("MMLU ({}, zero-shot): acc {:.4} over {} questions", a.mmlu_split, r.acc, r.n);
         }
     }
     if a.json {

@@ -37,19 +37,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let (model, base_dir, method) = match a.scheme {
         Some(scheme) => {
             let mut policy = Policy::default();
-            policy.set(&Overrides {
-                scheme: Some(scheme),
-                bits: a.bits,
-                ..Default::default()
-            });
-            let (m, _) = super::load_model(&a.source, &device)?
-                .quantize(&policy)
-                .map_err(anyhow::Error::msg)?;
+            policy.set(&Overrides { scheme: Some(scheme), bits: a.bits, ..Default::default() });
+            let (m, _) = super::load_model(&a.source, &device)?.quantize(&policy).map_err(anyhow::Error::msg)?;
             (m, a.source.clone(), "rtn")
         }
         None => {
-            let (m, cfg) =
-                qat_train::train::load_trained(&a.source, &device).map_err(anyhow::Error::msg)?;
+            let (m, cfg) = qat_train::train::load_trained(&a.source, &device).map_err(anyhow::Error::msg)?;
             (m, cfg.model.path, "qat")
         }
     };
@@ -62,17 +55,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         (model, None)
     } else {
         let (m, r) = qat_export::round_scales(model, hf_dtype).map_err(anyhow::Error::msg)?;
-        println!(
-            "scale rounding: {} of {} scales changed, largest relative change {:.3e}",
-            r.changed, r.scales, r.max_relative_change
-        );
+        println!("scale rounding: {} of {} scales changed, largest relative change {:.3e}", r.changed, r.scales, r.max_relative_change);
         (m, Some(r))
     };
-    let specs: Vec<_> = model
-        .linears()
-        .iter()
-        .map(|(n, l)| (n.clone(), l.quant.as_ref().map(|q| q.spec.label())))
-        .collect();
+    let specs: Vec<_> = model.linears().iter().map(|(n, l)| (n.clone(), l.quant.as_ref().map(|q| q.spec.label()))).collect();
     match a.format.as_str() {
         "hf" => {
             let sidecar = serde_json::json!({
@@ -80,8 +66,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 "hf_dtype": a.hf_dtype, "modules": specs.iter().map(|(n, s)| serde_json::json!({"module": n, "quantizer": s})).collect::<Vec<_>>(),
                 "linears": specs.len(),
             });
-            qat_export::export_hf(&model, &base_dir, &a.out, hf_dtype, &sidecar)
-                .map_err(anyhow::Error::msg)?;
+            qat_export::export_hf(&model, &base_dir, &a.out, hf_dtype, &sidecar).map_err(anyhow::Error::msg)?;
             println!("wrote {}", a.out.display());
         }
         "gguf" => {
@@ -92,24 +77,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 "q8_0" => HighPrecision::Q8_0,
                 other => bail!("--hp-type {other}: expected f32, f16, bf16 or q8_0"),
             };
-            let name = a
-                .source
-                .file_name()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let r = qat_export::export_gguf(&model, &base_dir, &a.out, hp, hf_dtype, &name)
-                .map_err(anyhow::Error::msg)?;
+            let name = a.source.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let r = qat_export::export_gguf(&model, &base_dir, &a.out, hp, hf_dtype, &name).map_err(anyhow::Error::msg)?;
             let mut by_type = std::collections::BTreeMap::new();
             for t in &r.tensors {
                 *by_type.entry(t.ggml_type.clone()).or_insert(0) += 1;
             }
             for t in r.tensors.iter().filter(|t| t.fallback.is_some()).take(3) {
-                println!(
-                    "fallback: {} → {} ({})",
-                    t.name,
-                    t.ggml_type,
-                    t.fallback.as_deref().unwrap_or("")
-                );
+                println!("fallback: {} → {} ({})", t.name, t.ggml_type, t.fallback.as_deref().unwrap_or(""));
             }
             let n_fallback = r.tensors.iter().filter(|t| t.fallback.is_some()).count();
             if n_fallback > 3 {
@@ -124,8 +99,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 by_type
             );
             let report = a.out.with_extension("export.json");
-            std::fs::write(&report, serde_json::to_string_pretty(&r)?)
-                .with_context(|| report.display().to_string())?;
+            std::fs::write(&report, serde_json::to_string_pretty(&r)?).with_context(|| report.display().to_string())?;
         }
         other => bail!("--format {other}: expected hf or gguf"),
     }

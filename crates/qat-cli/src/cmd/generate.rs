@@ -53,34 +53,22 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let mut stop = model.config.eos_token_ids.clone();
     stop.extend(tok.eos_id());
-    let sampling = Sampling {
-        temperature: a.temperature,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        seed: a.seed,
-    };
+    let sampling = Sampling { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed };
     let mut shown = String::new();
     let mut out_ids = Vec::new();
     let mut stdout = std::io::stdout();
     print!("{}", a.prompt);
-    generate(
-        &model,
-        &prompt_ids,
-        a.max_new_tokens,
-        &stop,
-        &sampling,
-        |t| {
-            out_ids.push(t);
-            // Decode the whole continuation each time so multi-token characters print correctly.
-            if let Ok(text) = tok.decode(&out_ids, true) {
-                if let Some(new) = text.strip_prefix(shown.as_str()) {
-                    print!("{new}");
-                    let _ = stdout.flush();
-                }
-                shown = text;
+    generate(&model, &prompt_ids, a.max_new_tokens, &stop, &sampling, |t| {
+        out_ids.push(t);
+        // Decode the whole continuation each time so multi-token characters print correctly.
+        if let Ok(text) = tok.decode(&out_ids, true) {
+            if let Some(new) = text.strip_prefix(shown.as_str()) {
+                print!("{new}");
+                let _ = stdout.flush();
             }
-        },
-    );
+            shown = text;
+        }
+    });
     println!();
     let _ = stdout.flush().context("writing output");
     Ok(())

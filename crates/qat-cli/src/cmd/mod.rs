@@ -19,7 +19,6 @@ pub fn device(name: &str) -> anyhow::Result<Device> {
 
 /// Loads a checkpoint directory's model onto `device`.
 pub fn load_model(dir: &std::path::Path, device: &Device) -> anyhow::Result<qat_model::CausalLm> {
-    let ckpt = qat_model::Checkpoint::open(dir)
-        .with_context(|| format!("opening checkpoint {}", dir.display()))?;
+    let ckpt = qat_model::Checkpoint::open(dir).with_context(|| format!("opening checkpoint {}", dir.display()))?;
     Ok(qat_model::CausalLm::from_checkpoint(&ckpt, device)?)
 }

@@ -44,10 +44,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let device = super::device(&a.device)?;
     let mut policy = match &a.policy {
         Some(p) => {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            toml::from_str::<Policy>(&text)
-                .with_context(|| format!("{}: invalid quant policy", p.display()))?
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            toml::from_str::<Policy>(&text).with_context(|| format!("{}: invalid quant policy", p.display()))?
         }
         None => Policy::default(),
     };
@@ -73,12 +71,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "bits_per_weight_quantized": table.quantized_bits_per_weight(),
         "bits_per_weight_model": table.model_bits_per_weight(),
     }))?;
-    model.save_hf(
-        Some(&a.model),
-        &a.out,
-        dtype,
-        &[("qat_quant.json", sidecar)],
-    )?;
+    model.save_hf(Some(&a.model), &a.out, dtype, &[("qat_quant.json", sidecar)])?;
     println!("wrote {}", a.out.display());
     Ok(())
 }

@@ -23,10 +23,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let rows = qat_train::sweep::run_sweep(&s, !a.quiet).map_err(anyhow::Error::msg)?;
     let failed = rows.iter().filter(|r| r.status != "ok").count();
     println!("{}", std::fs::read_to_string(s.output.join("results.md"))?);
-    println!(
-        "{} runs, {failed} failed; results in {}",
-        rows.len(),
-        s.output.display()
-    );
+    println!("{} runs, {failed} failed; results in {}", rows.len(), s.output.display());
     Ok(())
 }

@@ -29,19 +29,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 bail!("--set cannot change a run being resumed");
             }
             let c = dir.join("config.toml");
-            (
-                RunConfig::load(&c, &[])
-                    .with_context(|| format!("{} is not a run directory", dir.display()))?,
-                true,
-            )
+            (RunConfig::load(&c, &[]).with_context(|| format!("{} is not a run directory", dir.display()))?, true)
         }
         _ => bail!("give a config file, or --resume RUN_DIR"),
     };
-    let opts = RunOptions {
-        resume,
-        stop_after: a.stop_after,
-        progress_bar: !a.quiet,
-    };
+    let opts = RunOptions { resume, stop_after: a.stop_after, progress_bar: !a.quiet };
     let s = qat_train::train(&cfg, &opts).map_err(anyhow::Error::msg)?;
     println!(
         "done: {} steps ({} skipped), {} tokens in {:.1}s ({:.0} tokens/s), peak RSS {:.0} MiB",
@@ -51,10 +43,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     println!("quantized, step 0:   {}", s.first_eval);
     println!("quantized, trained:  {}", s.final_eval);
     if let Some(r) = s.val_gap_recovered {
-        println!(
-            "QAT closed {:.1}% of the validation-loss gap between round-to-nearest and full precision",
-            100.0 * r
-        );
+        println!("QAT closed {:.1}% of the validation-loss gap between round-to-nearest and full precision", 100.0 * r);
     }
     println!("model: {}", s.final_model.display());
     Ok(())

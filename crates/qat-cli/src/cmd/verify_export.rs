@@ -11,9 +11,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let r = qat_export::verify_export(&a.hf_dir, &a.gguf).map_err(anyhow::Error::msg)?;
     let mut by_type = std::collections::BTreeMap::new();
     for t in &r.tensors {
-        let e = by_type
-            .entry(t.ggml_type.clone())
-            .or_insert((0usize, 0usize));
+        let e = by_type.entry(t.ggml_type.clone()).or_insert((0usize, 0usize));
         e.0 += 1;
         e.1 += usize::from(t.mismatches > 0);
     }
@@ -21,10 +19,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         println!("{ty:>6}: {n} tensors, {bad} with mismatches");
     }
     for t in r.tensors.iter().filter(|t| t.mismatches > 0).take(10) {
-        println!(
-            "MISMATCH {} ({}): {} values differ, max |Δ| {:e}",
-            t.name, t.ggml_type, t.mismatches, t.max_abs_diff
-        );
+        println!("MISMATCH {} ({}): {} values differ, max |Δ| {:e}", t.name, t.ggml_type, t.mismatches, t.max_abs_diff);
     }
     for n in &r.missing_in_gguf {
         println!("MISSING in GGUF: {n}");

@@ -10,10 +10,7 @@
 use std::path::PathBuf;
 
 fn reference(var: &str, what: &str) -> Option<PathBuf> {
-    match std::env::var_os(var)
-        .map(PathBuf::from)
-        .filter(|p| p.exists())
-    {
+    match std::env::var_os(var).map(PathBuf::from).filter(|p| p.exists()) {
         Some(p) => Some(p),
         None if std::env::var_os("QAT_REQUIRE_REFERENCES").is_some() => {
             panic!("{var} must point at {what} (QAT_REQUIRE_REFERENCES is set)")
@@ -27,16 +24,10 @@ fn reference(var: &str, what: &str) -> Option<PathBuf> {
 
 /// The shared reference directory, if available.
 pub fn shared() -> Option<PathBuf> {
-    reference(
-        "QAT_SHARED",
-        "the shared reference directory (models/, data/)",
-    )
+    reference("QAT_SHARED", "the shared reference directory (models/, data/)")
 }
 
 /// The SmolLM2-135M-Instruct Q4_1 GGUF, if available.
 pub fn smollm2_gguf() -> Option<PathBuf> {
-    reference(
-        "QAT_SMOLLM2_GGUF",
-        "SmolLM2-135M-Instruct.Q4_1.gguf (run scripts/setup.sh)",
-    )
+    reference("QAT_SMOLLM2_GGUF", "SmolLM2-135M-Instruct.Q4_1.gguf (run scripts/setup.sh)")
 }

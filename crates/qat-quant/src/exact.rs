@@ -1,0 +1,142 @@
+//! Quantizer scales that the export formats store exactly.
+//!
+//! Every quantized value is `u·L` with `L` an integer level in units of `u`
+//! ([`unit_per_step`]). GGUF stores `u` as f16; the HF export stores `u·L` as bf16 (8
+//! significant bits) or f32. Rounding `u` to `p` significant bits with `p + bits(max|L|) ≤ 8`
+//! (bf16) or `p ≤ 11` (f32), and onto the f16 grid, makes both exact; `α` is then the value
+//! whose step gives exactly that `u`. Export rounds the trained scales once; training can keep
+//! them on this grid at every step (`[quant] round_scales`).
+
+use crate::scheme::{QuantSpec, Scheme};
+
+/// Levels in units `u`, and `u = step · unit_per_step` for each scheme.
+pub fn unit_per_step(scheme: Scheme) -> f32 {
+    match scheme {
+        // SEQ levels are half-integers of the step: in units of step/2 they are odd integers.
+        Scheme::Seq => 0.5,
+        _ => 1.0,
+    }
+}
+
+/// Storage of the HF export, which decides how many bits a unit may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HfDtype {
+    Bf16,
+    F32,
+}
+
+/// Significant bits of the largest level (in units) of a scheme.
+fn level_bits(spec: &QuantSpec) -> u32 {
+    let max_units: u32 = match (spec.scheme, spec.bits) {
+        (Scheme::Seq, b) => (1 << b) - 1, // odd units up to 2k − 1
+        (Scheme::Int, b) => (1 << (b - 1)) - 1,
+        _ => 1,
+    };
+    (0..=max_units).map(|l| if l == 0 { 0 } else { 32 - l.leading_zeros() - l.trailing_zeros() }).max().unwrap_or(1).max(1)
+}
+
+/// Significant bits allowed for the unit.
+pub fn unit_bits(spec: &QuantSpec, dtype: HfDtype) -> u32 {
+    match dtype {
+        HfDtype::F32 => 11,
+        HfDtype::Bf16 if level_bits(spec) == 1 => 8,
+        HfDtype::Bf16 => (8 - level_bits(spec)).min(11),
+    }
+}
+
+/// `x > 0` rounded to `bits` significant bits (half to even) and onto the f16 grid.
+pub fn round_unit(x: f32, bits: u32) -> Result<f32, String> {
+    if !(x.is_finite() && x > 0.0) {
+        return Err(format!("scale unit {x} is not a positive finite number"));
+    }
+    let shift = 24 - bits;
+    let b = x.to_bits();
+    let half = 1u32 << (shift - 1);
+    let lsb = (b >> shift) & 1;
+    let r = f32::from_bits((b + half - 1 + lsb) & !((1u32 << shift) - 1));
+    // Below f16's normal range values must sit on its subnormal grid (multiples of 2^-24):
+    // round x there directly, then keep at most `bits` significant bits of the multiple.
+    let r = if r < 6.103_515_6e-5 {
+        let mut k = ((x * 16_777_216.0).round() as u32).max(1);
+        let sig = 32 - k.leading_zeros();
+        if sig > bits {
+            let drop = sig - bits;
+            k = ((k + (1 << (drop - 1))) >> drop) << drop;
+        }
+        k as f32 / 16_777_216.0
+    } else {
+        r
+    };
+    if r > 65504.0 {
+        return Err(format!("scale unit {x} exceeds the f16 range"));
+    }
+    debug_assert_eq!(half::f16::from_f32(r).to_f32(), r);
+    Ok(r)
+}
+
+/// α whose step gives exactly unit `u`: the step is α/k for SEQ (k = 2^(b−1)), α/1.5 for
+/// ternary, α otherwise; and `u = step·unit_per_step`.
+fn alpha_for_unit(spec: &QuantSpec, u: f32) -> f32 {
+    let step = u / unit_per_step(spec.scheme);
+    match spec.scheme {
+        Scheme::Seq => step * (1u32 << (spec.bits - 1)) as f32,
+        Scheme::Ternary => step * 1.5,
+        _ => step,
+    }
+}
+
+fn unit_of_alpha(spec: &QuantSpec, alpha: f32) -> f32 {
+    let step = match spec.scheme {
+        Scheme::Seq => alpha / (1u32 << (spec.bits - 1)) as f32,
+        Scheme::Ternary => alpha / 1.5,
+        _ => alpha,
+    };
+    step * unit_per_step(spec.scheme)
+}
+
+/// `α` rounded so that its quantized values are exact in GGUF and in an HF export stored as
+/// `dtype`.
+pub fn round_alpha(spec: &QuantSpec, alpha: f32, dtype: HfDtype) -> Result<f32, String> {
+    let bits = unit_bits(spec, dtype);
+    if bits < 4 {
+        return Err(format!("{} values need a {bits}-bit scale to be exact in bf16; use f32", spec.label()));
+    }
+    let u = round_unit(unit_of_alpha(spec, alpha), bits)?;
+    let r = alpha_for_unit(spec, u);
+    debug_assert_eq!(unit_of_alpha(spec, r), u);
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounding_gives_few_bit_f16_values() {
+        for x in [0.013_7f32, 1.0, 3.999, 7.3e-6, 123.456] {
+            for bits in [5, 6, 8, 11] {
+                let r = round_unit(x, bits).unwrap();
+                assert_eq!(half::f16::from_f32(r).to_f32(), r);
+                let m = r.to_bits() & 0x7f_ffff;
+                if r >= 6.2e-5 {
+                    assert_eq!(m & ((1 << (24 - bits)) - 1), 0, "{x} → {r} has more than {bits} bits");
+                }
+                // Half a unit in the last kept bit; in f16's subnormal range, its spacing 2^-24.
+                let bound = (2f32.powi(-(bits as i32)) * x * 1.0001).max(2f32.powi(-24));
+                assert!((r - x).abs() <= bound, "{x} → {r}");
+            }
+        }
+        assert_eq!(round_unit(0.75, 6).unwrap(), 0.75);
+        assert!(round_unit(1e6, 6).is_err());
+    }
+
+    #[test]
+    fn level_bits_per_scheme() {
+        let s = |scheme, bits| QuantSpec { scheme, bits, ..QuantSpec::seq2() };
+        assert_eq!(unit_bits(&s(Scheme::Seq, 2), HfDtype::Bf16), 6); // levels ±1, ±3 units
+        assert_eq!(unit_bits(&s(Scheme::Seq, 3), HfDtype::Bf16), 5); // up to ±7
+        assert_eq!(unit_bits(&s(Scheme::Ternary, 2), HfDtype::Bf16), 8);
+        assert_eq!(unit_bits(&s(Scheme::Int, 4), HfDtype::Bf16), 5); // 7 = 111b, and −8
+    }
+}
