@@ -1,11 +1,15 @@
 //! `qat sweep SWEEP.toml`: many short runs of one base config over a grid or a random sample
-//! of config values, one after another, each in its own run directory; then a ranked table.
+//! of config values, each in its own run directory; then a ranked table and a plot of the
+//! metric against each axis. Runs go one after another, or, with several devices, one per device
+//! at a time (each device takes the next point as soon as its run ends).
 //!
 //! A finished run (its `summary.json` exists) is skipped when the sweep is started again; an
 //! interrupted one resumes from its last checkpoint; a failed one is recorded and the sweep
 //! goes on.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::{Deserialize, Serialize};
@@ -65,6 +69,10 @@ pub struct SweepConfig {
     /// Overrides applied to every run.
     #[serde(default)]
     pub set: Vec<String>,
+    /// Devices to run on in parallel (`model.device` values, e.g. `["vulkan:0", "vulkan:1"]`);
+    /// empty: the base config's device, one run at a time.
+    #[serde(default)]
+    pub devices: Vec<String>,
     pub axes: Vec<Axis>,
 }
 
@@ -165,55 +173,86 @@ pub struct SweepRow {
     pub wall_seconds: f64,
 }
 
-/// Runs the sweep and writes `results.csv` and `results.md` in its output directory.
+/// Runs the sweep and writes `results.csv`, `results.md` and `results.png` in its output
+/// directory (rewritten as runs finish).
 pub fn run_sweep(sweep: &SweepConfig, progress: bool) -> Result<Vec<SweepRow>, String> {
     std::fs::create_dir_all(&sweep.output).map_err(|e| format!("{}: {e}", sweep.output.display()))?;
     let base_text = std::fs::read_to_string(&sweep.base).map_err(|e| format!("{}: {e}", sweep.base.display()))?;
-    let mut rows = Vec::new();
-    for (i, point) in sweep.points().into_iter().enumerate() {
-        let run_name = format!("run-{i:03}");
-        let run_dir = sweep.output.join(&run_name);
-        let mut overrides = sweep.set.clone();
-        overrides.extend(point.iter().cloned());
-        overrides.push(format!("output.dir={:?}", run_dir.display().to_string()));
-        eprintln!("[{}] {}", run_name, point.join(" "));
-        let result = (|| -> Result<RunSummary, String> {
-            let summary_path = run_dir.join("summary.json");
-            if summary_path.exists() {
-                let text = std::fs::read_to_string(&summary_path).map_err(|e| e.to_string())?;
-                return serde_json::from_str(&text).map_err(|e| format!("{}: {e}", summary_path.display()));
-            }
-            // The base file's own directory anchors its relative paths.
-            let mut table: toml::Table = toml::from_str(&base_text).map_err(|e| format!("{}: {e}", sweep.base.display()))?;
-            for o in &overrides {
-                apply_override(&mut table, o)?;
-            }
-            let tmp = sweep.base.with_file_name(format!(".sweep-{run_name}-{}.toml", std::process::id()));
-            std::fs::write(&tmp, toml::to_string(&table).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-            let cfg = RunConfig::load(&tmp, &[]).map_err(|e| e.to_string());
-            let _ = std::fs::remove_file(&tmp);
-            let cfg = cfg?;
-            let resume = crate::checkpoint::latest(&run_dir.join("checkpoints"))?.is_some();
-            train(&cfg, &RunOptions { resume, stop_after: None, progress_bar: progress })
-        })();
-        let row = match result {
-            Ok(s) => SweepRow {
-                run: run_name,
-                assignments: point,
-                status: "ok".into(),
-                metric: s.final_eval.get(&sweep.metric).and_then(|v| v.as_f64()),
-                tokens: s.tokens,
-                wall_seconds: s.wall_seconds,
-            },
-            Err(e) => {
-                eprintln!("[{run_name}] failed: {e}");
-                SweepRow { run: run_name, assignments: point, status: format!("failed: {e}"), metric: None, tokens: 0, wall_seconds: 0.0 }
-            }
-        };
-        rows.push(row);
-        write_results(sweep, &rows)?;
+    let points = sweep.points();
+    let devices: Vec<Option<&str>> = if sweep.devices.is_empty() { vec![None] } else { sweep.devices.iter().map(|d| Some(d.as_str())).collect() };
+    // Progress bars of parallel runs would overwrite each other.
+    let progress = progress && devices.len() == 1;
+    let next = AtomicUsize::new(0);
+    let rows: Mutex<Vec<Option<SweepRow>>> = Mutex::new(vec![None; points.len()]);
+    let write_error: Mutex<Option<String>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        let (next, rows, write_error, points, base_text) = (&next, &rows, &write_error, &points, &base_text);
+        for &device in &devices {
+            s.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(point) = points.get(i) else { break };
+                    let row = run_point(sweep, base_text, i, point, device, progress);
+                    let mut rows = rows.lock().expect("no panics while holding the lock");
+                    rows[i] = Some(row);
+                    let finished: Vec<SweepRow> = rows.iter().flatten().cloned().collect();
+                    if let Err(e) = write_results(sweep, &finished) {
+                        write_error.lock().expect("lock").get_or_insert(e);
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = write_error.into_inner().expect("lock") {
+        return Err(e);
     }
-    Ok(rows)
+    Ok(rows.into_inner().expect("lock").into_iter().flatten().collect())
+}
+
+/// Trains (or resumes, or reads the summary of) point `i`, on `device` when given.
+fn run_point(sweep: &SweepConfig, base_text: &str, i: usize, point: &[String], device: Option<&str>, progress: bool) -> SweepRow {
+    let run_name = format!("run-{i:03}");
+    let run_dir = sweep.output.join(&run_name);
+    let mut overrides = sweep.set.clone();
+    overrides.extend(point.iter().cloned());
+    if let Some(d) = device {
+        overrides.push(format!("model.device={d:?}"));
+    }
+    overrides.push(format!("output.dir={:?}", run_dir.display().to_string()));
+    eprintln!("[{run_name}] {}{}", point.join(" "), device.map(|d| format!(" (on {d})")).unwrap_or_default());
+    let result = (|| -> Result<RunSummary, String> {
+        let summary_path = run_dir.join("summary.json");
+        if summary_path.exists() {
+            let text = std::fs::read_to_string(&summary_path).map_err(|e| e.to_string())?;
+            return serde_json::from_str(&text).map_err(|e| format!("{}: {e}", summary_path.display()));
+        }
+        // The base file's own directory anchors its relative paths.
+        let mut table: toml::Table = toml::from_str(base_text).map_err(|e| format!("{}: {e}", sweep.base.display()))?;
+        for o in &overrides {
+            apply_override(&mut table, o)?;
+        }
+        let tmp = sweep.base.with_file_name(format!(".sweep-{run_name}-{}.toml", std::process::id()));
+        std::fs::write(&tmp, toml::to_string(&table).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        let cfg = RunConfig::load(&tmp, &[]).map_err(|e| e.to_string());
+        let _ = std::fs::remove_file(&tmp);
+        let cfg = cfg?;
+        let resume = crate::checkpoint::latest(&run_dir.join("checkpoints"))?.is_some();
+        train(&cfg, &RunOptions { resume, stop_after: None, progress_bar: progress })
+    })();
+    match result {
+        Ok(s) => SweepRow {
+            run: run_name,
+            assignments: point.to_vec(),
+            status: "ok".into(),
+            metric: s.final_eval.get(&sweep.metric).and_then(|v| v.as_f64()),
+            tokens: s.tokens,
+            wall_seconds: s.wall_seconds,
+        },
+        Err(e) => {
+            eprintln!("[{run_name}] failed: {e}");
+            SweepRow { run: run_name, assignments: point.to_vec(), status: format!("failed: {e}"), metric: None, tokens: 0, wall_seconds: 0.0 }
+        }
+    }
 }
 
 fn write_results(sweep: &SweepConfig, rows: &[SweepRow]) -> Result<(), String> {
@@ -266,5 +305,17 @@ fn write_results(sweep: &SweepConfig, rows: &[SweepRow]) -> Result<(), String> {
             if r.status == "ok" { "ok" } else { "failed" }
         ));
     }
-    std::fs::write(sweep.output.join("results.md"), md).map_err(|e| e.to_string())
+    std::fs::write(sweep.output.join("results.md"), md).map_err(|e| e.to_string())?;
+    // Each axis's values in the order the points list them.
+    let mut axes: Vec<(String, Vec<String>)> = keys.iter().map(|k| (k.to_string(), Vec::new())).collect();
+    for point in sweep.points() {
+        for (k, values) in axes.iter_mut() {
+            let v = point.iter().find_map(|a| a.strip_prefix(&format!("{k}="))).unwrap_or("").to_string();
+            if !values.contains(&v) {
+                values.push(v);
+            }
+        }
+    }
+    let runs: Vec<(Vec<String>, f64)> = rows.iter().filter_map(|r| Some((keys.iter().map(|k| value_of(r, k)).collect(), r.metric?))).collect();
+    crate::plot::plot_sweep(&sweep.output.join("results.png"), &sweep.metric, &axes, &runs)
 }

@@ -10,10 +10,17 @@ pub struct Args {
     dry_run: bool,
     #[arg(long)]
     quiet: bool,
+    /// Run on these devices in parallel, one run per device at a time (comma-separated, e.g.
+    /// `vulkan:0,vulkan:1`); replaces the sweep file's `devices`.
+    #[arg(long, value_delimiter = ',')]
+    devices: Vec<String>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let s = qat_train::sweep::SweepConfig::load(&a.sweep).map_err(anyhow::Error::msg)?;
+    let mut s = qat_train::sweep::SweepConfig::load(&a.sweep).map_err(anyhow::Error::msg)?;
+    if !a.devices.is_empty() {
+        s.devices = a.devices;
+    }
     if a.dry_run {
         for (i, p) in s.points().iter().enumerate() {
             println!("run-{i:03}: {}", p.join(" "));

@@ -1,0 +1,99 @@
+//! `qat sweep` on stories260K: results table and plot, a failed point recorded without stopping
+//! the sweep, finished runs skipped on restart, and two devices giving the same results as one.
+
+mod common;
+
+use std::path::Path;
+
+use qat_train::sweep::{SweepConfig, run_sweep};
+
+fn write_sweep(shared: &Path, dir: &Path, name: &str, devices: &str) -> SweepConfig {
+    let base = dir.join("base.toml");
+    std::fs::write(
+        &base,
+        format!(
+            r#"
+[model]
+path = "{model}"
+[data]
+seq_len = 64
+val_fraction = 0.05
+cache_dir = "{cache}"
+[data.mix]
+text = 1.0
+[[data.sources]]
+path = "{text}"
+format = "text"
+category = "text"
+[train]
+batch_size = 2
+max_steps = 3
+lr = 2e-3
+seed = 1
+[eval]
+val_rows = 2
+[checkpoint]
+every = 0
+[output]
+dir = "unused"
+"#,
+            model = shared.join("models/stories260k-hf").display(),
+            text = shared.join("data/text/tinystories_val_subset.txt").display(),
+            cache = dir.join("cache").display(),
+        ),
+    )
+    .unwrap();
+    let path = dir.join(format!("{name}.toml"));
+    // The third lr is not a number: that point's run fails and the sweep goes on.
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+base = "base.toml"
+output = "{name}"
+metric = "val_loss"
+{devices}
+[[axes]]
+key = "train.lr"
+values = [1e-3, 4e-3, "fast"]
+[[axes]]
+key = "quant.bits"
+values = [2, 3]
+"#
+        ),
+    )
+    .unwrap();
+    SweepConfig::load(&path).unwrap()
+}
+
+#[test]
+fn sweep_ranks_plots_resumes_and_runs_on_several_devices() {
+    let Some(shared) = common::shared() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let one = write_sweep(&shared, tmp.path(), "one", "");
+    let rows = run_sweep(&one, false).unwrap();
+    assert_eq!(rows.len(), 6);
+    let failed: Vec<_> = rows.iter().filter(|r| r.status != "ok").map(|r| r.run.as_str()).collect();
+    assert_eq!(failed, ["run-004", "run-005"], "{rows:?}");
+    assert!(rows.iter().filter(|r| r.status == "ok").all(|r| r.metric.is_some_and(f64::is_finite)));
+    let csv = std::fs::read_to_string(one.output.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 7, "{csv}");
+    let md = std::fs::read_to_string(one.output.join("results.md")).unwrap();
+    let best = rows.iter().filter(|r| r.metric.is_some()).min_by(|a, b| a.metric.unwrap().total_cmp(&b.metric.unwrap())).unwrap();
+    assert!(md.lines().nth(2).unwrap().starts_with(&format!("| 1 | {} |", best.run)), "{md}");
+    let png = std::fs::read(one.output.join("results.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 2000);
+    assert!(one.output.join("run-000/training.png").exists());
+
+    // Started again: finished runs are read back, not trained again.
+    let summary = one.output.join("run-000/summary.json");
+    let before = std::fs::metadata(&summary).unwrap().modified().unwrap();
+    let again = run_sweep(&one, false).unwrap();
+    assert_eq!(std::fs::metadata(&summary).unwrap().modified().unwrap(), before);
+    assert_eq!(again.iter().map(|r| r.metric).collect::<Vec<_>>(), rows.iter().map(|r| r.metric).collect::<Vec<_>>());
+
+    // Two devices (two CPU workers here): every run gives exactly what it gave alone.
+    let two = write_sweep(&shared, tmp.path(), "two", r#"devices = ["cpu", "cpu"]"#);
+    let parallel = run_sweep(&two, false).unwrap();
+    assert_eq!(parallel.iter().map(|r| (&r.run, r.metric)).collect::<Vec<_>>(), rows.iter().map(|r| (&r.run, r.metric)).collect::<Vec<_>>());
+}
