@@ -69,6 +69,6 @@ fn chat_sources_train_only_on_replies() {
     .unwrap();
     let cfg: qat_data::SourceConfig = toml::from_str(&format!("path = {:?}\nformat = \"chat\"\ncategory = \"chat\"", path)).unwrap();
     let t = qat_data::tokenize_source(&cfg, &tok, None, None).unwrap();
-    let with_loss: Vec<u32> = t.tokens.iter().zip(&t.loss).filter(|(_, l)| **l == 1).map(|(x, _)| *x).collect();
+    let with_loss: Vec<u32> = (0..t.n_tokens()).filter(|&j| t.has_loss(j)).map(|j| t.token(j)).collect();
     assert_eq!(tok.decode(&with_loss, false).unwrap(), "Hello there<|im_end|>\n");
 }

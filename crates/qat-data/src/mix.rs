@@ -266,8 +266,8 @@ impl Mixer {
                 let n = (range.end - start).min(t - seg.len());
                 let data = &self.sources[s].data;
                 for j in start..start + n {
-                    b.tokens.push(data.tokens[j]);
-                    let target = if j + 1 < range.end && data.loss[j + 1] == 1 { data.tokens[j + 1] as i64 } else { -1 };
+                    b.tokens.push(data.token(j));
+                    let target = if j + 1 < range.end && data.has_loss(j + 1) { data.token(j + 1) as i64 } else { -1 };
                     b.targets.push(target);
                     seg.push(piece);
                 }
@@ -317,8 +317,8 @@ impl Mixer {
             while j < range.end {
                 let n = (range.end - j).min(t - seg.len());
                 for k in j..j + n {
-                    b.tokens.push(src.data.tokens[k]);
-                    b.targets.push(if k + 1 < range.end && src.data.loss[k + 1] == 1 { src.data.tokens[k + 1] as i64 } else { -1 });
+                    b.tokens.push(src.data.token(k));
+                    b.targets.push(if k + 1 < range.end && src.data.has_loss(k + 1) { src.data.token(k + 1) as i64 } else { -1 });
                     seg.push(piece);
                 }
                 piece += 1;

@@ -1,39 +1,187 @@
 //! Tokenized sources with an on-disk cache. The cache key covers the tokenizer file's bytes,
 //! the source's config, and the source file's path, size and modification time, so a changed
 //! tokenizer or source is re-tokenized.
+//!
+//! Tokens are streamed to the cache file as documents are tokenized and read back through a
+//! memory map, so a source larger than memory can be trained on: what stays in memory is one
+//! offset per document. Without a cache directory the file is a temporary one.
+//!
+//! File layout (little-endian): `QATTOK2\0`, token count `n` (u64), offset count `m` (u64),
+//! largest token id (u64), `n` u32 tokens with the loss flag in bit 31, `m` u64 document offsets.
 
-use std::io::Write;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::sync::Arc;
 
+use memmap2::Mmap;
 use sha2::{Digest, Sha256};
 
 use crate::DataError;
 use crate::source::{Document, SourceConfig, for_each_document};
 use qat_tokenizer::Tokenizer;
 
-const MAGIC: &[u8; 8] = b"QATTOK1\0";
+const MAGIC: &[u8; 8] = b"QATTOK2\0";
+const HEADER: usize = 32;
+const LOSS_BIT: u32 = 1 << 31;
 
-/// A source's documents as token ids with per-token loss flags.
-#[derive(Debug, Clone, PartialEq)]
+/// A source's documents as token ids with per-token loss flags, backed by a memory-mapped file.
+#[derive(Debug, Clone)]
 pub struct TokenizedSource {
     pub name: String,
     pub category: String,
     pub weight: f64,
-    pub tokens: Vec<u32>,
-    /// 1 where the token may be a training target (all text; assistant turns of chats).
-    pub loss: Vec<u8>,
-    /// Document `d` is `tokens[offsets[d]..offsets[d + 1]]`.
-    pub offsets: Vec<usize>,
+    store: Arc<Store>,
+}
+
+#[derive(Debug)]
+struct Store {
+    map: Mmap,
+    n_tokens: usize,
+    max_id: u32,
+    /// Document `d` is tokens `offsets[d]..offsets[d + 1]`.
+    offsets: Vec<usize>,
+    /// Keeps an uncached store's temporary file until the source is dropped.
+    _temp: Option<tempfile::TempPath>,
 }
 
 impl TokenizedSource {
+    /// A source from in-memory documents `(tokens, loss flags)` (tests and small inputs).
+    pub fn from_docs(name: &str, category: &str, weight: f64, docs: impl IntoIterator<Item = (Vec<u32>, Vec<u8>)>) -> Result<Self, DataError> {
+        let mut w = TokenWriter::new(None, name)?;
+        for (ids, loss) in docs {
+            w.push_doc(&ids, &loss)?;
+        }
+        Ok(TokenizedSource { name: name.into(), category: category.into(), weight, store: Arc::new(w.finish(None)?) })
+    }
+
     pub fn n_docs(&self) -> usize {
-        self.offsets.len() - 1
+        self.store.offsets.len() - 1
+    }
+
+    pub fn n_tokens(&self) -> usize {
+        self.store.n_tokens
+    }
+
+    /// The largest token id (for checking against a model's vocabulary).
+    pub fn max_token_id(&self) -> u32 {
+        self.store.max_id
     }
 
     pub fn doc(&self, d: usize) -> std::ops::Range<usize> {
-        self.offsets[d]..self.offsets[d + 1]
+        self.store.offsets[d]..self.store.offsets[d + 1]
     }
+
+    fn raw(&self, j: usize) -> u32 {
+        assert!(j < self.store.n_tokens, "token {j} of {}", self.store.n_tokens);
+        let at = HEADER + 4 * j;
+        u32::from_le_bytes(self.store.map[at..at + 4].try_into().expect("4 bytes"))
+    }
+
+    /// Token `j` of the concatenated documents.
+    pub fn token(&self, j: usize) -> u32 {
+        self.raw(j) & !LOSS_BIT
+    }
+
+    /// Whether token `j` may be a training target (all text; assistant turns of chats).
+    pub fn has_loss(&self, j: usize) -> bool {
+        self.raw(j) & LOSS_BIT != 0
+    }
+}
+
+/// Streams documents into a token file.
+struct TokenWriter {
+    out: BufWriter<tempfile::NamedTempFile>,
+    n: usize,
+    max_id: u32,
+    offsets: Vec<usize>,
+    path: String,
+}
+
+impl TokenWriter {
+    /// A temporary file in `dir` (the cache directory) or in the system's temporary directory.
+    fn new(dir: Option<&Path>, path: &str) -> Result<Self, DataError> {
+        let io = |e: std::io::Error| DataError::Source { path: path.into(), line: None, msg: format!("writing tokens: {e}") };
+        let file = match dir {
+            Some(d) => {
+                std::fs::create_dir_all(d).map_err(io)?;
+                tempfile::NamedTempFile::new_in(d)
+            }
+            None => tempfile::NamedTempFile::new(),
+        }
+        .map_err(io)?;
+        let mut out = BufWriter::new(file);
+        out.write_all(&[0u8; HEADER]).map_err(io)?;
+        Ok(TokenWriter { out, n: 0, max_id: 0, offsets: vec![0], path: path.into() })
+    }
+
+    fn io(&self, e: std::io::Error) -> DataError {
+        DataError::Source { path: self.path.clone(), line: None, msg: format!("writing tokens: {e}") }
+    }
+
+    fn push_doc(&mut self, ids: &[u32], loss: &[u8]) -> Result<(), DataError> {
+        for (&id, &l) in ids.iter().zip(loss) {
+            if id & LOSS_BIT != 0 {
+                return Err(DataError::Source { path: self.path.clone(), line: None, msg: format!("token id {id} does not fit 31 bits") });
+            }
+            self.max_id = self.max_id.max(id);
+            let v = if l == 1 { id | LOSS_BIT } else { id };
+            self.out.write_all(&v.to_le_bytes()).map_err(|e| self.io(e))?;
+        }
+        self.n += ids.len();
+        self.offsets.push(self.n);
+        Ok(())
+    }
+
+    /// Completes the file, moves it to `dest` (a cache entry) or keeps it temporary, and maps it.
+    fn finish(self, dest: Option<&Path>) -> Result<Store, DataError> {
+        let TokenWriter { out, n, max_id, offsets, path } = self;
+        let io = |e: std::io::Error| DataError::Source { path: path.clone(), line: None, msg: format!("writing tokens: {e}") };
+        let mut out = out;
+        for &o in &offsets {
+            out.write_all(&(o as u64).to_le_bytes()).map_err(io)?;
+        }
+        let mut file = out.into_inner().map_err(|e| io(e.into_error()))?;
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        let mut header = Vec::with_capacity(HEADER);
+        header.extend_from_slice(MAGIC);
+        for v in [n as u64, offsets.len() as u64, max_id as u64] {
+            header.extend_from_slice(&v.to_le_bytes());
+        }
+        file.write_all(&header).map_err(io)?;
+        file.flush().map_err(io)?;
+        let (file, temp) = match dest {
+            Some(d) => (file.persist(d).map_err(|e| io(e.error))?, None),
+            None => {
+                let (f, p) = file.into_parts();
+                (f, Some(p))
+            }
+        };
+        // SAFETY: the file is private to this process (a fresh temporary file, or a cache entry
+        // that is only ever replaced by rename, never written in place).
+        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+        Ok(Store { map, n_tokens: n, max_id, offsets, _temp: temp })
+    }
+}
+
+/// Maps a cache file; `None` for anything malformed (it is then rebuilt).
+fn open_cache(file: &Path) -> Option<Store> {
+    let f = std::fs::File::open(file).ok()?;
+    // SAFETY: as in `TokenWriter::finish`: cache entries are replaced by rename, never modified.
+    let map = unsafe { Mmap::map(&f) }.ok()?;
+    if map.len() < HEADER || &map[..8] != MAGIC {
+        return None;
+    }
+    let word = |i: usize| u64::from_le_bytes(map[8 * i..8 * i + 8].try_into().expect("8 bytes")) as usize;
+    let (n, m, max_id) = (word(1), word(2), word(3));
+    if map.len() != HEADER.checked_add(n.checked_mul(4)?)?.checked_add(m.checked_mul(8)?)? || max_id > u32::MAX as usize {
+        return None;
+    }
+    let offsets: Vec<usize> =
+        map[HEADER + 4 * n..].chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")) as usize).collect();
+    if offsets.first() != Some(&0) || offsets.last() != Some(&n) || offsets.windows(2).any(|w| w[0] > w[1]) {
+        return None;
+    }
+    Some(Store { map, n_tokens: n, max_id: max_id as u32, offsets, _temp: None })
 }
 
 fn cache_key(cfg: &SourceConfig, tok: &Tokenizer, eos: Option<u32>) -> Result<String, DataError> {
@@ -61,36 +209,19 @@ fn cache_key(cfg: &SourceConfig, tok: &Tokenizer, eos: Option<u32>) -> Result<St
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Tokenizes a source, or reads it from `cache_dir` when an entry with the same key exists.
+/// Tokenizes a source, or maps it from `cache_dir` when an entry with the same key exists.
 /// Text documents get the tokenizer's special tokens (e.g. BOS) and `eos` appended.
-pub fn tokenize_source(
-    cfg: &SourceConfig,
-    tok: &Tokenizer,
-    eos: Option<u32>,
-    cache_dir: Option<&Path>,
-) -> Result<TokenizedSource, DataError> {
-    let name = cfg.display_name();
+pub fn tokenize_source(cfg: &SourceConfig, tok: &Tokenizer, eos: Option<u32>, cache_dir: Option<&Path>) -> Result<TokenizedSource, DataError> {
     let key = cache_key(cfg, tok, eos)?;
     let cache_file = cache_dir.map(|d| d.join(format!("{key}.tok")));
-    let mut t = TokenizedSource {
-        name,
-        category: cfg.category.clone(),
-        weight: cfg.weight,
-        tokens: Vec::new(),
-        loss: Vec::new(),
-        offsets: vec![0],
-    };
-    if let Some(f) = &cache_file
-        && let Ok(bytes) = std::fs::read(f)
-        && let Some((tokens, loss, offsets)) = decode(&bytes)
-    {
-        t.tokens = tokens;
-        t.loss = loss;
-        t.offsets = offsets;
-        return Ok(t);
+    let source = |store| TokenizedSource { name: cfg.display_name(), category: cfg.category.clone(), weight: cfg.weight, store: Arc::new(store) };
+    if let Some(store) = cache_file.as_deref().and_then(open_cache) {
+        return Ok(source(store));
     }
     let path = cfg.path.display().to_string();
+    let mut w = TokenWriter::new(cache_dir, &path)?;
     let mut doc_index = 0usize;
+    let mut any_loss = false;
     for_each_document(cfg, |doc| {
         let (ids, loss) = match doc {
             Document::Text(text) => {
@@ -114,56 +245,16 @@ pub fn tokenize_source(
         };
         doc_index += 1;
         if ids.len() >= 2 {
-            t.tokens.extend(ids);
-            t.loss.extend(loss);
-            t.offsets.push(t.tokens.len());
+            any_loss |= loss.contains(&1);
+            w.push_doc(&ids, &loss)?;
         }
         Ok(())
     })?;
-    if t.n_docs() == 0 {
+    if w.offsets.len() == 1 {
         return Err(DataError::Source { path, line: None, msg: "no document has 2 or more tokens".into() });
     }
-    if !t.loss.contains(&1) {
+    if !any_loss {
         return Err(DataError::Source { path, line: None, msg: "no token carries loss (chat data without assistant turns?)".into() });
     }
-    if let (Some(dir), Some(f)) = (cache_dir, &cache_file) {
-        write_cache(dir, f, &t)?;
-    }
-    Ok(t)
-}
-
-fn write_cache(dir: &Path, file: &Path, t: &TokenizedSource) -> Result<(), DataError> {
-    let io =
-        |e: std::io::Error| DataError::Source { path: file.display().to_string(), line: None, msg: format!("writing token cache: {e}") };
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let mut out = Vec::with_capacity(24 + t.tokens.len() * 5 + t.offsets.len() * 8);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(t.tokens.len() as u64).to_le_bytes());
-    out.extend_from_slice(&(t.offsets.len() as u64).to_le_bytes());
-    t.tokens.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
-    out.extend_from_slice(&t.loss);
-    t.offsets.iter().for_each(|x| out.extend_from_slice(&(*x as u64).to_le_bytes()));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    tmp.write_all(&out).map_err(io)?;
-    tmp.persist(file).map_err(|e| io(e.error))?;
-    Ok(())
-}
-
-/// Parses a cache file; `None` for anything malformed (it is then rebuilt).
-fn decode(b: &[u8]) -> Option<(Vec<u32>, Vec<u8>, Vec<usize>)> {
-    if b.len() < 24 || &b[..8] != MAGIC {
-        return None;
-    }
-    let n = u64::from_le_bytes(b[8..16].try_into().ok()?) as usize;
-    let m = u64::from_le_bytes(b[16..24].try_into().ok()?) as usize;
-    if b.len() != 24usize.checked_add(n.checked_mul(5)?)?.checked_add(m.checked_mul(8)?)? {
-        return None;
-    }
-    let tokens = b[24..24 + 4 * n].chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
-    let loss = b[24 + 4 * n..24 + 5 * n].to_vec();
-    let offsets: Vec<usize> = b[24 + 5 * n..].chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap()) as usize).collect();
-    if offsets.first() != Some(&0) || offsets.last() != Some(&n) || offsets.windows(2).any(|w| w[0] > w[1]) {
-        return None;
-    }
-    Some((tokens, loss, offsets))
+    Ok(source(w.finish(cache_file.as_deref())?))
 }

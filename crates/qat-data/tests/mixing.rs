@@ -8,15 +8,11 @@ use qat_data::{Mixer, TokenizedSource};
 /// A synthetic tokenized source: `n_docs` documents of varying length, token ids encoding
 /// (source, document) so tests can tell where each token came from.
 fn source(name: &str, category: &str, weight: f64, id_base: u32, n_docs: usize, seed: usize) -> TokenizedSource {
-    let mut t =
-        TokenizedSource { name: name.into(), category: category.into(), weight, tokens: Vec::new(), loss: Vec::new(), offsets: vec![0] };
-    for d in 0..n_docs {
+    let docs = (0..n_docs).map(|d| {
         let len = 20 + (d * 37 + seed * 11) % 180;
-        t.tokens.extend((0..len).map(|_| id_base + d as u32));
-        t.loss.extend(std::iter::repeat_n(1u8, len));
-        t.offsets.push(t.tokens.len());
-    }
-    t
+        (vec![id_base + d as u32; len], vec![1u8; len])
+    });
+    TokenizedSource::from_docs(name, category, weight, docs).unwrap()
 }
 
 fn mixer(seed: u64) -> Mixer {

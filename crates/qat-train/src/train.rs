@@ -216,10 +216,11 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
     let mut sources = Vec::new();
     for s in &cfg.data.sources {
         let t = tokenize_source(s, &tok, eos, Some(&cache)).map_err(|e| e.to_string())?;
-        if let Some(bad) = t.tokens.iter().find(|&&id| id as usize >= ckpt.config.vocab_size) {
+        if t.max_token_id() as usize >= ckpt.config.vocab_size {
             return Err(format!(
-                "{}: the tokenizer produced id {bad}, outside the model's vocab_size {}",
+                "{}: the tokenizer produced id {}, outside the model's vocab_size {}",
                 s.path.display(),
+                t.max_token_id(),
                 ckpt.config.vocab_size
             ));
         }
