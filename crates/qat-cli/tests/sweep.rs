@@ -9,40 +9,7 @@ use qat_train::sweep::{SweepConfig, run_sweep};
 
 fn write_sweep(shared: &Path, dir: &Path, name: &str, devices: &str) -> SweepConfig {
     let base = dir.join("base.toml");
-    std::fs::write(
-        &base,
-        format!(
-            r#"
-[model]
-path = "{model}"
-[data]
-seq_len = 64
-val_fraction = 0.05
-cache_dir = "{cache}"
-[data.mix]
-text = 1.0
-[[data.sources]]
-path = "{text}"
-format = "text"
-category = "text"
-[train]
-batch_size = 2
-max_steps = 3
-lr = 2e-3
-seed = 1
-[eval]
-val_rows = 2
-[checkpoint]
-every = 0
-[output]
-dir = "unused"
-"#,
-            model = shared.join("models/stories260k-hf").display(),
-            text = shared.join("data/text/tinystories_val_subset.txt").display(),
-            cache = dir.join("cache").display(),
-        ),
-    )
-    .unwrap();
+    std::fs::write(&base, common::stories_config(shared, &dir.join("unused"), "")).unwrap();
     let path = dir.join(format!("{name}.toml"));
     // The third lr is not a number: that point's run fails and the sweep goes on.
     std::fs::write(
@@ -52,6 +19,7 @@ dir = "unused"
 base = "base.toml"
 output = "{name}"
 metric = "val_loss"
+set = ["train.max_steps=3", "train.batch_size=2", "checkpoint.every=0"]
 {devices}
 [[axes]]
 key = "train.lr"

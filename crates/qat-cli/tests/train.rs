@@ -7,43 +7,7 @@ use std::path::{Path, PathBuf};
 
 use qat_train::{RunConfig, RunOptions, train};
 
-fn config(shared: &Path, out: &Path, extra: &str) -> String {
-    format!(
-        r#"
-[model]
-path = "{model}"
-[data]
-seq_len = 64
-val_fraction = 0.05
-cache_dir = "{cache}"
-[data.mix]
-text = 1.0
-[[data.sources]]
-path = "{text}"
-format = "text"
-category = "text"
-[train]
-batch_size = 4
-max_steps = 6
-lr = 2e-3
-warmup_fraction = 0.2
-clip_grad_norm = 1.0
-seed = 3
-[eval]
-val_rows = 2
-[checkpoint]
-every = 3
-keep = 3
-[output]
-dir = "{out}"
-{extra}
-"#,
-        model = shared.join("models/stories260k-hf").display(),
-        text = shared.join("data/text/tinystories_val_subset.txt").display(),
-        cache = out.parent().unwrap().join("cache").display(),
-        out = out.display(),
-    )
-}
+use common::stories_config as config;
 
 fn load(text: &str, dir: &Path) -> Result<RunConfig, String> {
     let p = dir.join(format!("cfg-{}.toml", text.len()));

@@ -7,7 +7,7 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn reference(var: &str, what: &str) -> Option<PathBuf> {
     match std::env::var_os(var).map(PathBuf::from).filter(|p| p.exists()) {
@@ -31,3 +31,44 @@ pub fn shared() -> Option<PathBuf> {
 pub fn smollm2_gguf() -> Option<PathBuf> {
     reference("QAT_SMOLLM2_GGUF", "SmolLM2-135M-Instruct.Q4_1.gguf (run scripts/setup.sh)")
 }
+
+/// A small QAT run of stories260K on TinyStories text (6 steps of 4×64 tokens, checkpoints every
+/// 3 steps) writing to `out`, with `extra` TOML appended (new sections only).
+pub fn stories_config(shared: &Path, out: &Path, extra: &str) -> String {
+    format!(
+        r#"
+[model]
+path = "{model}"
+[data]
+seq_len = 64
+val_fraction = 0.05
+cache_dir = "{cache}"
+[data.mix]
+text = 1.0
+[[data.sources]]
+path = "{text}"
+format = "text"
+category = "text"
+[train]
+batch_size = 4
+max_steps = 6
+lr = 2e-3
+warmup_fraction = 0.2
+clip_grad_norm = 1.0
+seed = 3
+[eval]
+val_rows = 2
+[checkpoint]
+every = 3
+keep = 3
+[output]
+dir = "{out}"
+{extra}
+"#,
+        model = shared.join("models/stories260k-hf").display(),
+        text = shared.join("data/text/tinystories_val_subset.txt").display(),
+        cache = out.parent().unwrap().join("cache").display(),
+        out = out.display(),
+    )
+}
+
