@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use burn::module::{Module, Param};
 use burn::tensor::activation::{silu, softmax};
-use burn::tensor::{Device, Int, Tensor, TensorData};
-use qat_quant::QLinear;
+use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
+use qat_quant::{QLinear, matmul_in};
 
 use crate::config::{ModelConfig, QkNorm};
 use crate::{Checkpoint, ModelError};
@@ -168,6 +168,9 @@ pub struct Attention {
     shape: (usize, usize, usize),
     #[module(skip)]
     norm_after_rope: bool,
+    /// Precision of the two attention products ([`qat_quant::matmul_in`]).
+    #[module(skip)]
+    compute: Option<FloatDType>,
 }
 
 impl Attention {
@@ -212,10 +215,10 @@ impl Attention {
         // sequence axis ([B, kv, rep·T, hd]), matching transformers' `repeat_kv` head order.
         let rep = nh / nkv;
         let q = q.reshape([b, nkv, rep * t, hd]);
-        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
+        let scores = matmul_in(q, k.swap_dims(2, 3), self.compute) * (1.0 / (hd as f64).sqrt());
         let scores = scores.reshape([b, nkv, rep, t, s]) + bias.clone().unsqueeze_dim::<5>(1);
         let probs = softmax(scores, 4).reshape([b, nkv, rep * t, s]);
-        let out = probs.matmul(v).reshape([b, nh, t, hd]).swap_dims(1, 2).reshape([b, t, nh * hd]);
+        let out = matmul_in(probs, v, self.compute).reshape([b, nh, t, hd]).swap_dims(1, 2).reshape([b, t, nh * hd]);
         self.o_proj.forward(out)
     }
 }
@@ -253,6 +256,9 @@ pub struct CausalLm {
     pub config: ModelConfig,
     #[module(skip)]
     rope: Rope,
+    /// Precision of every matrix product (`None`: f32).
+    #[module(skip)]
+    compute: Option<FloatDType>,
 }
 
 impl CausalLm {
@@ -350,6 +356,7 @@ impl CausalLm {
                     k_norm,
                     shape: (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim),
                     norm_after_rope: cfg.qk_norm == QkNorm::AfterRope,
+                    compute: None,
                 },
                 post_attention_layernorm: RmsNorm::new(take.t1(&format!("{p}.post_attention_layernorm.weight")), cfg.rms_norm_eps),
                 mlp,
@@ -359,7 +366,7 @@ impl CausalLm {
         let norm = RmsNorm::new(take.t1("model.norm.weight"), cfg.rms_norm_eps);
         let lm_head = (!cfg.tie_word_embeddings).then(|| QLinear::new(take.t2("lm_head.weight"), None));
         let rope = Rope::new(&cfg);
-        CausalLm { embed_tokens, layers, norm, lm_head, config: cfg, rope }
+        CausalLm { embed_tokens, layers, norm, lm_head, config: cfg, rope, compute: None }
     }
 
     /// Final hidden states after the last norm.
@@ -386,8 +393,21 @@ impl CausalLm {
         let h = self.forward_hidden(tokens, batch, cache);
         match &self.lm_head {
             Some(head) => head.forward(h),
-            None => h.matmul(self.embed_tokens.val().transpose().unsqueeze()),
+            None => matmul_in(h, self.embed_tokens.val().transpose().unsqueeze(), self.compute),
         }
+    }
+
+    /// Computes every matrix product in `dtype` (bf16 or f16 autocast; `None` or f32: full
+    /// precision). Parameters, gradients and everything between the products stay f32.
+    pub fn with_compute_dtype(mut self, dtype: Option<FloatDType>) -> Self {
+        self.compute = dtype;
+        for l in &mut self.layers {
+            l.self_attn.compute = dtype;
+        }
+        self.map_linears(|_, mut l| {
+            l.compute = dtype;
+            l
+        })
     }
 
     /// Every linear layer with its module path (`layers.3.self_attn.q_proj`, `lm_head`).
@@ -467,7 +487,9 @@ impl CausalLm {
                 // A fresh leaf tensor holding the values (the computed one is not a parameter).
                 let w = l.effective_weight();
                 let device = w.device();
-                QLinear::new(Tensor::from_data(w.into_data(), &device), l.bias.as_ref().map(|b| b.val()))
+                let mut plain = QLinear::new(Tensor::from_data(w.into_data(), &device), l.bias.as_ref().map(|b| b.val()));
+                plain.compute = l.compute;
+                plain
             }
             None => l,
         });
@@ -483,7 +505,7 @@ impl CausalLm {
 
 /// Moves a value out of `slot`, transforms it, and puts the result back.
 fn replace_with(slot: &mut QLinear, f: impl FnOnce(QLinear) -> QLinear) {
-    let placeholder = QLinear { weight: slot.weight.clone(), bias: None, quant: None };
+    let placeholder = QLinear { weight: slot.weight.clone(), bias: None, quant: None, compute: None };
     let old = std::mem::replace(slot, placeholder);
     *slot = f(old);
 }

@@ -9,7 +9,7 @@ pub mod quantizer;
 pub mod scheme;
 
 pub use exact::HfDtype;
-pub use linear::{FakeQuant, QLinear, ScaleChange};
+pub use linear::{FakeQuant, QLinear, ScaleChange, matmul_in};
 pub use policy::{Policy, PolicyTable};
 pub use quantizer::{QuantizedWeight, fake_quantize, init_scale, quantize};
 pub use scheme::{GradVariant, Granularity, QuantSpec, ScaleInit, Scheme};

@@ -1,7 +1,7 @@
 //! The linear layer of every decoder projection, optionally fake-quantized.
 
 use burn::module::{Module, Param};
-use burn::tensor::Tensor;
+use burn::tensor::{FloatDType, Tensor};
 
 use crate::exact::{HfDtype, round_alpha};
 use crate::quantizer::{QuantizedWeight, fake_quantize, init_scale, quantize};
@@ -43,11 +43,24 @@ pub struct QLinear {
     pub weight: Param<Tensor<2>>,
     pub bias: Option<Param<Tensor<1>>>,
     pub quant: Option<FakeQuant>,
+    /// Precision of the matrix product (see [`matmul_in`]); `None`: the tensors' own (f32).
+    #[module(skip)]
+    pub compute: Option<FloatDType>,
+}
+
+/// `a·b` computed in `dtype` and returned in f32, as autocast does: the inputs (f32 master
+/// values, fake-quantized weights) are cast for the product only, so everything around matrix
+/// products (norms, softmax, residuals, losses) and every gradient reaching a parameter stay f32.
+pub fn matmul_in<const D: usize>(a: Tensor<D>, b: Tensor<D>, dtype: Option<FloatDType>) -> Tensor<D> {
+    match dtype {
+        Some(dt) if dt != FloatDType::F32 => a.cast(dt).matmul(b.cast(dt)).cast(FloatDType::F32),
+        _ => a.matmul(b),
+    }
 }
 
 impl QLinear {
     pub fn new(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
-        QLinear { weight: Param::from_tensor(weight), bias: bias.map(Param::from_tensor), quant: None }
+        QLinear { weight: Param::from_tensor(weight), bias: bias.map(Param::from_tensor), quant: None, compute: None }
     }
 
     /// `[out, in]`.
@@ -108,6 +121,16 @@ impl QLinear {
             Some(q) if q.act_int8 => crate::quantizer::fake_quantize_act_int8(x),
             _ => x,
         };
-        burn::tensor::module::linear(x, self.effective_weight().transpose(), self.bias.as_ref().map(|b| b.val()))
+        let w = self.effective_weight().transpose();
+        match self.compute {
+            Some(dt) if dt != FloatDType::F32 => {
+                let y = burn::tensor::module::linear(x.cast(dt), w.cast(dt), None).cast(FloatDType::F32);
+                match &self.bias {
+                    Some(b) => y + b.val().unsqueeze(),
+                    None => y,
+                }
+            }
+            _ => burn::tensor::module::linear(x, w, self.bias.as_ref().map(|b| b.val())),
+        }
     }
 }

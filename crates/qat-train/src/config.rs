@@ -35,6 +35,29 @@ pub struct ModelSection {
     /// `cpu` (Burn's flex backend); GPU backends when built with their feature.
     #[serde(default = "cpu")]
     pub device: String,
+    /// Precision of matrix products: `f32` (default), or `bf16` / `f16` autocast (products in
+    /// half precision, parameters, gradients, optimizer state and everything else f32).
+    #[serde(default)]
+    pub compute_dtype: ComputeDtype,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComputeDtype {
+    #[default]
+    F32,
+    Bf16,
+    F16,
+}
+
+impl ComputeDtype {
+    pub fn float_dtype(self) -> Option<burn::tensor::FloatDType> {
+        match self {
+            ComputeDtype::F32 => None,
+            ComputeDtype::Bf16 => Some(burn::tensor::FloatDType::BF16),
+            ComputeDtype::F16 => Some(burn::tensor::FloatDType::F16),
+        }
+    }
 }
 
 fn cpu() -> String {

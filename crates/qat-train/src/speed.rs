@@ -45,6 +45,7 @@ pub fn bench(
     seq_len: usize,
     warmup: usize,
     iters: usize,
+    compute: Option<burn::tensor::FloatDType>,
 ) -> Result<BenchResult, String> {
     let ckpt = Checkpoint::open(model_dir).map_err(|e| e.to_string())?;
     let n_params = ckpt.config.n_params() as f64;
@@ -55,7 +56,7 @@ pub fn bench(
     let mut times = Vec::new();
     match mode {
         BenchMode::Forward => {
-            let model = CausalLm::from_checkpoint(&ckpt, device).map_err(|e| e.to_string())?;
+            let model = CausalLm::from_checkpoint(&ckpt, device).map_err(|e| e.to_string())?.with_compute_dtype(compute);
             for _ in 0..warmup + iters {
                 let t = Instant::now();
                 let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [batch, seq_len]), device);
@@ -66,7 +67,7 @@ pub fn bench(
         }
         BenchMode::Plain | BenchMode::Qat => {
             let ad = device.clone().autodiff();
-            let mut model = CausalLm::from_checkpoint(&ckpt, &ad).map_err(|e| e.to_string())?;
+            let mut model = CausalLm::from_checkpoint(&ckpt, &ad).map_err(|e| e.to_string())?.with_compute_dtype(compute);
             if mode == BenchMode::Qat {
                 model = model.quantize(policy)?.0;
             }

@@ -239,10 +239,11 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
             None => m,
         };
         m.map(&mut Freeze { weights: cfg.train.train_weights, scales: cfg.train.train_scales, path: Vec::new() })
+            .with_compute_dtype(cfg.model.compute_dtype.float_dtype())
     };
     let teacher = match cfg.loss.kd {
         KdKind::None => None,
-        _ => Some(CausalLm::from_checkpoint(&ckpt, &device).map_err(|e| e.to_string())?),
+        _ => Some(CausalLm::from_checkpoint(&ckpt, &device).map_err(|e| e.to_string())?.with_compute_dtype(cfg.model.compute_dtype.float_dtype())),
     };
     let t = &cfg.train;
     let mut opt = AdamW::new(

@@ -27,6 +27,9 @@ pub struct Args {
     bits: Option<u32>,
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Precision of matrix products: f32, bf16 or f16 (autocast, as `model.compute_dtype`).
+    #[arg(long, default_value = "f32", value_parser = super::quantize::parse_enum::<qat_train::config::ComputeDtype>)]
+    compute_dtype: qat_train::config::ComputeDtype,
     /// Print JSON only.
     #[arg(long)]
     json: bool,
@@ -42,7 +45,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let mut policy = Policy::default();
     policy.set(&Overrides { scheme: a.scheme, bits: a.bits, ..Default::default() });
-    let r = bench(&a.model, &device, mode, &policy, a.batch, a.seq_len, a.warmup, a.iters).map_err(anyhow::Error::msg)?;
+    let r = bench(&a.model, &device, mode, &policy, a.batch, a.seq_len, a.warmup, a.iters, a.compute_dtype.float_dtype()).map_err(anyhow::Error::msg)?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
