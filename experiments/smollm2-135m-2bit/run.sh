@@ -38,20 +38,34 @@ qat_row qat_seq2_ce --set loss.kd=\"none\"         # SEQ-2, CE only
 qat_row qat_int2 --set 'quant={scheme="int",bits=2,granularity="channel"}' --set loss.kd=\"none\"
 qat_row qat_ternary --set 'quant={scheme="ternary",granularity="channel"}' --set loss.kd=\"none\"
 python3 - $out <<'PY'
+# The results table, every cell read from the files above.
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
-rows = [("SmolLM2-135M-Instruct as shipped (Q4_1, dequantized)", "fp", None), ("RTN INT4 per channel", "rtn_int4", "rtn_int4.gguf"),
-        ("RTN INT2 {-2,-1,0,1}", "rtn_int2", "rtn_int2.gguf"), ("RTN SEQ-2", "rtn_seq2", "rtn_seq2.gguf"),
-        ("RTN ternary", "rtn_ternary2", "rtn_ternary2.gguf"), ("QAT SEQ-2 (CE + CAKLD), 40 steps", "qat_seq2", "qat_seq2.gguf"),
-        ("QAT SEQ-2 (CE), 40 steps", "qat_seq2_ce", "qat_seq2_ce.gguf"), ("QAT INT2-asym (CE), 40 steps", "qat_int2", "qat_int2.gguf"),
-        ("QAT ternary (CE), 40 steps", "qat_ternary", "qat_ternary.gguf")]
-print("| model | wikitext-2 ppl (4096 tok) | HellaSwag acc_norm (100) | MMLU acc (100) | GGUF bytes |")
-print("|---|---|---|---|---|")
-for label, name, gguf in rows:
+rows = [("SmolLM2-135M-Instruct as shipped (Q4_1, dequantized)", "fp", None, None),
+        ("RTN INT4 per channel", "rtn_int4", "runs/smollm2-135m-2bit/rtn_int4", None),
+        ("RTN INT2 {-2,-1,0,1}", "rtn_int2", "runs/smollm2-135m-2bit/rtn_int2", None),
+        ("RTN SEQ-2", "rtn_seq2", "runs/smollm2-135m-2bit/rtn_seq2", None),
+        ("RTN ternary", "rtn_ternary2", "runs/smollm2-135m-2bit/rtn_ternary2", None),
+        ("QAT SEQ-2 (CE)", "qat_seq2_ce", "runs/smollm2_qat_seq2_ce/final", "runs/smollm2_qat_seq2_ce"),
+        ("QAT SEQ-2 (CE + CAKLD)", "qat_seq2", "runs/smollm2_qat_seq2/final", "runs/smollm2_qat_seq2"),
+        ("QAT INT2-asym {-2,-1,0,1} (CE)", "qat_int2", "runs/smollm2_qat_int2/final", "runs/smollm2_qat_int2"),
+        ("QAT ternary (CE)", "qat_ternary", "runs/smollm2_qat_ternary/final", "runs/smollm2_qat_ternary")]
+print("| model | wikitext-2 ppl | HellaSwag acc_norm | MMLU acc | bits/weight (linears) | GGUF bytes (bits/weight, all params) | training tokens | wall time |")
+print("|---|---|---|---|---|---|---|---|")
+for label, name, model_dir, run in rows:
     ev = json.loads((out / f"{name}.eval.json").read_text())
     ppl = next(e["perplexity"] for e in ev if "perplexity" in e)
     hs = next(e["acc_norm"] for e in ev if e.get("benchmark") == "hellaswag")
     mm = next(e["acc"] for e in ev if e.get("benchmark") == "mmlu")
-    size = f"{(out / gguf).stat().st_size:,}" if gguf and (out / gguf).exists() else "—"
-    print(f"| {label} | {ppl:.2f} | {hs:.3f} | {mm:.3f} | {size} |")
+    bits = json.loads((pathlib.Path(model_dir) / "qat_quant.json").read_text())["bits_per_weight_quantized"] if model_dir else 16
+    export = out / f"{name}.export.json"
+    size = "—"
+    if export.exists():
+        r = json.loads(export.read_text())
+        size = f"{r['file_bytes']:,} ({r['bits_per_weight']:.2f})"
+    tokens, wall = "0", "—"
+    if run:
+        summary = json.loads((pathlib.Path(run) / "summary.json").read_text())
+        tokens, wall = f"{summary['tokens']:,}", f"{summary['wall_seconds'] / 60:.1f} min"
+    print(f"| {label} | {ppl:.4g} | {hs:.3f} | {mm:.3f} | {bits:.2f} | {size} | {tokens} | {wall} |")
 PY
