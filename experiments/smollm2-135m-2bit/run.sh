@@ -37,6 +37,8 @@ qat_row qat_seq2                                  # SEQ-2, CE + CAKLD (the confi
 qat_row qat_seq2_ce --set loss.kd=\"none\"         # SEQ-2, CE only
 qat_row qat_int2 --set 'quant={scheme="int",bits=2,granularity="channel"}' --set loss.kd=\"none\"
 qat_row qat_ternary --set 'quant={scheme="ternary",granularity="channel"}' --set loss.kd=\"none\"
+# Wind tunnel: weight lr x CAKLD weight at 8,192 tokens per run, ranked by validation loss.
+$qat sweep configs/sweeps/smollm2_windtunnel.toml --quiet > /dev/null
 python3 - $out <<'PY'
 # The results table, every cell read from the files above.
 import json, pathlib, sys

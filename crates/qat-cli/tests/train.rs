@@ -61,7 +61,10 @@ fn scale_rounding_in_training_keeps_scales_exportable() {
     let tmp = assert_resume_identical(&shared, rounding);
     let device = burn::tensor::Device::flex();
     let scales = |m: &qat_model::CausalLm| -> Vec<f32> {
-        m.linears().iter().flat_map(|(_, l)| l.quant.as_ref().unwrap().scale.as_ref().unwrap().val().into_data().try_to_vec::<f32>().unwrap()).collect()
+        m.linears()
+            .iter()
+            .flat_map(|(_, l)| l.quant.as_ref().unwrap().scale.as_ref().unwrap().val().into_data().try_to_vec::<f32>().unwrap())
+            .collect()
     };
     let (trained, _) = qat_train::train::load_trained(&tmp.path().join("a"), &device).unwrap();
     let after = scales(&trained);
@@ -92,7 +95,8 @@ fn assert_resume_identical(shared: &Path, extra: &str) -> tempfile::TempDir {
     let e = train(&cfg_b, &RunOptions { stop_after: Some(4), ..Default::default() }).unwrap_err();
     assert!(e.contains("stopped after 4"), "{e}");
     // Step 4 is past the step-3 checkpoint: resume restarts from step 3.
-    let resumed = train(&RunConfig::load(&b.join("config.toml"), &[]).unwrap(), &RunOptions { resume: true, ..Default::default() }).unwrap();
+    let resumed =
+        train(&RunConfig::load(&b.join("config.toml"), &[]).unwrap(), &RunOptions { resume: true, ..Default::default() }).unwrap();
     assert_eq!(full.losses.len(), 6);
     assert_eq!(full.losses, resumed.losses, "loss sequences differ");
     let pa = std::fs::read(a.join("qat_params.safetensors")).unwrap();

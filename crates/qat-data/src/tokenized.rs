@@ -46,7 +46,12 @@ struct Store {
 
 impl TokenizedSource {
     /// A source from in-memory documents `(tokens, loss flags)` (tests and small inputs).
-    pub fn from_docs(name: &str, category: &str, weight: f64, docs: impl IntoIterator<Item = (Vec<u32>, Vec<u8>)>) -> Result<Self, DataError> {
+    pub fn from_docs(
+        name: &str,
+        category: &str,
+        weight: f64,
+        docs: impl IntoIterator<Item = (Vec<u32>, Vec<u8>)>,
+    ) -> Result<Self, DataError> {
         let mut w = TokenWriter::new(None, name)?;
         for (ids, loss) in docs {
             w.push_doc(&ids, &loss)?;
@@ -211,10 +216,16 @@ fn cache_key(cfg: &SourceConfig, tok: &Tokenizer, eos: Option<u32>) -> Result<St
 
 /// Tokenizes a source, or maps it from `cache_dir` when an entry with the same key exists.
 /// Text documents get the tokenizer's special tokens (e.g. BOS) and `eos` appended.
-pub fn tokenize_source(cfg: &SourceConfig, tok: &Tokenizer, eos: Option<u32>, cache_dir: Option<&Path>) -> Result<TokenizedSource, DataError> {
+pub fn tokenize_source(
+    cfg: &SourceConfig,
+    tok: &Tokenizer,
+    eos: Option<u32>,
+    cache_dir: Option<&Path>,
+) -> Result<TokenizedSource, DataError> {
     let key = cache_key(cfg, tok, eos)?;
     let cache_file = cache_dir.map(|d| d.join(format!("{key}.tok")));
-    let source = |store| TokenizedSource { name: cfg.display_name(), category: cfg.category.clone(), weight: cfg.weight, store: Arc::new(store) };
+    let source =
+        |store| TokenizedSource { name: cfg.display_name(), category: cfg.category.clone(), weight: cfg.weight, store: Arc::new(store) };
     if let Some(store) = cache_file.as_deref().and_then(open_cache) {
         return Ok(source(store));
     }

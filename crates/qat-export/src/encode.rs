@@ -17,7 +17,7 @@ pub fn choose_type(qw: &QuantizedWeight) -> Result<(GgmlType, Option<String>), S
     let spec = &qw.spec;
     // Elements sharing one scale along a row (a whole row unless grouped).
     let run = if spec.granularity == qat_quant::Granularity::Group { spec.group_size } else { row };
-    let fits = |block: usize| row % block == 0 && run % block == 0;
+    let fits = |block: usize| row.is_multiple_of(block) && run % block == 0;
     let q4 = |why: Option<String>| {
         if fits(32) {
             Ok((GgmlType::Q4_0, why))

@@ -232,7 +232,7 @@ fn permuted(qw: &QuantizedWeight, heads: usize) -> QuantizedWeight {
     let [rows, cols] = qw.dims;
     let mut out = qw.clone();
     out.levels = permute_rows(&qw.levels, rows, cols, heads);
-    if qw.steps.len() % rows == 0 && qw.steps.len() >= rows {
+    if qw.steps.len().is_multiple_of(rows) && qw.steps.len() >= rows {
         out.steps = permute_rows(&qw.steps, rows, qw.steps.len() / rows, heads);
     }
     out

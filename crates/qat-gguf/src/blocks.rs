@@ -90,7 +90,7 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
 /// Dequantizes `n` elements of type `ty` from `bytes` into f32.
 pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>, String> {
     let bs = ty.block_size();
-    if n % bs != 0 {
+    if !n.is_multiple_of(bs) {
         return Err(format!("{n} elements is not a multiple of the {ty:?} block size {bs}"));
     }
     let need = (n / bs) * ty.type_size();
@@ -174,7 +174,7 @@ fn dequantize_block(ty: GgmlType, b: &[u8], out: &mut Vec<f32>) {
 /// ggml's reference quantizers (`quantize_row_q8_0_ref`, `quantize_row_q4_0_ref`).
 pub fn quantize(ty: GgmlType, values: &[f32]) -> Result<Vec<u8>, String> {
     let bs = ty.block_size();
-    if values.len() % bs != 0 {
+    if !values.len().is_multiple_of(bs) {
         return Err(format!("{} elements is not a multiple of the {ty:?} block size {bs}", values.len()));
     }
     let mut out = Vec::with_capacity(ty.row_bytes(values.len() as u64) as usize);

@@ -51,7 +51,7 @@ impl GgufWriter {
         if dims.is_empty() || dims.len() > 4 {
             return Err(GgufError::Tensor { name, msg: format!("rank {} is not 1..=4", dims.len()) });
         }
-        if dims[0] % ty.block_size() as u64 != 0 {
+        if !dims[0].is_multiple_of(ty.block_size() as u64) {
             return Err(GgufError::Tensor {
                 name,
                 msg: format!("row length {} is not a multiple of the {ty:?} block size {}", dims[0], ty.block_size()),

@@ -234,7 +234,9 @@ impl std::fmt::Display for PolicyTable {
     /// One line per distinct layer role (layer indices folded into ranges), then the averages.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Group consecutive layers that got the same thing: `layers.0-29.mlp.down_proj`.
-        let mut groups: Vec<(String, Vec<usize>, [usize; 2], Option<QuantSpec>)> = Vec::new();
+        // (role, layer indices, shape, quantizer)
+        type Group = (String, Vec<usize>, [usize; 2], Option<QuantSpec>);
+        let mut groups: Vec<Group> = Vec::new();
         for (path, dims, spec) in &self.rows {
             let (key, idx) = match path.strip_prefix("layers.").and_then(|r| r.split_once('.')) {
                 Some((n, rest)) if n.parse::<usize>().is_ok() => (rest.to_string(), Some(n.parse().unwrap())),

@@ -114,7 +114,7 @@ impl QuantSpec {
 
     /// Checks the spec against a `[out, in]` weight.
     pub fn validate_shape(&self, what: &str, dims: [usize; 2]) -> Result<(), String> {
-        if self.granularity == Granularity::Group && dims[1] % self.group_size != 0 {
+        if self.granularity == Granularity::Group && !dims[1].is_multiple_of(self.group_size) {
             return Err(format!("{what}: group_size {} does not divide in_features {}", self.group_size, dims[1]));
         }
         Ok(())

@@ -13,7 +13,7 @@ use crate::optim::AdamW;
 use crate::params;
 use crate::train::TrainState;
 
-type Named = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+use crate::params::Named;
 
 fn step_of(p: &Path) -> Option<usize> {
     p.file_name()?.to_str()?.strip_prefix("step-")?.parse().ok()

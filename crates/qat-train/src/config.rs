@@ -332,7 +332,7 @@ impl RunConfig {
             return Err("train.batch_size must be positive".into());
         }
         let micro = self.micro_batch_size();
-        if micro == 0 || t.batch_size % micro != 0 {
+        if micro == 0 || !t.batch_size.is_multiple_of(micro) {
             return Err(format!("train.micro_batch_size = {micro} must divide train.batch_size = {}", t.batch_size));
         }
         if !(t.lr.is_finite() && t.lr > 0.0) {

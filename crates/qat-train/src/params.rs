@@ -5,13 +5,16 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// Tensors by parameter path: shape and f32 values.
+pub type Named = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Tensor, TensorData};
 
 /// Path of each parameter as Burn's module traversal names it.
 struct Collect {
     path: Vec<String>,
-    out: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    out: Named,
 }
 
 impl ModuleVisitor for Collect {
@@ -30,7 +33,7 @@ impl ModuleVisitor for Collect {
 }
 
 /// Every float parameter of `module` by path.
-pub fn collect<M: Module>(module: &M) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+pub fn collect<M: Module>(module: &M) -> Named {
     let mut c = Collect { path: Vec::new(), out: BTreeMap::new() };
     module.visit(&mut c);
     c.out
@@ -38,7 +41,7 @@ pub fn collect<M: Module>(module: &M) -> BTreeMap<String, (Vec<usize>, Vec<f32>)
 
 struct Load<'a> {
     path: Vec<String>,
-    values: &'a BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    values: &'a Named,
     missing: Vec<String>,
 }
 
@@ -70,14 +73,14 @@ impl ModuleMapper for Load<'_> {
 }
 
 /// Replaces every parameter of `module` with the value stored under its path.
-pub fn load<M: Module>(module: M, values: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> Result<M, String> {
+pub fn load<M: Module>(module: M, values: &Named) -> Result<M, String> {
     let mut l = Load { path: Vec::new(), values, missing: Vec::new() };
     let m = module.map(&mut l);
     if l.missing.is_empty() { Ok(m) } else { Err(format!("parameters missing or mis-shaped in the checkpoint: {}", l.missing.join(", "))) }
 }
 
 /// Writes named f32 tensors as safetensors (caller makes the write atomic).
-pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> Result<(), String> {
+pub fn write_safetensors(path: &Path, tensors: &Named) -> Result<(), String> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
         tensors.iter().map(|(n, (s, v))| (n.clone(), s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect())).collect();
     let views: Vec<_> = bytes
@@ -88,7 +91,7 @@ pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, (Vec<usize>, Ve
 }
 
 /// Reads an f32 safetensors file written by [`write_safetensors`].
-pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, (Vec<usize>, Vec<f32>)>, String> {
+pub fn read_safetensors(path: &Path) -> Result<Named, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut out = BTreeMap::new();

@@ -149,7 +149,10 @@ pub fn plot_sweep(path: &Path, metric: &str, axes: &[(String, Vec<String>)], run
                 .disable_x_mesh()
                 .draw()
                 .map_err(|x| e(&x))?;
-            let points = runs.iter().filter(|r| r.1.is_finite()).filter_map(|(vals, m)| Some((values.iter().position(|v| v == &vals[a])? as f64, *m)));
+            let points = runs
+                .iter()
+                .filter(|r| r.1.is_finite())
+                .filter_map(|(vals, m)| Some((values.iter().position(|v| v == &vals[a])? as f64, *m)));
             chart.draw_series(points.map(|p| Circle::new(p, 4, BLUE.filled()))).map_err(|x| e(&x))?;
         }
         Ok(())

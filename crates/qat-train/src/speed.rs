@@ -35,18 +35,25 @@ pub struct BenchResult {
     pub peak_rss_mib: f64,
 }
 
+/// Batch shape and iteration counts of a measurement.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchShape {
+    pub batch: usize,
+    pub seq_len: usize,
+    pub warmup: usize,
+    pub iters: usize,
+}
+
 /// Times `iters` iterations after `warmup` of them.
 pub fn bench(
     model_dir: &std::path::Path,
     device: &Device,
     mode: BenchMode,
     policy: &Policy,
-    batch: usize,
-    seq_len: usize,
-    warmup: usize,
-    iters: usize,
+    shape: BenchShape,
     compute: Option<burn::tensor::FloatDType>,
 ) -> Result<BenchResult, String> {
+    let BenchShape { batch, seq_len, warmup, iters } = shape;
     let ckpt = Checkpoint::open(model_dir).map_err(|e| e.to_string())?;
     let n_params = ckpt.config.n_params() as f64;
     let vocab = ckpt.config.vocab_size;

@@ -243,7 +243,9 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
     };
     let teacher = match cfg.loss.kd {
         KdKind::None => None,
-        _ => Some(CausalLm::from_checkpoint(&ckpt, &device).map_err(|e| e.to_string())?.with_compute_dtype(cfg.model.compute_dtype.float_dtype())),
+        _ => Some(
+            CausalLm::from_checkpoint(&ckpt, &device).map_err(|e| e.to_string())?.with_compute_dtype(cfg.model.compute_dtype.float_dtype()),
+        ),
     };
     let t = &cfg.train;
     let mut opt = AdamW::new(
@@ -396,14 +398,14 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
             ));
         }
         let last = state.step == total;
-        if cfg.eval.every > 0 && state.step % cfg.eval.every == 0 && !last {
+        if cfg.eval.every > 0 && state.step.is_multiple_of(cfg.eval.every) && !last {
             let ev = evaluate(&model.valid().materialize_quant(), &tok, &mixer, cfg)?;
             write_json_line(
                 &mut metrics,
                 &serde_json::json!({"type": "eval", "step": state.step, "tokens": mixer.state.total_tokens, "eval": ev}),
             )?;
         }
-        if (cfg.checkpoint.every > 0 && state.step % cfg.checkpoint.every == 0) || last {
+        if (cfg.checkpoint.every > 0 && state.step.is_multiple_of(cfg.checkpoint.every)) || last {
             state.mixer = mixer.state.clone();
             state.elapsed_seconds = elapsed_before + started.elapsed().as_secs_f64();
             checkpoint::save(&ckpt_root, &model, &opt, &state, &cfg_text, cfg.checkpoint.keep)?;

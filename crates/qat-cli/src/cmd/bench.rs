@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use qat_quant::Policy;
 use qat_quant::policy::{Overrides, SchemeChoice};
-use qat_train::speed::{BenchMode, bench};
+use qat_train::speed::{BenchMode, BenchShape, bench};
 
 /// Measure forward, plain-training and QAT-training throughput of a model on one batch shape.
 #[derive(clap::Args)]
@@ -45,7 +45,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let mut policy = Policy::default();
     policy.set(&Overrides { scheme: a.scheme, bits: a.bits, ..Default::default() });
-    let r = bench(&a.model, &device, mode, &policy, a.batch, a.seq_len, a.warmup, a.iters, a.compute_dtype.float_dtype()).map_err(anyhow::Error::msg)?;
+    let r = bench(
+        &a.model,
+        &device,
+        mode,
+        &policy,
+        BenchShape { batch: a.batch, seq_len: a.seq_len, warmup: a.warmup, iters: a.iters },
+        a.compute_dtype.float_dtype(),
+    )
+    .map_err(anyhow::Error::msg)?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {

@@ -71,4 +71,3 @@ dir = "{out}"
         out = out.display(),
     )
 }
-
