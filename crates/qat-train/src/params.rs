@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Tensors by parameter path: shape and f32 values.
-pub type Named = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
-
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Tensor, TensorData};
+
+/// Tensors by parameter path: shape and f32 values.
+pub type Named = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
 /// Path of each parameter as Burn's module traversal names it.
 struct Collect {
