@@ -332,3 +332,26 @@ pub fn export_gguf(
     let data_bytes: u64 = reports.iter().map(|r| r.bytes).sum();
     Ok(GgufReport { tensors: reports, file_bytes, n_params, bits_per_weight: data_bytes as f64 * 8.0 / n_params as f64 })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merges_in_both_spellings_and_bad_ones_named() {
+        let p = Path::new("tokenizer.json");
+        let m = serde_json::json!({"merges": ["Ġ t", ["h", "e"]]});
+        assert_eq!(bpe_merges(&m, p).unwrap(), [("Ġ".to_string(), "t".to_string()), ("h".to_string(), "e".to_string())]);
+        let e = bpe_merges(&serde_json::json!({"merges": ["a b", "nospace"]}), p).unwrap_err();
+        assert!(e.contains("tokenizer.json") && e.contains("model.merges[1]"), "{e}");
+        assert!(bpe_merges(&serde_json::json!({}), p).unwrap_err().contains("model.merges missing"));
+    }
+
+    #[test]
+    fn space_prefix_from_normalizer_or_metaspace() {
+        let prepend = serde_json::json!({"normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "▁"}]}});
+        let meta = serde_json::json!({"normalizer": null, "pre_tokenizer": {"type": "Metaspace", "prepend_scheme": "first"}});
+        let never = serde_json::json!({"normalizer": null, "pre_tokenizer": {"type": "Metaspace", "prepend_scheme": "never"}});
+        assert!(adds_space_prefix(&prepend) && adds_space_prefix(&meta) && !adds_space_prefix(&never));
+    }
+}
