@@ -37,6 +37,7 @@ qat_row qat_seq2                                  # SEQ-2, CE + CAKLD (the confi
 qat_row qat_seq2_ce --set loss.kd=\"none\"         # SEQ-2, CE only
 qat_row qat_int2 --set 'quant={scheme="int",bits=2,granularity="channel"}' --set loss.kd=\"none\"
 qat_row qat_ternary --set 'quant={scheme="ternary",granularity="channel"}' --set loss.kd=\"none\"
+qat_row qat_seq2_act8 --set quant.act_int8=true   # SEQ-2, CE + CAKLD, int8 per-token activations in training
 # Wind tunnel: weight lr x CAKLD weight at 8,192 tokens per run, ranked by validation loss.
 $qat sweep configs/sweeps/smollm2_windtunnel.toml --quiet > /dev/null
 python3 - $out <<'PY'
@@ -51,7 +52,8 @@ rows = [("SmolLM2-135M-Instruct as shipped (Q4_1, dequantized)", "fp", None, Non
         ("QAT SEQ-2 (CE)", "qat_seq2_ce", "runs/smollm2_qat_seq2_ce/final", "runs/smollm2_qat_seq2_ce"),
         ("QAT SEQ-2 (CE + CAKLD)", "qat_seq2", "runs/smollm2_qat_seq2/final", "runs/smollm2_qat_seq2"),
         ("QAT INT2-asym {-2,-1,0,1} (CE)", "qat_int2", "runs/smollm2_qat_int2/final", "runs/smollm2_qat_int2"),
-        ("QAT ternary (CE)", "qat_ternary", "runs/smollm2_qat_ternary/final", "runs/smollm2_qat_ternary")]
+        ("QAT ternary (CE)", "qat_ternary", "runs/smollm2_qat_ternary/final", "runs/smollm2_qat_ternary"),
+        ("QAT SEQ-2 (CE + CAKLD), int8 activations in training", "qat_seq2_act8", "runs/smollm2_qat_seq2_act8/final", "runs/smollm2_qat_seq2_act8")]
 print("| model | wikitext-2 ppl | HellaSwag acc_norm | MMLU acc | bits/weight (linears) | GGUF bytes (bits/weight, all params) | training tokens | wall time |")
 print("|---|---|---|---|---|---|---|---|")
 for label, name, model_dir, run in rows:
