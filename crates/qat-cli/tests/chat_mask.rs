@@ -9,11 +9,7 @@ use qat_tokenizer::{Message, Tokenizer};
 fn smollm2_tokenizer(shared: &std::path::Path) -> (tempfile::TempDir, Tokenizer) {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::copy(shared.join("models/smollm2-135m-instruct-upstream-files/tokenizer.json"), tmp.path().join("tokenizer.json")).unwrap();
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/smollm2_tokenizer_config.json"),
-        tmp.path().join("tokenizer_config.json"),
-    )
-    .unwrap();
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/smollm2_tokenizer_config.json"), tmp.path().join("tokenizer_config.json")).unwrap();
     let tok = Tokenizer::from_dir(tmp.path()).unwrap();
     (tmp, tok)
 }
@@ -62,11 +58,7 @@ fn chat_sources_train_only_on_replies() {
     };
     let (tmp, tok) = smollm2_tokenizer(&shared);
     let path = tmp.path().join("chat.jsonl");
-    std::fs::write(
-        &path,
-        "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": \"Hello there\"}]}\n",
-    )
-    .unwrap();
+    std::fs::write(&path, "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": \"Hello there\"}]}\n").unwrap();
     let cfg: qat_data::SourceConfig = toml::from_str(&format!("path = {:?}\nformat = \"chat\"\ncategory = \"chat\"", path)).unwrap();
     let t = qat_data::tokenize_source(&cfg, &tok, None, None).unwrap();
     let with_loss: Vec<u32> = (0..t.n_tokens()).filter(|&j| t.has_loss(j)).map(|j| t.token(j)).collect();

@@ -43,12 +43,7 @@ fn llama3_rope_scaling_is_written_as_rope_freqs() {
     }
     // A byte-level vocabulary of the fixture's 128 tokens (GPT-2's symbols for bytes 0..127).
     let vocab: serde_json::Map<String, serde_json::Value> = (0u32..128)
-        .map(|b| {
-            (
-                char::from_u32(if (33..=126).contains(&b) { b } else { 256 + b - if b > 126 { 94 } else { 0 } }).unwrap().to_string(),
-                b.into(),
-            )
-        })
+        .map(|b| (char::from_u32(if (33..=126).contains(&b) { b } else { 256 + b - if b > 126 { 94 } else { 0 } }).unwrap().to_string(), b.into()))
         .collect();
     let tok = serde_json::json!({"model": {"type": "BPE", "vocab": vocab, "merges": []}, "pre_tokenizer": {"type": "ByteLevel"}, "added_tokens": []});
     std::fs::write(src.join("tokenizer.json"), tok.to_string()).unwrap();

@@ -28,8 +28,7 @@ fn rtn_int2_collapses_and_qat_seq2_beats_qat_int2() {
     let val = |s: &qat_train::RunSummary| s.final_eval["val_loss"].as_f64().unwrap();
     let rtn_int2 = run(&shared, tmp.path(), "rtn_int2", &["quant.scheme=\"int\"", "quant.bits=2", "train.max_steps=0"]);
     let qat_seq2 = run(&shared, tmp.path(), "qat_seq2", &["train.max_steps=60", "checkpoint.every=0"]);
-    let qat_int2 =
-        run(&shared, tmp.path(), "qat_int2", &["quant.scheme=\"int\"", "quant.bits=2", "train.max_steps=60", "checkpoint.every=0"]);
+    let qat_int2 = run(&shared, tmp.path(), "qat_int2", &["quant.scheme=\"int\"", "quant.bits=2", "train.max_steps=60", "checkpoint.every=0"]);
     let (r, s, i) = (val(&rtn_int2), val(&qat_seq2), val(&qat_int2));
     let fp = qat_seq2.fp_eval["val_loss"].as_f64().unwrap();
     eprintln!(

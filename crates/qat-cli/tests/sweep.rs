@@ -63,8 +63,5 @@ fn sweep_ranks_plots_resumes_and_runs_on_several_devices() {
     // Two devices (two CPU workers here): every run gives exactly what it gave alone.
     let two = write_sweep(&shared, tmp.path(), "two", r#"devices = ["cpu", "cpu"]"#);
     let parallel = run_sweep(&two, false).unwrap();
-    assert_eq!(
-        parallel.iter().map(|r| (&r.run, r.metric)).collect::<Vec<_>>(),
-        rows.iter().map(|r| (&r.run, r.metric)).collect::<Vec<_>>()
-    );
+    assert_eq!(parallel.iter().map(|r| (&r.run, r.metric)).collect::<Vec<_>>(), rows.iter().map(|r| (&r.run, r.metric)).collect::<Vec<_>>());
 }

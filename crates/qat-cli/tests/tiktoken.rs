@@ -19,12 +19,8 @@ fn ranks_file_reproduces_the_original_bpe() {
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer.json")).unwrap()).unwrap();
     let table = tiktoken::byte_to_unicode();
     let inverse: std::collections::HashMap<char, u8> = table.iter().enumerate().map(|(b, &c)| (c, b as u8)).collect();
-    let added: Vec<(u32, String, bool)> = json["added_tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| (t["id"].as_u64().unwrap() as u32, t["content"].as_str().unwrap().to_string(), true))
-        .collect();
+    let added: Vec<(u32, String, bool)> =
+        json["added_tokens"].as_array().unwrap().iter().map(|t| (t["id"].as_u64().unwrap() as u32, t["content"].as_str().unwrap().to_string(), true)).collect();
     let mut lines = String::new();
     for (tok, id) in json["model"]["vocab"].as_object().unwrap() {
         if added.iter().any(|a| &a.1 == tok) {
@@ -38,12 +34,8 @@ fn ranks_file_reproduces_the_original_bpe() {
     std::fs::write(&ranks, lines).unwrap();
     let ours = Tokenizer::tiktoken_inner(&ranks, GPT2_PATTERN, &added).unwrap();
     let upstream = Tokenizer::from_dir(&dir).unwrap();
-    let text: String = std::fs::read_to_string(shared.join("data/text/tinystories_val_subset.txt"))
-        .unwrap()
-        .chars()
-        .filter(|c| !c.is_ascii_digit())
-        .take(200_000)
-        .collect();
+    let text: String =
+        std::fs::read_to_string(shared.join("data/text/tinystories_val_subset.txt")).unwrap().chars().filter(|c| !c.is_ascii_digit()).take(200_000).collect();
     let a = ours.encode(text.as_str(), false).unwrap().get_ids().to_vec();
     let b = upstream.encode(&text, false).unwrap();
     let first_diff = a.iter().zip(&b).position(|(x, y)| x != y);

@@ -33,8 +33,7 @@ fn qat_recovers_most_of_the_rtn_gap() {
     cfg.data.sources[0].path = shared.join("data/text/tinystories_val_subset.txt");
     cfg.data.cache_dir = Some(tmp.path().join("cache"));
     let s = train(&cfg, &RunOptions::default()).unwrap();
-    let (fp, rtn, qat) =
-        (s.fp_eval["val_loss"].as_f64().unwrap(), s.first_eval["val_loss"].as_f64().unwrap(), s.final_eval["val_loss"].as_f64().unwrap());
+    let (fp, rtn, qat) = (s.fp_eval["val_loss"].as_f64().unwrap(), s.first_eval["val_loss"].as_f64().unwrap(), s.final_eval["val_loss"].as_f64().unwrap());
     eprintln!("val loss: FP {fp:.4}, RTN SEQ-2 {rtn:.4}, QAT {qat:.4}; recovered {:.3}", s.val_gap_recovered.unwrap());
     assert!(rtn > fp + 1.0, "2-bit RTN should hurt badly: FP {fp}, RTN {rtn}");
     assert!(s.val_gap_recovered.unwrap() > 0.75, "QAT recovered only {:?} of the gap", s.val_gap_recovered);
@@ -61,10 +60,7 @@ fn scale_rounding_in_training_keeps_scales_exportable() {
     let tmp = assert_resume_identical(&shared, rounding);
     let device = burn::tensor::Device::flex();
     let scales = |m: &qat_model::CausalLm| -> Vec<f32> {
-        m.linears()
-            .iter()
-            .flat_map(|(_, l)| l.quant.as_ref().unwrap().scale.as_ref().unwrap().val().into_data().try_to_vec::<f32>().unwrap())
-            .collect()
+        m.linears().iter().flat_map(|(_, l)| l.quant.as_ref().unwrap().scale.as_ref().unwrap().val().into_data().try_to_vec::<f32>().unwrap()).collect()
     };
     let (trained, _) = qat_train::train::load_trained(&tmp.path().join("a"), &device).unwrap();
     let after = scales(&trained);
@@ -95,8 +91,7 @@ fn assert_resume_identical(shared: &Path, extra: &str) -> tempfile::TempDir {
     let e = train(&cfg_b, &RunOptions { stop_after: Some(4), ..Default::default() }).unwrap_err();
     assert!(e.contains("stopped after 4"), "{e}");
     // Step 4 is past the step-3 checkpoint: resume restarts from step 3.
-    let resumed =
-        train(&RunConfig::load(&b.join("config.toml"), &[]).unwrap(), &RunOptions { resume: true, ..Default::default() }).unwrap();
+    let resumed = train(&RunConfig::load(&b.join("config.toml"), &[]).unwrap(), &RunOptions { resume: true, ..Default::default() }).unwrap();
     assert_eq!(full.losses.len(), 6);
     assert_eq!(full.losses, resumed.losses, "loss sequences differ");
     let pa = std::fs::read(a.join("qat_params.safetensors")).unwrap();
@@ -130,11 +125,8 @@ fn bad_configs_fail_before_training() {
     // Errors found when the data and model are read, still before the first step.
     let empty = tmp.path().join("empty.txt");
     std::fs::write(&empty, "\n\n\n").unwrap();
-    let cfg = load(
-        &good.replace(&shared.join("data/text/tinystories_val_subset.txt").display().to_string(), &empty.display().to_string()),
-        tmp.path(),
-    )
-    .unwrap();
+    let cfg =
+        load(&good.replace(&shared.join("data/text/tinystories_val_subset.txt").display().to_string(), &empty.display().to_string()), tmp.path()).unwrap();
     let e = train(&cfg, &RunOptions::default()).unwrap_err();
     assert!(e.contains("empty.txt") && e.contains("empty"), "{e}");
     let cfg = load(&config(&shared, &tmp.path().join("run2"), "").replace("seq_len = 64", "seq_len = 4096"), tmp.path()).unwrap();
@@ -151,11 +143,8 @@ fn set_overrides_apply_and_unknown_keys_fail() {
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path().join("c.toml");
     std::fs::write(&p, config(&shared, &tmp.path().join("run"), "")).unwrap();
-    let c = RunConfig::load(
-        &p,
-        &["train.lr=5e-5".into(), "data.mix.text=2".into(), "data.sources.0.weight=0.5".into(), "quant.scheme=ternary".into()],
-    )
-    .unwrap();
+    let c =
+        RunConfig::load(&p, &["train.lr=5e-5".into(), "data.mix.text=2".into(), "data.sources.0.weight=0.5".into(), "quant.scheme=ternary".into()]).unwrap();
     assert_eq!(c.train.lr, 5e-5);
     assert_eq!(c.data.mix["text"], 2.0);
     assert_eq!(c.data.sources[0].weight, 0.5);

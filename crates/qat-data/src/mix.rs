@@ -110,8 +110,7 @@ pub struct Mixer {
 /// A stable per-document hash deciding the validation split (independent of the run seed, so
 /// every run of a config sees the same validation documents).
 fn split_hash(name: &str, doc: usize) -> f64 {
-    let mut x = name.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
-        ^ (doc as u64).wrapping_mul(0x9E3779B97F4A7C15);
+    let mut x = name.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3)) ^ (doc as u64).wrapping_mul(0x9E3779B97F4A7C15);
     // splitmix64 finaliser
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d049bb133111eb);
@@ -121,13 +120,7 @@ fn split_hash(name: &str, doc: usize) -> f64 {
 
 impl Mixer {
     /// Builds the sampler from tokenized sources (in config order) and category weights.
-    pub fn new(
-        sources: Vec<TokenizedSource>,
-        mix: &BTreeMap<String, f64>,
-        seq_len: usize,
-        val_fraction: f64,
-        seed: u64,
-    ) -> Result<Self, DataError> {
+    pub fn new(sources: Vec<TokenizedSource>, mix: &BTreeMap<String, f64>, seq_len: usize, val_fraction: f64, seed: u64) -> Result<Self, DataError> {
         let cfg_err = |msg: String| DataError::Config(msg);
         if seq_len < 2 {
             return Err(cfg_err(format!("data.seq_len = {seq_len}: must be at least 2")));
@@ -179,12 +172,8 @@ impl Mixer {
         }
         categories.iter_mut().for_each(|c| c.weight /= total_w);
         let n = split.len();
-        let state = MixerState {
-            cursors: vec![SourceCursor::default(); n],
-            category_tokens: vec![0; categories.len()],
-            source_tokens: vec![0; n],
-            total_tokens: 0,
-        };
+        let state =
+            MixerState { cursors: vec![SourceCursor::default(); n], category_tokens: vec![0; categories.len()], source_tokens: vec![0; n], total_tokens: 0 };
         Ok(Mixer { sources: split, categories, seq_len, seed, state, orders: vec![(u64::MAX, Vec::new()); n] })
     }
 
@@ -250,15 +239,9 @@ impl Mixer {
             let mut piece = 0u32;
             while seg.len() < t {
                 let st = &self.state;
-                let c = Self::argmax_deficit(
-                    self.categories.iter().enumerate().map(|(i, c)| (i, c.weight, st.category_tokens[i])),
-                    st.total_tokens,
-                );
+                let c = Self::argmax_deficit(self.categories.iter().enumerate().map(|(i, c)| (i, c.weight, st.category_tokens[i])), st.total_tokens);
                 let cat_total = st.category_tokens[c];
-                let s = Self::argmax_deficit(
-                    self.categories[c].sources.iter().map(|&s| (s, self.sources[s].weight, st.source_tokens[s])),
-                    cat_total,
-                );
+                let s = Self::argmax_deficit(self.categories[c].sources.iter().map(|&s| (s, self.sources[s].weight, st.source_tokens[s])), cat_total);
                 let cur = self.state.cursors[s].clone();
                 let doc = self.order(s, cur.epoch)[cur.pos];
                 let range = self.sources[s].data.doc(doc);
@@ -301,14 +284,8 @@ impl Mixer {
             return None;
         }
         let t = self.seq_len;
-        let mut b = Batch {
-            rows: 0,
-            seq_len: t,
-            tokens: Vec::new(),
-            targets: Vec::new(),
-            segments: Vec::new(),
-            category_tokens: vec![0; self.categories.len()],
-        };
+        let mut b =
+            Batch { rows: 0, seq_len: t, tokens: Vec::new(), targets: Vec::new(), segments: Vec::new(), category_tokens: vec![0; self.categories.len()] };
         let mut seg = Vec::new();
         let mut piece = 0u32;
         'docs: for &d in &src.val {

@@ -200,9 +200,7 @@ pub fn for_each_document(cfg: &SourceConfig, mut f: impl FnMut(Document) -> Resu
                 let ln = Some(i + 1);
                 let doc = match cfg.format {
                     Format::Jsonl => Document::Text(json_str(&v, &cfg.field, path, ln)?.to_string()),
-                    Format::Qa => {
-                        qa_or_alpaca(json_str(&v, &cfg.question_field, path, ln)?.into(), json_str(&v, &cfg.answer_field, path, ln)?.into())
-                    }
+                    Format::Qa => qa_or_alpaca(json_str(&v, &cfg.question_field, path, ln)?.into(), json_str(&v, &cfg.answer_field, path, ln)?.into()),
                     _ => Document::Chat(chat_from_json(&v, path, ln)?),
                 };
                 if !emit(doc, &mut n)? {
@@ -214,8 +212,7 @@ pub fn for_each_document(cfg: &SourceConfig, mut f: impl FnMut(Document) -> Resu
             return Err(err(path, None, "expected JSON Lines (one object per line), found a JSON array"));
         }
         Format::Alpaca | Format::Chat => {
-            let v: serde_json::Value =
-                serde_json::from_reader(reader).map_err(|e| err(path, Some(e.line()), format!("invalid JSON: {e}")))?;
+            let v: serde_json::Value = serde_json::from_reader(reader).map_err(|e| err(path, Some(e.line()), format!("invalid JSON: {e}")))?;
             let items = v.as_array().ok_or_else(|| err(path, None, "expected a JSON array"))?;
             for (i, item) in items.iter().enumerate() {
                 let at = |m: DataError| match m {

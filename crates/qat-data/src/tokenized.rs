@@ -46,12 +46,7 @@ struct Store {
 
 impl TokenizedSource {
     /// A source from in-memory documents `(tokens, loss flags)` (tests and small inputs).
-    pub fn from_docs(
-        name: &str,
-        category: &str,
-        weight: f64,
-        docs: impl IntoIterator<Item = (Vec<u32>, Vec<u8>)>,
-    ) -> Result<Self, DataError> {
+    pub fn from_docs(name: &str, category: &str, weight: f64, docs: impl IntoIterator<Item = (Vec<u32>, Vec<u8>)>) -> Result<Self, DataError> {
         let mut w = TokenWriter::new(None, name)?;
         for (ids, loss) in docs {
             w.push_doc(&ids, &loss)?;
@@ -181,8 +176,7 @@ fn open_cache(file: &Path) -> Option<Store> {
     if map.len() != HEADER.checked_add(n.checked_mul(4)?)?.checked_add(m.checked_mul(8)?)? || max_id > u32::MAX as usize {
         return None;
     }
-    let offsets: Vec<usize> =
-        map[HEADER + 4 * n..].chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")) as usize).collect();
+    let offsets: Vec<usize> = map[HEADER + 4 * n..].chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")) as usize).collect();
     if offsets.first() != Some(&0) || offsets.last() != Some(&n) || offsets.windows(2).any(|w| w[0] > w[1]) {
         return None;
     }
@@ -192,20 +186,12 @@ fn open_cache(file: &Path) -> Option<Store> {
 fn cache_key(cfg: &SourceConfig, tok: &Tokenizer, eos: Option<u32>) -> Result<String, DataError> {
     let mut h = Sha256::new();
     h.update(b"qat-data-v1");
-    let tok_bytes = std::fs::read(tok.source()).map_err(|e| DataError::Source {
-        path: tok.source().display().to_string(),
-        line: None,
-        msg: e.to_string(),
-    })?;
+    let tok_bytes = std::fs::read(tok.source()).map_err(|e| DataError::Source { path: tok.source().display().to_string(), line: None, msg: e.to_string() })?;
     h.update(&tok_bytes);
     h.update(tok.chat_template().unwrap_or("").as_bytes());
     h.update(serde_json::to_vec(cfg).expect("config serializes"));
     h.update(format!("{eos:?}").as_bytes());
-    let meta = std::fs::metadata(&cfg.path).map_err(|e| DataError::Source {
-        path: cfg.path.display().to_string(),
-        line: None,
-        msg: e.to_string(),
-    })?;
+    let meta = std::fs::metadata(&cfg.path).map_err(|e| DataError::Source { path: cfg.path.display().to_string(), line: None, msg: e.to_string() })?;
     h.update(std::fs::canonicalize(&cfg.path).unwrap_or(cfg.path.clone()).to_string_lossy().as_bytes());
     h.update(meta.len().to_le_bytes());
     if let Ok(t) = meta.modified() {
@@ -216,16 +202,10 @@ fn cache_key(cfg: &SourceConfig, tok: &Tokenizer, eos: Option<u32>) -> Result<St
 
 /// Tokenizes a source, or maps it from `cache_dir` when an entry with the same key exists.
 /// Text documents get the tokenizer's special tokens (e.g. BOS) and `eos` appended.
-pub fn tokenize_source(
-    cfg: &SourceConfig,
-    tok: &Tokenizer,
-    eos: Option<u32>,
-    cache_dir: Option<&Path>,
-) -> Result<TokenizedSource, DataError> {
+pub fn tokenize_source(cfg: &SourceConfig, tok: &Tokenizer, eos: Option<u32>, cache_dir: Option<&Path>) -> Result<TokenizedSource, DataError> {
     let key = cache_key(cfg, tok, eos)?;
     let cache_file = cache_dir.map(|d| d.join(format!("{key}.tok")));
-    let source =
-        |store| TokenizedSource { name: cfg.display_name(), category: cfg.category.clone(), weight: cfg.weight, store: Arc::new(store) };
+    let source = |store| TokenizedSource { name: cfg.display_name(), category: cfg.category.clone(), weight: cfg.weight, store: Arc::new(store) };
     if let Some(store) = cache_file.as_deref().and_then(open_cache) {
         return Ok(source(store));
     }
@@ -236,21 +216,15 @@ pub fn tokenize_source(
     for_each_document(cfg, |doc| {
         let (ids, loss) = match doc {
             Document::Text(text) => {
-                let mut ids = tok.encode(&text, true).map_err(|e| DataError::Source {
-                    path: path.clone(),
-                    line: None,
-                    msg: format!("document {doc_index}: {e}"),
-                })?;
+                let mut ids =
+                    tok.encode(&text, true).map_err(|e| DataError::Source { path: path.clone(), line: None, msg: format!("document {doc_index}: {e}") })?;
                 ids.extend(eos);
                 let n = ids.len();
                 (ids, vec![1u8; n])
             }
             Document::Chat(msgs) => {
-                let enc = tok.encode_chat(&msgs).map_err(|e| DataError::Source {
-                    path: path.clone(),
-                    line: None,
-                    msg: format!("document {doc_index}: {e}"),
-                })?;
+                let enc =
+                    tok.encode_chat(&msgs).map_err(|e| DataError::Source { path: path.clone(), line: None, msg: format!("document {doc_index}: {e}") })?;
                 (enc.ids, enc.assistant.iter().map(|&a| a as u8).collect())
             }
         };

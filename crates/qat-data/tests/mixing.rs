@@ -86,8 +86,7 @@ fn validation_documents_never_appear_in_training() {
         let b = m.validation_batch(s, 100).unwrap();
         assert_eq!((b.tokens.len(), b.targets.len(), b.segments.len()), (b.rows * 128, b.rows * 128, b.rows), "whole rows only");
     }
-    let val: std::collections::HashSet<u32> =
-        (0..4).flat_map(|s| m.validation_batch(s, 100).map(|b| b.tokens).unwrap_or_default()).collect();
+    let val: std::collections::HashSet<u32> = (0..4).flat_map(|s| m.validation_batch(s, 100).map(|b| b.tokens).unwrap_or_default()).collect();
     assert!(!val.is_empty());
     for _ in 0..200 {
         let b = m.next_batch(8);

@@ -4,8 +4,7 @@ use qat_data::source::{Document, for_each_document};
 use qat_data::{Format, SourceConfig, Split};
 
 fn cfg(path: &std::path::Path, format: Format) -> SourceConfig {
-    toml::from_str::<SourceConfig>(&format!("path = {:?}\nformat = {:?}\ncategory = \"x\"", path, format!("{format:?}").to_lowercase()))
-        .unwrap()
+    toml::from_str::<SourceConfig>(&format!("path = {:?}\nformat = {:?}\ncategory = \"x\"", path, format!("{format:?}").to_lowercase())).unwrap()
 }
 
 fn docs(c: &SourceConfig) -> Result<Vec<Document>, String> {

@@ -19,25 +19,18 @@ pub fn choose_type(qw: &QuantizedWeight) -> Result<(GgmlType, Option<String>), S
     let run = if spec.granularity == qat_quant::Granularity::Group { spec.group_size } else { row };
     let fits = |block: usize| row.is_multiple_of(block) && run % block == 0;
     let q4 = |why: Option<String>| {
-        if fits(32) {
-            Ok((GgmlType::Q4_0, why))
-        } else {
-            Err(format!("rows of {row} (scale groups of {run}) cannot be stored in 32-element Q4_0 blocks"))
-        }
+        if fits(32) { Ok((GgmlType::Q4_0, why)) } else { Err(format!("rows of {row} (scale groups of {run}) cannot be stored in 32-element Q4_0 blocks")) }
     };
     match (spec.scheme, spec.bits) {
         (Scheme::Seq, 2) if fits(256) => Ok((GgmlType::Q2_K, None)),
-        (Scheme::Seq, 2) => {
-            q4(Some(format!("SEQ-2 in Q4_0 (4.5 bits/weight): row length {row} or scale group {run} is not a multiple of Q2_K's 256")))
-        }
+        (Scheme::Seq, 2) => q4(Some(format!("SEQ-2 in Q4_0 (4.5 bits/weight): row length {row} or scale group {run} is not a multiple of Q2_K's 256"))),
         (Scheme::Ternary, _) if fits(256) => Ok((GgmlType::TQ2_0, None)),
         (Scheme::Ternary, _) => q4(Some(format!("ternary in Q4_0: row length {row} is not a multiple of TQ2_0's 256"))),
         (Scheme::Seq, 3) | (Scheme::Binary, _) => q4(None),
         (Scheme::Int, b) if b <= 4 => q4(None),
         (Scheme::Int, _) if fits(32) => Ok((GgmlType::Q8_0, None)),
         (Scheme::Bitnet, _) => {
-            Err("BitNet's per-tensor β is recomputed from the weights each step and is not rounded to an f16 value; export it as ternary"
-                .into())
+            Err("BitNet's per-tensor β is recomputed from the weights each step and is not rounded to an f16 value; export it as ternary".into())
         }
         _ => Err(format!("no exact ggml type for {} with rows of {row}", spec.label())),
     }
@@ -131,8 +124,7 @@ mod tests {
     use qat_quant::{GradVariant, Granularity, QuantSpec, ScaleInit};
 
     fn qw(scheme: Scheme, bits: u32, levels: Vec<f32>, step: f32, cols: usize) -> QuantizedWeight {
-        let spec =
-            QuantSpec { scheme, bits, granularity: Granularity::Channel, group_size: 0, grad: GradVariant::Paretoq, init: ScaleInit::Max };
+        let spec = QuantSpec { scheme, bits, granularity: Granularity::Channel, group_size: 0, grad: GradVariant::Paretoq, init: ScaleInit::Max };
         let rows = levels.len() / cols;
         QuantizedWeight { spec, dims: [rows, cols], steps: vec![step; rows], levels, group_len: cols }
     }

@@ -52,9 +52,7 @@ fn json_err(path: &Path, msg: impl std::fmt::Display) -> String {
 fn pre_tokenizer_name(tok: &Json, model_type: &str) -> Result<&'static str, String> {
     let pre = &tok["pre_tokenizer"];
     let kinds: Vec<&str> = match pre["type"].as_str() {
-        Some("Sequence") => {
-            pre["pretokenizers"].as_array().map(|a| a.iter().filter_map(|p| p["type"].as_str()).collect()).unwrap_or_default()
-        }
+        Some("Sequence") => pre["pretokenizers"].as_array().map(|a| a.iter().filter_map(|p| p["type"].as_str()).collect()).unwrap_or_default(),
         Some(t) => vec![t],
         None => vec![],
     };
@@ -110,8 +108,7 @@ fn adds_space_prefix(tok: &Json) -> bool {
         }
     };
     let prepend = steps(&tok["normalizer"], "normalizers").iter().any(|n| n["type"] == "Prepend" && n["prepend"] == "▁");
-    let metaspace =
-        steps(&tok["pre_tokenizer"], "pretokenizers").iter().any(|p| p["type"] == "Metaspace" && p["prepend_scheme"] != "never");
+    let metaspace = steps(&tok["pre_tokenizer"], "pretokenizers").iter().any(|p| p["type"] == "Metaspace" && p["prepend_scheme"] != "never");
     prepend || metaspace
 }
 
@@ -120,8 +117,7 @@ fn adds_space_prefix(tok: &Json) -> bool {
 /// fallback (Llama 2 style, llama.cpp's `llama` model, where merge order becomes token scores).
 fn tokenizer_metadata(w: &mut GgufWriter, src: &Path, model: &CausalLm) -> Result<(), String> {
     let path = src.join("tokenizer.json");
-    let tok: Json =
-        serde_json::from_str(&std::fs::read_to_string(&path).map_err(|e| json_err(&path, e))?).map_err(|e| json_err(&path, e))?;
+    let tok: Json = serde_json::from_str(&std::fs::read_to_string(&path).map_err(|e| json_err(&path, e))?).map_err(|e| json_err(&path, e))?;
     let m = &tok["model"];
     if m["type"].as_str() != Some("BPE") {
         return Err(json_err(&path, format!("model.type {}: only BPE tokenizers can be written to GGUF", m["type"])));
@@ -151,8 +147,7 @@ fn tokenizer_metadata(w: &mut GgufWriter, src: &Path, model: &CausalLm) -> Resul
     let n = model.config.vocab_size as u64;
     // The embedding may be padded past the tokenizer's vocabulary: fill with unused tokens.
     let list: Vec<String> = (0..n).map(|i| tokens.get(&i).cloned().unwrap_or_else(|| format!("[PAD{i}]"))).collect();
-    let ty: Vec<Value> =
-        (0..n).map(|i| Value::I32(if tokens.contains_key(&i) { *types.get(&i).unwrap_or(&NORMAL) } else { UNUSED })).collect();
+    let ty: Vec<Value> = (0..n).map(|i| Value::I32(if tokens.contains_key(&i) { *types.get(&i).unwrap_or(&NORMAL) } else { UNUSED })).collect();
     let merges = bpe_merges(m, &path)?;
     if sentencepiece {
         // llama.cpp's SentencePiece tokenizer merges the adjacent pair whose result has the
@@ -169,10 +164,7 @@ fn tokenizer_metadata(w: &mut GgufWriter, src: &Path, model: &CausalLm) -> Resul
         w.set("tokenizer.ggml.add_space_prefix", Value::Bool(adds_space_prefix(&tok)));
     } else {
         w.set("tokenizer.ggml.model", Value::String("gpt2".into()));
-        w.set(
-            "tokenizer.ggml.pre",
-            Value::String(pre_tokenizer_name(&tok, model.config.arch.model_type()).map_err(|e| json_err(&path, e))?.into()),
-        );
+        w.set("tokenizer.ggml.pre", Value::String(pre_tokenizer_name(&tok, model.config.arch.model_type()).map_err(|e| json_err(&path, e))?.into()));
         w.set("tokenizer.ggml.merges", Value::strings(merges.iter().map(|(a, b)| format!("{a} {b}"))));
     }
     w.set("tokenizer.ggml.tokens", Value::strings(list));
@@ -242,14 +234,7 @@ fn permuted(qw: &QuantizedWeight, heads: usize) -> QuantizedWeight {
 /// the run started from).
 /// `hf_dtype` is the storage of the matching HF export: unquantized tensors are rounded to it
 /// first, so that both files hold the same values.
-pub fn export_gguf(
-    model: &CausalLm,
-    src: &Path,
-    out: &Path,
-    hp: HighPrecision,
-    hf_dtype: HfDtype,
-    name: &str,
-) -> Result<GgufReport, String> {
+pub fn export_gguf(model: &CausalLm, src: &Path, out: &Path, hp: HighPrecision, hf_dtype: HfDtype, name: &str) -> Result<GgufReport, String> {
     let mut w = GgufWriter::new();
     arch_metadata(&mut w, model, name)?;
     tokenizer_metadata(&mut w, src, model)?;
@@ -296,32 +281,20 @@ pub fn export_gguf(
                 if ty == GgmlType::F16 && values.iter().any(|v| v.is_finite() && v.abs() > 65504.0) {
                     return Err(format!("{hf}: values exceed the f16 range; export with --hp-type bf16"));
                 }
-                let fallback = (hp == HighPrecision::Q8_0 && ty == GgmlType::F16 && shape.len() == 2)
-                    .then(|| format!("F16: rows of {cols} do not fit Q8_0 blocks"));
+                let fallback =
+                    (hp == HighPrecision::Q8_0 && ty == GgmlType::F16 && shape.len() == 2).then(|| format!("F16: rows of {cols} do not fit Q8_0 blocks"));
                 (ty, blocks::quantize(ty, &values).map_err(|e| format!("{hf}: {e}"))?, fallback)
             }
         };
         n_params += shape.iter().product::<usize>() as u64;
-        reports.push(TensorReport {
-            name: gname.clone(),
-            shape: shape.clone(),
-            ggml_type: format!("{ty:?}"),
-            bytes: bytes.len() as u64,
-            fallback,
-        });
+        reports.push(TensorReport { name: gname.clone(), shape: shape.clone(), ggml_type: format!("{ty:?}"), bytes: bytes.len() as u64, fallback });
         w.add_tensor(gname, &shape, ty, bytes).map_err(|e| e.to_string())?;
     }
     if let Some(factors) = cfg.rope_freq_factors() {
         // Llama 3 RoPE scaling: llama.cpp divides each frequency by these factors.
         let values: Vec<f32> = factors.iter().map(|&f| f as f32).collect();
         let bytes = blocks::quantize(GgmlType::F32, &values).map_err(|e| format!("{ROPE_FREQS}: {e}"))?;
-        reports.push(TensorReport {
-            name: ROPE_FREQS.into(),
-            shape: vec![values.len()],
-            ggml_type: "F32".into(),
-            bytes: bytes.len() as u64,
-            fallback: None,
-        });
+        reports.push(TensorReport { name: ROPE_FREQS.into(), shape: vec![values.len()], ggml_type: "F32".into(), bytes: bytes.len() as u64, fallback: None });
         w.add_tensor(ROPE_FREQS, &[values.len()], GgmlType::F32, bytes).map_err(|e| e.to_string())?;
     }
     if let Some(dir) = out.parent().filter(|p| !p.as_os_str().is_empty()) {

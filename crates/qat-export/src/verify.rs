@@ -47,17 +47,9 @@ pub fn verify_export(hf_dir: &Path, gguf: &Path) -> Result<VerifyReport, String>
             // Not a checkpoint tensor: compare with the factors the HF config implies.
             let want: Vec<f32> = ckpt.config.rope_freq_factors().unwrap_or_default().iter().map(|&f| f as f32).collect();
             let got = g.dequantize(&info.name).map_err(|e| e.to_string())?;
-            let mismatches = if got.len() == want.len() {
-                got.iter().zip(&want).filter(|(a, b)| a.to_bits() != b.to_bits()).count()
-            } else {
-                got.len().max(want.len())
-            };
-            tensors.push(TensorCheck {
-                name: info.name.clone(),
-                ggml_type: format!("{:?}", info.ggml_type),
-                mismatches,
-                max_abs_diff: 0.0,
-            });
+            let mismatches =
+                if got.len() == want.len() { got.iter().zip(&want).filter(|(a, b)| a.to_bits() != b.to_bits()).count() } else { got.len().max(want.len()) };
+            tensors.push(TensorCheck { name: info.name.clone(), ggml_type: format!("{:?}", info.ggml_type), mismatches, max_abs_diff: 0.0 });
             continue;
         }
         let Some(name) = hf_name(mt, &info.name) else {

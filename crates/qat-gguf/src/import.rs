@@ -34,9 +34,8 @@ pub fn import_gguf(gguf_path: &Path, out: &Path) -> Result<ImportSummary> {
     }
     let f = GgufFile::open(gguf_path)?;
     let arch = f.get_str("general.architecture")?.to_string();
-    let model_type = hf_model_type(&arch).ok_or_else(|| {
-        corrupt(format!("{}: architecture `{arch}` is not supported (supported: llama, qwen2, qwen3, hunyuan-dense)", f.path))
-    })?;
+    let model_type = hf_model_type(&arch)
+        .ok_or_else(|| corrupt(format!("{}: architecture `{arch}` is not supported (supported: llama, qwen2, qwen3, hunyuan-dense)", f.path)))?;
     let key = |k: &str| format!("{arch}.{k}");
     let tokens = f.get_array("tokenizer.ggml.tokens")?;
     let n_head = f.get_u64(&key("attention.head_count"))? as usize;
@@ -85,8 +84,7 @@ pub fn import_gguf(gguf_path: &Path, out: &Path) -> Result<ImportSummary> {
     let mut types = BTreeMap::new();
     let mut n_params = 0u64;
     for info in &f.tensors {
-        let name = hf_name(model_type, &info.name)
-            .ok_or_else(|| corrupt(format!("{}: tensor `{}` has no Hugging Face counterpart", f.path, info.name)))?;
+        let name = hf_name(model_type, &info.name).ok_or_else(|| corrupt(format!("{}: tensor `{}` has no Hugging Face counterpart", f.path, info.name)))?;
         if name.ends_with(".bias") && name.contains("self_attn.") {
             config["attention_bias"] = json!(true);
         }
@@ -109,9 +107,7 @@ pub fn import_gguf(gguf_path: &Path, out: &Path) -> Result<ImportSummary> {
         "clean_up_tokenization_spaces": false,
     });
     let token_str = |id: Option<u64>| id.and_then(|i| tokens.get(i as usize)).and_then(|t| t.as_str()).map(str::to_string);
-    for (field, k) in
-        [("bos_token", "bos_token_id"), ("eos_token", "eos_token_id"), ("pad_token", "padding_token_id"), ("unk_token", "unknown_token_id")]
-    {
+    for (field, k) in [("bos_token", "bos_token_id"), ("eos_token", "eos_token_id"), ("pad_token", "padding_token_id"), ("unk_token", "unknown_token_id")] {
         if let Some(s) = token_str(special(k)) {
             tok_cfg[field] = json!(s);
         }
@@ -142,12 +138,7 @@ pub fn import_gguf(gguf_path: &Path, out: &Path) -> Result<ImportSummary> {
         .tempdir_in(parent)
         .map_err(io(parent))?;
     let pretty = |v: &Json| serde_json::to_string_pretty(v).expect("JSON values serialize");
-    for (name, v) in [
-        ("config.json", &config),
-        ("tokenizer.json", &tokenizer),
-        ("tokenizer_config.json", &tok_cfg),
-        ("generation_config.json", &gen_cfg),
-    ] {
+    for (name, v) in [("config.json", &config), ("tokenizer.json", &tokenizer), ("tokenizer_config.json", &tok_cfg), ("generation_config.json", &gen_cfg)] {
         let p = tmp.path().join(name);
         std::fs::write(&p, pretty(v)).map_err(io(&p))?;
     }
@@ -175,8 +166,7 @@ fn arch_class(model_type: &str) -> &'static str {
 /// Pre-tokenizers of the byte-level BPE vocabularies qat imports, as their upstream
 /// `tokenizer.json` files define them (keyed by `tokenizer.ggml.pre`).
 fn pre_tokenizer(pre: &str) -> Option<Json> {
-    let byte_level =
-        |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
+    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
     let split = |pattern: &str| json!({"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false});
     Some(match pre {
         // SmolLM / SmolLM2 (HuggingFaceTB): single digits, then GPT-2 byte level.
@@ -199,15 +189,11 @@ fn pre_tokenizer(pre: &str) -> Option<Json> {
 fn build_tokenizer_json(f: &GgufFile) -> Result<Json> {
     let model = f.get_str("tokenizer.ggml.model")?;
     if model != "gpt2" {
-        return Err(corrupt(format!(
-            "{}: tokenizer.ggml.model = `{model}`: only byte-level BPE (`gpt2`) vocabularies can be imported",
-            f.path
-        )));
+        return Err(corrupt(format!("{}: tokenizer.ggml.model = `{model}`: only byte-level BPE (`gpt2`) vocabularies can be imported", f.path)));
     }
     let pre_name = f.get("tokenizer.ggml.pre").and_then(|v| v.as_str()).unwrap_or("default");
-    let pre = pre_tokenizer(pre_name).ok_or_else(|| {
-        corrupt(format!("{}: tokenizer.ggml.pre = `{pre_name}` is not supported (supported: smollm, gpt-2, llama-bpe, qwen2)", f.path))
-    })?;
+    let pre = pre_tokenizer(pre_name)
+        .ok_or_else(|| corrupt(format!("{}: tokenizer.ggml.pre = `{pre_name}` is not supported (supported: smollm, gpt-2, llama-bpe, qwen2)", f.path)))?;
     let tokens = f.get_array("tokenizer.ggml.tokens")?;
     let types = f.get("tokenizer.ggml.token_type").and_then(|v| v.as_array()).unwrap_or(&[]);
     let merges = f.get_array("tokenizer.ggml.merges")?;

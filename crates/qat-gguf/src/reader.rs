@@ -89,11 +89,7 @@ impl<'a> Cursor<'a> {
         let n = self.u64(what)?;
         let limit = (self.remaining() / min_item_bytes.max(1)) as u64;
         if n > limit {
-            return Err(GgufError::Corrupt(format!(
-                "{what} = {n} is impossible: only {} bytes remain at offset {}",
-                self.remaining(),
-                self.pos
-            )));
+            return Err(GgufError::Corrupt(format!("{what} = {n} is impossible: only {} bytes remain at offset {}", self.remaining(), self.pos)));
         }
         Ok(n as usize)
     }
@@ -124,8 +120,7 @@ impl<'a> Cursor<'a> {
                     return Err(GgufError::Corrupt(format!("{what}: arrays nested too deep")));
                 }
                 let item_ty = self.u32(what)?;
-                let min =
-                    min_value_bytes(item_ty).ok_or_else(|| GgufError::Corrupt(format!("{what}: unknown array item type {item_ty}")))?;
+                let min = min_value_bytes(item_ty).ok_or_else(|| GgufError::Corrupt(format!("{what}: unknown array item type {item_ty}")))?;
                 let n = self.count(&format!("element count of {what}"), min)?;
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
@@ -197,19 +192,17 @@ impl GgufHeader {
                 dims.push(c.u64(&format!("dims of `{name}`"))?);
             }
             let ty_id = c.u32(&format!("type of `{name}`"))?;
-            let ggml_type =
-                GgmlType::from_id(ty_id).ok_or_else(|| GgufError::Corrupt(format!("tensor `{name}` has unknown ggml type {ty_id}")))?;
+            let ggml_type = GgmlType::from_id(ty_id).ok_or_else(|| GgufError::Corrupt(format!("tensor `{name}` has unknown ggml type {ty_id}")))?;
             let offset = c.u64(&format!("offset of `{name}`"))?;
             tensors.push(TensorInfo { name, dims, ggml_type, offset });
         }
         let mut header = GgufHeader { version, metadata, tensors, data_offset: 0, alignment: 32, index };
         let alignment = match header.get("general.alignment") {
             None => 32,
-            Some(v) => {
-                v.as_u64()
-                    .filter(|a| a.is_power_of_two() && *a <= 1 << 20)
-                    .ok_or_else(|| GgufError::Corrupt(format!("general.alignment {v:?} is not a power of two")))? as usize
-            }
+            Some(v) => v
+                .as_u64()
+                .filter(|a| a.is_power_of_two() && *a <= 1 << 20)
+                .ok_or_else(|| GgufError::Corrupt(format!("general.alignment {v:?} is not a power of two")))? as usize,
         };
         header.alignment = alignment;
         header.data_offset = c.pos.div_ceil(alignment) * alignment;
@@ -319,7 +312,6 @@ impl GgufFile {
     /// Dequantizes a tensor to f32 in row-major order.
     pub fn dequantize(&self, name: &str) -> Result<Vec<f32>> {
         let info = self.header.tensor(name)?;
-        blocks::dequantize(info.ggml_type, self.tensor_bytes(info), info.n_elements() as usize)
-            .map_err(|msg| GgufError::Tensor { name: name.to_string(), msg })
+        blocks::dequantize(info.ggml_type, self.tensor_bytes(info), info.n_elements() as usize).map_err(|msg| GgufError::Tensor { name: name.to_string(), msg })
     }
 }

@@ -52,16 +52,10 @@ impl GgufWriter {
             return Err(GgufError::Tensor { name, msg: format!("rank {} is not 1..=4", dims.len()) });
         }
         if !dims[0].is_multiple_of(ty.block_size() as u64) {
-            return Err(GgufError::Tensor {
-                name,
-                msg: format!("row length {} is not a multiple of the {ty:?} block size {}", dims[0], ty.block_size()),
-            });
+            return Err(GgufError::Tensor { name, msg: format!("row length {} is not a multiple of the {ty:?} block size {}", dims[0], ty.block_size()) });
         }
         if ty.row_bytes(n) != data.len() as u64 {
-            return Err(GgufError::Tensor {
-                name,
-                msg: format!("{} bytes given, {:?} of {n} elements needs {}", data.len(), ty, ty.row_bytes(n)),
-            });
+            return Err(GgufError::Tensor { name, msg: format!("{} bytes given, {:?} of {n} elements needs {}", data.len(), ty, ty.row_bytes(n)) });
         }
         if self.tensors.iter().any(|t| t.name == name) {
             return Err(GgufError::Tensor { name, msg: "added twice".into() });

@@ -43,8 +43,8 @@ impl Checkpoint {
             let file = std::fs::File::open(&path).map_err(|e| ModelError::io(&path, e))?;
             // SAFETY: read-only map of a file we do not modify.
             let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ModelError::io(&path, e))?;
-            let (header_len, meta) = SafeTensors::read_metadata(&map)
-                .map_err(|e| st_err(format!("not a valid safetensors file (truncated or corrupt?): {e}")))?;
+            let (header_len, meta) =
+                SafeTensors::read_metadata(&map).map_err(|e| st_err(format!("not a valid safetensors file (truncated or corrupt?): {e}")))?;
             let base = 8 + header_len;
             for (name, info) in meta.tensors() {
                 let (s, e) = info.data_offsets;
@@ -82,11 +82,7 @@ impl Checkpoint {
 
     /// Reads every name in `expected` (with its shape) and reports, in one error, every
     /// missing, mis-shaped and unexpected tensor. `optional` names may be absent or present.
-    pub fn read_all(
-        &self,
-        expected: &[(String, Vec<usize>)],
-        optional: &BTreeSet<String>,
-    ) -> Result<BTreeMap<String, Vec<f32>>, ModelError> {
+    pub fn read_all(&self, expected: &[(String, Vec<usize>)], optional: &BTreeSet<String>) -> Result<BTreeMap<String, Vec<f32>>, ModelError> {
         let mut problems = Vec::new();
         let mut out = BTreeMap::new();
         for (name, shape) in expected {
@@ -138,9 +134,6 @@ fn shard_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
     if single.exists() {
         Ok(vec![single])
     } else {
-        Err(ModelError::io(
-            &single,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no model.safetensors or model.safetensors.index.json"),
-        ))
+        Err(ModelError::io(&single, std::io::Error::new(std::io::ErrorKind::NotFound, "no model.safetensors or model.safetensors.index.json")))
     }
 }

@@ -122,9 +122,7 @@ impl Fields<'_> {
     fn f64_in(&self, obj: &Value, field: &str) -> Result<Option<f64>, ModelError> {
         match obj.get(field).filter(|v| !v.is_null()) {
             None => Ok(None),
-            Some(v) => {
-                v.as_f64().filter(|x| x.is_finite()).map(Some).ok_or_else(|| self.err(field, format!("must be a number, found {v}")))
-            }
+            Some(v) => v.as_f64().filter(|x| x.is_finite()).map(Some).ok_or_else(|| self.err(field, format!("must be a number, found {v}"))),
         }
     }
     fn bool(&self, field: &str, default: bool) -> Result<bool, ModelError> {
@@ -205,9 +203,7 @@ impl ModelConfig {
         let num_attention_heads = f.usize("num_attention_heads")?;
         let num_key_value_heads = f.opt_usize("num_key_value_heads")?.unwrap_or(num_attention_heads);
         if num_attention_heads % num_key_value_heads != 0 {
-            return Err(
-                f.err("num_key_value_heads", format!("{num_key_value_heads} does not divide num_attention_heads {num_attention_heads}"))
-            );
+            return Err(f.err("num_key_value_heads", format!("{num_key_value_heads} does not divide num_attention_heads {num_attention_heads}")));
         }
         let head_dim = match f.opt_usize("head_dim")? {
             Some(h) => h,
@@ -241,8 +237,7 @@ impl ModelConfig {
         match rope_type {
             "default" => {}
             "llama3" => {
-                let get =
-                    |k: &str| f.f64_in(&rope_obj, k)?.ok_or_else(|| f.err(&format!("rope_scaling.{k}"), "is required for llama3 RoPE"));
+                let get = |k: &str| f.f64_in(&rope_obj, k)?.ok_or_else(|| f.err(&format!("rope_scaling.{k}"), "is required for llama3 RoPE"));
                 rope_llama3 = Some(Llama3Scaling {
                     factor: get("factor")?,
                     low_freq_factor: get("low_freq_factor")?,

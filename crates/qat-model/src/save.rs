@@ -18,8 +18,7 @@ pub enum SaveDtype {
 }
 
 /// Tokenizer and generation files copied from the source checkpoint when present.
-pub const AUX_FILES: &[&str] =
-    &["tokenizer.json", "tokenizer_config.json", "generation_config.json", "chat_template.jinja", "special_tokens_map.json"];
+pub const AUX_FILES: &[&str] = &["tokenizer.json", "tokenizer_config.json", "generation_config.json", "chat_template.jinja", "special_tokens_map.json"];
 
 fn to_vec1(t: Tensor<1>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 data")
@@ -40,11 +39,7 @@ impl CausalLm {
             let stem = name.strip_suffix(".weight").or_else(|| name.strip_suffix(".bias")).unwrap_or(&name);
             let module = stem.strip_prefix("model.").unwrap_or(stem);
             let data = if let Some(l) = linears.get(module) {
-                if name.ends_with(".bias") {
-                    to_vec1(l.bias.as_ref().expect("bias listed by hf_tensor_names").val())
-                } else {
-                    to_vec2(l.effective_weight())
-                }
+                if name.ends_with(".bias") { to_vec1(l.bias.as_ref().expect("bias listed by hf_tensor_names").val()) } else { to_vec2(l.effective_weight()) }
             } else {
                 match name.as_str() {
                     "model.embed_tokens.weight" => to_vec2(self.embed_tokens.val()),
@@ -80,8 +75,7 @@ impl CausalLm {
         let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(|e| ModelError::io(parent, e))?;
         let tmp = tempfile_dir(parent)?;
-        let result =
-            self.write_into(&tmp, source_dir, dtype, extra).and_then(|()| std::fs::rename(&tmp, out).map_err(|e| ModelError::io(out, e)));
+        let result = self.write_into(&tmp, source_dir, dtype, extra).and_then(|()| std::fs::rename(&tmp, out).map_err(|e| ModelError::io(out, e)));
         if result.is_err() {
             let _ = std::fs::remove_dir_all(&tmp);
         }
@@ -116,14 +110,11 @@ impl CausalLm {
             SaveDtype::F32 => safetensors::Dtype::F32,
             SaveDtype::Bf16 => safetensors::Dtype::BF16,
         };
-        let views: Vec<_> = tensors
-            .iter()
-            .map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(st_dtype, s.clone(), b).expect("sizes match")))
-            .collect();
+        let views: Vec<_> =
+            tensors.iter().map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(st_dtype, s.clone(), b).expect("sizes match"))).collect();
         let st = dir.join("model.safetensors");
         let metadata = Some(std::collections::HashMap::from([("format".to_string(), "pt".to_string())]));
-        safetensors::serialize_to_file(views, metadata, &st)
-            .map_err(|e| ModelError::Safetensors { path: st.display().to_string(), msg: e.to_string() })?;
+        safetensors::serialize_to_file(views, metadata, &st).map_err(|e| ModelError::Safetensors { path: st.display().to_string(), msg: e.to_string() })?;
         if let Some(src) = source_dir {
             for name in AUX_FILES {
                 let from = src.join(name);

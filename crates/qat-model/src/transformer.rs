@@ -176,13 +176,7 @@ pub struct Attention {
 impl Attention {
     /// # Shapes
     /// `x: [B, T, hidden]` → `[B, T, hidden]`; `bias: [B, 1, T, S]`.
-    fn forward(
-        &self,
-        x: Tensor<3>,
-        rope: &(Tensor<4>, Tensor<4>),
-        bias: &Tensor<4>,
-        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
-    ) -> Tensor<3> {
+    fn forward(&self, x: Tensor<3>, rope: &(Tensor<4>, Tensor<4>), bias: &Tensor<4>, cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let (nh, nkv, hd) = self.shape;
         let heads = |p: &QLinear, n: usize| p.forward(x.clone()).reshape([b, t, n, hd]).swap_dims(1, 2);
@@ -317,12 +311,7 @@ impl CausalLm {
     }
 
     /// Builds the model from f32 tensors keyed by checkpoint name (all present, shapes checked).
-    fn from_tensors(
-        cfg: ModelConfig,
-        mut tensors: BTreeMap<String, Vec<f32>>,
-        shapes: &BTreeMap<String, Vec<usize>>,
-        device: &Device,
-    ) -> Self {
+    fn from_tensors(cfg: ModelConfig, mut tensors: BTreeMap<String, Vec<f32>>, shapes: &BTreeMap<String, Vec<usize>>, device: &Device) -> Self {
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         let mut take = Taker { tensors: &mut tensors, shapes, device };
         for i in 0..cfg.num_hidden_layers {
@@ -336,8 +325,7 @@ impl CausalLm {
             let k_proj = lin("self_attn.k_proj", cfg.qkv_bias);
             let v_proj = lin("self_attn.v_proj", cfg.qkv_bias);
             let o_proj = lin("self_attn.o_proj", cfg.o_bias);
-            let mlp =
-                Mlp { gate_proj: lin("mlp.gate_proj", false), up_proj: lin("mlp.up_proj", false), down_proj: lin("mlp.down_proj", false) };
+            let mlp = Mlp { gate_proj: lin("mlp.gate_proj", false), up_proj: lin("mlp.up_proj", false), down_proj: lin("mlp.down_proj", false) };
             let (q_norm, k_norm) = match qk_norm_names(cfg.qk_norm) {
                 Some((qn, kn)) => (
                     Some(RmsNorm::new(take.t1(&format!("{p}.self_attn.{qn}.weight")), cfg.rms_norm_eps)),

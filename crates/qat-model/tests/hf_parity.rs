@@ -29,8 +29,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 fn check(model_type: &str) {
     let device = Device::flex();
     let (model, exp) = fixture(model_type);
-    let ids: Vec<Vec<i64>> =
-        exp["input_ids"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect()).collect();
+    let ids: Vec<Vec<i64>> = exp["input_ids"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect()).collect();
     let lengths: Vec<usize> = exp["lengths"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
     let (b, t) = (ids.len(), ids[0].len());
     let vocab = model.config.vocab_size;

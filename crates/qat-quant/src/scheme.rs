@@ -73,14 +73,7 @@ pub struct QuantSpec {
 impl QuantSpec {
     /// SEQ 2-bit per channel, ParetoQ gradients, max init: the HY-1.8B-2Bit default.
     pub fn seq2() -> Self {
-        QuantSpec {
-            scheme: Scheme::Seq,
-            bits: 2,
-            granularity: Granularity::Channel,
-            group_size: 0,
-            grad: GradVariant::Paretoq,
-            init: ScaleInit::Max,
-        }
+        QuantSpec { scheme: Scheme::Seq, bits: 2, granularity: Granularity::Channel, group_size: 0, grad: GradVariant::Paretoq, init: ScaleInit::Max }
     }
 
     /// Checks the combination; `what` names the config location in errors.

@@ -12,14 +12,7 @@ use qat_quant::{GradVariant, Granularity, QuantSpec, ScaleInit, Scheme, fake_qua
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 fn spec(scheme: Scheme, bits: u32, granularity: Granularity, init: ScaleInit) -> QuantSpec {
-    QuantSpec {
-        scheme,
-        bits,
-        granularity,
-        group_size: if granularity == Granularity::Group { 16 } else { 0 },
-        grad: GradVariant::Paretoq,
-        init,
-    }
+    QuantSpec { scheme, bits, granularity, group_size: if granularity == Granularity::Group { 16 } else { 0 }, grad: GradVariant::Paretoq, init }
 }
 
 fn randn(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
@@ -223,9 +216,7 @@ fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
 fn autodiff_equals_closed_form_and_finite_differences() {
     let mut rng = StdRng::seed_from_u64(5);
     let (rows, cols) = (4, 48);
-    for (scheme, bits) in
-        [(Scheme::Seq, 2), (Scheme::Seq, 3), (Scheme::Ternary, 2), (Scheme::Int, 2), (Scheme::Int, 4), (Scheme::Binary, 1)]
-    {
+    for (scheme, bits) in [(Scheme::Seq, 2), (Scheme::Seq, 3), (Scheme::Ternary, 2), (Scheme::Int, 2), (Scheme::Int, 4), (Scheme::Binary, 1)] {
         let s = spec(scheme, bits, Granularity::Channel, ScaleInit::Max);
         let w = randn(&mut rng, rows * cols, 0.05);
         let g = randn(&mut rng, rows * cols, 1.0);
@@ -263,11 +254,7 @@ fn autodiff_equals_closed_form_and_finite_differences() {
         }
         for i in (0..rows * cols).step_by(7) {
             let u = w64[i] / a64[i / cols];
-            let clip = if scheme == Scheme::Int {
-                vec![-(1i64 << (bits - 1)) as f64, ((1i64 << (bits - 1)) - 1) as f64]
-            } else {
-                vec![-0.99, 0.99]
-            };
+            let clip = if scheme == Scheme::Int { vec![-(1i64 << (bits - 1)) as f64, ((1i64 << (bits - 1)) - 1) as f64] } else { vec![-0.99, 0.99] };
             if clip.iter().any(|c| (u - c).abs() < 1e-3) {
                 continue;
             }
@@ -284,22 +271,17 @@ fn autodiff_equals_closed_form_and_finite_differences() {
 fn autodiff_equals_pytorch_paretoq_reference() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/paretoq_grads.json");
     let fx: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mat = |v: &serde_json::Value| -> Vec<f64> {
-        v.as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap())).collect()
-    };
+    let mat =
+        |v: &serde_json::Value| -> Vec<f64> { v.as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap())).collect() };
     let flat = |v: &serde_json::Value| -> Vec<f64> { v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect() };
     let w = mat(&fx["w"]);
     let g = mat(&fx["g"]);
     let rows = fx["w"].as_array().unwrap().len();
     let cols = w.len() / rows;
     let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
-    for (name, scheme, bits) in [
-        ("seq2", Scheme::Seq, 2),
-        ("seq3", Scheme::Seq, 3),
-        ("ternary", Scheme::Ternary, 2),
-        ("int4", Scheme::Int, 4),
-        ("int2", Scheme::Int, 2),
-    ] {
+    for (name, scheme, bits) in
+        [("seq2", Scheme::Seq, 2), ("seq3", Scheme::Seq, 3), ("ternary", Scheme::Ternary, 2), ("int4", Scheme::Int, 4), ("int2", Scheme::Int, 2)]
+    {
         let case = &fx["cases"][name];
         let s = spec(scheme, bits, Granularity::Channel, ScaleInit::Max);
         let alpha = flat(&case["alpha"]);

@@ -89,11 +89,7 @@ impl Tokenizer {
                 .map(|d| {
                     d.iter()
                         .filter_map(|(id, t)| {
-                            Some((
-                                id.parse().ok()?,
-                                t.get("content")?.as_str()?.to_string(),
-                                t.get("special").and_then(|x| x.as_bool()).unwrap_or(true),
-                            ))
+                            Some((id.parse().ok()?, t.get("content")?.as_str()?.to_string(), t.get("special").and_then(|x| x.as_bool()).unwrap_or(true)))
                         })
                         .collect()
                 })
@@ -127,11 +123,7 @@ impl Tokenizer {
 
     /// The byte-level BPE of a tiktoken ranks file with a split `pattern` and added tokens
     /// `(id, content, special)`.
-    pub fn tiktoken_inner(
-        ranks_file: &Path,
-        pattern: &str,
-        added: &[(u32, String, bool)],
-    ) -> Result<tokenizers::Tokenizer, TokenizerError> {
+    pub fn tiktoken_inner(ranks_file: &Path, pattern: &str, added: &[(u32, String, bool)]) -> Result<tokenizers::Tokenizer, TokenizerError> {
         let ranks = tiktoken::read_ranks(ranks_file)?;
         let json = tiktoken::tokenizer_json(&ranks, pattern, added).to_string();
         json.parse::<tokenizers::Tokenizer>().map_err(|e| file_err(ranks_file, format!("building the BPE: {e}")))
@@ -175,10 +167,7 @@ impl Tokenizer {
 
     /// Renders `messages` with the chat template, as `apply_chat_template(tokenize=False)`.
     pub fn render_chat(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, TokenizerError> {
-        let template = self
-            .chat_template
-            .as_deref()
-            .ok_or_else(|| TokenizerError::Template(format!("{} has no chat template", self.source.display())))?;
+        let template = self.chat_template.as_deref().ok_or_else(|| TokenizerError::Template(format!("{} has no chat template", self.source.display())))?;
         let mut env = minijinja::Environment::new();
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);

@@ -13,8 +13,7 @@ use base64::Engine;
 use crate::TokenizerError;
 
 /// Hunyuan's (and Qwen's) split pattern (`PAT_STR` of HunYuan's `tokenization_hy.py`).
-pub const HUNYUAN_PATTERN: &str =
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub const HUNYUAN_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// GPT-2's byte ↔ printable-unicode table.
 pub fn byte_to_unicode() -> [char; 256] {

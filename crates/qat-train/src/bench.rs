@@ -63,11 +63,7 @@ fn continuation_logprobs(model: &CausalLm, ctx: &[u32], conts: &[Vec<u32>]) -> V
     let lp = log_softmax(logits, 2);
     let v = lp.dims()[2];
     let lp: Vec<f32> = lp.into_data().try_to_vec::<f32>().expect("f32");
-    conts
-        .iter()
-        .enumerate()
-        .map(|(b, c)| c.iter().enumerate().map(|(j, &tok)| lp[(b * t + ctx.len() - 1 + j) * v + tok as usize] as f64).sum())
-        .collect()
+    conts.iter().enumerate().map(|(b, c)| c.iter().enumerate().map(|(j, &tok)| lp[(b * t + ctx.len() - 1 + j) * v + tok as usize] as f64).sum()).collect()
 }
 
 fn encode_context(tok: &Tokenizer, model: &CausalLm, text: &str) -> Result<Vec<u32>, String> {

@@ -38,14 +38,7 @@ pub fn latest(root: &Path) -> Result<Option<PathBuf>, String> {
 }
 
 /// Writes a checkpoint for `state.step` and removes all but the newest `keep`.
-pub fn save(
-    root: &Path,
-    model: &CausalLm,
-    opt: &AdamW,
-    state: &crate::train::TrainState,
-    config_text: &str,
-    keep: usize,
-) -> Result<PathBuf, String> {
+pub fn save(root: &Path, model: &CausalLm, opt: &AdamW, state: &crate::train::TrainState, config_text: &str, keep: usize) -> Result<PathBuf, String> {
     let params = params::collect(model);
     // A diverged model must not replace the last good checkpoint.
     if let Some((name, _)) = params.iter().find(|(_, (_, v))| v.iter().any(|x| !x.is_finite())) {

@@ -250,10 +250,7 @@ pub fn apply_override(root: &mut toml::Table, assignment: &str) -> Result<(), St
         table = match next {
             toml::Value::Table(t) => t,
             toml::Value::Array(items) => {
-                let idx: usize = parts
-                    .get(i + 1)
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| format!("--set {key}: `{part}` is a list; give an index"))?;
+                let idx: usize = parts.get(i + 1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("--set {key}: `{part}` is a list; give an index"))?;
                 let rest = parts[i + 2..].join(".");
                 let item = items.get_mut(idx).ok_or_else(|| format!("--set {key}: `{part}` has no element {idx}"))?;
                 let toml::Value::Table(t) = item else {

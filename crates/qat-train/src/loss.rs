@@ -22,11 +22,7 @@ impl Targets {
         let ids: Vec<i64> = targets.iter().map(|&x| x.max(0)).collect();
         let mask: Vec<f32> = targets.iter().map(|&x| if x >= 0 { 1.0 } else { 0.0 }).collect();
         let count = targets.iter().filter(|&&x| x >= 0).count();
-        Targets {
-            ids: Tensor::from_data(TensorData::new(ids, [rows, t, 1]), device),
-            mask: Tensor::from_data(TensorData::new(mask, [rows, t]), device),
-            count,
-        }
+        Targets { ids: Tensor::from_data(TensorData::new(ids, [rows, t, 1]), device), mask: Tensor::from_data(TensorData::new(mask, [rows, t]), device), count }
     }
 }
 

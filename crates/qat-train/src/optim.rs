@@ -54,8 +54,7 @@ impl ScaleRounding {
         let values = flat.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 scales");
         let n = values.len();
         // The grid was checked for every spec when the model was first rounded.
-        let rounded: Vec<f32> =
-            values.into_iter().map(|a| qat_quant::exact::round_alpha(spec, a, self.dtype).expect("roundable scale")).collect();
+        let rounded: Vec<f32> = values.into_iter().map(|a| qat_quant::exact::round_alpha(spec, a, self.dtype).expect("roundable scale")).collect();
         Tensor::from_data(TensorData::new(rounded, [n]), &device)
     }
 }

@@ -83,10 +83,8 @@ pub fn load<M: Module>(module: M, values: &Named) -> Result<M, String> {
 pub fn write_safetensors(path: &Path, tensors: &Named) -> Result<(), String> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
         tensors.iter().map(|(n, (s, v))| (n.clone(), s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect())).collect();
-    let views: Vec<_> = bytes
-        .iter()
-        .map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).expect("sizes match")))
-        .collect();
+    let views: Vec<_> =
+        bytes.iter().map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).expect("sizes match"))).collect();
     safetensors::serialize_to_file(views, None, path).map_err(|e| format!("{}: {e}", path.display()))
 }
 

@@ -22,11 +22,7 @@ fn register_font() {
 }
 
 /// Draws a `width`×`height` PNG at `path` with `draw`, atomically.
-fn draw_png(
-    path: &Path,
-    (width, height): (u32, u32),
-    draw: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> Result<(), String>,
-) -> Result<(), String> {
+fn draw_png(path: &Path, (width, height): (u32, u32), draw: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> Result<(), String>) -> Result<(), String> {
     register_font();
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.{}.png", std::process::id()));
@@ -141,18 +137,8 @@ pub fn plot_sweep(path: &Path, metric: &str, axes: &[(String, Vec<String>)], run
                 let i = x.round();
                 if (x - i).abs() < 1e-9 && i >= 0.0 { values.get(i as usize).cloned().unwrap_or_default() } else { String::new() }
             };
-            chart
-                .configure_mesh()
-                .x_labels(n)
-                .x_label_formatter(&label)
-                .y_desc(if a == 0 { metric } else { "" })
-                .disable_x_mesh()
-                .draw()
-                .map_err(|x| e(&x))?;
-            let points = runs
-                .iter()
-                .filter(|r| r.1.is_finite())
-                .filter_map(|(vals, m)| Some((values.iter().position(|v| v == &vals[a])? as f64, *m)));
+            chart.configure_mesh().x_labels(n).x_label_formatter(&label).y_desc(if a == 0 { metric } else { "" }).disable_x_mesh().draw().map_err(|x| e(&x))?;
+            let points = runs.iter().filter(|r| r.1.is_finite()).filter_map(|(vals, m)| Some((values.iter().position(|v| v == &vals[a])? as f64, *m)));
             chart.draw_series(points.map(|p| Circle::new(p, 4, BLUE.filled()))).map_err(|x| e(&x))?;
         }
         Ok(())

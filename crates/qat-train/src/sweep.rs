@@ -179,8 +179,7 @@ pub fn run_sweep(sweep: &SweepConfig, progress: bool) -> Result<Vec<SweepRow>, S
     std::fs::create_dir_all(&sweep.output).map_err(|e| format!("{}: {e}", sweep.output.display()))?;
     let base_text = std::fs::read_to_string(&sweep.base).map_err(|e| format!("{}: {e}", sweep.base.display()))?;
     let points = sweep.points();
-    let devices: Vec<Option<&str>> =
-        if sweep.devices.is_empty() { vec![None] } else { sweep.devices.iter().map(|d| Some(d.as_str())).collect() };
+    let devices: Vec<Option<&str>> = if sweep.devices.is_empty() { vec![None] } else { sweep.devices.iter().map(|d| Some(d.as_str())).collect() };
     // Progress bars of parallel runs would overwrite each other.
     let progress = progress && devices.len() == 1;
     let next = AtomicUsize::new(0);
@@ -251,14 +250,7 @@ fn run_point(sweep: &SweepConfig, base_text: &str, i: usize, point: &[String], d
         },
         Err(e) => {
             eprintln!("[{run_name}] failed: {e}");
-            SweepRow {
-                run: run_name,
-                assignments: point.to_vec(),
-                status: format!("failed: {e}"),
-                metric: None,
-                tokens: 0,
-                wall_seconds: 0.0,
-            }
+            SweepRow { run: run_name, assignments: point.to_vec(), status: format!("failed: {e}"), metric: None, tokens: 0, wall_seconds: 0.0 }
         }
     }
 }
@@ -324,7 +316,6 @@ fn write_results(sweep: &SweepConfig, rows: &[SweepRow]) -> Result<(), String> {
             }
         }
     }
-    let runs: Vec<(Vec<String>, f64)> =
-        rows.iter().filter_map(|r| Some((keys.iter().map(|k| value_of(r, k)).collect(), r.metric?))).collect();
+    let runs: Vec<(Vec<String>, f64)> = rows.iter().filter_map(|r| Some((keys.iter().map(|k| value_of(r, k)).collect(), r.metric?))).collect();
     crate::plot::plot_sweep(&sweep.output.join("results.png"), &sweep.metric, &axes, &runs)
 }

@@ -133,10 +133,7 @@ pub fn evaluate(model: &CausalLm, tok: &Tokenizer, mixer: &Mixer, cfg: &RunConfi
         if targets.count == 0 {
             continue;
         }
-        let tokens = Tensor::<2, Int>::from_data(
-            TensorData::new(b.tokens.iter().map(|&x| x as i64).collect::<Vec<_>>(), [b.rows, b.seq_len]),
-            &device,
-        );
+        let tokens = Tensor::<2, Int>::from_data(TensorData::new(b.tokens.iter().map(|&x| x as i64).collect::<Vec<_>>(), [b.rows, b.seq_len]), &device);
         let logits = model.forward(tokens, &AttentionBatch::packed(&b.segments, &device), None);
         let nll = loss::ce_sum(logits, &targets).into_scalar::<f32>() as f64;
         out.insert(format!("val_loss/{name}"), (nll / targets.count as f64).into());
@@ -204,10 +201,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
     let ad_device = device.clone().autodiff();
     let ckpt = Checkpoint::open(&cfg.model.path).map_err(|e| e.to_string())?;
     if cfg.data.seq_len > ckpt.config.max_position_embeddings {
-        return Err(format!(
-            "data.seq_len = {} exceeds the model's max_position_embeddings = {}",
-            cfg.data.seq_len, ckpt.config.max_position_embeddings
-        ));
+        return Err(format!("data.seq_len = {} exceeds the model's max_position_embeddings = {}", cfg.data.seq_len, ckpt.config.max_position_embeddings));
     }
     let tok = Tokenizer::from_dir(&cfg.model.path).map_err(|e| e.to_string())?;
     // The model config's id first: tokenizer files sometimes map "</s>" to a duplicate id.
@@ -226,8 +220,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
         }
         sources.push(t);
     }
-    let mut mixer =
-        Mixer::new(sources, &cfg.data.mix, cfg.data.seq_len, cfg.data.val_fraction, cfg.train.seed).map_err(|e| e.to_string())?;
+    let mut mixer = Mixer::new(sources, &cfg.data.mix, cfg.data.seq_len, cfg.data.val_fraction, cfg.train.seed).map_err(|e| e.to_string())?;
 
     let policy_table;
     let mut model = {
@@ -243,9 +236,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
     };
     let teacher = match cfg.loss.kd {
         KdKind::None => None,
-        _ => Some(
-            CausalLm::from_checkpoint(&ckpt, &device).map_err(|e| e.to_string())?.with_compute_dtype(cfg.model.compute_dtype.float_dtype()),
-        ),
+        _ => Some(CausalLm::from_checkpoint(&ckpt, &device).map_err(|e| e.to_string())?.with_compute_dtype(cfg.model.compute_dtype.float_dtype())),
     };
     let t = &cfg.train;
     let mut opt = AdamW::new(
@@ -286,11 +277,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
         eprint!("{policy_table}");
         let _ = std::fs::remove_file(&metrics_path);
     }
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)
-        .map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(|e| format!("{}: {e}", metrics_path.display()))?;
     if state.step == 0 {
         state.fp_eval = match &teacher {
             Some(t) => evaluate(t, &tok, &mixer, cfg)?,
@@ -305,10 +292,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
     let micro = cfg.micro_batch_size();
     let bar = opts.progress_bar.then(|| {
         let b = indicatif::ProgressBar::new(total as u64);
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]")
-                .expect("valid template"),
-        );
+        b.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]").expect("valid template"));
         b.set_position(state.step as u64);
         b
     });
@@ -381,29 +365,17 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
             rec["kd"] = kd_mean.into();
         }
         let names = mixer.category_names();
-        rec["category_tokens"] = names
-            .iter()
-            .zip(&mixer.state.category_tokens)
-            .map(|(n, c)| (n.to_string(), serde_json::json!(c)))
-            .collect::<serde_json::Map<_, _>>()
-            .into();
+        rec["category_tokens"] =
+            names.iter().zip(&mixer.state.category_tokens).map(|(n, c)| (n.to_string(), serde_json::json!(c))).collect::<serde_json::Map<_, _>>().into();
         write_json_line(&mut metrics, &rec)?;
         if let Some(b) = &bar {
             b.set_position(state.step as u64);
-            b.set_message(format!(
-                "loss {loss_value:.4}  lr {:.2e}  {} tok  {:.0} tok/s",
-                t.lr * lr_f,
-                mixer.state.total_tokens,
-                tokens_step as f64 / dt
-            ));
+            b.set_message(format!("loss {loss_value:.4}  lr {:.2e}  {} tok  {:.0} tok/s", t.lr * lr_f, mixer.state.total_tokens, tokens_step as f64 / dt));
         }
         let last = state.step == total;
         if cfg.eval.every > 0 && state.step.is_multiple_of(cfg.eval.every) && !last {
             let ev = evaluate(&model.valid().materialize_quant(), &tok, &mixer, cfg)?;
-            write_json_line(
-                &mut metrics,
-                &serde_json::json!({"type": "eval", "step": state.step, "tokens": mixer.state.total_tokens, "eval": ev}),
-            )?;
+            write_json_line(&mut metrics, &serde_json::json!({"type": "eval", "step": state.step, "tokens": mixer.state.total_tokens, "eval": ev}))?;
         }
         if (cfg.checkpoint.every > 0 && state.step.is_multiple_of(cfg.checkpoint.every)) || last {
             state.mixer = mixer.state.clone();
@@ -417,10 +389,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
 
     // ---- report ------------------------------------------------------------------------
     let final_eval = evaluate(&model.valid().materialize_quant(), &tok, &mixer, cfg)?;
-    write_json_line(
-        &mut metrics,
-        &serde_json::json!({"type": "eval", "step": state.step, "tokens": mixer.state.total_tokens, "eval": final_eval}),
-    )?;
+    write_json_line(&mut metrics, &serde_json::json!({"type": "eval", "step": state.step, "tokens": mixer.state.total_tokens, "eval": final_eval}))?;
     let final_model = run_dir.join("final");
     if final_model.exists() {
         std::fs::remove_dir_all(&final_model).map_err(|e| format!("{}: {e}", final_model.display()))?;
@@ -431,12 +400,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
         "bits_per_weight_quantized": policy_table.quantized_bits_per_weight(), "bits_per_weight_model": policy_table.model_bits_per_weight(),
     });
     valid
-        .save_hf(
-            Some(&cfg.model.path),
-            &final_model,
-            qat_model::SaveDtype::F32,
-            &[("qat_quant.json", serde_json::to_string_pretty(&sidecar).expect("JSON"))],
-        )
+        .save_hf(Some(&cfg.model.path), &final_model, qat_model::SaveDtype::F32, &[("qat_quant.json", serde_json::to_string_pretty(&sidecar).expect("JSON"))])
         .map_err(|e| e.to_string())?;
     params::write_safetensors(&run_dir.join("qat_params.safetensors"), &params::collect(&valid))?;
     let wall = elapsed_before + started.elapsed().as_secs_f64();
@@ -451,11 +415,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
         final_train_loss: state.losses.last().copied(),
         fp_eval: state.fp_eval.clone(),
         first_eval: state.first_eval.clone(),
-        val_gap_recovered: match (
-            state.fp_eval["val_loss"].as_f64(),
-            state.first_eval["val_loss"].as_f64(),
-            final_eval["val_loss"].as_f64(),
-        ) {
+        val_gap_recovered: match (state.fp_eval["val_loss"].as_f64(), state.first_eval["val_loss"].as_f64(), final_eval["val_loss"].as_f64()) {
             (Some(fp), Some(rtn), Some(end)) if rtn > fp => Some((rtn - end) / (rtn - fp)),
             _ => None,
         },
@@ -479,10 +439,7 @@ pub fn load_trained(source: &Path, device: &Device) -> Result<(CausalLm, RunConf
     } else if let Some(c) = checkpoint::latest(&source.join("checkpoints"))? {
         c.join("params.safetensors")
     } else {
-        return Err(format!(
-            "{}: not a run or checkpoint directory (no qat_params.safetensors, params.safetensors or checkpoints/)",
-            source.display()
-        ));
+        return Err(format!("{}: not a run or checkpoint directory (no qat_params.safetensors, params.safetensors or checkpoints/)", source.display()));
     };
     let cfg_path = params_file.parent().expect("a file has a parent").join("config.toml");
     let cfg = RunConfig::load(&cfg_path, &[]).map_err(|e| e.to_string())?;

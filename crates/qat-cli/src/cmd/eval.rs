@@ -46,10 +46,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let device = super::device(&a.device)?;
-    anyhow::ensure!(
-        !a.texts.is_empty() || a.hellaswag.is_some() || a.mmlu.is_some(),
-        "nothing to evaluate: give --text, --hellaswag or --mmlu"
-    );
+    anyhow::ensure!(!a.texts.is_empty() || a.hellaswag.is_some() || a.mmlu.is_some(), "nothing to evaluate: give --text, --hellaswag or --mmlu");
     // A run directory evaluates its trained model with the base checkpoint's tokenizer.
     let (model, tok_dir) = if a.model.join("config.json").exists() {
         (super::load_model(&a.model, &device)?, a.model.clone())
@@ -93,9 +90,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     if let Some(p) = &a.hellaswag {
         let r = qat_train::bench::hellaswag(&model, &tok, p, a.hellaswag_limit).map_err(anyhow::Error::msg)?;
-        results.push(
-            serde_json::json!({"benchmark": "hellaswag", "file": p.display().to_string(), "n": r.n, "acc": r.acc, "acc_norm": r.acc_norm}),
-        );
+        results.push(serde_json::json!({"benchmark": "hellaswag", "file": p.display().to_string(), "n": r.n, "acc": r.acc, "acc_norm": r.acc_norm}));
         if !a.json {
             println!("HellaSwag: acc_norm {:.4}, acc {:.4} over {} items", r.acc_norm, r.acc, r.n);
         }

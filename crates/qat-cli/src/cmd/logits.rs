@@ -19,11 +19,8 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     let device = burn::tensor::Device::flex();
     let model = super::load_model(&a.model, &device)?;
-    let ids: Vec<i64> = a
-        .tokens
-        .split(',')
-        .map(|s| s.trim().parse::<i64>().with_context(|| format!("--tokens: `{s}` is not a token id")))
-        .collect::<Result<_, _>>()?;
+    let ids: Vec<i64> =
+        a.tokens.split(',').map(|s| s.trim().parse::<i64>().with_context(|| format!("--tokens: `{s}` is not a token id"))).collect::<Result<_, _>>()?;
     let t = ids.len();
     anyhow::ensure!(t > 0, "--tokens is empty");
     if let Some(bad) = ids.iter().find(|&&i| i < 0 || i as usize >= model.config.vocab_size) {
