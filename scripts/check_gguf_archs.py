@@ -75,7 +75,8 @@ def check_fixture(qat, arch, tmp):
         worst = max(worst, float(np.abs(got - np.array(logits[:n], dtype=np.float64)).max()))
         del llm
     ok = worst <= 1e-3
-    extra = " (with rope_freqs)" if cfg.get("rope_parameters", cfg.get("rope_scaling")) and "llama3" in json.dumps(cfg.get("rope_parameters", cfg.get("rope_scaling"))) else ""
+    rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    extra = " (with rope_freqs)" if rope.get("rope_type") == "llama3" else ""
     print(f"  {arch}{extra}: llama.cpp vs transformers logits max |d| = {worst:.2e} — {'pass' if ok else 'FAIL'}")
     return ok
 

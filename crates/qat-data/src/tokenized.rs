@@ -88,6 +88,10 @@ impl TokenizedSource {
     }
 }
 
+fn write_error(path: &str, e: std::io::Error) -> DataError {
+    DataError::Source { path: path.into(), line: None, msg: format!("writing tokens: {e}") }
+}
+
 /// Streams documents into a token file.
 struct TokenWriter {
     out: BufWriter<tempfile::NamedTempFile>,
@@ -100,7 +104,7 @@ struct TokenWriter {
 impl TokenWriter {
     /// A temporary file in `dir` (the cache directory) or in the system's temporary directory.
     fn new(dir: Option<&Path>, path: &str) -> Result<Self, DataError> {
-        let io = |e: std::io::Error| DataError::Source { path: path.into(), line: None, msg: format!("writing tokens: {e}") };
+        let io = |e| write_error(path, e);
         let file = match dir {
             Some(d) => {
                 std::fs::create_dir_all(d).map_err(io)?;
@@ -114,10 +118,6 @@ impl TokenWriter {
         Ok(TokenWriter { out, n: 0, max_id: 0, offsets: vec![0], path: path.into() })
     }
 
-    fn io(&self, e: std::io::Error) -> DataError {
-        DataError::Source { path: self.path.clone(), line: None, msg: format!("writing tokens: {e}") }
-    }
-
     fn push_doc(&mut self, ids: &[u32], loss: &[u8]) -> Result<(), DataError> {
         for (&id, &l) in ids.iter().zip(loss) {
             if id & LOSS_BIT != 0 {
@@ -125,7 +125,7 @@ impl TokenWriter {
             }
             self.max_id = self.max_id.max(id);
             let v = if l == 1 { id | LOSS_BIT } else { id };
-            self.out.write_all(&v.to_le_bytes()).map_err(|e| self.io(e))?;
+            self.out.write_all(&v.to_le_bytes()).map_err(|e| write_error(&self.path, e))?;
         }
         self.n += ids.len();
         self.offsets.push(self.n);
@@ -135,7 +135,7 @@ impl TokenWriter {
     /// Completes the file, moves it to `dest` (a cache entry) or keeps it temporary, and maps it.
     fn finish(self, dest: Option<&Path>) -> Result<Store, DataError> {
         let TokenWriter { out, n, max_id, offsets, path } = self;
-        let io = |e: std::io::Error| DataError::Source { path: path.clone(), line: None, msg: format!("writing tokens: {e}") };
+        let io = |e| write_error(&path, e);
         let mut out = out;
         for &o in &offsets {
             out.write_all(&(o as u64).to_le_bytes()).map_err(io)?;

@@ -96,12 +96,14 @@ fn unit_of_alpha(spec: &QuantSpec, alpha: f32) -> f32 {
 }
 
 /// `α` rounded so that its quantized values are exact in GGUF and in an HF export stored as
-/// `dtype`.
+/// `dtype`. A scale that training pushed below the quantizer's floor is rounded from that floor,
+/// the value the quantizer uses.
 pub fn round_alpha(spec: &QuantSpec, alpha: f32, dtype: HfDtype) -> Result<f32, String> {
     let bits = unit_bits(spec, dtype);
     if bits < 4 {
         return Err(format!("{} values need a {bits}-bit scale to be exact in bf16; use f32", spec.label()));
     }
+    let alpha = if alpha.is_nan() { alpha } else { alpha.max(crate::quantizer::ALPHA_MIN as f32) };
     let u = round_unit(unit_of_alpha(spec, alpha), bits)?;
     let r = alpha_for_unit(spec, u);
     debug_assert_eq!(unit_of_alpha(spec, r), u);
@@ -111,6 +113,15 @@ pub fn round_alpha(spec: &QuantSpec, alpha: f32, dtype: HfDtype) -> Result<f32, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scales_below_the_floor_round_from_the_floor() {
+        let spec = QuantSpec::seq2();
+        let floor = round_alpha(&spec, crate::quantizer::ALPHA_MIN as f32, HfDtype::Bf16).unwrap();
+        assert_eq!(round_alpha(&spec, -0.3, HfDtype::Bf16).unwrap(), floor);
+        assert_eq!(round_alpha(&spec, 0.0, HfDtype::Bf16).unwrap(), floor);
+        assert!(round_alpha(&spec, f32::NAN, HfDtype::Bf16).is_err());
+    }
 
     #[test]
     fn rounding_gives_few_bit_f16_values() {

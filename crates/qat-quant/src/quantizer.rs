@@ -28,7 +28,8 @@ use crate::scheme::{GradVariant, Granularity, QuantSpec, Scheme};
 /// with quantization.md's clip of 1 and `α = max|w|` the largest weight would land on
 /// `round(1.5) = 2`, outside the ternary grid.
 pub const SEQ_CLIP: f64 = 0.99;
-const ALPHA_MIN: f64 = 1e-5;
+/// Floor of every learned scale in the forward pass (a step cannot reach 0 or turn negative).
+pub(crate) const ALPHA_MIN: f64 = 1e-5;
 const BITNET_EPS: f64 = 1e-5;
 
 fn ste<const D: usize>(x: Tensor<D>, f: impl FnOnce(Tensor<D>) -> Tensor<D>) -> Tensor<D> {

@@ -53,7 +53,8 @@ impl ScaleRounding {
         let device = flat.device();
         let values = flat.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 scales");
         let n = values.len();
-        // The grid was checked for every spec when the model was first rounded.
+        // Every spec's grid was checked when the model was first rounded; steps with non-finite
+        // gradients are skipped before the update, so the masters stay finite.
         let rounded: Vec<f32> = values.into_iter().map(|a| qat_quant::exact::round_alpha(spec, a, self.dtype).expect("roundable scale")).collect();
         Tensor::from_data(TensorData::new(rounded, [n]), &device)
     }
