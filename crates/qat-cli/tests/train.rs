@@ -48,6 +48,17 @@ fn interrupted_and_resumed_run_is_identical() {
     assert_resume_identical(&shared, "");
 }
 
+/// A run initialised by GPTQ: the resumed run skips calibration (its result is in the
+/// checkpoint) and ends identical to the uninterrupted one.
+#[test]
+fn calibrated_run_resumes_identically() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let tmp = assert_resume_identical(&shared, "[calibration]\nmethod = \"gptq\"\nrows = 8");
+    assert!(tmp.path().join("a/calibration.json").exists());
+}
+
 /// `[quant] round_scales`: every step leaves the scales on export's exact grid (export's own
 /// rounding then changes nothing), the unrounded scales carried by the optimizer let them still
 /// move, and a resumed run restores those too.
@@ -117,6 +128,9 @@ fn bad_configs_fail_before_training() {
         (good.replace("batch_size = 4", "batch_size = \"four\""), "batch_size"),
         (good.replace("tinystories_val_subset.txt", "missing.txt"), "missing.txt"),
         (good.replace("[train]", "[train]\nmicro_batch_size = 3"), "micro_batch_size"),
+        (format!("{good}\n[calibration]\nmethod = \"gptq\"\nrows = 0"), "calibration.rows"),
+        (format!("{good}\n[calibration]\nmethod = \"gptq\"\nsamples = 4"), "samples"),
+        (format!("{good}\n[calibration]\nmethod = \"awq\""), "awq"),
     ];
     for (text, want) in cases {
         let e = load(&text, tmp.path()).unwrap_err();

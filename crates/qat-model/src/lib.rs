@@ -5,6 +5,7 @@
 //! where a q/k RMSNorm sits, how the RoPE base is computed). Keeping one implementation means
 //! one place for fake quantization to hook in and one thing to check against transformers.
 
+pub mod calibrate;
 pub mod checkpoint;
 pub mod config;
 pub mod eval;
@@ -12,6 +13,7 @@ pub mod generate;
 pub mod save;
 pub mod transformer;
 
+pub use calibrate::{CalibrationBatch, ModuleLoss, gptq_model};
 pub use checkpoint::Checkpoint;
 pub use config::{Arch, ModelConfig, QkNorm};
 pub use save::SaveDtype;

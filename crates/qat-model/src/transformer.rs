@@ -177,6 +177,14 @@ impl Attention {
     /// # Shapes
     /// `x: [B, T, hidden]` → `[B, T, hidden]`; `bias: [B, 1, T, S]`.
     fn forward(&self, x: Tensor<3>, rope: &(Tensor<4>, Tensor<4>), bias: &Tensor<4>, cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>) -> Tensor<3> {
+        self.o_proj.forward(self.context(x, rope, bias, cache))
+    }
+
+    /// The attention heads' output before `o_proj` (its input).
+    ///
+    /// # Shapes
+    /// `x: [B, T, hidden]` → `[B, T, heads·head_dim]`.
+    pub(crate) fn context(&self, x: Tensor<3>, rope: &(Tensor<4>, Tensor<4>), bias: &Tensor<4>, cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let (nh, nkv, hd) = self.shape;
         let heads = |p: &QLinear, n: usize| p.forward(x.clone()).reshape([b, t, n, hd]).swap_dims(1, 2);
@@ -212,8 +220,7 @@ impl Attention {
         let scores = matmul_in(q, k.swap_dims(2, 3), self.compute) * (1.0 / (hd as f64).sqrt());
         let scores = scores.reshape([b, nkv, rep, t, s]) + bias.clone().unsqueeze_dim::<5>(1);
         let probs = softmax(scores, 4).reshape([b, nkv, rep * t, s]);
-        let out = matmul_in(probs, v, self.compute).reshape([b, nh, t, hd]).swap_dims(1, 2).reshape([b, t, nh * hd]);
-        self.o_proj.forward(out)
+        matmul_in(probs, v, self.compute).reshape([b, nh, t, hd]).swap_dims(1, 2).reshape([b, t, nh * hd])
     }
 }
 
@@ -226,7 +233,12 @@ pub struct Mlp {
 
 impl Mlp {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.down_proj.forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+        self.down_proj.forward(self.hidden(x))
+    }
+
+    /// `silu(gate(x)) · up(x)`, the input of `down_proj`.
+    pub(crate) fn hidden(&self, x: Tensor<3>) -> Tensor<3> {
+        silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x)
     }
 }
 
@@ -236,6 +248,17 @@ pub struct DecoderLayer {
     pub self_attn: Attention,
     pub post_attention_layernorm: RmsNorm,
     pub mlp: Mlp,
+}
+
+impl DecoderLayer {
+    /// `x + attn(norm(x))`, then `+ mlp(norm(·))`.
+    ///
+    /// # Shapes
+    /// `x: [B, T, hidden]` → `[B, T, hidden]`; `rope`: [`Rope::tables`]; `bias: [B, 1, T, S]`.
+    pub fn forward(&self, x: Tensor<3>, rope: &(Tensor<4>, Tensor<4>), bias: &Tensor<4>, cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>) -> Tensor<3> {
+        let x = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), rope, bias, cache);
+        x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
+    }
 }
 
 /// A decoder-only causal language model.
@@ -249,7 +272,7 @@ pub struct CausalLm {
     #[module(skip)]
     pub config: ModelConfig,
     #[module(skip)]
-    rope: Rope,
+    pub(crate) rope: Rope,
     /// Precision of every matrix product (`None`: f32).
     #[module(skip)]
     compute: Option<FloatDType>,
@@ -366,9 +389,7 @@ impl CausalLm {
         let rope = self.rope.tables(batch.positions.clone());
         for (i, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            let h = layer.self_attn.forward(layer.input_layernorm.forward(x.clone()), &rope, &batch.bias, slot);
-            x = x + h;
-            x = x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x));
+            x = layer.forward(x, &rope, &batch.bias, slot);
         }
         self.norm.forward(x)
     }

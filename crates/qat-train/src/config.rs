@@ -16,6 +16,10 @@ pub struct RunConfig {
     pub model: ModelSection,
     #[serde(default)]
     pub quant: Policy,
+    /// How the quantized weights are initialised before training (default: round to nearest
+    /// with the scales of `quant.init`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<CalibrationSection>,
     pub data: DataConfig,
     pub train: TrainSection,
     #[serde(default)]
@@ -25,6 +29,47 @@ pub struct RunConfig {
     #[serde(default)]
     pub checkpoint: CheckpointSection,
     pub output: OutputSection,
+}
+
+/// `[calibration]`: initialisation of the quantized weights from calibration data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationSection {
+    pub method: CalibrationMethod,
+    /// Calibration rows of `data.seq_len` tokens, drawn from the data mix (they are the first
+    /// rows the mixer yields, so the training batches are unchanged).
+    #[serde(default = "calibration_rows")]
+    pub rows: usize,
+    /// GPTQ's settings ([`qat_quant::GptqOptions`]).
+    #[serde(default = "gptq_damp")]
+    pub damp: f64,
+    #[serde(default = "gptq_block")]
+    pub block_size: usize,
+    #[serde(default)]
+    pub act_order: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CalibrationMethod {
+    /// Error-compensating rounding in Hessian order, block by block ([`qat_model::gptq_model`]).
+    Gptq,
+}
+
+fn calibration_rows() -> usize {
+    32
+}
+fn gptq_damp() -> f64 {
+    qat_quant::GptqOptions::default().damp
+}
+fn gptq_block() -> usize {
+    qat_quant::GptqOptions::default().block_size
+}
+
+impl CalibrationSection {
+    pub fn gptq_options(&self) -> qat_quant::GptqOptions {
+        qat_quant::GptqOptions { damp: self.damp, block_size: self.block_size, act_order: self.act_order }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -349,6 +394,14 @@ impl RunConfig {
         }
         if self.loss.ce_weight < 0.0 || self.loss.kd_weight < 0.0 || (self.loss.ce_weight == 0.0 && self.loss.kd == KdKind::None) {
             return Err("loss: weights must be non-negative and some loss must be on".into());
+        }
+        if let Some(c) = &self.calibration {
+            if c.rows == 0 {
+                return Err("calibration.rows must be positive".into());
+            }
+            if !(c.damp.is_finite() && c.damp > 0.0) || c.block_size == 0 {
+                return Err(format!("calibration: damp = {} must be positive and block_size = {} positive", c.damp, c.block_size));
+            }
         }
         if self.data.sources.is_empty() {
             return Err("data.sources is empty".into());

@@ -168,6 +168,50 @@ pub fn evaluate(model: &CausalLm, tok: &Tokenizer, mixer: &Mixer, cfg: &RunConfi
     Ok(serde_json::Value::Object(out))
 }
 
+/// Initialises the quantized weights and scales of `model` from calibration data
+/// (`[calibration]`) and writes `calibration.json` (GPTQ's per-module error estimates) into the
+/// run directory. The calibration rows are the first rows the mixer yields; its state is put
+/// back afterwards, so training sees the same batches as without calibration.
+fn calibrate(
+    model: CausalLm,
+    cal: &crate::config::CalibrationSection,
+    cfg: &RunConfig,
+    ckpt: &Checkpoint,
+    mixer: &mut Mixer,
+    device: &Device,
+    run_dir: &Path,
+) -> Result<CausalLm, String> {
+    let started = Instant::now();
+    let saved = mixer.state.clone();
+    let micro = cfg.micro_batch_size();
+    let mut batches = Vec::new();
+    let mut left = cal.rows;
+    while left > 0 {
+        let b = mixer.next_batch(left.min(micro));
+        left -= b.rows;
+        let ids: Vec<i64> = b.tokens.iter().map(|&x| x as i64).collect();
+        batches.push(qat_model::CalibrationBatch {
+            tokens: Tensor::from_data(TensorData::new(ids, [b.rows, b.seq_len]), device),
+            attention: AttentionBatch::packed(&b.segments, device),
+        });
+    }
+    mixer.restore(saved).map_err(|e| e.to_string())?;
+    let plain = CausalLm::from_checkpoint(ckpt, device).map_err(|e| e.to_string())?;
+    let (plain, _) = plain.quantize(&cfg.quant)?;
+    eprintln!("calibration: GPTQ on {} rows of {} tokens", cal.rows, cfg.data.seq_len);
+    let (plain, losses) = qat_model::gptq_model(plain, &batches, &cal.gptq_options(), cfg.quant.round_scales, |i, n| eprintln!("  block {i}/{n}"))?;
+    let report = serde_json::json!({
+        "method": cal.method,
+        "rows": cal.rows,
+        "tokens": cal.rows * cfg.data.seq_len,
+        "seconds": started.elapsed().as_secs_f64(),
+        "modules": losses,
+    });
+    std::fs::write(run_dir.join("calibration.json"), serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?)
+        .map_err(|e| format!("{}: {e}", run_dir.join("calibration.json").display()))?;
+    params::load(model, &params::collect(&plain))
+}
+
 /// Runs (or resumes) a training run.
 pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
     // ---- setup -------------------------------------------------------------------------
@@ -263,6 +307,11 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
         losses: Vec::new(),
     };
     let metrics_path = run_dir.join("metrics.jsonl");
+    if latest.is_none()
+        && let Some(cal) = &cfg.calibration
+    {
+        model = calibrate(model, cal, cfg, &ckpt, &mut mixer, &device, &run_dir)?;
+    }
     if let Some(dir) = &latest {
         let checkpoint::Loaded { params: p, moments, masters, train: st } = checkpoint::load(dir)?;
         model = params::load(model, &p)?;

@@ -1,0 +1,380 @@
+//! GPTQ: error-compensating rounding in the order of a layer's input Hessian (Frantar et al.,
+//! "GPTQ: Accurate Post-Training Quantization for Generative Pre-trained Transformers", 2022).
+//!
+//! A linear layer `y = x·Wᵀ` is quantized one input column at a time so as to minimise the
+//! layer's output error on calibration inputs, `‖X·Wᵀ − X·Qᵀ‖²`, whose Hessian in `W`'s rows
+//! is `H = 2·XᵀX / N`. With `U` the upper Cholesky factor of `H⁻¹` (`H⁻¹ = UᵀU`), column `j`
+//! is rounded with the scheme's own quantizer and its error is spread over the columns not yet
+//! quantized:
+//!
+//! `e = (w_j − q_j) / U_jj`,  `W[:, k] −= e · U_jk` for `k > j`,
+//!
+//! which is the optimal (OBS) update of the remaining weights for the error of column `j`.
+//! `H` is damped by `damp · mean(diag H)` on its diagonal; inputs that are always zero ("dead")
+//! get `H_jj = 1` and a zero weight. Columns are processed in blocks of `block_size` with the
+//! update of later blocks applied once per block ("lazy batch"), which is the same arithmetic
+//! reordered. Scale groups take their scale from the scheme's init rule ([`init_scale`]) when
+//! their first column is reached, on the weights as the blocks before left them (the reference's
+//! choice); with `act_order` (columns in order
+//! of decreasing `H_jj`) the scales are fixed beforehand from the original weights ("static
+//! groups"), so that every group keeps its columns.
+//!
+//! Rounding a column calls [`quantize`], the function of fake quantization and export, so the
+//! result is a weight `Q` and scales `α` with `fake_quantize(Q, α) = Q`.
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::exact::{HfDtype, round_alpha};
+use crate::quantizer::{init_scale, quantize};
+use crate::scheme::{Granularity, QuantSpec, Scheme};
+
+/// GPTQ's settings, as in the reference implementation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GptqOptions {
+    /// Diagonal damping as a fraction of `mean(diag H)` (reference: 0.01).
+    pub damp: f64,
+    /// Columns per lazy-update block (reference: 128).
+    pub block_size: usize,
+    /// Quantize columns in order of decreasing `H_jj` (the reference's `--act-order`, with
+    /// static groups).
+    pub act_order: bool,
+}
+
+impl Default for GptqOptions {
+    fn default() -> Self {
+        GptqOptions { damp: 0.01, block_size: 128, act_order: false }
+    }
+}
+
+/// `Σ xᵀx` over calibration inputs of one linear layer, accumulated in f64.
+#[derive(Debug, Clone)]
+pub struct Hessian {
+    dim: usize,
+    sum: Vec<f64>,
+    samples: usize,
+}
+
+impl Hessian {
+    pub fn new(dim: usize) -> Self {
+        Hessian { dim, sum: vec![0.0; dim * dim], samples: 0 }
+    }
+
+    /// Adds the rows of `x: [n, dim]` (one row per token).
+    pub fn add(&mut self, x: Tensor<2>) {
+        let [n, d] = x.dims();
+        assert_eq!(d, self.dim, "Hessian of dimension {} fed inputs of width {d}", self.dim);
+        let xtx = x.clone().transpose().matmul(x).into_data().convert::<f32>();
+        for (s, v) in self.sum.iter_mut().zip(xtx.as_slice::<f32>().expect("f32 data")) {
+            *s += *v as f64;
+        }
+        self.samples += n;
+    }
+
+    /// Tokens seen.
+    pub fn samples(&self) -> usize {
+        self.samples
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// `H = 2/N · Σ xᵀx`, row-major `[dim, dim]`.
+    pub fn matrix(&self) -> Vec<f64> {
+        let c = 2.0 / self.samples.max(1) as f64;
+        self.sum.iter().map(|v| v * c).collect()
+    }
+}
+
+/// A GPTQ-quantized weight.
+#[derive(Debug, Clone)]
+pub struct GptqResult {
+    /// The quantized weight `Q`, `[out, in]`: on the grid of `alpha`.
+    pub weight: Tensor<2>,
+    /// Scales, shaped [`QuantSpec::scale_shape`].
+    pub alpha: Tensor<2>,
+    /// GPTQ's error estimate `½ Σ (w_j − q_j)² / U_jj²` (the reference's printed `error`).
+    pub loss: f64,
+}
+
+/// In-place lower Cholesky factor of a symmetric positive definite `a` (`n×n`, row-major);
+/// `A = L·Lᵀ`. Fails when a pivot is not positive.
+fn cholesky_lower(a: &mut [f64], n: usize) -> Result<(), String> {
+    for j in 0..n {
+        let row_j = a[j * n..j * n + j].to_vec();
+        let d = a[j * n + j] - row_j.iter().map(|v| v * v).sum::<f64>();
+        if !(d > 0.0 && d.is_finite()) {
+            return Err(format!("the damped Hessian is not positive definite (pivot {j} is {d:e}); raise damp"));
+        }
+        let d = d.sqrt();
+        a[j * n + j] = d;
+        a[j * n + j + 1..j * n + n].fill(0.0);
+        // Rows below j: L_ij = (A_ij − Σ_k<j L_ik L_jk) / L_jj.
+        for i in j + 1..n {
+            let dot: f64 = a[i * n..i * n + j].iter().zip(&row_j).map(|(x, y)| x * y).sum();
+            a[i * n + j] = (a[i * n + j] - dot) / d;
+        }
+    }
+    Ok(())
+}
+
+/// The upper Cholesky factor `U` of `H⁻¹` (`H⁻¹ = UᵀU`), row-major.
+///
+/// With `H = L·Lᵀ`: `H⁻¹ = L⁻ᵀ·L⁻¹`, formed and factored again, as the reference does.
+fn inverse_upper_cholesky(h: &[f64], n: usize) -> Result<Vec<f64>, String> {
+    let mut l = h.to_vec();
+    cholesky_lower(&mut l, n)?;
+    // L⁻¹ row by row: row i = (e_i − Σ_{k<i} L_ik · row k) / L_ii (lower triangular).
+    let mut li = vec![0.0f64; n * n];
+    for i in 0..n {
+        let (done, rest) = li.split_at_mut(i * n);
+        let row = &mut rest[..n];
+        row[i] = 1.0;
+        for k in 0..i {
+            let c = l[i * n + k];
+            if c != 0.0 {
+                for (x, y) in row[..=k].iter_mut().zip(&done[k * n..k * n + k + 1]) {
+                    *x -= c * y;
+                }
+            }
+        }
+        let d = l[i * n + i];
+        for x in &mut row[..=i] {
+            *x /= d;
+        }
+    }
+    // H⁻¹ = L⁻ᵀ L⁻¹: (H⁻¹)_ij = Σ_{k ≥ max(i,j)} Li_ki Li_kj.
+    let mut hinv = vec![0.0f64; n * n];
+    for k in 0..n {
+        let row = &li[k * n..k * n + k + 1];
+        for i in 0..=k {
+            let a = row[i];
+            if a == 0.0 {
+                continue;
+            }
+            let out = &mut hinv[i * n..i * n + k + 1];
+            for (o, b) in out[..=i].iter_mut().zip(&row[..=i]) {
+                *o += a * b;
+            }
+        }
+    }
+    for i in 0..n {
+        for j in 0..i {
+            hinv[j * n + i] = hinv[i * n + j];
+        }
+    }
+    // Upper factor of H⁻¹ = transpose of its lower factor.
+    cholesky_lower(&mut hinv, n)?;
+    let mut u = vec![0.0f64; n * n];
+    for i in 0..n {
+        for j in 0..=i {
+            u[j * n + i] = hinv[i * n + j];
+        }
+    }
+    Ok(u)
+}
+
+/// Scale of one `[out, cols]` slice under `spec`'s init rule (one scale per row, or one for all
+/// rows with per-tensor granularity), rounded onto export's grid when `round` is given.
+fn slice_scale(w: &[f32], out: usize, cols: usize, spec: &QuantSpec, round: Option<HfDtype>, device: &Device) -> Result<Vec<f32>, String> {
+    let t = Tensor::<2>::from_data(TensorData::new(w.to_vec(), [out, cols]), device);
+    let slice_spec = match spec.granularity {
+        Granularity::Tensor => *spec,
+        _ => QuantSpec { granularity: Granularity::Channel, group_size: 0, ..*spec },
+    };
+    let alpha = init_scale(t, &slice_spec).ok_or("GPTQ needs a learned-scale scheme (not bitnet)")?;
+    let mut alpha = alpha.into_data().convert::<f32>().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
+    if let Some(dtype) = round {
+        for a in &mut alpha {
+            *a = round_alpha(spec, *a, dtype)?;
+        }
+    }
+    if alpha.len() == 1 {
+        alpha = vec![alpha[0]; out];
+    }
+    Ok(alpha)
+}
+
+/// Quantizes `weight: [out, in]` with GPTQ given the input Hessian `h` of the layer.
+///
+/// `round`: keep every scale on the grid that the export in that dtype stores exactly, so that
+/// the error compensation sees the values that will be deployed.
+pub fn gptq(weight: Tensor<2>, h: &Hessian, spec: &QuantSpec, opts: &GptqOptions, round: Option<HfDtype>) -> Result<GptqResult, String> {
+    if spec.scheme == Scheme::Bitnet {
+        return Err("GPTQ needs a learned-scale scheme; bitnet recomputes its scale from the weights".into());
+    }
+    let [out, n] = weight.dims();
+    spec.validate_shape("gptq", [out, n])?;
+    if h.dim() != n {
+        return Err(format!("Hessian of dimension {} for a weight with {n} input columns", h.dim()));
+    }
+    if h.samples() == 0 {
+        return Err("no calibration inputs reached this layer".into());
+    }
+    if !(opts.damp > 0.0) || opts.block_size == 0 {
+        return Err(format!("gptq: damp must be > 0 and block_size > 0 (got {} and {})", opts.damp, opts.block_size));
+    }
+    let device = weight.device();
+    let mut w = weight.into_data().convert::<f32>().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
+    let mut hm = h.matrix();
+
+    // Dead inputs: no information, weight set to zero.
+    for j in 0..n {
+        if hm[j * n + j] == 0.0 {
+            hm[j * n + j] = 1.0;
+            for r in 0..out {
+                w[r * n + j] = 0.0;
+            }
+        }
+    }
+    let group = match spec.granularity {
+        Granularity::Group => spec.group_size,
+        _ => n,
+    };
+    // Scales fixed up front: per channel / tensor always; per group under act_order.
+    let fixed: Option<Vec<Vec<f32>>> = if group == n || opts.act_order {
+        let mut v = Vec::new();
+        for g0 in (0..n).step_by(group) {
+            let cols: Vec<f32> = (0..out).flat_map(|r| w[r * n + g0..r * n + g0 + group].iter().copied()).collect();
+            v.push(slice_scale(&cols, out, group, spec, round, &device)?);
+        }
+        Some(v)
+    } else {
+        None
+    };
+    let perm: Vec<usize> = if opts.act_order {
+        let mut p: Vec<usize> = (0..n).collect();
+        // Stable, so ties keep their original order.
+        p.sort_by(|&a, &b| hm[b * n + b].partial_cmp(&hm[a * n + a]).unwrap_or(std::cmp::Ordering::Equal));
+        p
+    } else {
+        (0..n).collect()
+    };
+    if opts.act_order {
+        let wp: Vec<f32> = (0..out).flat_map(|r| perm.iter().map(move |&j| (r, j))).map(|(r, j)| w[r * n + j]).collect();
+        let hp: Vec<f64> = (0..n).flat_map(|i| perm.iter().map(move |&j| (i, j))).map(|(i, j)| hm[perm[i] * n + j]).collect();
+        w = wp;
+        hm = hp;
+    }
+    let mean_diag = (0..n).map(|j| hm[j * n + j]).sum::<f64>() / n as f64;
+    for j in 0..n {
+        hm[j * n + j] += opts.damp * mean_diag;
+    }
+    let u64v = inverse_upper_cholesky(&hm, n)?;
+    let u: Vec<f32> = u64v.iter().map(|&v| v as f32).collect();
+
+    let col_spec = QuantSpec { granularity: Granularity::Channel, group_size: 0, ..*spec };
+    let mut q = vec![0.0f32; out * n];
+    let mut loss = 0.0f64;
+    let n_groups = n / group;
+    let mut alpha = vec![0.0f32; out * n_groups];
+    let mut current: Vec<f32> = Vec::new();
+    let mut i1 = 0;
+    while i1 < n {
+        let i2 = (i1 + opts.block_size).min(n);
+        let bs = i2 - i1;
+        let mut err = vec![0.0f32; out * bs];
+        // Group scales are taken from the weights as the earlier blocks left them, as in the
+        // reference, not from the columns updated inside this block.
+        let at_block_start = if fixed.is_none() { w.clone() } else { Vec::new() };
+        for i in i1..i2 {
+            let orig = perm[i];
+            let g = orig / group;
+            let a = match &fixed {
+                Some(f) => f[g].clone(),
+                None => {
+                    if i % group == 0 {
+                        let cols: Vec<f32> = (0..out).flat_map(|r| at_block_start[r * n + i..r * n + i + group].iter().copied()).collect();
+                        current = slice_scale(&cols, out, group, spec, round, &device)?;
+                    }
+                    current.clone()
+                }
+            };
+            for r in 0..out {
+                alpha[r * n_groups + g] = a[r];
+            }
+            let col: Vec<f32> = (0..out).map(|r| w[r * n + i]).collect();
+            let col_t = Tensor::<2>::from_data(TensorData::new(col.clone(), [out, 1]), &device);
+            let a_t = Tensor::<2>::from_data(TensorData::new(a, [out, 1]), &device);
+            let qc = quantize(col_t, Some(a_t), &col_spec).dequantize();
+            let d = u[i * n + i];
+            for r in 0..out {
+                q[r * n + i] = qc[r];
+                let e = (col[r] - qc[r]) / d;
+                loss += 0.5 * (e as f64) * (e as f64);
+                err[r * bs + (i - i1)] = e;
+                // Within the block: W[r, i..i2] −= e · U[i, i..i2].
+                let urow = &u[i * n + i..i * n + i2];
+                for (wv, uv) in w[r * n + i..r * n + i2].iter_mut().zip(urow) {
+                    *wv -= e * uv;
+                }
+            }
+        }
+        if i2 < n {
+            // Later blocks at once: W[:, i2..] −= Err · U[i1..i2, i2..].
+            let e_t = Tensor::<2>::from_data(TensorData::new(err, [out, bs]), &device);
+            let u_blk: Vec<f32> = (i1..i2).flat_map(|i| u[i * n + i2..i * n + n].iter().copied()).collect();
+            let u_t = Tensor::<2>::from_data(TensorData::new(u_blk, [bs, n - i2]), &device);
+            let upd = e_t.matmul(u_t).into_data().convert::<f32>().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
+            let m = n - i2;
+            for r in 0..out {
+                for (wv, dv) in w[r * n + i2..r * n + n].iter_mut().zip(&upd[r * m..r * m + m]) {
+                    *wv -= dv;
+                }
+            }
+        }
+        i1 = i2;
+    }
+    if opts.act_order {
+        let mut back = vec![0.0f32; out * n];
+        for r in 0..out {
+            for (i, &j) in perm.iter().enumerate() {
+                back[r * n + j] = q[r * n + i];
+            }
+        }
+        q = back;
+    }
+    let scale_shape = spec.scale_shape([out, n]);
+    let alpha = match spec.granularity {
+        Granularity::Tensor => vec![alpha[0]],
+        _ => alpha,
+    };
+    Ok(GptqResult {
+        weight: Tensor::from_data(TensorData::new(q, [out, n]), &device),
+        alpha: Tensor::from_data(TensorData::new(alpha, scale_shape), &device),
+        loss,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inverse_cholesky_factor() {
+        // H = A·Aᵀ + I for a fixed A; check UᵀU·H = I.
+        let n = 7;
+        let a: Vec<f64> = (0..n * n).map(|i| ((i * 37 % 11) as f64 - 5.0) / 7.0).collect();
+        let mut h = vec![0.0; n * n];
+        for i in 0..n {
+            for j in 0..n {
+                h[i * n + j] = (0..n).map(|k| a[i * n + k] * a[j * n + k]).sum::<f64>() + if i == j { 1.0 } else { 0.0 };
+            }
+        }
+        let u = inverse_upper_cholesky(&h, n).unwrap();
+        for i in 0..n {
+            for j in 0..i {
+                assert_eq!(u[i * n + j], 0.0, "U is upper triangular");
+            }
+        }
+        for i in 0..n {
+            for j in 0..n {
+                let prod: f64 = (0..n).map(|k| (0..n).map(|m| u[m * n + i] * u[m * n + k]).sum::<f64>() * h[k * n + j]).sum();
+                let want = if i == j { 1.0 } else { 0.0 };
+                assert!((prod - want).abs() < 1e-9, "({i},{j}): {prod}");
+            }
+        }
+        let mut bad = vec![1.0, 2.0, 2.0, 1.0];
+        assert!(cholesky_lower(&mut bad, 2).unwrap_err().contains("positive definite"));
+    }
+}
