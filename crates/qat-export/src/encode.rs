@@ -21,6 +21,10 @@ pub fn choose_type(qw: &QuantizedWeight) -> Result<(GgmlType, Option<String>), S
     let q4 = |why: Option<String>| {
         if fits(32) { Ok((GgmlType::Q4_0, why)) } else { Err(format!("rows of {row} (scale groups of {run}) cannot be stored in 32-element Q4_0 blocks")) }
     };
+    if spec.sub_scale_bits > 0 {
+        // k-quant scales: only Q2_K's layout is accepted by QuantSpec::validate.
+        return if row.is_multiple_of(256) { Ok((GgmlType::Q2_K, None)) } else { Err(format!("k-quant scales need rows of a multiple of 256, not {row}")) };
+    }
     match (spec.scheme, spec.bits) {
         (Scheme::Seq, 2) if fits(256) => Ok((GgmlType::Q2_K, None)),
         (Scheme::Seq, 2) => q4(Some(format!("SEQ-2 in Q4_0 (4.5 bits/weight): row length {row} or scale group {run} is not a multiple of Q2_K's 256"))),
@@ -36,8 +40,68 @@ pub fn choose_type(qw: &QuantizedWeight) -> Result<(GgmlType, Option<String>), S
     }
 }
 
-/// Encodes `qw` as `ty`. Row-major; every block lies within one scale group.
+/// Q2_K's 2-bit codes `q = L + 1.5` of SEQ-2 levels `L`, packed as `dequantize_row_q2_K` reads
+/// them: element `e` at byte `32·(e/128) + e%32`, bits `2·((e%128)/32)`.
+fn pack_q2_k(levels: &[f32]) -> Result<[u8; 64], String> {
+    let mut qs = [0u8; 64];
+    for (e, &l) in levels.iter().enumerate() {
+        let q = l + 1.5;
+        if !matches!(q, 0.0 | 1.0 | 2.0 | 3.0) {
+            return Err(format!("Q2_K holds the SEQ-2 grid only, got level {l}"));
+        }
+        qs[32 * (e / 128) + e % 32] |= (q as u8) << (2 * ((e % 128) / 32));
+    }
+    Ok(qs)
+}
+
+/// SEQ-2 with k-quant scales as Q2_K: per super-block `D = d/2` and `Dmin = 1.5·D` (f16), per
+/// group of 16 the scale nibble `sc = step / D` and the min nibble `m = sc`, so that
+/// `y = D·sc·q − Dmin·m = step·(q − 1.5)`.
+fn encode_q2_k_sub_scales(qw: &QuantizedWeight) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(qw.super_scales.len() * 84);
+    for (b, &d) in qw.super_scales.iter().enumerate() {
+        let start = b * 256;
+        let (unit, umin) = (d / 2.0, 1.5 * (d / 2.0));
+        let (hu, hm) = (f16::from_f32(unit), f16::from_f32(umin));
+        if hu.to_f32() != unit || hm.to_f32() != umin {
+            return Err(format!("super-scale {d:e} does not give f16 values d/2 and 1.5·d/2"));
+        }
+        for j in 0..16 {
+            let sc = qw.steps[(start + 16 * j) / qw.group_len] / unit;
+            if sc.fract() != 0.0 || !(1.0..=15.0).contains(&sc) {
+                return Err(format!("sub-scale {sc} of super-block {b} is not an integer in 1..=15"));
+            }
+            out.push(sc as u8 | ((sc as u8) << 4));
+        }
+        out.extend_from_slice(&pack_q2_k(&qw.levels[start..start + 256])?);
+        out.extend_from_slice(&hu.to_le_bytes());
+        out.extend_from_slice(&hm.to_le_bytes());
+    }
+    Ok(out)
+}
+
+/// Encodes `qw` as `ty`. Row-major; every block lies within one scale group, except k-quant
+/// super-blocks, which carry their groups' sub-scales.
 pub fn encode(qw: &QuantizedWeight, ty: GgmlType) -> Result<Vec<u8>, String> {
+    let n = qw.levels.len();
+    let out = if qw.super_scales.is_empty() {
+        encode_blocks(qw, ty)?
+    } else if ty == GgmlType::Q2_K {
+        encode_q2_k_sub_scales(qw)?
+    } else {
+        return Err(format!("k-quant scales can be stored as Q2_K only, not {ty:?}"));
+    };
+    // The check that makes the export trustworthy: ggml's dequantization gives our values.
+    let back = blocks::dequantize(ty, &out, n)?;
+    let want = qw.dequantize();
+    if let Some(i) = (0..n).find(|&i| back[i].to_bits() != want[i].to_bits()) {
+        return Err(format!("{ty:?} encoding is not exact at element {i}: {} vs {}", back[i], want[i]));
+    }
+    Ok(out)
+}
+
+/// Blocks with one scale each.
+fn encode_blocks(qw: &QuantizedWeight, ty: GgmlType) -> Result<Vec<u8>, String> {
     let ups = unit_per_step(qw.spec.scheme);
     let n = qw.levels.len();
     let bs = ty.block_size();
@@ -63,16 +127,8 @@ pub fn encode(qw: &QuantizedWeight, ty: GgmlType) -> Result<Vec<u8>, String> {
         match ty {
             GgmlType::Q2_K => {
                 // y = d·sc·q − dmin·m with sc = 2, m = 3, d = dmin = u: y = u·(2q − 3).
-                let mut qs = [0u8; 64];
-                for (e, &x) in units.iter().enumerate() {
-                    if !matches!(x, -3 | -1 | 1 | 3) {
-                        return Err(format!("Q2_K holds the SEQ-2 grid only, got {x} units"));
-                    }
-                    let q = ((x + 3) / 2) as u8;
-                    qs[32 * (e / 128) + e % 32] |= q << (2 * ((e % 128) / 32));
-                }
                 out.extend_from_slice(&[0x32; 16]);
-                out.extend_from_slice(&qs);
+                out.extend_from_slice(&pack_q2_k(&qw.levels[start..start + bs])?);
                 out.extend_from_slice(&d);
                 out.extend_from_slice(&d);
             }
@@ -109,12 +165,6 @@ pub fn encode(qw: &QuantizedWeight, ty: GgmlType) -> Result<Vec<u8>, String> {
             other => return Err(format!("{other:?} is not an exact quantized export type")),
         }
     }
-    // The check that makes the export trustworthy: ggml's dequantization gives our values.
-    let back = blocks::dequantize(ty, &out, n)?;
-    let want = qw.dequantize();
-    if let Some(i) = (0..n).find(|&i| back[i].to_bits() != want[i].to_bits()) {
-        return Err(format!("{ty:?} encoding is not exact at element {i}: {} vs {}", back[i], want[i]));
-    }
     Ok(out)
 }
 
@@ -124,9 +174,9 @@ mod tests {
     use qat_quant::{GradVariant, Granularity, QuantSpec, ScaleInit};
 
     fn qw(scheme: Scheme, bits: u32, levels: Vec<f32>, step: f32, cols: usize) -> QuantizedWeight {
-        let spec = QuantSpec { scheme, bits, granularity: Granularity::Channel, group_size: 0, grad: GradVariant::Paretoq, init: ScaleInit::Max };
+        let spec = QuantSpec { scheme, bits, granularity: Granularity::Channel, group_size: 0, grad: GradVariant::Paretoq, init: ScaleInit::Max, sub_scale_bits: 0 };
         let rows = levels.len() / cols;
-        QuantizedWeight { spec, dims: [rows, cols], steps: vec![step; rows], levels, group_len: cols }
+        QuantizedWeight { spec, dims: [rows, cols], steps: vec![step; rows], levels, group_len: cols, super_scales: Vec::new() }
     }
 
     #[test]
@@ -148,6 +198,24 @@ mod tests {
             let bytes = encode(&w, ty).unwrap();
             assert_eq!(bytes.len() as u64, ty.row_bytes(512));
         }
+    }
+
+    /// SEQ-2 with Q2_K sub-scales: per-group scale nibbles, encoded exactly (`encode` checks
+    /// every value against the reader, which is checked against gguf-py).
+    #[test]
+    fn k_quant_scales_export_as_q2_k() {
+        use burn::tensor::{Device, Tensor, TensorData};
+        let spec = QuantSpec { scheme: Scheme::Seq, bits: 2, granularity: Granularity::Group, group_size: 16, grad: GradVariant::Paretoq, init: ScaleInit::Max, sub_scale_bits: 4 };
+        let w: Vec<f32> = (0..4 * 512).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.02 * (1 + (i % 512) / 16) as f32).collect();
+        let t = Tensor::<2>::from_data(TensorData::new(w, [4, 512]), &Device::flex());
+        let qw = qat_quant::quantize(t.clone(), qat_quant::init_scale(t, &spec), &spec);
+        assert_eq!(choose_type(&qw).unwrap(), (GgmlType::Q2_K, None));
+        let bytes = encode(&qw, GgmlType::Q2_K).unwrap();
+        assert_eq!(bytes.len(), 8 * 84);
+        assert!(bytes.chunks(84).all(|b| b[..16].iter().any(|&s| s != b[0])), "sub-scales should differ within a block");
+        let mut other = qw.clone();
+        other.super_scales[0] *= 1.5;
+        assert!(encode(&other, GgmlType::Q2_K).is_err(), "a wrong super-scale must not encode");
     }
 
     #[test]

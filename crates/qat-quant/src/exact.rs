@@ -7,7 +7,7 @@
 //! whose step gives exactly that `u`. Export rounds the trained scales once; training can keep
 //! them on this grid at every step (`[quant] round_scales`).
 
-use crate::scheme::{QuantSpec, Scheme};
+use crate::scheme::{QuantSpec, SUPER_BLOCK, Scheme};
 
 /// Levels in units `u`, and `u = step · unit_per_step` for each scheme.
 pub fn unit_per_step(scheme: Scheme) -> f32 {
@@ -95,10 +95,52 @@ fn unit_of_alpha(spec: &QuantSpec, alpha: f32) -> f32 {
     step * unit_per_step(spec.scheme)
 }
 
+/// Significant bits of a k-quant super-scale: with 4-bit sub-scales and SEQ-2's odd units up to
+/// 3, a value is `(d/4)·sc·{±1, ±3}` with `sc·3` of up to 6 significant bits; 2 bits for `d`
+/// keep every value within bf16's 8, and every `d/2` and `1.5·d/2` within f16.
+pub const SUPER_SCALE_BITS: u32 = 2;
+/// Smallest super-scale, so that Q2_K's `d/2` stays an f16 normal number.
+const SUPER_SCALE_MIN: f32 = 1.0 / 8192.0;
+
+/// `x > 0` rounded up to `bits` significant bits.
+fn ceil_bits(x: f32, bits: u32) -> f32 {
+    let mask = (1u32 << (24 - bits)) - 1;
+    let b = x.to_bits();
+    if b & mask == 0 { x } else { f32::from_bits((b | mask) + 1) }
+}
+
+/// k-quant scales ([`QuantSpec::sub_scale_bits`]): per super-block of `256 / group_size`
+/// consecutive groups of a row, `d = ⌈max α / (2^b − 1)⌉` (rounded up to
+/// [`SUPER_SCALE_BITS`] significant bits, at least 2⁻¹³) and each group's
+/// `α' = d · clamp(round(α / d), 1, 2^b − 1)`.
+///
+/// `alpha` is row-major `[rows, groups]`; returns the snapped `α'` (same layout) and `d`
+/// (`[rows, groups·group_size/256]`). Fake quantization uses `α'` in its forward pass and export
+/// stores `d` and the integers, so both see the same values.
+pub fn snap_sub_scales(alpha: &[f32], groups: usize, spec: &QuantSpec) -> (Vec<f32>, Vec<f32>) {
+    let per = SUPER_BLOCK / spec.group_size;
+    let top = ((1u32 << spec.sub_scale_bits) - 1) as f32;
+    let mut snapped = Vec::with_capacity(alpha.len());
+    let mut supers = Vec::with_capacity(alpha.len() / per);
+    for row in alpha.chunks(groups) {
+        for block in row.chunks(per) {
+            let amax = block.iter().fold(0.0f32, |m, &a| m.max(a));
+            let d = ceil_bits((amax / top).max(SUPER_SCALE_MIN), SUPER_SCALE_BITS);
+            supers.push(d);
+            snapped.extend(block.iter().map(|&a| d * (a / d).round_ties_even().clamp(1.0, top)));
+        }
+    }
+    (snapped, supers)
+}
+
 /// `α` rounded so that its quantized values are exact in GGUF and in an HF export stored as
 /// `dtype`. A scale that training pushed below the quantizer's floor is rounded from that floor,
-/// the value the quantizer uses.
+/// the value the quantizer uses. k-quant scales are left as they are: the forward pass snaps
+/// them onto the exact grid itself ([`snap_sub_scales`]).
 pub fn round_alpha(spec: &QuantSpec, alpha: f32, dtype: HfDtype) -> Result<f32, String> {
+    if spec.sub_scale_bits > 0 {
+        return if alpha.is_finite() { Ok(alpha) } else { Err(format!("scale {alpha} is not finite")) };
+    }
     let bits = unit_bits(spec, dtype);
     if bits < 4 {
         return Err(format!("{} values need a {bits}-bit scale to be exact in bf16; use f32", spec.label()));

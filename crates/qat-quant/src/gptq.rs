@@ -24,9 +24,9 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::exact::{HfDtype, round_alpha};
+use crate::exact::{HfDtype, round_alpha, snap_sub_scales};
 use crate::quantizer::{init_scale, quantize};
-use crate::scheme::{Granularity, QuantSpec, Scheme};
+use crate::scheme::{Granularity, QuantSpec, SUPER_BLOCK, Scheme};
 
 /// GPTQ's settings, as in the reference implementation.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -174,15 +174,19 @@ fn inverse_upper_cholesky(h: &[f64], n: usize) -> Result<Vec<f64>, String> {
     Ok(u)
 }
 
-/// Scale of one `[out, cols]` slice under `spec`'s init rule (one scale per row, or one for all
-/// rows with per-tensor granularity), rounded onto export's grid when `round` is given.
-fn slice_scale(w: &[f32], out: usize, cols: usize, spec: &QuantSpec, round: Option<HfDtype>, device: &Device) -> Result<Vec<f32>, String> {
-    let t = Tensor::<2>::from_data(TensorData::new(w.to_vec(), [out, cols]), device);
-    let slice_spec = match spec.granularity {
+/// Scales of one scale window `[out, window]` (a group, a whole row, or a k-quant super-block
+/// of groups) under `spec`'s init rule: `(α, α used)`, each `[out, groups in the window]`. `α`
+/// is what the layer stores: rounded onto export's grid when `round` is given; for k-quant
+/// specs the forward pass snaps it to the `α used` here ([`snap_sub_scales`]).
+fn window_scales(w: &[f32], out: usize, window: usize, spec: &QuantSpec, round: Option<HfDtype>, device: &Device) -> Result<(Vec<f32>, Vec<f32>), String> {
+    let t = Tensor::<2>::from_data(TensorData::new(w.to_vec(), [out, window]), device);
+    let window_spec = match spec.granularity {
         Granularity::Tensor => *spec,
-        _ => QuantSpec { granularity: Granularity::Channel, group_size: 0, ..*spec },
+        Granularity::Group if spec.sub_scale_bits > 0 => QuantSpec { sub_scale_bits: 0, ..*spec },
+        _ => QuantSpec { granularity: Granularity::Channel, group_size: 0, sub_scale_bits: 0, ..*spec },
     };
-    let alpha = init_scale(t, &slice_spec).ok_or("GPTQ needs a learned-scale scheme (not bitnet)")?;
+    let alpha = init_scale(t, &window_spec).ok_or("GPTQ needs a learned-scale scheme (not bitnet)")?;
+    let per = alpha.dims()[1];
     let mut alpha = alpha.into_data().convert::<f32>().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
     if let Some(dtype) = round {
         for a in &mut alpha {
@@ -192,7 +196,8 @@ fn slice_scale(w: &[f32], out: usize, cols: usize, spec: &QuantSpec, round: Opti
     if alpha.len() == 1 {
         alpha = vec![alpha[0]; out];
     }
-    Ok(alpha)
+    let used = if spec.sub_scale_bits > 0 { snap_sub_scales(&alpha, per, spec).0 } else { alpha.clone() };
+    Ok((alpha, used))
 }
 
 /// Quantizes `weight: [out, in]` with GPTQ given the input Hessian `h` of the layer.
@@ -231,14 +236,13 @@ pub fn gptq(weight: Tensor<2>, h: &Hessian, spec: &QuantSpec, opts: &GptqOptions
         Granularity::Group => spec.group_size,
         _ => n,
     };
+    // Columns whose scales are set together: a group, or a k-quant super-block of groups.
+    let window = if spec.sub_scale_bits > 0 { SUPER_BLOCK } else { group };
+    let per = window / group;
+    let slice = |w: &[f32], c0: usize| -> Vec<f32> { (0..out).flat_map(|r| w[r * n + c0..r * n + c0 + window].iter().copied()).collect() };
     // Scales fixed up front: per channel / tensor always; per group under act_order.
-    let fixed: Option<Vec<Vec<f32>>> = if group == n || opts.act_order {
-        let mut v = Vec::new();
-        for g0 in (0..n).step_by(group) {
-            let cols: Vec<f32> = (0..out).flat_map(|r| w[r * n + g0..r * n + g0 + group].iter().copied()).collect();
-            v.push(slice_scale(&cols, out, group, spec, round, &device)?);
-        }
-        Some(v)
+    let fixed: Option<Vec<(Vec<f32>, Vec<f32>)>> = if window == n || opts.act_order {
+        (0..n).step_by(window).map(|c0| window_scales(&slice(&w, c0), out, window, spec, round, &device)).collect::<Result<_, _>>().map(Some)?
     } else {
         None
     };
@@ -263,35 +267,36 @@ pub fn gptq(weight: Tensor<2>, h: &Hessian, spec: &QuantSpec, opts: &GptqOptions
     let u64v = inverse_upper_cholesky(&hm, n)?;
     let u: Vec<f32> = u64v.iter().map(|&v| v as f32).collect();
 
-    let col_spec = QuantSpec { granularity: Granularity::Channel, group_size: 0, ..*spec };
+    let col_spec = QuantSpec { granularity: Granularity::Channel, group_size: 0, sub_scale_bits: 0, ..*spec };
     let mut q = vec![0.0f32; out * n];
     let mut loss = 0.0f64;
     let n_groups = n / group;
     let mut alpha = vec![0.0f32; out * n_groups];
-    let mut current: Vec<f32> = Vec::new();
+    let mut current = (Vec::new(), Vec::new());
     let mut i1 = 0;
     while i1 < n {
         let i2 = (i1 + opts.block_size).min(n);
         let bs = i2 - i1;
         let mut err = vec![0.0f32; out * bs];
-        // Group scales are taken from the weights as the earlier blocks left them, as in the
+        // Window scales are taken from the weights as the earlier blocks left them, as in the
         // reference, not from the columns updated inside this block.
         let at_block_start = if fixed.is_none() { w.clone() } else { Vec::new() };
         for i in i1..i2 {
             let orig = perm[i];
-            let g = orig / group;
-            let a = match &fixed {
-                Some(f) => f[g].clone(),
+            let scales = match &fixed {
+                Some(f) => &f[orig / window],
                 None => {
-                    if i % group == 0 {
-                        let cols: Vec<f32> = (0..out).flat_map(|r| at_block_start[r * n + i..r * n + i + group].iter().copied()).collect();
-                        current = slice_scale(&cols, out, group, spec, round, &device)?;
+                    if i % window == 0 {
+                        current = window_scales(&slice(&at_block_start, i), out, window, spec, round, &device)?;
                     }
-                    current.clone()
+                    &current
                 }
             };
+            let (g, j) = (orig / group, (orig % window) / group);
+            let mut a = Vec::with_capacity(out);
             for r in 0..out {
-                alpha[r * n_groups + g] = a[r];
+                alpha[r * n_groups + g] = scales.0[r * per + j];
+                a.push(scales.1[r * per + j]);
             }
             let col: Vec<f32> = (0..out).map(|r| w[r * n + i]).collect();
             let col_t = Tensor::<2>::from_data(TensorData::new(col.clone(), [out, 1]), &device);

@@ -32,6 +32,16 @@ impl SchemeChoice {
     }
 }
 
+/// A deployment format the policy resolves per tensor into the exact spec its shape allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployFormat {
+    /// llama.cpp's Q2_K: SEQ-2 per group of 16 with 4-bit sub-scales where rows are a multiple
+    /// of 256 weights; elsewhere SEQ-2 per group of 32, which export stores exactly as Q4_0
+    /// (2-bit levels in 4.5 bits per weight).
+    Q2K,
+}
+
 /// Fields a rule may override; all optional.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,6 +52,8 @@ pub struct Overrides {
     pub group_size: Option<usize>,
     pub grad: Option<GradVariant>,
     pub init: Option<ScaleInit>,
+    pub sub_scale_bits: Option<u32>,
+    pub format: Option<DeployFormat>,
 }
 
 /// One override rule: a glob over module paths and the fields it sets.
@@ -64,6 +76,11 @@ pub struct Policy {
     pub group_size: usize,
     pub grad: GradVariant,
     pub init: ScaleInit,
+    /// k-quant sub-scale bits ([`QuantSpec::sub_scale_bits`]); 0: free scales.
+    pub sub_scale_bits: u32,
+    /// Resolve each tensor to the exact spec of this deployment format (overrides scheme, bits,
+    /// granularity, group_size and sub_scale_bits).
+    pub format: Option<DeployFormat>,
     /// Per-token int8 fake quantization of quantized layers' inputs.
     pub act_int8: bool,
     /// Keep scales on the grid an export in this dtype stores exactly, at every step
@@ -83,6 +100,8 @@ impl Default for Policy {
             group_size: 0,
             grad: s.grad,
             init: s.init,
+            sub_scale_bits: 0,
+            format: None,
             act_int8: false,
             round_scales: None,
             rules: Vec::new(),
@@ -120,6 +139,8 @@ impl Policy {
             group_size: Some(spec.group_size),
             grad: Some(spec.grad),
             init: Some(spec.init),
+            sub_scale_bits: Some(spec.sub_scale_bits),
+            format: None,
         });
         p
     }
@@ -152,16 +173,24 @@ impl Policy {
         if let Some(v) = o.init {
             self.init = v;
         }
+        if let Some(v) = o.sub_scale_bits {
+            self.sub_scale_bits = v;
+        }
+        if let Some(v) = o.format {
+            self.format = Some(v);
+        }
     }
 
-    fn spec(&self) -> Option<QuantSpec> {
-        Some(QuantSpec {
-            scheme: self.scheme.scheme()?,
-            bits: self.bits,
-            granularity: self.granularity,
-            group_size: self.group_size,
-            grad: self.grad,
-            init: self.init,
+    /// The spec for a `[out, in]` weight (`None`: not quantized).
+    fn spec(&self, [_, inp]: [usize; 2]) -> Option<QuantSpec> {
+        let scheme = self.scheme.scheme()?;
+        let base = QuantSpec { scheme, bits: self.bits, granularity: self.granularity, group_size: self.group_size, grad: self.grad, init: self.init, sub_scale_bits: self.sub_scale_bits };
+        Some(match self.format {
+            None => base,
+            Some(DeployFormat::Q2K) => {
+                let k = inp.is_multiple_of(crate::scheme::SUPER_BLOCK);
+                QuantSpec { scheme: Scheme::Seq, bits: 2, granularity: Granularity::Group, group_size: if k { 16 } else { 32 }, sub_scale_bits: if k { 4 } else { 0 }, ..base }
+            }
         })
     }
 
@@ -187,7 +216,7 @@ impl Policy {
                     p.set(&rule.set);
                 }
             }
-            let spec = p.spec();
+            let spec = p.spec(*dims);
             if let Some(s) = &spec {
                 s.validate(&format!("quant policy for `{path}`"))?;
                 s.validate_shape(&format!("quant policy for `{path}`"), *dims)?;

@@ -80,6 +80,22 @@ pub fn gamma(spec: &QuantSpec, numel: usize) -> f64 {
     1.0 / (numel as f64 * qp).sqrt()
 }
 
+/// The scale the quantizer uses: `α` with ParetoQ's gradient factor γ, floored at
+/// [`ALPHA_MIN`] (a collapsing scale cannot divide by zero), and for k-quant specs snapped onto
+/// the super-block grid ([`crate::exact::snap_sub_scales`]) with a straight-through gradient;
+/// with the super-scales `d` in that case.
+pub(crate) fn learned_alpha(alpha: Tensor<2>, spec: &QuantSpec, numel: usize) -> (Tensor<2>, Option<Vec<f32>>) {
+    let alpha = grad_scale(alpha, gamma(spec, numel)).clamp_min(ALPHA_MIN);
+    if spec.sub_scale_bits == 0 {
+        return (alpha, None);
+    }
+    let dims = alpha.dims();
+    let values = alpha.clone().detach().into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 scales");
+    let (snapped, supers) = crate::exact::snap_sub_scales(&values, dims[1], spec);
+    let snapped = Tensor::<2>::from_data(burn::tensor::TensorData::new(snapped, dims), &alpha.device());
+    (alpha.clone() + (snapped - alpha.detach()), Some(supers))
+}
+
 /// `(step [rows, groups, 1], level [rows, groups, cols])` for grouped weights `w3` and scales
 /// `alpha: [rows, groups]` (ignored for bitnet). `numel` is the whole matrix's size (for γ).
 pub fn step_and_level(w3: Tensor<3>, alpha: Option<Tensor<2>>, spec: &QuantSpec, numel: usize) -> (Tensor<3>, Tensor<3>) {
@@ -90,9 +106,7 @@ pub fn step_and_level(w3: Tensor<3>, alpha: Option<Tensor<2>>, spec: &QuantSpec,
         let level = ternary + (w3.clone() - w3.detach()) / beta.clone();
         return (beta, level);
     }
-    let alpha = alpha.expect("learned schemes have a scale").unsqueeze_dim::<3>(2);
-    // ParetoQ clamps α at 1e-5 so that a collapsing scale cannot divide by zero.
-    let alpha = grad_scale(alpha, gamma(spec, numel)).clamp_min(ALPHA_MIN);
+    let alpha = learned_alpha(alpha.expect("learned schemes have a scale"), spec, numel).0.unsqueeze_dim::<3>(2);
     let angel = spec.grad == GradVariant::Angelslim;
     match spec.scheme {
         Scheme::Seq | Scheme::Ternary => {
@@ -149,6 +163,9 @@ pub struct QuantizedWeight {
     pub steps: Vec<f32>,
     /// Elements per scale group (contiguous in row-major order).
     pub group_len: usize,
+    /// k-quant super-scales `d`, one per [`crate::scheme::SUPER_BLOCK`] weights (row-major);
+    /// empty otherwise. Every step is `d · sc / k` with an integer `sc`.
+    pub super_scales: Vec<f32>,
 }
 
 impl QuantizedWeight {
@@ -163,13 +180,19 @@ pub fn quantize(w: Tensor<2>, alpha: Option<Tensor<2>>, spec: &QuantSpec) -> Qua
     let dims = w.dims();
     let w3 = grouped(w, spec);
     let group_len = w3.dims()[2];
-    let (step, level) = step_and_level(w3, alpha, spec, dims[0] * dims[1]);
+    let numel = dims[0] * dims[1];
+    let super_scales = match &alpha {
+        Some(a) if spec.scheme != Scheme::Bitnet => learned_alpha(a.clone(), spec, numel).1.unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let (step, level) = step_and_level(w3, alpha, spec, numel);
     QuantizedWeight {
         spec: *spec,
         dims,
         levels: level.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 levels"),
         steps: step.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 steps"),
         group_len,
+        super_scales,
     }
 }
 

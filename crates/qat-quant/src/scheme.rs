@@ -68,12 +68,21 @@ pub struct QuantSpec {
     pub group_size: usize,
     pub grad: GradVariant,
     pub init: ScaleInit,
+    /// `> 0`: ggml k-quant scales. Groups form super-blocks of [`SUPER_BLOCK`] weights along a
+    /// row; each group's scale is an integer `1..=2^sub_scale_bits − 1` times one scale per
+    /// super-block ([`crate::exact::snap_sub_scales`]), which is how Q2_K stores them (4 bits,
+    /// groups of 16). `0`: one free scale per group.
+    #[serde(default)]
+    pub sub_scale_bits: u32,
 }
+
+/// Weights per k-quant super-block (`QK_K` in ggml).
+pub const SUPER_BLOCK: usize = 256;
 
 impl QuantSpec {
     /// SEQ 2-bit per channel, ParetoQ gradients, max init: the HY-1.8B-2Bit default.
     pub fn seq2() -> Self {
-        QuantSpec { scheme: Scheme::Seq, bits: 2, granularity: Granularity::Channel, group_size: 0, grad: GradVariant::Paretoq, init: ScaleInit::Max }
+        QuantSpec { scheme: Scheme::Seq, bits: 2, granularity: Granularity::Channel, group_size: 0, grad: GradVariant::Paretoq, init: ScaleInit::Max, sub_scale_bits: 0 }
     }
 
     /// Checks the combination; `what` names the config location in errors.
@@ -99,6 +108,12 @@ impl QuantSpec {
         if self.grad == GradVariant::Angelslim && !matches!(self.scheme, Scheme::Seq | Scheme::Ternary) {
             return Err(format!("{what}: grad = \"angelslim\" is defined for seq and ternary only"));
         }
+        if self.sub_scale_bits != 0 && !(self.scheme == Scheme::Seq && self.bits == 2 && self.sub_scale_bits == 4 && self.granularity == Granularity::Group && self.group_size == 16) {
+            return Err(format!(
+                "{what}: sub_scale_bits = {} is supported for Q2_K's layout only: scheme = \"seq\", bits = 2, granularity = \"group\", group_size = 16, sub_scale_bits = 4",
+                self.sub_scale_bits
+            ));
+        }
         if self.scheme == Scheme::Bitnet && self.granularity != Granularity::Tensor {
             return Err(format!("{what}: bitnet uses one per-tensor scale; set granularity = \"tensor\""));
         }
@@ -109,6 +124,9 @@ impl QuantSpec {
     pub fn validate_shape(&self, what: &str, dims: [usize; 2]) -> Result<(), String> {
         if self.granularity == Granularity::Group && !dims[1].is_multiple_of(self.group_size) {
             return Err(format!("{what}: group_size {} does not divide in_features {}", self.group_size, dims[1]));
+        }
+        if self.sub_scale_bits > 0 && !dims[1].is_multiple_of(SUPER_BLOCK) {
+            return Err(format!("{what}: k-quant sub-scales need rows of a multiple of {SUPER_BLOCK} weights, not {}", dims[1]));
         }
         Ok(())
     }
@@ -136,10 +154,15 @@ impl QuantSpec {
         (self.n_levels() as f64).log2()
     }
 
-    /// Bits per weight including a 16-bit scale per group.
+    /// Bits per weight including a 16-bit scale per group, or with k-quant sub-scales, Q2_K's
+    /// storage: a scale and a min of `sub_scale_bits` per group and two f16 per super-block.
     pub fn bits_per_weight(&self, dims: [usize; 2]) -> f64 {
         let [r, g] = self.scale_shape(dims);
-        self.code_bits() + 16.0 * (r * g) as f64 / (dims[0] * dims[1]) as f64
+        let numel = (dims[0] * dims[1]) as f64;
+        if self.sub_scale_bits > 0 {
+            return self.code_bits() + (2 * self.sub_scale_bits) as f64 / self.group_size as f64 + 32.0 / SUPER_BLOCK as f64;
+        }
+        self.code_bits() + 16.0 * (r * g) as f64 / numel
     }
 
     pub fn label(&self) -> String {
@@ -152,6 +175,7 @@ impl QuantSpec {
         };
         let gran = match self.granularity {
             Granularity::Channel => "channel".to_string(),
+            Granularity::Group if self.sub_scale_bits > 0 => format!("group{}x{}bit", self.group_size, self.sub_scale_bits),
             Granularity::Group => format!("group{}", self.group_size),
             Granularity::Tensor => "tensor".into(),
         };

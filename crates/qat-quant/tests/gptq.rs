@@ -15,7 +15,7 @@ fn vec2(t: Tensor<2>) -> Vec<f32> {
 
 fn spec(scheme: Scheme, bits: u32, group: usize) -> QuantSpec {
     let granularity = if group > 0 { Granularity::Group } else { Granularity::Channel };
-    QuantSpec { scheme, bits, granularity, group_size: group, grad: GradVariant::Paretoq, init: ScaleInit::Max }
+    QuantSpec { scheme, bits, granularity, group_size: group, grad: GradVariant::Paretoq, init: ScaleInit::Max, sub_scale_bits: 0 }
 }
 
 fn floats(v: &serde_json::Value) -> Vec<f32> {
@@ -118,6 +118,25 @@ fn gptq_beats_round_to_nearest_and_stays_on_the_grid() {
             let (e_gptq, e_rtn) = (output_error(&x, &w, &q, out, cols), output_error(&x, &w, &rtn, out, cols));
             assert!(e_gptq < 0.9 * e_rtn, "{} act_order={act_order}: GPTQ error {e_gptq} vs RTN {e_rtn}", s.label());
         }
+    }
+}
+
+/// Q2_K's k-quant scales: GPTQ sets each super-block's scales from its 256 columns, and the
+/// weights are fixed points of the forward pass that snaps the stored scales.
+#[test]
+fn gptq_with_k_quant_scales() {
+    let (out, cols) = (8, 512);
+    let (w, x) = problem(out, cols, 600, 11);
+    let mut h = Hessian::new(cols);
+    h.add(t2(x.clone(), [600, cols]));
+    let s = QuantSpec { sub_scale_bits: 4, ..spec(Scheme::Seq, 2, 16) };
+    for act_order in [false, true] {
+        let r = gptq(t2(w.clone(), [out, cols]), &h, &s, &GptqOptions { act_order, ..GptqOptions::default() }, Some(HfDtype::Bf16)).unwrap();
+        let q = vec2(r.weight.clone());
+        assert_eq!(q, vec2(fake_quantize(r.weight.clone(), Some(r.alpha.clone()), &s)), "act_order={act_order}");
+        let rtn = vec2(fake_quantize(t2(w.clone(), [out, cols]), init_scale(t2(w.clone(), [out, cols]), &s), &s));
+        let (e_gptq, e_rtn) = (output_error(&x, &w, &q, out, cols), output_error(&x, &w, &rtn, out, cols));
+        assert!(e_gptq < 0.9 * e_rtn, "act_order={act_order}: GPTQ {e_gptq} vs RTN {e_rtn}");
     }
 }
 

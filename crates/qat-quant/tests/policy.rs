@@ -102,3 +102,17 @@ fn lm_head_can_be_quantized_by_a_rule() {
     let head = t.rows.iter().find(|r| r.0 == "lm_head").unwrap().2.unwrap();
     assert_eq!((head.scheme, head.bits), (Scheme::Int, 8));
 }
+
+/// `format = "q2_k"` resolves each tensor to the exact spec its shape allows: Q2_K sub-scales
+/// where rows are a multiple of 256, SEQ-2 per group of 32 (Q4_0-exact) elsewhere.
+#[test]
+fn q2_k_format_resolves_per_tensor() {
+    let p = policy("format = \"q2_k\"");
+    let modules = vec![("layers.0.self_attn.q_proj".to_string(), [576, 576]), ("layers.0.mlp.down_proj".to_string(), [576, 1536])];
+    let t = p.resolve(&modules, 2_000_000).unwrap();
+    let (q, down) = (t.rows[0].2.unwrap(), t.rows[1].2.unwrap());
+    assert_eq!((q.scheme, q.bits, q.group_size, q.sub_scale_bits), (qat_quant::Scheme::Seq, 2, 32, 0));
+    assert_eq!((down.scheme, down.bits, down.group_size, down.sub_scale_bits), (qat_quant::Scheme::Seq, 2, 16, 4));
+    assert!((down.bits_per_weight([576, 1536]) - 2.625).abs() < 1e-12);
+    assert!(t.to_string().contains("group16x4bit"), "{t}");
+}

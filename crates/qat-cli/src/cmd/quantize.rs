@@ -49,7 +49,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         None => Policy::default(),
     };
-    policy.set(&Overrides { scheme: a.scheme, bits: a.bits, granularity: a.granularity, group_size: a.group_size, grad: None, init: a.init });
+    policy.set(&Overrides { scheme: a.scheme, bits: a.bits, granularity: a.granularity, group_size: a.group_size, init: a.init, ..Default::default() });
     let dtype = match a.dtype.as_str() {
         "f32" => SaveDtype::F32,
         "bf16" => SaveDtype::Bf16,

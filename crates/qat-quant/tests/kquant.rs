@@ -1,0 +1,102 @@
+//! k-quant scales (`sub_scale_bits`): Q2_K's double quantization in the forward pass.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use qat_quant::exact::{SUPER_SCALE_BITS, snap_sub_scales};
+use qat_quant::{GradVariant, Granularity, QuantSpec, ScaleInit, Scheme, fake_quantize, init_scale, quantize};
+use rand::{Rng, SeedableRng};
+
+fn q2k() -> QuantSpec {
+    QuantSpec { scheme: Scheme::Seq, bits: 2, granularity: Granularity::Group, group_size: 16, grad: GradVariant::Paretoq, init: ScaleInit::Max, sub_scale_bits: 4 }
+}
+
+fn weights(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    // Heavy-tailed, with per-row magnitudes spanning 100×, like LLM weights.
+    (0..rows * cols).map(|i| (rng.random::<f32>() - 0.5).powi(3) * 0.4 * (1.0 + 99.0 * ((i / cols) % 7) as f32 / 6.0) / 100.0).collect()
+}
+
+fn t2(v: Vec<f32>, dims: [usize; 2], device: &Device) -> Tensor<2> {
+    Tensor::from_data(TensorData::new(v, dims), device)
+}
+
+fn significant_bits(x: f32) -> u32 {
+    let m = (x.to_bits() & 0x7f_ffff) | 0x80_0000;
+    24 - m.trailing_zeros()
+}
+
+/// Every step the forward pass uses is `d·sc/2` with an integer `sc` in 1..=15 and a 2-bit `d`
+/// per 256 weights, as Q2_K stores it, and every value is exact in bf16.
+#[test]
+fn forward_scales_are_q2_k_sub_scales() {
+    let device = Device::flex();
+    let (rows, cols) = (7, 512);
+    let w = t2(weights(rows, cols, 1), [rows, cols], &device);
+    let spec = q2k();
+    spec.validate("test").unwrap();
+    spec.validate_shape("test", [rows, cols]).unwrap();
+    let alpha = init_scale(w.clone(), &spec).unwrap();
+    let qw = quantize(w.clone(), Some(alpha.clone()), &spec);
+    assert_eq!(qw.super_scales.len(), rows * cols / 256);
+    for (b, &d) in qw.super_scales.iter().enumerate() {
+        assert!(significant_bits(d) <= SUPER_SCALE_BITS, "d = {d}");
+        for j in 0..16 {
+            let sc = qw.steps[b * 16 + j] * 2.0 / d;
+            assert!(sc.fract() == 0.0 && (1.0..=15.0).contains(&sc), "block {b} group {j}: sc = {sc}");
+        }
+    }
+    let fq = fake_quantize(w, Some(alpha), &spec).into_data().try_to_vec::<f32>().unwrap();
+    assert_eq!(fq, qw.dequantize());
+    assert!(fq.iter().all(|v| v.to_bits() & 0xffff == 0), "a value is not exact in bf16");
+    assert!((spec.bits_per_weight([rows, cols]) - 2.625).abs() < 1e-12, "Q2_K is 2.625 bits per weight");
+}
+
+/// The snap: `d ≥ max α / 15`, each `α'` is the nearest multiple of `d` within 1..=15, and a
+/// group whose scale is far below the block's largest is clamped to `sc = 1`.
+#[test]
+fn snapping_picks_the_nearest_sub_scale() {
+    let spec = q2k();
+    let mut alpha = vec![0.01f32; 16];
+    alpha[3] = 0.3;
+    alpha[7] = 1e-6;
+    let (snapped, d) = snap_sub_scales(&alpha, 16, &spec);
+    assert_eq!(d.len(), 1);
+    assert!(d[0] >= 0.3 / 15.0 && d[0] < 0.3 / 15.0 * 1.5, "d = {}", d[0]);
+    assert_eq!(snapped[3], d[0] * (0.3 / d[0]).round().min(15.0));
+    assert_eq!(snapped[7], d[0], "clamped to one unit");
+    for (a, s) in alpha.iter().zip(&snapped) {
+        if *a >= d[0] {
+            assert!((a - s).abs() <= d[0] / 2.0 + 1e-9, "{a} → {s}");
+        }
+    }
+}
+
+/// Gradients reach the continuous scales through the snap (straight-through), and k-quant
+/// group scales quantize with less error than one scale per row.
+#[test]
+fn scales_learn_through_the_snap_and_beat_per_channel() {
+    let device = Device::flex().autodiff();
+    let (rows, cols) = (4, 256);
+    let wv = weights(rows, cols, 2);
+    let w = t2(wv.clone(), [rows, cols], &device);
+    let spec = q2k();
+    let alpha = init_scale(w.clone(), &spec).unwrap().detach().require_grad();
+    let target = t2(wv.iter().map(|v| v * 0.5).collect(), [rows, cols], &device);
+    let loss = (fake_quantize(w.clone(), Some(alpha.clone()), &spec) - target).square().sum();
+    let grads = loss.backward();
+    let g = alpha.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap();
+    assert!(g.iter().filter(|v| **v != 0.0).count() > g.len() / 2, "scale gradients are zero");
+    let err = |s: &QuantSpec| {
+        let w = t2(wv.clone(), [rows, cols], &Device::flex());
+        let q = fake_quantize(w.clone(), init_scale(w.clone(), s), s);
+        (q - w).square().sum().into_scalar::<f32>()
+    };
+    let channel = QuantSpec { granularity: Granularity::Channel, group_size: 0, sub_scale_bits: 0, ..spec };
+    assert!(err(&spec) < 0.8 * err(&channel), "k-quant {} vs per-channel {}", err(&spec), err(&channel));
+}
+
+#[test]
+fn other_sub_scale_layouts_are_refused() {
+    let bad = QuantSpec { group_size: 32, ..q2k() };
+    assert!(bad.validate("quant").unwrap_err().contains("Q2_K"));
+    assert!(q2k().validate_shape("quant", [8, 576]).unwrap_err().contains("256"));
+}

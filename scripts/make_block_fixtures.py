@@ -1,0 +1,40 @@
+#!/usr/bin/env python3
+"""Q2_K blocks with arbitrary scale and min nibbles, dequantized by gguf-py (the reference
+Python implementation of ggml's block formats), for the Rust test
+`q2_k_blocks_match_gguf_py` in crates/qat-gguf. The k-quant export of qat writes per-group
+sub-scales (not the constant 0x32 byte of per-channel SEQ-2), so the reader must follow ggml's
+layout for every nibble; these blocks exercise all of them.
+
+    python3 -m venv .venv && .venv/bin/pip install gguf numpy
+    .venv/bin/python scripts/make_block_fixtures.py
+
+Writes crates/qat-gguf/tests/fixtures/q2_k_gguf_py.json.
+"""
+import json
+import pathlib
+
+import numpy as np
+from gguf import GGMLQuantizationType
+from gguf.quants import dequantize
+
+OUT = pathlib.Path(__file__).resolve().parent.parent / "crates/qat-gguf/tests/fixtures/q2_k_gguf_py.json"
+
+
+def main():
+    rng = np.random.default_rng(0)
+    blocks = []
+    for b in range(8):
+        scales = rng.integers(0, 256, 16, dtype=np.uint8)
+        qs = rng.integers(0, 256, 64, dtype=np.uint8)
+        d = np.array([rng.uniform(1e-4, 0.05)], dtype=np.float16)
+        dmin = np.array([rng.uniform(1e-4, 0.05)], dtype=np.float16)
+        blocks.append(np.concatenate([scales, qs, d.view(np.uint8), dmin.view(np.uint8)]))
+    raw = np.concatenate(blocks)
+    values = dequantize(raw, GGMLQuantizationType.Q2_K).astype(np.float32)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps({"source": "gguf-py gguf.quants.dequantize, Q2_K", "bytes": raw.tobytes().hex(), "values": [float(f"{v:.9g}") for v in values.tolist()]}))
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
