@@ -63,8 +63,8 @@ pub fn gptq_model(
         return Err("calibration: no batches".into());
     }
     let mut report = Vec::new();
-    let ropes: Vec<_> = batches.iter().map(|b| model.rope.tables(b.attention.positions.clone())).collect();
-    let mut xs: Vec<Tensor<3>> = batches.iter().map(|b| burn::tensor::module::embedding(model.embed_tokens.val(), b.tokens.clone())).collect();
+    let ropes: Vec<_> = batches.iter().map(|b| model.rope_tables(b.attention.positions.clone())).collect();
+    let mut xs: Vec<Tensor<3>> = batches.iter().map(|b| model.embed(b.tokens.clone())).collect();
     let n_layers = model.layers.len();
     for i in 0..n_layers {
         let layer = &mut model.layers[i];

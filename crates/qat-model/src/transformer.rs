@@ -272,7 +272,7 @@ pub struct CausalLm {
     #[module(skip)]
     pub config: ModelConfig,
     #[module(skip)]
-    pub(crate) rope: Rope,
+    rope: Rope,
     /// Precision of every matrix product (`None`: f32).
     #[module(skip)]
     compute: Option<FloatDType>,
@@ -380,13 +380,26 @@ impl CausalLm {
         CausalLm { embed_tokens, layers, norm, lm_head, config: cfg, rope, compute: None }
     }
 
+    /// Token embeddings, the input of the first block.
+    ///
+    /// # Shapes
+    /// `tokens: [B, T]` → `[B, T, hidden]`.
+    pub fn embed(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        burn::tensor::module::embedding(self.embed_tokens.val(), tokens)
+    }
+
+    /// RoPE `(cos, sin)` tables for `positions: [B, T]`, as every block takes them.
+    pub fn rope_tables(&self, positions: Tensor<2, Int>) -> (Tensor<4>, Tensor<4>) {
+        self.rope.tables(positions)
+    }
+
     /// Final hidden states after the last norm.
     ///
     /// # Shapes
     /// `tokens: [B, T]` → `[B, T, hidden]`.
     pub fn forward_hidden(&self, tokens: Tensor<2, Int>, batch: &AttentionBatch, mut cache: Option<&mut KvCache>) -> Tensor<3> {
-        let mut x = burn::tensor::module::embedding(self.embed_tokens.val(), tokens);
-        let rope = self.rope.tables(batch.positions.clone());
+        let mut x = self.embed(tokens);
+        let rope = self.rope_tables(batch.positions.clone());
         for (i, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
             x = layer.forward(x, &rope, &batch.bias, slot);

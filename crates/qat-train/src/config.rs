@@ -20,6 +20,9 @@ pub struct RunConfig {
     /// with the scales of `quant.init`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<CalibrationSection>,
+    /// Block-by-block reconstruction after the initialisation, before end-to-end training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blockwise: Option<BlockwiseSection>,
     pub data: DataConfig,
     pub train: TrainSection,
     #[serde(default)]
@@ -47,6 +50,40 @@ pub struct CalibrationSection {
     pub block_size: usize,
     #[serde(default)]
     pub act_order: bool,
+}
+
+/// `[blockwise]`: each decoder block trained in turn to reproduce the full-precision model's
+/// block output ([`crate::blockwise`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockwiseSection {
+    /// Training rows of `data.seq_len` tokens (the first rows of the data mix).
+    pub rows: usize,
+    /// Held-out rows (the rows after those) for early stopping.
+    #[serde(default = "blockwise_val_rows")]
+    pub val_rows: usize,
+    /// Passes over the rows per block; the best epoch by held-out loss is kept.
+    pub epochs: usize,
+    /// Learning rate of weights (0 freezes them: scales only).
+    pub lr: f64,
+    /// Learning rate of quantizer scales.
+    pub scale_lr: f64,
+    /// Rows per optimizer step.
+    #[serde(default = "blockwise_batch")]
+    pub batch_size: usize,
+    /// Stop a block after this many epochs without a lower held-out loss.
+    #[serde(default = "blockwise_patience")]
+    pub patience: usize,
+}
+
+fn blockwise_val_rows() -> usize {
+    8
+}
+fn blockwise_batch() -> usize {
+    4
+}
+fn blockwise_patience() -> usize {
+    1
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -401,6 +438,14 @@ impl RunConfig {
             }
             if !(c.damp.is_finite() && c.damp > 0.0) || c.block_size == 0 {
                 return Err(format!("calibration: damp = {} must be positive and block_size = {} positive", c.damp, c.block_size));
+            }
+        }
+        if let Some(b) = &self.blockwise {
+            if b.rows == 0 || b.val_rows == 0 || b.epochs == 0 || b.batch_size == 0 {
+                return Err("blockwise: rows, val_rows, epochs and batch_size must be positive".into());
+            }
+            if !(b.lr >= 0.0 && b.scale_lr >= 0.0 && b.lr.is_finite() && b.scale_lr.is_finite()) || b.lr + b.scale_lr == 0.0 {
+                return Err(format!("blockwise: lr = {} and scale_lr = {} must be non-negative, not both 0", b.lr, b.scale_lr));
             }
         }
         if self.data.sources.is_empty() {

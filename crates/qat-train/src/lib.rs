@@ -2,6 +2,7 @@
 //! ([`loss`]), benchmarks ([`bench`]), checkpoints ([`checkpoint`]) and the loop ([`train`]).
 
 pub mod bench;
+pub mod blockwise;
 pub mod checkpoint;
 pub mod config;
 pub mod loss;

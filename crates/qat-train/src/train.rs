@@ -31,7 +31,8 @@ pub struct RunSummary {
     pub final_train_loss: Option<f64>,
     /// The unquantized starting model.
     pub fp_eval: serde_json::Value,
-    /// The quantized model before training (round-to-nearest with the initial scales).
+    /// The quantized model before end-to-end training: round-to-nearest with the initial
+    /// scales, or as `[calibration]` and `[blockwise]` left it.
     pub first_eval: serde_json::Value,
     pub final_eval: serde_json::Value,
     /// Share of the validation-loss gap between RTN and full precision closed by training.
@@ -168,6 +169,69 @@ pub fn evaluate(model: &CausalLm, tok: &Tokenizer, mixer: &Mixer, cfg: &RunConfi
     Ok(serde_json::Value::Object(out))
 }
 
+/// The first rows the mixer yields, cut into consecutive sets of `counts[k]` rows in batches of
+/// at most `batch` rows; the mixer's state is put back afterwards, so training sees the same
+/// batches as if these rows had not been drawn.
+fn first_rows(mixer: &mut Mixer, counts: &[usize], batch: usize, device: &Device) -> Result<Vec<Vec<qat_model::CalibrationBatch>>, String> {
+    let saved = mixer.state.clone();
+    let mut sets = Vec::new();
+    for &count in counts {
+        let mut batches = Vec::new();
+        let mut left = count;
+        while left > 0 {
+            let b = mixer.next_batch(left.min(batch));
+            left -= b.rows;
+            let ids: Vec<i64> = b.tokens.iter().map(|&x| x as i64).collect();
+            batches.push(qat_model::CalibrationBatch {
+                tokens: Tensor::from_data(TensorData::new(ids, [b.rows, b.seq_len]), device),
+                attention: AttentionBatch::packed(&b.segments, device),
+            });
+        }
+        sets.push(batches);
+    }
+    mixer.restore(saved).map_err(|e| e.to_string())?;
+    Ok(sets)
+}
+
+/// Block-wise reconstruction of `model` ([`crate::blockwise`]) on the first rows of the data
+/// mix; writes `blockwise.json` (per-block held-out losses) into the run directory.
+fn blockwise_stage(
+    model: CausalLm,
+    bw: &crate::config::BlockwiseSection,
+    cfg: &RunConfig,
+    ckpt: &Checkpoint,
+    mixer: &mut Mixer,
+    device: &Device,
+    run_dir: &Path,
+) -> Result<CausalLm, String> {
+    let started = Instant::now();
+    let mut sets = first_rows(mixer, &[bw.rows, bw.val_rows], bw.batch_size, device)?;
+    let (train_rows, val_rows) = (sets.remove(0), sets.remove(0));
+    let teacher = CausalLm::from_checkpoint(ckpt, device).map_err(|e| e.to_string())?;
+    let specs: Vec<(String, qat_quant::QuantSpec)> = model.linears().into_iter().filter_map(|(name, l)| Some((name, l.quant.as_ref()?.spec))).collect();
+    let rounding = |block: usize| {
+        let prefix = format!("layers.{block}.");
+        cfg.quant.round_scales.map(|dtype| ScaleRounding {
+            dtype,
+            specs: specs.iter().filter_map(|(n, s)| Some((format!("{}.quant.scale", n.strip_prefix(&prefix)?), *s))).collect(),
+        })
+    };
+    eprintln!("blockwise: {} rows of {} tokens, {} held out, up to {} epochs per block", bw.rows, cfg.data.seq_len, bw.val_rows, bw.epochs);
+    let (model, reports) = crate::blockwise::reconstruct(model, &teacher, &train_rows, &val_rows, bw, rounding, |r| {
+        eprintln!("  block {}: held-out loss {:.4e} -> {:.4e} (epoch {} of {}, {:.1} s)", r.block, r.initial_loss, r.final_loss, r.best_epoch, r.epochs_run, r.seconds)
+    })?;
+    let report = serde_json::json!({
+        "rows": bw.rows,
+        "val_rows": bw.val_rows,
+        "tokens": bw.rows * cfg.data.seq_len,
+        "seconds": started.elapsed().as_secs_f64(),
+        "blocks": reports,
+    });
+    let path = run_dir.join("blockwise.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(model)
+}
+
 /// Initialises the quantized weights and scales of `model` from calibration data
 /// (`[calibration]`) and writes `calibration.json` (GPTQ's per-module error estimates) into the
 /// run directory. The calibration rows are the first rows the mixer yields; its state is put
@@ -182,20 +246,7 @@ fn calibrate(
     run_dir: &Path,
 ) -> Result<CausalLm, String> {
     let started = Instant::now();
-    let saved = mixer.state.clone();
-    let micro = cfg.micro_batch_size();
-    let mut batches = Vec::new();
-    let mut left = cal.rows;
-    while left > 0 {
-        let b = mixer.next_batch(left.min(micro));
-        left -= b.rows;
-        let ids: Vec<i64> = b.tokens.iter().map(|&x| x as i64).collect();
-        batches.push(qat_model::CalibrationBatch {
-            tokens: Tensor::from_data(TensorData::new(ids, [b.rows, b.seq_len]), device),
-            attention: AttentionBatch::packed(&b.segments, device),
-        });
-    }
-    mixer.restore(saved).map_err(|e| e.to_string())?;
+    let batches = first_rows(mixer, &[cal.rows], cfg.micro_batch_size(), device)?.remove(0);
     let plain = CausalLm::from_checkpoint(ckpt, device).map_err(|e| e.to_string())?;
     let (plain, _) = plain.quantize(&cfg.quant)?;
     eprintln!("calibration: GPTQ on {} rows of {} tokens", cal.rows, cfg.data.seq_len);
@@ -311,6 +362,11 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
         && let Some(cal) = &cfg.calibration
     {
         model = calibrate(model, cal, cfg, &ckpt, &mut mixer, &device, &run_dir)?;
+    }
+    if latest.is_none()
+        && let Some(bw) = &cfg.blockwise
+    {
+        model = blockwise_stage(model, bw, cfg, &ckpt, &mut mixer, &device, &run_dir)?;
     }
     if let Some(dir) = &latest {
         let checkpoint::Loaded { params: p, moments, masters, train: st } = checkpoint::load(dir)?;

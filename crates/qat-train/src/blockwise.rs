@@ -1,0 +1,116 @@
+//! Block-wise reconstruction (`[blockwise]`): before end-to-end training, each decoder block in
+//! turn is trained, weights and quantizer scales with their own learning rates, so that its
+//! fake-quantized output reproduces the full-precision model's block output (EfficientQAT's
+//! Block-AP stage).
+//!
+//! For block `i` the inputs are the calibration rows passed through the already reconstructed
+//! quantized blocks `0..i` (`x_q`), and the target is the full-precision block applied to the
+//! full-precision model's own hidden states (`y = f_i(x_fp)`), so each block also corrects the
+//! error the blocks before it left. The loss is the mean squared error
+//! `mean((f̂_i(x_q) − y)²)` over rows, positions and channels; AdamW with a cosine schedule over
+//! the block's steps. After each epoch the held-out rows are scored the same way and the block
+//! with the lowest held-out loss (possibly its initialisation) is kept; `patience` epochs
+//! without improvement end the block.
+
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::Tensor;
+use qat_model::{CalibrationBatch, CausalLm};
+use serde::Serialize;
+
+use crate::config::{BlockwiseSection, Schedule};
+use crate::optim::{AdamW, GroupHyper, ScaleRounding, lr_factor};
+
+/// What reconstruction did to one block.
+#[derive(Debug, Clone, Serialize)]
+pub struct BlockReport {
+    pub block: usize,
+    /// Held-out reconstruction loss of the block as initialised, and as kept.
+    pub initial_loss: f64,
+    pub final_loss: f64,
+    /// Epoch whose block was kept (0: the initialisation).
+    pub best_epoch: usize,
+    pub epochs_run: usize,
+    pub seconds: f64,
+}
+
+/// `mean((a − b)²)`.
+fn mse(a: Tensor<3>, b: Tensor<3>) -> Tensor<1> {
+    (a - b).square().mean()
+}
+
+/// Reconstructs every block of `model` (on an autodiff device, fake-quantized) against
+/// `teacher` (the full-precision model, on the plain device). `train` and `val` are calibration
+/// batches on the plain device; each training batch is one optimizer step. `rounding`: keep
+/// scales on export's grid (paths relative to a block, `self_attn.q_proj.quant.scale`).
+/// `on_block` sees each block's report as it finishes.
+pub fn reconstruct(
+    mut model: CausalLm,
+    teacher: &CausalLm,
+    train: &[CalibrationBatch],
+    val: &[CalibrationBatch],
+    cfg: &BlockwiseSection,
+    rounding: impl Fn(usize) -> Option<ScaleRounding>,
+    mut on_block: impl FnMut(&BlockReport),
+) -> Result<(CausalLm, Vec<BlockReport>), String> {
+    if train.is_empty() || val.is_empty() {
+        return Err("blockwise: no training or held-out rows".into());
+    }
+    let all: Vec<&CalibrationBatch> = train.iter().chain(val).collect();
+    let n_train = train.len();
+    let ropes: Vec<_> = all.iter().map(|b| teacher.rope_tables(b.attention.positions.clone())).collect();
+    let mut x_q: Vec<Tensor<3>> = all.iter().map(|b| teacher.embed(b.tokens.clone())).collect();
+    let mut x_fp = x_q.clone();
+    let total_steps = cfg.epochs * n_train;
+    let mut reports = Vec::new();
+    for i in 0..model.layers.len() {
+        let started = Instant::now();
+        let y: Vec<Tensor<3>> = x_fp.iter().zip(&ropes).zip(&all).map(|((x, r), b)| teacher.layers[i].forward(x.clone(), r, &b.attention.bias, None)).collect();
+        let held_out = |layer: &qat_model::transformer::DecoderLayer| -> f64 {
+            let plain = layer.clone().valid();
+            let sum: f64 = (n_train..all.len())
+                .map(|j| mse(plain.forward(x_q[j].clone(), &ropes[j], &all[j].attention.bias, None), y[j].clone()).into_scalar::<f32>() as f64)
+                .sum();
+            sum / val.len() as f64
+        };
+        let mut layer = model.layers[i].clone();
+        let initial_loss = held_out(&layer);
+        let mut best = (initial_loss, layer.clone(), 0usize);
+        let mut opt = AdamW::new(GroupHyper { lr: cfg.lr, weight_decay: 0.0 }, GroupHyper { lr: cfg.scale_lr, weight_decay: 0.0 }, [0.9, 0.999], 1e-8);
+        opt.rounding = rounding(i);
+        let mut step = 0;
+        let mut epochs_run = 0;
+        for epoch in 1..=cfg.epochs {
+            for j in 0..n_train {
+                let rope = (Tensor::from_inner(ropes[j].0.clone()), Tensor::from_inner(ropes[j].1.clone()));
+                let bias = Tensor::from_inner(all[j].attention.bias.clone());
+                let out = layer.forward(Tensor::from_inner(x_q[j].clone()), &rope, &bias, None);
+                let loss = mse(out, Tensor::from_inner(y[j].clone()));
+                if !loss.clone().into_scalar::<f32>().is_finite() {
+                    return Err(format!("blockwise: block {i} epoch {epoch}: the reconstruction loss is not finite; lower blockwise.lr / scale_lr"));
+                }
+                let grads = GradientsParams::from_grads(loss.backward(), &layer);
+                layer = opt.step(layer, &grads, lr_factor(step, total_steps, 0, Schedule::Cosine, 0.0), 1.0);
+                step += 1;
+            }
+            epochs_run = epoch;
+            let v = held_out(&layer);
+            if v < best.0 {
+                best = (v, layer.clone(), epoch);
+            } else if epoch - best.2 >= cfg.patience {
+                break;
+            }
+        }
+        let (final_loss, kept, best_epoch) = best;
+        let plain = kept.clone().valid();
+        x_q = x_q.iter().zip(&ropes).zip(&all).map(|((x, r), b)| plain.forward(x.clone(), r, &b.attention.bias, None)).collect();
+        x_fp = y;
+        model.layers[i] = kept;
+        let report = BlockReport { block: i, initial_loss, final_loss, best_epoch, epochs_run, seconds: started.elapsed().as_secs_f64() };
+        on_block(&report);
+        reports.push(report);
+    }
+    Ok((model, reports))
+}
