@@ -61,6 +61,10 @@ fn blockwise_reconstruction_lowers_every_block_error() {
     assert!(after < before, "blockwise {after} is not below GPTQ {before}");
     let dir = tmp.path().join(format!("run-{}", quant.len() * 1000 + stages.len()));
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("blockwise.json")).unwrap()).unwrap();
+    // The GPTQ stage of this run was evaluated before block-wise reconstruction started, and
+    // gives the GPTQ-only run's number.
+    let cal: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("calibration.json")).unwrap()).unwrap();
+    assert_eq!(cal["eval"]["val_loss"].as_f64().unwrap(), before);
     let blocks = report["blocks"].as_array().unwrap();
     assert_eq!(blocks.len(), 5);
     for b in blocks {

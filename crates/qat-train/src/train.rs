@@ -194,16 +194,8 @@ fn first_rows(mixer: &mut Mixer, counts: &[usize], batch: usize, device: &Device
 }
 
 /// Block-wise reconstruction of `model` ([`crate::blockwise`]) on the first rows of the data
-/// mix; writes `blockwise.json` (per-block held-out losses) into the run directory.
-fn blockwise_stage(
-    model: CausalLm,
-    bw: &crate::config::BlockwiseSection,
-    cfg: &RunConfig,
-    ckpt: &Checkpoint,
-    mixer: &mut Mixer,
-    device: &Device,
-    run_dir: &Path,
-) -> Result<CausalLm, String> {
+/// mix, with its report (per-block held-out losses).
+fn blockwise_stage(model: CausalLm, bw: &crate::config::BlockwiseSection, cfg: &RunConfig, ckpt: &Checkpoint, mixer: &mut Mixer, device: &Device) -> Result<(CausalLm, serde_json::Value), String> {
     let started = Instant::now();
     let mut sets = first_rows(mixer, &[bw.rows, bw.val_rows], bw.batch_size, device)?;
     let (train_rows, val_rows) = (sets.remove(0), sets.remove(0));
@@ -227,24 +219,14 @@ fn blockwise_stage(
         "seconds": started.elapsed().as_secs_f64(),
         "blocks": reports,
     });
-    let path = run_dir.join("blockwise.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(model)
+    Ok((model, report))
 }
 
 /// Initialises the quantized weights and scales of `model` from calibration data
-/// (`[calibration]`) and writes `calibration.json` (GPTQ's per-module error estimates) into the
-/// run directory. The calibration rows are the first rows the mixer yields; its state is put
-/// back afterwards, so training sees the same batches as without calibration.
-fn calibrate(
-    model: CausalLm,
-    cal: &crate::config::CalibrationSection,
-    cfg: &RunConfig,
-    ckpt: &Checkpoint,
-    mixer: &mut Mixer,
-    device: &Device,
-    run_dir: &Path,
-) -> Result<CausalLm, String> {
+/// (`[calibration]`), with its report (GPTQ's per-module error estimates). The calibration rows
+/// are the first rows the mixer yields; its state is put back afterwards, so training sees the
+/// same batches as without calibration.
+fn calibrate(model: CausalLm, cal: &crate::config::CalibrationSection, cfg: &RunConfig, ckpt: &Checkpoint, mixer: &mut Mixer, device: &Device) -> Result<(CausalLm, serde_json::Value), String> {
     let started = Instant::now();
     let batches = first_rows(mixer, &[cal.rows], cfg.micro_batch_size(), device)?.remove(0);
     let plain = CausalLm::from_checkpoint(ckpt, device).map_err(|e| e.to_string())?;
@@ -258,9 +240,18 @@ fn calibrate(
         "seconds": started.elapsed().as_secs_f64(),
         "modules": losses,
     });
-    std::fs::write(run_dir.join("calibration.json"), serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?)
-        .map_err(|e| format!("{}: {e}", run_dir.join("calibration.json").display()))?;
-    params::load(model, &params::collect(&plain))
+    Ok((params::load(model, &params::collect(&plain))?, report))
+}
+
+/// Writes a stage's report as `NAME.json` in the run directory; when a later stage follows,
+/// with the evaluation of the model as this stage left it (`eval`), so every stage of a
+/// recipe has its numbers. The last stage's model is the run's `eval` at step 0.
+fn finish_stage(run_dir: &Path, name: &str, mut report: serde_json::Value, model: &CausalLm, more_follows: bool, eval: impl Fn(&CausalLm) -> Result<serde_json::Value, String>) -> Result<(), String> {
+    if more_follows {
+        report["eval"] = eval(&model.valid().materialize_quant())?;
+    }
+    let path = run_dir.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Runs (or resumes) a training run.
@@ -361,12 +352,16 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
     if latest.is_none()
         && let Some(cal) = &cfg.calibration
     {
-        model = calibrate(model, cal, cfg, &ckpt, &mut mixer, &device, &run_dir)?;
+        let (m, report) = calibrate(model, cal, cfg, &ckpt, &mut mixer, &device)?;
+        model = m;
+        finish_stage(&run_dir, "calibration", report, &model, cfg.blockwise.is_some() || total > 0, |m| evaluate(m, &tok, &mixer, cfg))?;
     }
     if latest.is_none()
         && let Some(bw) = &cfg.blockwise
     {
-        model = blockwise_stage(model, bw, cfg, &ckpt, &mut mixer, &device, &run_dir)?;
+        let (m, report) = blockwise_stage(model, bw, cfg, &ckpt, &mut mixer, &device)?;
+        model = m;
+        finish_stage(&run_dir, "blockwise", report, &model, total > 0, |m| evaluate(m, &tok, &mixer, cfg))?;
     }
     if let Some(dir) = &latest {
         let checkpoint::Loaded { params: p, moments, masters, train: st } = checkpoint::load(dir)?;
