@@ -7,7 +7,7 @@ use crate::{AttentionBatch, CausalLm};
 
 /// NLL (nats) of `ids[i]` given `ids[..i]` for `i` in `1..len`, in one causal forward pass.
 pub fn token_nll(model: &CausalLm, ids: &[u32]) -> Vec<f32> {
-    let device = model.embed_tokens.val().device();
+    let device = model.embed_tokens.weight.val().device();
     let t = ids.len();
     if t < 2 {
         return Vec::new();

@@ -23,7 +23,7 @@ impl Sampling {
 /// Continues `prompt` by up to `max_new_tokens` tokens, stopping after any token in `stop`.
 /// `on_token` sees each new token as it is produced (for streaming output).
 pub fn generate(model: &CausalLm, prompt: &[u32], max_new_tokens: usize, stop: &[u32], sampling: &Sampling, mut on_token: impl FnMut(u32)) -> Vec<u32> {
-    let device = model.embed_tokens.val().device();
+    let device = model.embed_tokens.weight.val().device();
     let mut rng = StdRng::seed_from_u64(sampling.seed);
     let mut cache = model.new_cache();
     let limit = model.config.max_position_embeddings;

@@ -42,7 +42,6 @@ impl CausalLm {
                 if name.ends_with(".bias") { to_vec1(l.bias.as_ref().expect("bias listed by hf_tensor_names").val()) } else { to_vec2(l.effective_weight()) }
             } else {
                 match name.as_str() {
-                    "model.embed_tokens.weight" => to_vec2(self.embed_tokens.val()),
                     "model.norm.weight" => to_vec1(self.norm.weight.val()),
                     "lm_head.weight" => continue, // tied: no tensor
                     _ => to_vec1(self.norm_by_name(module).unwrap_or_else(|| panic!("{name} is a norm of the model")).weight.val()),

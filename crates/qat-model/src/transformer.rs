@@ -264,7 +264,10 @@ impl DecoderLayer {
 /// A decoder-only causal language model.
 #[derive(Module, Debug)]
 pub struct CausalLm {
-    pub embed_tokens: Param<Tensor<2>>,
+    /// Token embeddings `[vocab, hidden]`, a linear layer so that a policy rule
+    /// (`match = "embed_tokens"`) can quantize them; with tied embeddings it is also the output
+    /// head (`h·Wᵀ`).
+    pub embed_tokens: QLinear,
     pub layers: Vec<DecoderLayer>,
     pub norm: RmsNorm,
     /// `None` when the embeddings are tied.
@@ -373,7 +376,7 @@ impl CausalLm {
                 mlp,
             });
         }
-        let embed_tokens = Param::from_tensor(take.t2("model.embed_tokens.weight"));
+        let embed_tokens = QLinear::new(take.t2("model.embed_tokens.weight"), None);
         let norm = RmsNorm::new(take.t1("model.norm.weight"), cfg.rms_norm_eps);
         let lm_head = (!cfg.tie_word_embeddings).then(|| QLinear::new(take.t2("lm_head.weight"), None));
         let rope = Rope::new(&cfg);
@@ -385,7 +388,7 @@ impl CausalLm {
     /// # Shapes
     /// `tokens: [B, T]` → `[B, T, hidden]`.
     pub fn embed(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
-        burn::tensor::module::embedding(self.embed_tokens.val(), tokens)
+        burn::tensor::module::embedding(self.embed_tokens.effective_weight(), tokens)
     }
 
     /// RoPE `(cos, sin)` tables for `positions: [B, T]`, as every block takes them.
@@ -397,8 +400,14 @@ impl CausalLm {
     ///
     /// # Shapes
     /// `tokens: [B, T]` → `[B, T, hidden]`.
-    pub fn forward_hidden(&self, tokens: Tensor<2, Int>, batch: &AttentionBatch, mut cache: Option<&mut KvCache>) -> Tensor<3> {
-        let mut x = self.embed(tokens);
+    pub fn forward_hidden(&self, tokens: Tensor<2, Int>, batch: &AttentionBatch, cache: Option<&mut KvCache>) -> Tensor<3> {
+        self.hidden_from(self.embed_tokens.effective_weight(), tokens, batch, cache)
+    }
+
+    /// [`Self::forward_hidden`] with the (fake-quantized) embedding matrix computed by the
+    /// caller, so that a tied head can reuse it.
+    fn hidden_from(&self, embedding: Tensor<2>, tokens: Tensor<2, Int>, batch: &AttentionBatch, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+        let mut x = burn::tensor::module::embedding(embedding, tokens);
         let rope = self.rope_tables(batch.positions.clone());
         for (i, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
@@ -412,10 +421,11 @@ impl CausalLm {
     /// # Shapes
     /// `tokens: [B, T]` → `[B, T, vocab]`.
     pub fn forward(&self, tokens: Tensor<2, Int>, batch: &AttentionBatch, cache: Option<&mut KvCache>) -> Tensor<3> {
-        let h = self.forward_hidden(tokens, batch, cache);
+        let embedding = self.embed_tokens.effective_weight();
+        let h = self.hidden_from(embedding.clone(), tokens, batch, cache);
         match &self.lm_head {
             Some(head) => head.forward(h),
-            None => matmul_in(h, self.embed_tokens.val().transpose().unsqueeze(), self.compute),
+            None => matmul_in(h, embedding.transpose().unsqueeze(), self.compute),
         }
     }
 
@@ -432,9 +442,10 @@ impl CausalLm {
         })
     }
 
-    /// Every linear layer with its module path (`layers.3.self_attn.q_proj`, `lm_head`).
+    /// Every linear layer with its module path (`layers.3.self_attn.q_proj`, `lm_head`), and the
+    /// token embeddings (`embed_tokens`).
     pub fn linears(&self) -> Vec<(String, &QLinear)> {
-        let mut v = Vec::new();
+        let mut v = vec![("embed_tokens".to_string(), &self.embed_tokens)];
         for (i, l) in self.layers.iter().enumerate() {
             let a = &l.self_attn;
             for (n, p) in [("q_proj", &a.q_proj), ("k_proj", &a.k_proj), ("v_proj", &a.v_proj), ("o_proj", &a.o_proj)] {
@@ -452,6 +463,7 @@ impl CausalLm {
 
     /// Rebuilds the model with `f` applied to every linear layer, in [`Self::linears`] order.
     pub fn map_linears(mut self, mut f: impl FnMut(&str, QLinear) -> QLinear) -> Self {
+        replace_with(&mut self.embed_tokens, |q| f("embed_tokens", q));
         for (i, l) in self.layers.iter_mut().enumerate() {
             let a = &mut l.self_attn;
             for (n, p) in [("q_proj", &mut a.q_proj), ("k_proj", &mut a.k_proj), ("v_proj", &mut a.v_proj), ("o_proj", &mut a.o_proj)] {
@@ -503,7 +515,7 @@ impl CausalLm {
     /// Replaces every fake-quantized weight by its quantized value and drops the quantizers:
     /// the same outputs, without recomputing the quantization on every forward (evaluation).
     pub fn materialize_quant(self) -> Self {
-        let plain = !self.embed_tokens.val().device().is_autodiff();
+        let plain = !self.embed_tokens.weight.val().device().is_autodiff();
         let model = self.map_linears(|_, l| match l.quant {
             Some(_) => {
                 // A fresh leaf tensor holding the values (the computed one is not a parameter).

@@ -40,6 +40,9 @@ pub enum DeployFormat {
     /// of 256 weights; elsewhere SEQ-2 per group of 32, which export stores exactly as Q4_0
     /// (2-bit levels in 4.5 bits per weight).
     Q2K,
+    /// No deployment format: `scheme`, `bits`, `granularity`, … as written (lets a rule take a
+    /// tensor, such as `embed_tokens`, out of a policy-wide format).
+    None,
 }
 
 /// Fields a rule may override; all optional.
@@ -186,7 +189,7 @@ impl Policy {
         let scheme = self.scheme.scheme()?;
         let base = QuantSpec { scheme, bits: self.bits, granularity: self.granularity, group_size: self.group_size, grad: self.grad, init: self.init, sub_scale_bits: self.sub_scale_bits };
         Some(match self.format {
-            None => base,
+            None | Some(DeployFormat::None) => base,
             Some(DeployFormat::Q2K) => {
                 let k = inp.is_multiple_of(crate::scheme::SUPER_BLOCK);
                 QuantSpec { scheme: Scheme::Seq, bits: 2, granularity: Granularity::Group, group_size: if k { 16 } else { 32 }, sub_scale_bits: if k { 4 } else { 0 }, ..base }

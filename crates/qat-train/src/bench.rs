@@ -41,7 +41,7 @@ fn hellaswag_clean(s: &str) -> String {
 /// Sum of log p(continuation | context) for several continuations of one context, in one
 /// right-padded batch.
 fn continuation_logprobs(model: &CausalLm, ctx: &[u32], conts: &[Vec<u32>]) -> Vec<f64> {
-    let device = model.embed_tokens.val().device();
+    let device = model.embed_tokens.weight.val().device();
     if conts.iter().all(|c| c.len() == 1) {
         // Single-token continuations share one forward pass of the context.
         let t = ctx.len();

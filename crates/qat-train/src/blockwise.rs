@@ -61,8 +61,11 @@ pub fn reconstruct(
     let all: Vec<&CalibrationBatch> = train.iter().chain(val).collect();
     let n_train = train.len();
     let ropes: Vec<_> = all.iter().map(|b| teacher.rope_tables(b.attention.positions.clone())).collect();
-    let mut x_q: Vec<Tensor<3>> = all.iter().map(|b| teacher.embed(b.tokens.clone())).collect();
-    let mut x_fp = x_q.clone();
+    let x_fp: Vec<Tensor<3>> = all.iter().map(|b| teacher.embed(b.tokens.clone())).collect();
+    // The student's own (possibly quantized) embeddings, taken off the autodiff graph.
+    let embedding = model.embed_tokens.effective_weight().inner();
+    let mut x_q: Vec<Tensor<3>> = all.iter().map(|b| burn::tensor::module::embedding(embedding.clone(), b.tokens.clone())).collect();
+    let mut x_fp = x_fp;
     let total_steps = cfg.epochs * n_train;
     let mut reports = Vec::new();
     for i in 0..model.layers.len() {

@@ -89,7 +89,7 @@ pub fn bench(
                 let grads = GradientsParams::from_grads(l.backward(), &model);
                 model = opt.step(model, &grads, 1.0, 1.0);
                 // Wait for the update to finish before stopping the clock.
-                let _ = model.embed_tokens.val().slice([0..1, 0..1]).into_data();
+                let _ = model.embed_tokens.weight.val().slice([0..1, 0..1]).into_data();
                 times.push(t.elapsed().as_secs_f64());
             }
             let _ = model.valid();

@@ -123,7 +123,7 @@ pub fn peak_rss_mib() -> f64 {
 
 /// Evaluation of a model snapshot: validation loss per source, perplexity, benchmarks.
 pub fn evaluate(model: &CausalLm, tok: &Tokenizer, mixer: &Mixer, cfg: &RunConfig) -> Result<serde_json::Value, String> {
-    let device = model.embed_tokens.val().device();
+    let device = model.embed_tokens.weight.val().device();
     let mut out = serde_json::Map::new();
     let (mut nll_total, mut n_total) = (0.0f64, 0usize);
     for (s, name) in mixer.source_names().iter().enumerate() {

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Calibrated recipes on SmolLM2-135M-Instruct (experiments/smollm2-135m-2bit/README.md,
+# "Calibrated recipes"): round-to-nearest and GPTQ at INT4 per group of 32, and the Q2_K
+# deployment format (quant.format = "q2_k") as round-to-nearest, GPTQ, GPTQ + block-wise
+# reconstruction, and that followed by end-to-end CE + CAKLD training. Every stage is evaluated
+# on the run's validation rows and wikitext-2 (first 4,096 test tokens, windows of 512, stride
+# 256: the same numbers as `qat eval` in run.sh). Needs scripts/setup.sh (model) and ../shared.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+cargo build --release -q -p qat-cli
+qat=./target/release/qat
+out=runs/recipes
+mkdir -p $out
+row() {  # name, then --set overrides of configs/smollm2_135m_2bit_mix.toml
+  local name=$1; shift
+  [ -f $out/$name/summary.json ] || $qat train configs/smollm2_135m_2bit_mix.toml --quiet --set train.max_steps=0 \
+    --set output.dir=\"../$out/$name\" "$@" > $out/$name.log 2>&1
+  [ -f $out/$name.gguf ] || $qat export $out/$name --format gguf --out $out/$name.gguf > $out/$name.export.log 2>&1
+}
+int4='quant={scheme="int",bits=4,granularity="group",group_size=32,init="mse"}'
+row int4g32_rtn --set "$int4"
+row int4g32_gptq --set "$int4" --set 'calibration={method="gptq",rows=128}'
+q2k='quant={format="q2_k",init="mse"}'
+row q2k_rtn --set "$q2k"
+# GPTQ -> block-wise reconstruction -> 20 steps of 8x256 tokens of CE + CAKLD from the
+# original model: one run, each stage evaluated before the next.
+row q2k_recipe --set "$q2k" --set 'calibration={method="gptq",rows=128}' \
+  --set 'blockwise={rows=64,val_rows=8,epochs=4,lr=1e-4,scale_lr=1e-3,batch_size=4}' \
+  --set train.max_steps=20 --set train.lr=5e-5 --set train.scale_lr=5e-4 --set train.warmup_fraction=0.1
+python3 - $out <<'PY'
+# The table, every cell read from the runs' files.
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+def load(p):
+    return json.loads(p.read_text()) if p.exists() else None
+def gguf(name):
+    p = out / f"{name}.gguf"
+    return f"{p.stat().st_size / 1e6:.1f} MB" if p.exists() else "—"
+print("| model | stage | wikitext-2 ppl | × baseline | val loss | tokens in the stage | stage time | bits/weight (linears) | GGUF |")
+print("|---|---|---|---|---|---|---|---|---|")
+base = None
+for name, label in [("int4g32_rtn", "INT4 g32 (Q4_0-exact)"), ("int4g32_gptq", "INT4 g32 (Q4_0-exact)"), ("q2k_rtn", "Q2_K format"), ("q2k_recipe", "Q2_K format")]:
+    run = out / name
+    s = load(run / "summary.json")
+    if s is None:
+        print(f"| {label} | {name}: not run | | | | | | | |")
+        continue
+    bits = json.loads((run / "final" / "qat_quant.json").read_text())["bits_per_weight_quantized"]
+    if base is None:
+        fp = s["fp_eval"]
+        base = fp["ppl/wikitext2_test"]
+        print(f"| SmolLM2-135M-Instruct as shipped (Q4_1) | — | {base:.2f} | 1.00 | {fp['val_loss']:.3f} | — | — | 16 | — |")
+    stages = []
+    cal, bw = load(run / "calibration.json"), load(run / "blockwise.json")
+    if cal:
+        stages.append((f"GPTQ ({cal['rows']} rows)", cal.get("eval", s["first_eval"]), cal["tokens"], cal["seconds"]))
+    if bw:
+        stages.append((f"+ block-wise ({bw['rows']} rows)", bw.get("eval", s["first_eval"]), bw["tokens"], bw["seconds"]))
+    if not stages:
+        stages.append(("round-to-nearest", s["first_eval"], 0, 0))
+    if s["steps"] > 0:
+        stages.append((f"+ CE + CAKLD, {s['steps']} steps", s["final_eval"], s["tokens"], s["wall_seconds"]))
+    for i, (stage, ev, tokens, secs) in enumerate(stages):
+        ppl = ev["ppl/wikitext2_test"]
+        last = i == len(stages) - 1
+        print(f"| {label} | {stage} | {ppl:.4g} | {ppl / base:.2f} | {ev['val_loss']:.3f} | {tokens:,} | {secs / 60:.1f} min | {bits:.3f} | {gguf(name) if last else ''} |")
+PY
