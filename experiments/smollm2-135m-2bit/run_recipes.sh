@@ -17,16 +17,16 @@ row() {  # name, then --set overrides of configs/smollm2_135m_2bit_mix.toml
     --set output.dir=\"../$out/$name\" "$@" > $out/$name.log 2>&1
   [ -f $out/$name.gguf ] || $qat export $out/$name --format gguf --out $out/$name.gguf > $out/$name.export.log 2>&1
 }
-int4='quant={scheme="int",bits=4,granularity="group",group_size=32,init="mse"}'
-row int4g32_rtn --set "$int4"
-row int4g32_gptq --set "$int4" --set 'calibration={method="gptq",rows=128}'
 q2k='quant={format="q2_k",init="mse"}'
-row q2k_rtn --set "$q2k"
 # GPTQ -> block-wise reconstruction -> 20 steps of 8x256 tokens of CE + CAKLD from the
 # original model: one run, each stage evaluated before the next.
 row q2k_recipe --set "$q2k" --set 'calibration={method="gptq",rows=128}' \
   --set 'blockwise={rows=64,val_rows=8,epochs=4,lr=1e-4,scale_lr=1e-3,batch_size=4}' \
   --set train.max_steps=20 --set train.lr=5e-5 --set train.scale_lr=5e-4 --set train.warmup_fraction=0.1
+row q2k_rtn --set "$q2k"
+int4='quant={scheme="int",bits=4,granularity="group",group_size=32,init="mse"}'
+row int4g32_rtn --set "$int4"
+row int4g32_gptq --set "$int4" --set 'calibration={method="gptq",rows=128}'
 python3 - $out <<'PY'
 # The table, every cell read from the runs' files.
 import json, pathlib, sys

@@ -70,8 +70,12 @@ impl QLinear {
 
     /// Attaches a quantizer with scales initialised from the current weight.
     pub fn quantized(mut self, spec: QuantSpec, act_int8: bool) -> Self {
-        // Computed from the weight, then made a fresh leaf so it can be a trainable parameter.
-        let scale = init_scale(self.weight.val().detach(), &spec).map(|a| Param::from_tensor(Tensor::from_inner(a.inner())));
+        // Computed off the autodiff graph (on an autodiff device even untracked operations keep
+        // memory: the 64-candidate MSE search of SmolLM2 grew past 20 GB), then made a fresh
+        // leaf on the weight's device so it can be a trainable parameter.
+        let weight = self.weight.val();
+        let autodiff = weight.device().is_autodiff();
+        let scale = init_scale(weight.inner(), &spec).map(|a| Param::from_tensor(if autodiff { Tensor::from_inner(a) } else { a }));
         self.quant = Some(FakeQuant { scale, spec, act_int8 });
         self
     }
