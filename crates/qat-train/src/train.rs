@@ -169,10 +169,31 @@ pub fn evaluate(model: &CausalLm, tok: &Tokenizer, mixer: &Mixer, cfg: &RunConfi
     Ok(serde_json::Value::Object(out))
 }
 
+/// The run's data: every source tokenized (through the cache) and checked against the model's
+/// vocabulary, in a mixer seeded by `train.seed`.
+pub fn load_mixer(cfg: &RunConfig, tok: &Tokenizer, ckpt: &Checkpoint) -> Result<Mixer, String> {
+    let eos = ckpt.config.eos_token_ids.first().copied().or(tok.eos_id());
+    let cache = cfg.data.cache_dir.clone().unwrap_or_else(|| PathBuf::from(".qat-cache"));
+    let mut sources = Vec::new();
+    for s in &cfg.data.sources {
+        let t = tokenize_source(s, tok, eos, Some(&cache)).map_err(|e| e.to_string())?;
+        if t.max_token_id() as usize >= ckpt.config.vocab_size {
+            return Err(format!(
+                "{}: the tokenizer produced id {}, outside the model's vocab_size {}",
+                s.path.display(),
+                t.max_token_id(),
+                ckpt.config.vocab_size
+            ));
+        }
+        sources.push(t);
+    }
+    Mixer::new(sources, &cfg.data.mix, cfg.data.seq_len, cfg.data.val_fraction, cfg.train.seed).map_err(|e| e.to_string())
+}
+
 /// The first rows the mixer yields, cut into consecutive sets of `counts[k]` rows in batches of
 /// at most `batch` rows; the mixer's state is put back afterwards, so training sees the same
 /// batches as if these rows had not been drawn.
-fn first_rows(mixer: &mut Mixer, counts: &[usize], batch: usize, device: &Device) -> Result<Vec<Vec<qat_model::CalibrationBatch>>, String> {
+pub fn first_rows(mixer: &mut Mixer, counts: &[usize], batch: usize, device: &Device) -> Result<Vec<Vec<qat_model::CalibrationBatch>>, String> {
     let saved = mixer.state.clone();
     let mut sets = Vec::new();
     for &count in counts {
@@ -291,22 +312,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
     }
     let tok = Tokenizer::from_dir(&cfg.model.path).map_err(|e| e.to_string())?;
     // The model config's id first: tokenizer files sometimes map "</s>" to a duplicate id.
-    let eos = ckpt.config.eos_token_ids.first().copied().or(tok.eos_id());
-    let cache = cfg.data.cache_dir.clone().unwrap_or_else(|| PathBuf::from(".qat-cache"));
-    let mut sources = Vec::new();
-    for s in &cfg.data.sources {
-        let t = tokenize_source(s, &tok, eos, Some(&cache)).map_err(|e| e.to_string())?;
-        if t.max_token_id() as usize >= ckpt.config.vocab_size {
-            return Err(format!(
-                "{}: the tokenizer produced id {}, outside the model's vocab_size {}",
-                s.path.display(),
-                t.max_token_id(),
-                ckpt.config.vocab_size
-            ));
-        }
-        sources.push(t);
-    }
-    let mut mixer = Mixer::new(sources, &cfg.data.mix, cfg.data.seq_len, cfg.data.val_fraction, cfg.train.seed).map_err(|e| e.to_string())?;
+    let mut mixer = load_mixer(cfg, &tok, &ckpt)?;
 
     let policy_table;
     let mut model = {

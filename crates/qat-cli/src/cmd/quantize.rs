@@ -5,8 +5,8 @@ use qat_model::SaveDtype;
 use qat_quant::policy::{Overrides, SchemeChoice};
 use qat_quant::{Granularity, Policy, ScaleInit};
 
-/// Round-to-nearest post-training quantization with the QAT quantizers: scales from their
-/// init rule, weights replaced by their quantized values, written as a checkpoint.
+/// Post-training quantization with the QAT quantizers, written as a checkpoint: round-to-nearest
+/// (scales from their init rule) or GPTQ on calibration rows drawn from a run config's data mix.
 #[derive(clap::Args)]
 pub struct Args {
     /// Checkpoint directory (Hugging Face layout).
@@ -28,6 +28,17 @@ pub struct Args {
     group_size: Option<usize>,
     #[arg(long, value_parser = parse_enum::<ScaleInit>)]
     init: Option<ScaleInit>,
+    /// `rtn` (round to nearest) or `gptq`.
+    #[arg(long, default_value = "rtn", value_parser = parse_enum::<Method>)]
+    method: Method,
+    /// Run config whose `[data]` mix gives the GPTQ calibration rows (and whose
+    /// `[calibration]` section, if any, its settings).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Calibration rows of the config's `data.seq_len` tokens (default: its
+    /// `calibration.rows`, else 128).
+    #[arg(long)]
+    rows: Option<usize>,
     /// Storage dtype of the written weights: f32 (exact) or bf16.
     #[arg(long, default_value = "f32")]
     dtype: String,
@@ -38,6 +49,13 @@ pub struct Args {
 /// Parses a lowercase config word into a serde enum, so CLI and TOML accept the same words.
 pub fn parse_enum<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
     serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    Rtn,
+    Gptq,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -58,8 +76,29 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let model = super::load_model(&a.model, &device)?;
     let (model, table) = model.quantize(&policy).map_err(anyhow::Error::msg)?;
     print!("{table}");
+    let mut calibration = serde_json::Value::Null;
+    let model = match (a.method, &a.data) {
+        (Method::Rtn, None) => model,
+        (Method::Rtn, Some(_)) => anyhow::bail!("--data is for --method gptq"),
+        (Method::Gptq, None) => anyhow::bail!("--method gptq needs --data RUN.toml (its [data] mix gives the calibration rows)"),
+        (Method::Gptq, Some(cfg_path)) => {
+            let cfg = qat_train::RunConfig::load(cfg_path, &[]).with_context(|| format!("reading {}", cfg_path.display()))?;
+            let ckpt = qat_model::Checkpoint::open(&a.model).with_context(|| format!("opening checkpoint {}", a.model.display()))?;
+            let tok = qat_tokenizer::Tokenizer::from_dir(&a.model).map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
+            let mut mixer = qat_train::train::load_mixer(&cfg, &tok, &ckpt).map_err(anyhow::Error::msg)?;
+            let rows = a.rows.or(cfg.calibration.as_ref().map(|c| c.rows)).unwrap_or(128);
+            anyhow::ensure!(rows > 0, "--rows must be positive");
+            let batches = qat_train::train::first_rows(&mut mixer, &[rows], cfg.micro_batch_size(), &device).map_err(anyhow::Error::msg)?.remove(0);
+            let opts = cfg.calibration.as_ref().map(|c| c.gptq_options()).unwrap_or_default();
+            let started = std::time::Instant::now();
+            let (model, losses) = qat_model::gptq_model(model, &batches, &opts, policy.round_scales, |i, n| eprintln!("GPTQ block {i}/{n}")).map_err(anyhow::Error::msg)?;
+            calibration = serde_json::json!({"rows": rows, "tokens": rows * cfg.data.seq_len, "seconds": started.elapsed().as_secs_f64(), "modules": losses});
+            model
+        }
+    };
     let sidecar = serde_json::to_string_pretty(&serde_json::json!({
-        "method": "rtn",
+        "method": a.method,
+        "calibration": calibration,
         "policy": policy,
         "bits_per_weight_quantized": table.quantized_bits_per_weight(),
         "bits_per_weight_model": table.model_bits_per_weight(),
