@@ -11,7 +11,13 @@
 //! the block's steps. After each epoch the held-out rows are scored the same way and the block
 //! with the lowest held-out loss (possibly its initialisation) is kept; `patience` epochs
 //! without improvement end the block.
+//!
+//! Each finished block is saved (`block-NNN.safetensors` and its report) in a state directory;
+//! a restarted stage loads the finished blocks instead of training them again and goes on from
+//! the next, with the same results as an uninterrupted stage (inputs, targets and the fresh
+//! optimizer of each block are recomputed exactly).
 
+use std::path::Path;
 use std::time::Instant;
 
 use burn::module::Module;
@@ -24,7 +30,7 @@ use crate::config::{BlockwiseSection, Schedule};
 use crate::optim::{AdamW, GroupHyper, ScaleRounding, lr_factor};
 
 /// What reconstruction did to one block.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct BlockReport {
     pub block: usize,
     /// Held-out reconstruction loss of the block as initialised, and as kept.
@@ -45,7 +51,10 @@ fn mse(a: Tensor<3>, b: Tensor<3>) -> Tensor<1> {
 /// `teacher` (the full-precision model, on the plain device). `train` and `val` are calibration
 /// batches on the plain device; each training batch is one optimizer step. `rounding`: keep
 /// scales on export's grid (paths relative to a block, `self_attn.q_proj.quant.scale`).
-/// `on_block` sees each block's report as it finishes.
+/// `state_dir` holds the finished blocks (see the module doc); `stop_after` ends the stage with
+/// an error after that many blocks trained in this call (as an interruption would). `on_block`
+/// sees each block's report as it finishes, or is loaded.
+#[allow(clippy::too_many_arguments)]
 pub fn reconstruct(
     mut model: CausalLm,
     teacher: &CausalLm,
@@ -53,8 +62,12 @@ pub fn reconstruct(
     val: &[CalibrationBatch],
     cfg: &BlockwiseSection,
     rounding: impl Fn(usize) -> Option<ScaleRounding>,
+    state_dir: &Path,
+    stop_after: Option<usize>,
     mut on_block: impl FnMut(&BlockReport),
 ) -> Result<(CausalLm, Vec<BlockReport>), String> {
+    let mut trained = 0;
+    std::fs::create_dir_all(state_dir).map_err(|e| format!("{}: {e}", state_dir.display()))?;
     if train.is_empty() || val.is_empty() {
         return Err("blockwise: no training or held-out rows".into());
     }
@@ -70,6 +83,7 @@ pub fn reconstruct(
     let mut reports = Vec::new();
     for i in 0..model.layers.len() {
         let started = Instant::now();
+        let (params_path, report_path) = (state_dir.join(format!("block-{i:03}.safetensors")), state_dir.join(format!("block-{i:03}.json")));
         let y: Vec<Tensor<3>> = x_fp.iter().zip(&ropes).zip(&all).map(|((x, r), b)| teacher.layers[i].forward(x.clone(), r, &b.attention.bias, None)).collect();
         let held_out = |layer: &qat_model::transformer::DecoderLayer| -> f64 {
             let plain = layer.clone().valid();
@@ -78,6 +92,23 @@ pub fn reconstruct(
                 .sum();
             sum / val.len() as f64
         };
+        if report_path.is_file() {
+            // Finished before a restart: its saved parameters, and its inputs for the next block.
+            let report: BlockReport = serde_json::from_str(&std::fs::read_to_string(&report_path).map_err(|e| format!("{}: {e}", report_path.display()))?)
+                .map_err(|e| format!("{}: {e}", report_path.display()))?;
+            let layer = crate::params::load(model.layers[i].clone(), &crate::params::read_safetensors(&params_path)?).map_err(|e| format!("{}: {e}", params_path.display()))?;
+            let plain = layer.clone().valid();
+            x_q = x_q.iter().zip(&ropes).zip(&all).map(|((x, r), b)| plain.forward(x.clone(), r, &b.attention.bias, None)).collect();
+            x_fp = y;
+            model.layers[i] = layer;
+            on_block(&report);
+            reports.push(report);
+            continue;
+        }
+        if stop_after == Some(trained) {
+            return Err(format!("blockwise: stopped after {trained} blocks as requested; resume with --resume"));
+        }
+        trained += 1;
         let mut layer = model.layers[i].clone();
         let initial_loss = held_out(&layer);
         let mut best = (initial_loss, layer.clone(), 0usize);
@@ -112,6 +143,13 @@ pub fn reconstruct(
         x_fp = y;
         model.layers[i] = kept;
         let report = BlockReport { block: i, initial_loss, final_loss, best_epoch, epochs_run, seconds: started.elapsed().as_secs_f64() };
+        // Parameters first, then the report that marks the block finished; each atomically.
+        let tmp = params_path.with_extension("tmp");
+        crate::params::write_safetensors(&tmp, &crate::params::collect(&model.layers[i]))?;
+        std::fs::rename(&tmp, &params_path).map_err(|e| format!("{}: {e}", params_path.display()))?;
+        let tmp = report_path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_string(&report).map_err(|e| e.to_string())?).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, &report_path).map_err(|e| format!("{}: {e}", report_path.display()))?;
         on_block(&report);
         reports.push(report);
     }

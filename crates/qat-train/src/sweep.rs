@@ -237,7 +237,7 @@ fn run_point(sweep: &SweepConfig, base_text: &str, i: usize, point: &[String], d
         let _ = std::fs::remove_file(&tmp);
         let cfg = cfg?;
         let resume = crate::checkpoint::latest(&run_dir.join("checkpoints"))?.is_some();
-        train(&cfg, &RunOptions { resume, stop_after: None, progress_bar: progress })
+        train(&cfg, &RunOptions { resume, progress_bar: progress, ..Default::default() })
     })();
     match result {
         Ok(s) => SweepRow {

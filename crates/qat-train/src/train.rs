@@ -61,6 +61,9 @@ pub struct RunOptions {
     pub resume: bool,
     /// Stop (as if interrupted) after this many steps of this invocation; for resume tests.
     pub stop_after: Option<usize>,
+    /// Stop (as if interrupted) after this many blocks of block-wise reconstruction trained
+    /// in this invocation; for resume tests.
+    pub stop_after_blocks: Option<usize>,
     pub progress_bar: bool,
 }
 
@@ -172,6 +175,7 @@ pub fn evaluate(model: &CausalLm, tok: &Tokenizer, mixer: &Mixer, cfg: &RunConfi
 /// The run's data: every source tokenized (through the cache) and checked against the model's
 /// vocabulary, in a mixer seeded by `train.seed`.
 pub fn load_mixer(cfg: &RunConfig, tok: &Tokenizer, ckpt: &Checkpoint) -> Result<Mixer, String> {
+    // The model config's id first: tokenizer files sometimes map "</s>" to a duplicate id.
     let eos = ckpt.config.eos_token_ids.first().copied().or(tok.eos_id());
     let cache = cfg.data.cache_dir.clone().unwrap_or_else(|| PathBuf::from(".qat-cache"));
     let mut sources = Vec::new();
@@ -216,7 +220,17 @@ pub fn first_rows(mixer: &mut Mixer, counts: &[usize], batch: usize, device: &De
 
 /// Block-wise reconstruction of `model` ([`crate::blockwise`]) on the first rows of the data
 /// mix, with its report (per-block held-out losses).
-fn blockwise_stage(model: CausalLm, bw: &crate::config::BlockwiseSection, cfg: &RunConfig, ckpt: &Checkpoint, mixer: &mut Mixer, device: &Device) -> Result<(CausalLm, serde_json::Value), String> {
+#[allow(clippy::too_many_arguments)]
+fn blockwise_stage(
+    model: CausalLm,
+    bw: &crate::config::BlockwiseSection,
+    cfg: &RunConfig,
+    ckpt: &Checkpoint,
+    mixer: &mut Mixer,
+    device: &Device,
+    state_dir: &Path,
+    stop_after: Option<usize>,
+) -> Result<(CausalLm, serde_json::Value), String> {
     let started = Instant::now();
     let mut sets = first_rows(mixer, &[bw.rows, bw.val_rows], bw.batch_size, device)?;
     let (train_rows, val_rows) = (sets.remove(0), sets.remove(0));
@@ -230,7 +244,7 @@ fn blockwise_stage(model: CausalLm, bw: &crate::config::BlockwiseSection, cfg: &
         })
     };
     eprintln!("blockwise: {} rows of {} tokens, {} held out, up to {} epochs per block", bw.rows, cfg.data.seq_len, bw.val_rows, bw.epochs);
-    let (model, reports) = crate::blockwise::reconstruct(model, &teacher, &train_rows, &val_rows, bw, rounding, |r| {
+    let (model, reports) = crate::blockwise::reconstruct(model, &teacher, &train_rows, &val_rows, bw, rounding, state_dir, stop_after, |r| {
         eprintln!("  block {}: held-out loss {:.4e} -> {:.4e} (epoch {} of {}, {:.1} s)", r.block, r.initial_loss, r.final_loss, r.best_epoch, r.epochs_run, r.seconds)
     })?;
     let report = serde_json::json!({
@@ -281,25 +295,34 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
     let run_dir = cfg.output.dir.clone();
     let ckpt_root = run_dir.join("checkpoints");
     let latest = checkpoint::latest(&ckpt_root)?;
+    // Block-wise reconstruction saves its finished blocks here; before the first checkpoint a
+    // resume continues that stage.
+    let blockwise_dir = run_dir.join("blockwise");
+    let partial_stage = latest.is_none() && blockwise_dir.is_dir();
     match (&latest, opts.resume) {
         (Some(_), false) => {
             return Err(format!("{} already holds checkpoints: resume it with --resume or choose another output.dir", run_dir.display()));
         }
-        (None, true) => {
+        (None, true) if !partial_stage => {
             return Err(format!("{}: no checkpoint to resume from", run_dir.display()));
+        }
+        (None, false) if blockwise_dir.is_dir() => {
+            // A fresh start must not pick up blocks of an earlier run.
+            std::fs::remove_dir_all(&blockwise_dir).map_err(|e| format!("{}: {e}", blockwise_dir.display()))?;
         }
         _ => {}
     }
     std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
     let cfg_text = toml::to_string_pretty(cfg).map_err(|e| e.to_string())?;
-    if let Some(dir) = &latest {
-        let saved = std::fs::read_to_string(dir.join("config.toml")).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let saved_config = match &latest {
+        Some(dir) => Some(dir.join("config.toml")),
+        None if opts.resume => Some(run_dir.join("config.toml")),
+        None => None,
+    };
+    if let Some(path) = saved_config {
+        let saved = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         if saved != cfg_text {
-            return Err(format!(
-                "the config differs from the one {} was trained with ({}); resume needs the same config",
-                run_dir.display(),
-                dir.join("config.toml").display()
-            ));
+            return Err(format!("the config differs from the one {} was trained with ({}); resume needs the same config", run_dir.display(), path.display()));
         }
     }
     std::fs::write(run_dir.join("config.toml"), &cfg_text).map_err(|e| e.to_string())?;
@@ -311,7 +334,6 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
         return Err(format!("data.seq_len = {} exceeds the model's max_position_embeddings = {}", cfg.data.seq_len, ckpt.config.max_position_embeddings));
     }
     let tok = Tokenizer::from_dir(&cfg.model.path).map_err(|e| e.to_string())?;
-    // The model config's id first: tokenizer files sometimes map "</s>" to a duplicate id.
     let mut mixer = load_mixer(cfg, &tok, &ckpt)?;
 
     let policy_table;
@@ -365,7 +387,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
     if latest.is_none()
         && let Some(bw) = &cfg.blockwise
     {
-        let (m, report) = blockwise_stage(model, bw, cfg, &ckpt, &mut mixer, &device)?;
+        let (m, report) = blockwise_stage(model, bw, cfg, &ckpt, &mut mixer, &device, &blockwise_dir, opts.stop_after_blocks)?;
         model = m;
         finish_stage(&run_dir, "blockwise", report, &model, total > 0, |m| evaluate(m, &tok, &mixer, cfg))?;
     }
@@ -487,6 +509,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
             state.mixer = mixer.state.clone();
             state.elapsed_seconds = elapsed_before + started.elapsed().as_secs_f64();
             checkpoint::save(&ckpt_root, &model, &opt, &state, &cfg_text, cfg.checkpoint.keep)?;
+            remove_stage_state(&blockwise_dir)?;
         }
     }
     if let Some(b) = &bar {
@@ -530,8 +553,18 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
         losses: state.losses.clone(),
     };
     std::fs::write(run_dir.join("summary.json"), serde_json::to_string_pretty(&summary).expect("JSON")).map_err(|e| e.to_string())?;
+    remove_stage_state(&blockwise_dir)?;
     crate::plot::plot_run(&run_dir)?;
     Ok(summary)
+}
+
+/// Deletes the finished blocks of block-wise reconstruction once a checkpoint (or the finished
+/// run) holds their result.
+fn remove_stage_state(dir: &Path) -> Result<(), String> {
+    if dir.is_dir() {
+        std::fs::remove_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// Loads a trained model from a run directory (`qat_params.safetensors`, or its latest

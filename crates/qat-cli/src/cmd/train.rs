@@ -33,7 +33,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         _ => bail!("give a config file, or --resume RUN_DIR"),
     };
-    let opts = RunOptions { resume, stop_after: a.stop_after, progress_bar: !a.quiet };
+    let opts = RunOptions { resume, stop_after: a.stop_after, progress_bar: !a.quiet, ..Default::default() };
     let s = qat_train::train(&cfg, &opts).map_err(anyhow::Error::msg)?;
     println!(
         "done: {} steps ({} skipped), {} tokens in {:.1}s ({:.0} tokens/s), peak RSS {:.0} MiB",
