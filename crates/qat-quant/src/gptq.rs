@@ -25,7 +25,7 @@
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::exact::{HfDtype, round_alpha, snap_sub_scales};
-use crate::quantizer::{init_scale, quantize};
+use crate::quantizer::{init_scale_weighted, quantize};
 use crate::scheme::{Granularity, QuantSpec, SUPER_BLOCK, Scheme};
 
 /// GPTQ's settings, as in the reference implementation.
@@ -175,17 +175,18 @@ fn inverse_upper_cholesky(h: &[f64], n: usize) -> Result<Vec<f64>, String> {
 }
 
 /// Scales of one scale window `[out, window]` (a group, a whole row, or a k-quant super-block
-/// of groups) under `spec`'s init rule: `(α, α used)`, each `[out, groups in the window]`. `α`
-/// is what the layer stores: rounded onto export's grid when `round` is given; for k-quant
+/// of groups) under `spec`'s init rule: `(α, α used)`, each `[out, groups in the window]`. The
+/// `mse` rule weighs each column's error by its Hessian diagonal `h_diag` (activation-aware).
+/// `α` is what the layer stores: rounded onto export's grid when `round` is given; for k-quant
 /// specs the forward pass snaps it to the `α used` here ([`snap_sub_scales`]).
-fn window_scales(w: &[f32], out: usize, window: usize, spec: &QuantSpec, round: Option<HfDtype>, device: &Device) -> Result<(Vec<f32>, Vec<f32>), String> {
+fn window_scales(w: &[f32], h_diag: &[f32], out: usize, window: usize, spec: &QuantSpec, round: Option<HfDtype>, device: &Device) -> Result<(Vec<f32>, Vec<f32>), String> {
     let t = Tensor::<2>::from_data(TensorData::new(w.to_vec(), [out, window]), device);
     let window_spec = match spec.granularity {
         Granularity::Tensor => *spec,
         Granularity::Group if spec.sub_scale_bits > 0 => QuantSpec { sub_scale_bits: 0, ..*spec },
         _ => QuantSpec { granularity: Granularity::Channel, group_size: 0, sub_scale_bits: 0, ..*spec },
     };
-    let alpha = init_scale(t, &window_spec).ok_or("GPTQ needs a learned-scale scheme (not bitnet)")?;
+    let alpha = init_scale_weighted(t, &window_spec, Some(h_diag)).ok_or("GPTQ needs a learned-scale scheme (not bitnet)")?;
     let per = alpha.dims()[1];
     let mut alpha = alpha.into_data().convert::<f32>().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
     if let Some(dtype) = round {
@@ -240,9 +241,11 @@ pub fn gptq(weight: Tensor<2>, h: &Hessian, spec: &QuantSpec, opts: &GptqOptions
     let window = if spec.sub_scale_bits > 0 { SUPER_BLOCK } else { group };
     let per = window / group;
     let slice = |w: &[f32], c0: usize| -> Vec<f32> { (0..out).flat_map(|r| w[r * n + c0..r * n + c0 + window].iter().copied()).collect() };
+    // Hessian diagonal in original column order (before damping): E[x_j²] up to a constant.
+    let h_diag: Vec<f32> = (0..n).map(|j| hm[j * n + j] as f32).collect();
     // Scales fixed up front: per channel / tensor always; per group under act_order.
     let fixed: Option<Vec<(Vec<f32>, Vec<f32>)>> = if window == n || opts.act_order {
-        (0..n).step_by(window).map(|c0| window_scales(&slice(&w, c0), out, window, spec, round, &device)).collect::<Result<_, _>>().map(Some)?
+        (0..n).step_by(window).map(|c0| window_scales(&slice(&w, c0), &h_diag[c0..c0 + window], out, window, spec, round, &device)).collect::<Result<_, _>>().map(Some)?
     } else {
         None
     };
@@ -287,7 +290,7 @@ pub fn gptq(weight: Tensor<2>, h: &Hessian, spec: &QuantSpec, opts: &GptqOptions
                 Some(f) => &f[orig / window],
                 None => {
                     if i % window == 0 {
-                        current = window_scales(&slice(&at_block_start, i), out, window, spec, round, &device)?;
+                        current = window_scales(&slice(&at_block_start, i), &h_diag[i..i + window], out, window, spec, round, &device)?;
                     }
                     &current
                 }

@@ -201,6 +201,15 @@ pub fn quantize(w: Tensor<2>, alpha: Option<Tensor<2>>, spec: &QuantSpec) -> Qua
 /// # Shapes
 /// `w: [out, in]` → [`QuantSpec::scale_shape`].
 pub fn init_scale(w: Tensor<2>, spec: &QuantSpec) -> Option<Tensor<2>> {
+    init_scale_weighted(w, spec, None)
+}
+
+/// [`init_scale`] where the `mse` search weighs each input column's squared error by
+/// `col_weights[j]` (`in` values), e.g. the diagonal of the layer's input Hessian `E[x_j²]`, so
+/// that the scale minimises the expected output error `Σ_j E[x_j²]·(w_j − ŵ_j)²` rather than the
+/// weight error (activation-aware clipping). Other init rules ignore the weights, and so does
+/// per-tensor granularity.
+pub fn init_scale_weighted(w: Tensor<2>, spec: &QuantSpec, col_weights: Option<&[f32]>) -> Option<Tensor<2>> {
     use crate::scheme::ScaleInit;
     if spec.scheme == Scheme::Bitnet {
         return None;
@@ -236,14 +245,22 @@ pub fn init_scale(w: Tensor<2>, spec: &QuantSpec) -> Option<Tensor<2>> {
         // weights' own power; mean|w| is the least-squares optimum there.
         ScaleInit::Lsq if spec.scheme == Scheme::Binary => absmean,
         ScaleInit::Lsq => absmean * (2.0 / lmax.sqrt() / step_per_alpha),
-        ScaleInit::Mse => mse_search(w3, max_rule, spec),
+        ScaleInit::Mse => {
+            let [_, g, c] = w3.dims();
+            let weights = col_weights.filter(|_| spec.granularity != Granularity::Tensor).map(|v| {
+                assert_eq!(v.len(), g * c, "one weight per input column");
+                Tensor::<3>::from_data(burn::tensor::TensorData::new(v.to_vec(), [1, g, c]), &w3.device())
+            });
+            mse_search(w3, max_rule, spec, weights)
+        }
     };
     // An all-zero row would give α = 0 and NaN; any positive scale quantizes it to ~0.
     Some(alpha.clamp_min(1e-8))
 }
 
-/// Per group, the fraction of `base` (64 candidates in 0.2..=1.0) with the least squared error.
-fn mse_search(w3: Tensor<3>, base: Tensor<2>, spec: &QuantSpec) -> Tensor<2> {
+/// Per group, the fraction of `base` (64 candidates in 0.2..=1.0) with the least squared error,
+/// weighted per column by `weights: [1, groups, cols]` when given.
+fn mse_search(w3: Tensor<3>, base: Tensor<2>, spec: &QuantSpec, weights: Option<Tensor<3>>) -> Tensor<2> {
     let [r, g, _] = w3.dims();
     let numel = w3.dims().iter().product();
     let mut best_err: Option<Tensor<2>> = None;
@@ -252,7 +269,12 @@ fn mse_search(w3: Tensor<3>, base: Tensor<2>, spec: &QuantSpec) -> Tensor<2> {
         let frac = 0.2 + 0.8 * i as f64 / 63.0;
         let alpha = (base.clone() * frac).clamp_min(1e-8);
         let (step, level) = step_and_level(w3.clone(), Some(alpha.clone()), spec, numel);
-        let err = (step * level - w3.clone()).square().sum_dim(2).reshape([r, g]);
+        let sq = (step * level - w3.clone()).square();
+        let sq = match &weights {
+            Some(wt) => sq * wt.clone(),
+            None => sq,
+        };
+        let err = sq.sum_dim(2).reshape([r, g]);
         match &best_err {
             None => {
                 best_err = Some(err);
