@@ -217,7 +217,7 @@ pub fn gptq(weight: Tensor<2>, h: &Hessian, spec: &QuantSpec, opts: &GptqOptions
     if h.samples() == 0 {
         return Err("no calibration inputs reached this layer".into());
     }
-    if !(opts.damp > 0.0) || opts.block_size == 0 {
+    if !(opts.damp.is_finite() && opts.damp > 0.0) || opts.block_size == 0 {
         return Err(format!("gptq: damp must be > 0 and block_size > 0 (got {} and {})", opts.damp, opts.block_size));
     }
     let device = weight.device();

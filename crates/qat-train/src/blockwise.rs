@@ -6,9 +6,8 @@
 //! For block `i` the inputs are the calibration rows passed through the already reconstructed
 //! quantized blocks `0..i` (`x_q`), and the target is the full-precision block applied to the
 //! full-precision model's own hidden states (`y = f_i(x_fp)`), so each block also corrects the
-//! error the blocks before it left. The loss is the mean squared error
-//! `mean((f̂_i(x_q) − y)²)` over rows, positions and channels; AdamW with a cosine schedule over
-//! the block's steps. After each epoch the held-out rows are scored the same way and the block
+//! error the blocks before it left. The loss is [`reconstruction_loss`]; AdamW with a cosine
+//! schedule over the block's steps. After each epoch the held-out rows are scored the same way and the block
 //! with the lowest held-out loss (possibly its initialisation) is kept; `patience` epochs
 //! without improvement end the block.
 //!
@@ -26,7 +25,7 @@ use burn::tensor::Tensor;
 use qat_model::{CalibrationBatch, CausalLm};
 use serde::Serialize;
 
-use crate::config::{BlockwiseSection, Schedule};
+use crate::config::{BlockwiseSection, ReconstructionLoss, Schedule};
 use crate::optim::{AdamW, GroupHyper, ScaleRounding, lr_factor};
 
 /// What reconstruction did to one block.
@@ -42,9 +41,14 @@ pub struct BlockReport {
     pub seconds: f64,
 }
 
-/// `mean((a − b)²)`.
-fn mse(a: Tensor<3>, b: Tensor<3>) -> Tensor<1> {
-    (a - b).square().mean()
+/// The reconstruction loss of a block output `a` against the target `b` (`[B, T, hidden]`):
+/// `mse`: `mean((a − b)²)` over every element; `token_relative`:
+/// `mean_t(‖a_t − b_t‖² / ‖b_t‖²)` over tokens `t`.
+pub fn reconstruction_loss(kind: ReconstructionLoss, a: Tensor<3>, b: Tensor<3>) -> Tensor<1> {
+    match kind {
+        ReconstructionLoss::Mse => (a - b).square().mean(),
+        ReconstructionLoss::TokenRelative => ((a - b.clone()).square().sum_dim(2) / b.square().sum_dim(2).clamp_min(1e-12)).mean(),
+    }
 }
 
 /// Reconstructs every block of `model` (on an autodiff device, fake-quantized) against
@@ -88,7 +92,7 @@ pub fn reconstruct(
         let held_out = |layer: &qat_model::transformer::DecoderLayer| -> f64 {
             let plain = layer.clone().valid();
             let sum: f64 = (n_train..all.len())
-                .map(|j| mse(plain.forward(x_q[j].clone(), &ropes[j], &all[j].attention.bias, None), y[j].clone()).into_scalar::<f32>() as f64)
+                .map(|j| reconstruction_loss(cfg.loss, plain.forward(x_q[j].clone(), &ropes[j], &all[j].attention.bias, None), y[j].clone()).into_scalar::<f32>() as f64)
                 .sum();
             sum / val.len() as f64
         };
@@ -121,7 +125,7 @@ pub fn reconstruct(
                 let rope = (Tensor::from_inner(ropes[j].0.clone()), Tensor::from_inner(ropes[j].1.clone()));
                 let bias = Tensor::from_inner(all[j].attention.bias.clone());
                 let out = layer.forward(Tensor::from_inner(x_q[j].clone()), &rope, &bias, None);
-                let loss = mse(out, Tensor::from_inner(y[j].clone()));
+                let loss = reconstruction_loss(cfg.loss, out, Tensor::from_inner(y[j].clone()));
                 if !loss.clone().into_scalar::<f32>().is_finite() {
                     return Err(format!("blockwise: block {i} epoch {epoch}: the reconstruction loss is not finite; lower blockwise.lr / scale_lr"));
                 }
@@ -154,4 +158,26 @@ pub fn reconstruct(
         reports.push(report);
     }
     Ok((model, reports))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, TensorData};
+
+    fn t(v: Vec<f32>) -> Tensor<3> {
+        Tensor::from_data(TensorData::new(v, [1, 2, 2]), &Device::flex())
+    }
+
+    #[test]
+    fn reconstruction_losses_follow_their_formulas() {
+        // Tokens (3, 4) and (0.3, 0.4); errors (1, 0) and (0.1, 0).
+        let target = t(vec![3.0, 4.0, 0.3, 0.4]);
+        let out = t(vec![4.0, 4.0, 0.4, 0.4]);
+        let mse = reconstruction_loss(ReconstructionLoss::Mse, out.clone(), target.clone()).into_scalar::<f32>();
+        assert!((mse - (1.0 + 0.01) / 4.0).abs() < 1e-6, "{mse}");
+        // Both tokens have relative error 1/25: the small token counts as much as the large one.
+        let rel = reconstruction_loss(ReconstructionLoss::TokenRelative, out, target).into_scalar::<f32>();
+        assert!((rel - 0.04).abs() < 1e-6, "{rel}");
+    }
 }

@@ -74,6 +74,22 @@ pub struct BlockwiseSection {
     /// Stop a block after this many epochs without a lower held-out loss.
     #[serde(default = "blockwise_patience")]
     pub patience: usize,
+    /// What is reconstructed ([`crate::blockwise::reconstruction_loss`]).
+    #[serde(default)]
+    pub loss: ReconstructionLoss,
+}
+
+/// The block-wise reconstruction loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReconstructionLoss {
+    /// Mean squared error over rows, positions and channels.
+    #[default]
+    Mse,
+    /// Per token, the squared error relative to the target's squared norm, averaged over
+    /// tokens: what the next block's RMSNorm sees, and not dominated by the few tokens that
+    /// carry massive activations.
+    TokenRelative,
 }
 
 fn blockwise_val_rows() -> usize {
