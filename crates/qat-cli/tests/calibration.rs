@@ -39,7 +39,13 @@ fn gptq_initialisation_beats_round_to_nearest() {
         eprintln!("{}: val loss RTN {rtn:.4}, GPTQ {cal:.4}", quant.replace('\n', " "));
         assert!(cal < rtn, "{quant}: GPTQ {cal} is not below RTN {rtn}");
     }
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tmp.path().join(format!("run-{}/calibration.json", "[quant]\nscheme = \"int\"\nbits = 4\ninit = \"mse\"".len() * 1000 + gptq.len()))).unwrap()).unwrap();
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            tmp.path().join(format!("run-{}/calibration.json", "[quant]\nscheme = \"int\"\nbits = 4\ninit = \"mse\"".len() * 1000 + gptq.len())),
+        )
+        .unwrap(),
+    )
+    .unwrap();
     assert_eq!(report["modules"].as_array().unwrap().len(), 5 * 7, "one entry per decoder linear");
     assert_eq!(report["tokens"], 16 * 64);
 }
@@ -87,7 +93,22 @@ fn quantize_command_runs_gptq() {
     let model = shared.join("models/stories260k-hf");
     let out = tmp.path().join("gptq");
     let qat = |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_qat")).args(args).output().unwrap();
-    let ok = qat(&["quantize", model.to_str().unwrap(), "--scheme", "seq", "--bits", "2", "--method", "gptq", "--data", cfg.to_str().unwrap(), "--rows", "8", "--out", out.to_str().unwrap()]);
+    let ok = qat(&[
+        "quantize",
+        model.to_str().unwrap(),
+        "--scheme",
+        "seq",
+        "--bits",
+        "2",
+        "--method",
+        "gptq",
+        "--data",
+        cfg.to_str().unwrap(),
+        "--rows",
+        "8",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     let sidecar: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("qat_quant.json")).unwrap()).unwrap();
     assert_eq!(sidecar["method"], "gptq");

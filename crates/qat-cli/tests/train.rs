@@ -71,7 +71,11 @@ fn scale_rounding_in_training_keeps_scales_exportable() {
     let tmp = assert_resume_identical(&shared, rounding);
     let device = burn::tensor::Device::flex();
     let scales = |m: &qat_model::CausalLm| -> Vec<f32> {
-        m.linears().iter().filter_map(|(_, l)| l.quant.as_ref()).flat_map(|q| q.scale.as_ref().unwrap().val().into_data().try_to_vec::<f32>().unwrap()).collect()
+        m.linears()
+            .iter()
+            .filter_map(|(_, l)| l.quant.as_ref())
+            .flat_map(|q| q.scale.as_ref().unwrap().val().into_data().try_to_vec::<f32>().unwrap())
+            .collect()
     };
     let (trained, _) = qat_train::train::load_trained(&tmp.path().join("a"), &device).unwrap();
     let after = scales(&trained);

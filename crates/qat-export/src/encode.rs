@@ -174,7 +174,8 @@ mod tests {
     use qat_quant::{GradVariant, Granularity, QuantSpec, ScaleInit};
 
     fn qw(scheme: Scheme, bits: u32, levels: Vec<f32>, step: f32, cols: usize) -> QuantizedWeight {
-        let spec = QuantSpec { scheme, bits, granularity: Granularity::Channel, group_size: 0, grad: GradVariant::Paretoq, init: ScaleInit::Max, sub_scale_bits: 0 };
+        let spec =
+            QuantSpec { scheme, bits, granularity: Granularity::Channel, group_size: 0, grad: GradVariant::Paretoq, init: ScaleInit::Max, sub_scale_bits: 0 };
         let rows = levels.len() / cols;
         QuantizedWeight { spec, dims: [rows, cols], steps: vec![step; rows], levels, group_len: cols, super_scales: Vec::new() }
     }
@@ -205,7 +206,15 @@ mod tests {
     #[test]
     fn k_quant_scales_export_as_q2_k() {
         use burn::tensor::{Device, Tensor, TensorData};
-        let spec = QuantSpec { scheme: Scheme::Seq, bits: 2, granularity: Granularity::Group, group_size: 16, grad: GradVariant::Paretoq, init: ScaleInit::Max, sub_scale_bits: 4 };
+        let spec = QuantSpec {
+            scheme: Scheme::Seq,
+            bits: 2,
+            granularity: Granularity::Group,
+            group_size: 16,
+            grad: GradVariant::Paretoq,
+            init: ScaleInit::Max,
+            sub_scale_bits: 4,
+        };
         let w: Vec<f32> = (0..4 * 512).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.02 * (1 + (i % 512) / 16) as f32).collect();
         let t = Tensor::<2>::from_data(TensorData::new(w, [4, 512]), &Device::flex());
         let qw = qat_quant::quantize(t.clone(), qat_quant::init_scale(t, &spec), &spec);

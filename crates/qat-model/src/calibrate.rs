@@ -40,7 +40,14 @@ fn hessian(inputs: &[Tensor<3>]) -> Hessian {
 }
 
 /// Replaces a quantized linear's weight and scales by their GPTQ values.
-fn quantize_linear(lin: &mut QLinear, h: &Hessian, name: String, opts: &GptqOptions, round: Option<HfDtype>, report: &mut Vec<ModuleLoss>) -> Result<(), String> {
+fn quantize_linear(
+    lin: &mut QLinear,
+    h: &Hessian,
+    name: String,
+    opts: &GptqOptions,
+    round: Option<HfDtype>,
+    report: &mut Vec<ModuleLoss>,
+) -> Result<(), String> {
     let Some(q) = lin.quant.as_mut() else { return Ok(()) };
     let r = gptq(lin.weight.val(), h, &q.spec, opts, round).map_err(|e| format!("{name}: {e}"))?;
     lin.weight = Param::from_tensor(r.weight);

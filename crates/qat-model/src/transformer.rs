@@ -184,7 +184,13 @@ impl Attention {
     ///
     /// # Shapes
     /// `x: [B, T, hidden]` → `[B, T, heads·head_dim]`.
-    pub(crate) fn context(&self, x: Tensor<3>, rope: &(Tensor<4>, Tensor<4>), bias: &Tensor<4>, cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>) -> Tensor<3> {
+    pub(crate) fn context(
+        &self,
+        x: Tensor<3>,
+        rope: &(Tensor<4>, Tensor<4>),
+        bias: &Tensor<4>,
+        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+    ) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let (nh, nkv, hd) = self.shape;
         let heads = |p: &QLinear, n: usize| p.forward(x.clone()).reshape([b, t, n, hd]).swap_dims(1, 2);

@@ -179,7 +179,15 @@ fn inverse_upper_cholesky(h: &[f64], n: usize) -> Result<Vec<f64>, String> {
 /// `mse` rule weighs each column's error by its Hessian diagonal `h_diag` (activation-aware).
 /// `α` is what the layer stores: rounded onto export's grid when `round` is given; for k-quant
 /// specs the forward pass snaps it to the `α used` here ([`snap_sub_scales`]).
-fn window_scales(w: &[f32], h_diag: &[f32], out: usize, window: usize, spec: &QuantSpec, round: Option<HfDtype>, device: &Device) -> Result<(Vec<f32>, Vec<f32>), String> {
+fn window_scales(
+    w: &[f32],
+    h_diag: &[f32],
+    out: usize,
+    window: usize,
+    spec: &QuantSpec,
+    round: Option<HfDtype>,
+    device: &Device,
+) -> Result<(Vec<f32>, Vec<f32>), String> {
     let t = Tensor::<2>::from_data(TensorData::new(w.to_vec(), [out, window]), device);
     let window_spec = match spec.granularity {
         Granularity::Tensor => *spec,
@@ -245,7 +253,11 @@ pub fn gptq(weight: Tensor<2>, h: &Hessian, spec: &QuantSpec, opts: &GptqOptions
     let h_diag: Vec<f32> = (0..n).map(|j| hm[j * n + j] as f32).collect();
     // Scales fixed up front: per channel / tensor always; per group under act_order.
     let fixed: Option<Vec<(Vec<f32>, Vec<f32>)>> = if window == n || opts.act_order {
-        (0..n).step_by(window).map(|c0| window_scales(&slice(&w, c0), &h_diag[c0..c0 + window], out, window, spec, round, &device)).collect::<Result<_, _>>().map(Some)?
+        (0..n)
+            .step_by(window)
+            .map(|c0| window_scales(&slice(&w, c0), &h_diag[c0..c0 + window], out, window, spec, round, &device))
+            .collect::<Result<_, _>>()
+            .map(Some)?
     } else {
         None
     };

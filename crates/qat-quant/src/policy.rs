@@ -187,12 +187,27 @@ impl Policy {
     /// The spec for a `[out, in]` weight (`None`: not quantized).
     fn spec(&self, [_, inp]: [usize; 2]) -> Option<QuantSpec> {
         let scheme = self.scheme.scheme()?;
-        let base = QuantSpec { scheme, bits: self.bits, granularity: self.granularity, group_size: self.group_size, grad: self.grad, init: self.init, sub_scale_bits: self.sub_scale_bits };
+        let base = QuantSpec {
+            scheme,
+            bits: self.bits,
+            granularity: self.granularity,
+            group_size: self.group_size,
+            grad: self.grad,
+            init: self.init,
+            sub_scale_bits: self.sub_scale_bits,
+        };
         Some(match self.format {
             None | Some(DeployFormat::None) => base,
             Some(DeployFormat::Q2K) => {
                 let k = inp.is_multiple_of(crate::scheme::SUPER_BLOCK);
-                QuantSpec { scheme: Scheme::Seq, bits: 2, granularity: Granularity::Group, group_size: if k { 16 } else { 32 }, sub_scale_bits: if k { 4 } else { 0 }, ..base }
+                QuantSpec {
+                    scheme: Scheme::Seq,
+                    bits: 2,
+                    granularity: Granularity::Group,
+                    group_size: if k { 16 } else { 32 },
+                    sub_scale_bits: if k { 4 } else { 0 },
+                    ..base
+                }
             }
         })
     }

@@ -82,7 +82,15 @@ pub const SUPER_BLOCK: usize = 256;
 impl QuantSpec {
     /// SEQ 2-bit per channel, ParetoQ gradients, max init: the HY-1.8B-2Bit default.
     pub fn seq2() -> Self {
-        QuantSpec { scheme: Scheme::Seq, bits: 2, granularity: Granularity::Channel, group_size: 0, grad: GradVariant::Paretoq, init: ScaleInit::Max, sub_scale_bits: 0 }
+        QuantSpec {
+            scheme: Scheme::Seq,
+            bits: 2,
+            granularity: Granularity::Channel,
+            group_size: 0,
+            grad: GradVariant::Paretoq,
+            init: ScaleInit::Max,
+            sub_scale_bits: 0,
+        }
     }
 
     /// Checks the combination; `what` names the config location in errors.
@@ -108,7 +116,9 @@ impl QuantSpec {
         if self.grad == GradVariant::Angelslim && !matches!(self.scheme, Scheme::Seq | Scheme::Ternary) {
             return Err(format!("{what}: grad = \"angelslim\" is defined for seq and ternary only"));
         }
-        if self.sub_scale_bits != 0 && !(self.scheme == Scheme::Seq && self.bits == 2 && self.sub_scale_bits == 4 && self.granularity == Granularity::Group && self.group_size == 16) {
+        if self.sub_scale_bits != 0
+            && !(self.scheme == Scheme::Seq && self.bits == 2 && self.sub_scale_bits == 4 && self.granularity == Granularity::Group && self.group_size == 16)
+        {
             return Err(format!(
                 "{what}: sub_scale_bits = {} is supported for Q2_K's layout only: scheme = \"seq\", bits = 2, granularity = \"group\", group_size = 16, sub_scale_bits = 4",
                 self.sub_scale_bits

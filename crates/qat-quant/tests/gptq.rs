@@ -37,7 +37,11 @@ fn gptq_matches_the_reference_implementation() {
         let x = floats(&case["inputs"]);
         let mut h = Hessian::new(cols);
         h.add(t2(x.clone(), [x.len() / cols, cols]));
-        let opts = GptqOptions { damp: case["damp"].as_f64().unwrap(), block_size: case["block_size"].as_u64().unwrap() as usize, act_order: case["act_order"].as_bool().unwrap() };
+        let opts = GptqOptions {
+            damp: case["damp"].as_f64().unwrap(),
+            block_size: case["block_size"].as_u64().unwrap() as usize,
+            act_order: case["act_order"].as_bool().unwrap(),
+        };
         let s = spec(Scheme::Int, 4, case["group_size"].as_u64().unwrap() as usize);
         let r = gptq(t2(floats(&case["weight"]), [out, cols]), &h, &s, &opts, None).unwrap();
         let want = floats(&case["quantized"]);
@@ -150,7 +154,8 @@ fn activation_weighted_scale_search_lowers_output_error() {
     let (out, cols, n) = (16, 64, 2048);
     let (w, _) = problem(out, cols, 1, 5);
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
-    let x: Vec<f32> = (0..n * cols).map(|i| ((0..12).map(|_| rng.random::<f32>()).sum::<f32>() - 6.0) * (0.1 + 4.0 * ((i % cols) as f32 / cols as f32).powi(3))).collect();
+    let x: Vec<f32> =
+        (0..n * cols).map(|i| ((0..12).map(|_| rng.random::<f32>()).sum::<f32>() - 6.0) * (0.1 + 4.0 * ((i % cols) as f32 / cols as f32).powi(3))).collect();
     let second: Vec<f32> = (0..cols).map(|j| (0..n).map(|i| x[i * cols + j] * x[i * cols + j]).sum::<f32>() / n as f32).collect();
     for s in [QuantSpec { init: ScaleInit::Mse, ..spec(Scheme::Seq, 2, 0) }, QuantSpec { init: ScaleInit::Mse, ..spec(Scheme::Int, 3, 16) }] {
         let wt = t2(w.clone(), [out, cols]);

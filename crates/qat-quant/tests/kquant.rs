@@ -6,7 +6,15 @@ use qat_quant::{GradVariant, Granularity, QuantSpec, ScaleInit, Scheme, fake_qua
 use rand::{Rng, SeedableRng};
 
 fn q2k() -> QuantSpec {
-    QuantSpec { scheme: Scheme::Seq, bits: 2, granularity: Granularity::Group, group_size: 16, grad: GradVariant::Paretoq, init: ScaleInit::Max, sub_scale_bits: 4 }
+    QuantSpec {
+        scheme: Scheme::Seq,
+        bits: 2,
+        granularity: Granularity::Group,
+        group_size: 16,
+        grad: GradVariant::Paretoq,
+        init: ScaleInit::Max,
+        sub_scale_bits: 4,
+    }
 }
 
 fn weights(rows: usize, cols: usize, seed: u64) -> Vec<f32> {

@@ -12,7 +12,15 @@ use qat_quant::{GradVariant, Granularity, QuantSpec, ScaleInit, Scheme, fake_qua
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 fn spec(scheme: Scheme, bits: u32, granularity: Granularity, init: ScaleInit) -> QuantSpec {
-    QuantSpec { scheme, bits, granularity, group_size: if granularity == Granularity::Group { 16 } else { 0 }, grad: GradVariant::Paretoq, init, sub_scale_bits: 0 }
+    QuantSpec {
+        scheme,
+        bits,
+        granularity,
+        group_size: if granularity == Granularity::Group { 16 } else { 0 },
+        grad: GradVariant::Paretoq,
+        init,
+        sub_scale_bits: 0,
+    }
 }
 
 fn randn(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {

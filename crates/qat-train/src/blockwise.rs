@@ -92,7 +92,10 @@ pub fn reconstruct(
         let held_out = |layer: &qat_model::transformer::DecoderLayer| -> f64 {
             let plain = layer.clone().valid();
             let sum: f64 = (n_train..all.len())
-                .map(|j| reconstruction_loss(cfg.loss, plain.forward(x_q[j].clone(), &ropes[j], &all[j].attention.bias, None), y[j].clone()).into_scalar::<f32>() as f64)
+                .map(|j| {
+                    reconstruction_loss(cfg.loss, plain.forward(x_q[j].clone(), &ropes[j], &all[j].attention.bias, None), y[j].clone()).into_scalar::<f32>()
+                        as f64
+                })
                 .sum();
             sum / val.len() as f64
         };
@@ -100,7 +103,8 @@ pub fn reconstruct(
             // Finished before a restart: its saved parameters, and its inputs for the next block.
             let report: BlockReport = serde_json::from_str(&std::fs::read_to_string(&report_path).map_err(|e| format!("{}: {e}", report_path.display()))?)
                 .map_err(|e| format!("{}: {e}", report_path.display()))?;
-            let layer = crate::params::load(model.layers[i].clone(), &crate::params::read_safetensors(&params_path)?).map_err(|e| format!("{}: {e}", params_path.display()))?;
+            let layer = crate::params::load(model.layers[i].clone(), &crate::params::read_safetensors(&params_path)?)
+                .map_err(|e| format!("{}: {e}", params_path.display()))?;
             let plain = layer.clone().valid();
             x_q = x_q.iter().zip(&ropes).zip(&all).map(|((x, r), b)| plain.forward(x.clone(), r, &b.attention.bias, None)).collect();
             x_fp = y;

@@ -245,7 +245,10 @@ fn blockwise_stage(
     };
     eprintln!("blockwise: {} rows of {} tokens, {} held out, up to {} epochs per block", bw.rows, cfg.data.seq_len, bw.val_rows, bw.epochs);
     let (model, reports) = crate::blockwise::reconstruct(model, &teacher, &train_rows, &val_rows, bw, rounding, state_dir, stop_after, |r| {
-        eprintln!("  block {}: held-out loss {:.4e} -> {:.4e} (epoch {} of {}, {:.1} s)", r.block, r.initial_loss, r.final_loss, r.best_epoch, r.epochs_run, r.seconds)
+        eprintln!(
+            "  block {}: held-out loss {:.4e} -> {:.4e} (epoch {} of {}, {:.1} s)",
+            r.block, r.initial_loss, r.final_loss, r.best_epoch, r.epochs_run, r.seconds
+        )
     })?;
     let report = serde_json::json!({
         "rows": bw.rows,
@@ -261,7 +264,14 @@ fn blockwise_stage(
 /// (`[calibration]`), with its report (GPTQ's per-module error estimates). The calibration rows
 /// are the first rows the mixer yields; its state is put back afterwards, so training sees the
 /// same batches as without calibration.
-fn calibrate(model: CausalLm, cal: &crate::config::CalibrationSection, cfg: &RunConfig, ckpt: &Checkpoint, mixer: &mut Mixer, device: &Device) -> Result<(CausalLm, serde_json::Value), String> {
+fn calibrate(
+    model: CausalLm,
+    cal: &crate::config::CalibrationSection,
+    cfg: &RunConfig,
+    ckpt: &Checkpoint,
+    mixer: &mut Mixer,
+    device: &Device,
+) -> Result<(CausalLm, serde_json::Value), String> {
     let started = Instant::now();
     let batches = first_rows(mixer, &[cal.rows], cfg.micro_batch_size(), device)?.remove(0);
     let plain = CausalLm::from_checkpoint(ckpt, device).map_err(|e| e.to_string())?;
@@ -281,7 +291,14 @@ fn calibrate(model: CausalLm, cal: &crate::config::CalibrationSection, cfg: &Run
 /// Writes a stage's report as `NAME.json` in the run directory; when a later stage follows,
 /// with the evaluation of the model as this stage left it (`eval`), so every stage of a
 /// recipe has its numbers. The last stage's model is the run's `eval` at step 0.
-fn finish_stage(run_dir: &Path, name: &str, mut report: serde_json::Value, model: &CausalLm, more_follows: bool, eval: impl Fn(&CausalLm) -> Result<serde_json::Value, String>) -> Result<(), String> {
+fn finish_stage(
+    run_dir: &Path,
+    name: &str,
+    mut report: serde_json::Value,
+    model: &CausalLm,
+    more_follows: bool,
+    eval: impl Fn(&CausalLm) -> Result<serde_json::Value, String>,
+) -> Result<(), String> {
     if more_follows {
         report["eval"] = eval(&model.valid().materialize_quant())?;
     }
