@@ -206,15 +206,7 @@ mod tests {
     #[test]
     fn k_quant_scales_export_as_q2_k() {
         use burn::tensor::{Device, Tensor, TensorData};
-        let spec = QuantSpec {
-            scheme: Scheme::Seq,
-            bits: 2,
-            granularity: Granularity::Group,
-            group_size: 16,
-            grad: GradVariant::Paretoq,
-            init: ScaleInit::Max,
-            sub_scale_bits: 4,
-        };
+        let spec = QuantSpec::q2_k();
         let w: Vec<f32> = (0..4 * 512).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.02 * (1 + (i % 512) / 16) as f32).collect();
         let t = Tensor::<2>::from_data(TensorData::new(w, [4, 512]), &Device::flex());
         let qw = qat_quant::quantize(t.clone(), qat_quant::init_scale(t, &spec), &spec);

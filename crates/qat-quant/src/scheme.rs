@@ -93,6 +93,11 @@ impl QuantSpec {
         }
     }
 
+    /// llama.cpp's Q2_K layout: SEQ-2 per group of 16 with 4-bit sub-scales.
+    pub fn q2_k() -> Self {
+        QuantSpec { granularity: Granularity::Group, group_size: 16, sub_scale_bits: 4, ..Self::seq2() }
+    }
+
     /// Checks the combination; `what` names the config location in errors.
     pub fn validate(&self, what: &str) -> Result<(), String> {
         let bits_ok = match self.scheme {

@@ -2,20 +2,8 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 use qat_quant::exact::{SUPER_SCALE_BITS, snap_sub_scales};
-use qat_quant::{GradVariant, Granularity, QuantSpec, ScaleInit, Scheme, fake_quantize, init_scale, quantize};
+use qat_quant::{Granularity, QuantSpec, fake_quantize, init_scale, quantize};
 use rand::{Rng, SeedableRng};
-
-fn q2k() -> QuantSpec {
-    QuantSpec {
-        scheme: Scheme::Seq,
-        bits: 2,
-        granularity: Granularity::Group,
-        group_size: 16,
-        grad: GradVariant::Paretoq,
-        init: ScaleInit::Max,
-        sub_scale_bits: 4,
-    }
-}
 
 fn weights(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -39,7 +27,7 @@ fn forward_scales_are_q2_k_sub_scales() {
     let device = Device::flex();
     let (rows, cols) = (7, 512);
     let w = t2(weights(rows, cols, 1), [rows, cols], &device);
-    let spec = q2k();
+    let spec = QuantSpec::q2_k();
     spec.validate("test").unwrap();
     spec.validate_shape("test", [rows, cols]).unwrap();
     let alpha = init_scale(w.clone(), &spec).unwrap();
@@ -62,7 +50,7 @@ fn forward_scales_are_q2_k_sub_scales() {
 /// group whose scale is far below the block's largest is clamped to `sc = 1`.
 #[test]
 fn snapping_picks_the_nearest_sub_scale() {
-    let spec = q2k();
+    let spec = QuantSpec::q2_k();
     let mut alpha = vec![0.01f32; 16];
     alpha[3] = 0.3;
     alpha[7] = 1e-6;
@@ -86,7 +74,7 @@ fn scales_learn_through_the_snap_and_beat_per_channel() {
     let (rows, cols) = (4, 256);
     let wv = weights(rows, cols, 2);
     let w = t2(wv.clone(), [rows, cols], &device);
-    let spec = q2k();
+    let spec = QuantSpec::q2_k();
     let alpha = init_scale(w.clone(), &spec).unwrap().detach().require_grad();
     let target = t2(wv.iter().map(|v| v * 0.5).collect(), [rows, cols], &device);
     let loss = (fake_quantize(w.clone(), Some(alpha.clone()), &spec) - target).square().sum();
@@ -104,7 +92,7 @@ fn scales_learn_through_the_snap_and_beat_per_channel() {
 
 #[test]
 fn other_sub_scale_layouts_are_refused() {
-    let bad = QuantSpec { group_size: 32, ..q2k() };
+    let bad = QuantSpec { group_size: 32, ..QuantSpec::q2_k() };
     assert!(bad.validate("quant").unwrap_err().contains("Q2_K"));
-    assert!(q2k().validate_shape("quant", [8, 576]).unwrap_err().contains("256"));
+    assert!(QuantSpec::q2_k().validate_shape("quant", [8, 576]).unwrap_err().contains("256"));
 }
