@@ -69,5 +69,6 @@ for name, label in [("int4g32_rtn", "INT4 g32 (Q4_0-exact)"), ("int4g32_gptq", "
     for i, (stage, ev, tokens, secs) in enumerate(stages):
         ppl = ev["ppl/wikitext2_test"]
         last = i == len(stages) - 1
-        print(f"| {label} | {stage} | {ppl:.4g} | {ppl / base:.3g} | {ev['val_loss']:.3f} | {tokens:,} | {f"{secs / 60:.1f} min" if secs else "—"} | {bits:.3f} | {gguf(name) if last else ''} |")
+        took = f"{secs / 60:.1f} min" if secs else "—"
+        print(f"| {label} | {stage} | {ppl:.4g} | {ppl / base:.3g} | {ev['val_loss']:.3f} | {tokens:,} | {took} | {bits:.3f} | {gguf(name) if last else ''} |")
 PY
