@@ -8,7 +8,7 @@ use std::path::Path;
 
 use qat_train::{RunConfig, RunOptions, train};
 
-/// Validation loss of the quantized model after the stages in `stages`, before any end-to-end
+/// Validation loss of the quantized model after the stage sections in `calibration`, before any end-to-end
 /// training step.
 fn evaluate_only(shared: &Path, dir: &Path, quant: &str, calibration: &str) -> f64 {
     let out = dir.join(format!("run-{}", quant.len() * 1000 + calibration.len()));
