@@ -45,8 +45,8 @@ out = pathlib.Path(sys.argv[1])
 def load(p):
     return json.loads(p.read_text()) if p.exists() else None
 def gguf(name):
-    p = out / f"{name}.gguf"
-    return f"{p.stat().st_size / 1e6:.1f} MB" if p.exists() else "—"
+    r = load(out / f"{name}.export.json")  # written by qat export beside the GGUF
+    return f"{r['file_bytes'] / 1e6:.1f} MB" if r else "—"
 print("| model | stage | wikitext-2 ppl | × baseline | val loss | tokens in the stage | stage time | bits/weight (linears) | GGUF |")
 print("|---|---|---|---|---|---|---|---|---|")
 base = None
