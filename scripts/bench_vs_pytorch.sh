@@ -1,45 +1,90 @@
 #!/usr/bin/env bash
-# qat vs PyTorch eager on this machine, in one run: forward, plain training step and QAT (SEQ-2)
-# training step throughput and peak memory for the same model and batch shape, then the loss
-# of the first 50 QAT steps of both on the same data. Prints a Markdown report.
-#   bash scripts/bench_vs_pytorch.sh [MODEL_DIR] [BATCH] [SEQ_LEN]
+# qat vs PyTorch eager on this machine, in one run: forward (evaluation), plain training step,
+# QAT (SEQ-2) training step and the distillation step (QAT + CE + CAKLD from the frozen model),
+# at batch 1x512 and 8x256, both at the same thread count; the QAT step at 1 thread (scaling);
+# where qat's step time goes; then the loss of the first 50 QAT steps of both on the same data.
+# Prints a Markdown report (docs/benchmarks.md holds one).
+#   bash scripts/bench_vs_pytorch.sh [MODEL_DIR]
+# THREADS (default: all cores) sets both sides' thread count; PYTHON a Python with torch and
+# transformers (default .venv/bin/python, created here with both when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=${1:-models/smollm2-135m-instruct}
-batch=${2:-1}
-seq=${3:-512}
-qat=target/release/qat
-py=.venv/bin/python
+threads=${THREADS:-$(nproc)}
+py=${PYTHON:-.venv/bin/python}
+if [ ! -x "$py" ]; then
+  python3 -m venv .venv >&2
+  .venv/bin/pip install --quiet torch transformers >&2
+  py=.venv/bin/python
+fi
 cargo build --release -q -p qat-cli
-echo "## qat vs PyTorch eager: $(basename "$model"), batch ${batch}x${seq}, $(nproc) CPU cores"
+qat=target/release/qat
+torch_info=$($py -c "import torch; torch.set_num_threads($threads); print(torch.__version__, torch.get_num_threads())")
+echo "## qat vs PyTorch eager: $(basename "$model"), $(nproc) CPU cores ($(lscpu | sed -n 's/^Model name: *//p')), $threads threads each"
 echo
-echo "| mode | qat tokens/s | PyTorch tokens/s | qat / PyTorch | qat peak RSS MiB | PyTorch peak RSS MiB |"
-echo "|---|---|---|---|---|---|"
-declare -A q p
-for mode in forward plain qat; do
-  q[$mode]=$($qat bench "$model" --mode $mode --batch "$batch" --seq-len "$seq" --iters 3 --json)
-  p[$mode]=$($py scripts/pytorch_reference.py "$model" --mode $mode --batch "$batch" --seq-len "$seq" --iters 3 2>/dev/null)
-  $py - "$mode" "${q[$mode]}" "${p[$mode]}" <<'PY'
+echo "PyTorch ${torch_info% *} (torch.get_num_threads() = ${torch_info#* }), float32, eager attention. qat: Burn 0.22.1 flex, \`--threads $threads\`."
+report() { # title, then JSON pairs "qat|torch" on stdin
+  $py -c '
 import json, sys
-mode, q, p = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
-print(f"| {mode} | {q['tokens_per_second']:.1f} | {p['tokens_per_second']:.1f} | {q['tokens_per_second']/p['tokens_per_second']:.2f} | {q['peak_rss_mib']:.0f} | {p['peak_rss_mib']:.0f} |")
-PY
-done
-$py - "${q[plain]}" "${q[qat]}" "${p[plain]}" "${p[qat]}" <<'PY'
-import json, sys
-qp, qq, pp, pq = (json.loads(x) for x in sys.argv[1:])
+rows = [l.split("\t") for l in sys.stdin.read().splitlines()]
 print()
-print(f"QAT step / plain step time: qat {pp and qp['tokens_per_second']/qq['tokens_per_second']:.3f}x, PyTorch {pp['tokens_per_second']/pq['tokens_per_second']:.3f}x")
-PY
+print("| mode | qat tokens/s | PyTorch tokens/s | qat / PyTorch | qat model GFLOP/s | qat peak RSS MiB | PyTorch peak RSS MiB |")
+print("|---|---|---|---|---|---|---|")
+res = {}
+for mode, q, p in rows:
+    q, p = json.loads(q), json.loads(p)
+    res[mode] = (q, p)
+    print(f"| {mode} | {q[\"tokens_per_second\"]:.1f} | {p[\"tokens_per_second\"]:.1f} | {q[\"tokens_per_second\"]/p[\"tokens_per_second\"]:.2f} | {q[\"model_gflops\"]:.1f} | {q[\"peak_rss_mib\"]:.0f} | {p[\"peak_rss_mib\"]:.0f} |")
+if "plain" in res and "qat" in res:
+    (qp, pp), (qq, pq) = res["plain"], res["qat"]
+    print()
+    print(f"Fake-quantization overhead (QAT step time / plain step time): qat {qp[\"tokens_per_second\"]/qq[\"tokens_per_second\"]:.3f}x, PyTorch {pp[\"tokens_per_second\"]/pq[\"tokens_per_second\"]:.3f}x.")
+if "kd" in res:
+    q = res["kd"][0]
+    print()
+    print("qat distillation step by stage: " + ", ".join(f"{s[\"stage\"]} {s[\"seconds\"]:.2f} s ({100*s[\"share\"]:.0f}%)" for s in q["stages"] if s["seconds"] > 0.0005) + f"; all fake-quantized weights computed once: {q[\"fake_quant_seconds\"]:.2f} s.")
+'
+}
+for shape in "1 512" "8 256"; do
+  set -- $shape
+  iters=$([ "$1" = 1 ] && echo 3 || echo 2)
+  echo
+  echo "### Batch $1x$2 ($iters timed iterations after 1 warm-up)"
+  for mode in forward plain qat kd; do
+    q=$($qat --threads "$threads" bench "$model" --mode $mode --batch "$1" --seq-len "$2" --iters "$iters" --json)
+    p=$($py scripts/pytorch_reference.py "$model" --mode $mode --batch "$1" --seq-len "$2" --iters "$iters" --threads "$threads" 2>/dev/null)
+    printf '%s\t%s\t%s\n' "$mode" "$q" "$p"
+  done | report
+done
+echo
+echo "### Thread scaling: QAT training step, batch 1x512"
+echo
+echo "| threads | qat tokens/s | PyTorch tokens/s |"
+echo "|---|---|---|"
+declare -A qs ps
+for n in 1 "$threads"; do
+  qs[$n]=$($qat --threads "$n" bench "$model" --mode qat --batch 1 --seq-len 512 --iters 3 --json | $py -c 'import json,sys; print(f"{json.load(sys.stdin)[\"tokens_per_second\"]:.1f}")')
+  ps[$n]=$($py scripts/pytorch_reference.py "$model" --mode qat --batch 1 --seq-len 512 --iters 3 --threads "$n" 2>/dev/null | $py -c 'import json,sys; print(f"{json.load(sys.stdin)[\"tokens_per_second\"]:.1f}")')
+  echo "| $n | ${qs[$n]} | ${ps[$n]} |"
+done
+echo
+echo "Speed-up from 1 to $threads threads: qat $($py -c "print(f'{${qs[$threads]}/${qs[1]}:.2f}')")x, PyTorch $($py -c "print(f'{${ps[$threads]}/${ps[1]}:.2f}')")x."
 echo
 echo "### Loss of the first 50 SEQ-2 QAT steps on the same data (batch 1x128, AdamW lr 1e-4 constant)"
+shakespeare=${QAT_SHARED:-../shared}/data/text/tinyshakespeare.txt
+if [ ! -f "$shakespeare" ]; then
+  echo
+  echo "(skipped: $shakespeare not found; set QAT_SHARED to the shared reference directory)"
+  exit 0
+fi
 rm -rf runs/track_pytorch
-$qat train configs/reference/smollm2_track_pytorch.toml --quiet > /dev/null
-ref=$($py scripts/pytorch_reference.py "$model" --mode qat --batch 1 --seq-len 128 --track-steps 50 --lr 1e-4 --text ../shared/data/text/tinyshakespeare.txt 2>/dev/null)
+$qat --threads "$threads" train configs/reference/smollm2_track_pytorch.toml --quiet > /dev/null
+ref=$($py scripts/pytorch_reference.py "$model" --mode qat --batch 1 --seq-len 128 --track-steps 50 --lr 1e-4 --threads "$threads" --text "$shakespeare" 2>/dev/null)
 $py - "$ref" <<'PY'
 import json, sys
 ref = json.loads(sys.argv[1])["losses"]
 ours = [json.loads(l)["loss"] for l in open("runs/track_pytorch/metrics.jsonl") if '"train"' in l]
+print()
 print("| step | qat | PyTorch | difference |")
 print("|---|---|---|---|")
 for s in [0, 1, 2, 4, 9, 19, 29, 39, 49]:

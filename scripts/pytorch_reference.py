@@ -3,7 +3,9 @@
 SEQ 2-bit fake quantizer (ParetoQ's StretchedElasticQuant backward, per-row α initialised to
 max|W_row|) on every decoder linear.
 
-  throughput:  pytorch_reference.py MODEL --mode forward|plain|qat --batch B --seq-len T --iters N
+  throughput:  pytorch_reference.py MODEL --mode forward|plain|qat|kd --batch B --seq-len T --iters N
+               (kd: the qat step with CE + CAKLD distillation from the frozen unquantized model,
+               whose no-grad forward pass is part of the step, as `qat bench --mode kd`)
   loss curve:  pytorch_reference.py MODEL --mode qat --track-steps 50 --text FILE --batch B --seq-len T --lr 1e-4
 
 Prints one JSON object. One mode per process, so peak memory (ru_maxrss) is per mode.
@@ -59,7 +61,7 @@ def quantize(model):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
-    ap.add_argument("--mode", choices=["forward", "plain", "qat"], default="qat")
+    ap.add_argument("--mode", choices=["forward", "plain", "qat", "kd"], default="qat")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--warmup", type=int, default=1)
@@ -72,7 +74,12 @@ def main():
     if a.threads:
         torch.set_num_threads(a.threads)
     model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32, attn_implementation="eager")
-    if a.mode == "qat":
+    teacher = None
+    if a.mode == "kd":
+        teacher = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32, attn_implementation="eager").eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    if a.mode in ("qat", "kd"):
         quantize(model)
     n_params = sum(p.numel() for n, p in model.named_parameters() if not n.endswith("alpha"))
     B, T = a.batch, a.seq_len
@@ -106,13 +113,20 @@ def main():
             else:
                 logits = model(x).logits
                 loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+                if teacher is not None:
+                    with torch.no_grad():
+                        lp_t = torch.log_softmax(teacher(x).logits, -1)
+                    lp_s = torch.log_softmax(logits, -1)
+                    conf = lp_t.gather(-1, y.unsqueeze(-1)).squeeze(-1).exp()
+                    kl = lambda log_p, log_q: torch.nn.functional.kl_div(log_q, log_p, log_target=True, reduction="none").sum(-1)
+                    loss = loss + (conf * kl(lp_s, lp_t) + (1 - conf) * kl(lp_t, lp_s)).mean()
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
             times.append(time.perf_counter() - t0)
         per = sum(times[a.warmup:]) / a.iters
         out.update(seconds_per_iter=per, tokens_per_second=B * T / per,
-                   model_gflops=(2 if a.mode == "forward" else 6) * n_params * B * T / per / 1e9)
+                   model_gflops={"forward": 2, "kd": 8}.get(a.mode, 6) * n_params * B * T / per / 1e9)
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(out))
 

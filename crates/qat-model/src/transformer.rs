@@ -218,12 +218,22 @@ impl Attention {
             }
             None => (k, v),
         };
+        let scale = 1.0 / (hd as f64).sqrt();
+        if !q.device().is_autodiff() && self.compute.is_none() {
+            // No gradient to keep (evaluation, the distillation teacher, generation): the
+            // backend's fused attention (multi-threaded over heads, GQA without copies, no
+            // score tensor in memory).
+            let options = burn::tensor::ops::AttentionModuleOptions { scale: Some(scale), softcap: None, is_causal: false };
+            let out = burn::tensor::module::attention(q, k, v, None, Some(bias.clone()), options);
+            return out.swap_dims(1, 2).reshape([b, t, nh * hd]);
+        }
         let s = k.dims()[2];
         // GQA without repeating K/V: query heads that share a kv head are stacked along the
         // sequence axis ([B, kv, rep·T, hd]), matching transformers' `repeat_kv` head order.
+        // The scale multiplies the queries (hd values per row) rather than the scores (S).
         let rep = nh / nkv;
-        let q = q.reshape([b, nkv, rep * t, hd]);
-        let scores = matmul_in(q, k.swap_dims(2, 3), self.compute) * (1.0 / (hd as f64).sqrt());
+        let q = q.reshape([b, nkv, rep * t, hd]) * scale;
+        let scores = matmul_in(q, k.swap_dims(2, 3), self.compute);
         let scores = scores.reshape([b, nkv, rep, t, s]) + bias.clone().unsqueeze_dim::<5>(1);
         let probs = softmax(scores, 4).reshape([b, nkv, rep * t, s]);
         matmul_in(probs, v, self.compute).reshape([b, nh, t, hd]).swap_dims(1, 2).reshape([b, t, nh * hd])

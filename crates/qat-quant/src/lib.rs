@@ -3,6 +3,7 @@
 //! layer gets what ([`policy`]), and GPTQ's calibrated rounding with the same quantizers ([`gptq`]).
 
 pub mod exact;
+mod fused;
 pub mod gptq;
 pub mod linear;
 pub mod policy;
@@ -13,5 +14,5 @@ pub use exact::HfDtype;
 pub use gptq::{GptqOptions, GptqResult, Hessian, gptq};
 pub use linear::{FakeQuant, QLinear, ScaleChange, matmul_in};
 pub use policy::{Policy, PolicyTable};
-pub use quantizer::{QuantizedWeight, fake_quantize, init_scale, quantize};
+pub use quantizer::{QuantizedWeight, fake_quantize, fake_quantize_composed, init_scale, quantize};
 pub use scheme::{GradVariant, Granularity, QuantSpec, ScaleInit, Scheme};

@@ -63,7 +63,7 @@ fn seq_k(spec: &QuantSpec) -> f64 {
 }
 
 /// `Qn, Qp` of the signed integer grid.
-fn int_range(bits: u32) -> (f64, f64) {
+pub(crate) fn int_range(bits: u32) -> (f64, f64) {
     let half = (1u32 << (bits - 1)) as f64;
     (half, half - 1.0)
 }
@@ -145,6 +145,15 @@ pub fn step_and_level(w3: Tensor<3>, alpha: Option<Tensor<2>>, spec: &QuantSpec,
 /// # Shapes
 /// `w: [out, in]`, `alpha:` [`QuantSpec::scale_shape`] → `[out, in]`.
 pub fn fake_quantize(w: Tensor<2>, alpha: Option<Tensor<2>>, spec: &QuantSpec) -> Tensor<2> {
+    if let Some(fused) = alpha.as_ref().and_then(|a| crate::fused::fake_quantize(&w, a, spec)) {
+        return fused;
+    }
+    fake_quantize_composed(w, alpha, spec)
+}
+
+/// [`fake_quantize`] composed from tensor operations: every scheme on every device, and the
+/// reference of the fused CPU kernel ([`crate::fused`]) that [`fake_quantize`] uses where it can.
+pub fn fake_quantize_composed(w: Tensor<2>, alpha: Option<Tensor<2>>, spec: &QuantSpec) -> Tensor<2> {
     let dims = w.dims();
     let (step, level) = step_and_level(grouped(w, spec), alpha, spec, dims[0] * dims[1]);
     (step * level).reshape(dims)

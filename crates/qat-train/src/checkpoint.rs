@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{Device, Tensor, TensorData};
 use qat_model::CausalLm;
 
 use crate::optim::AdamW;
@@ -57,13 +56,11 @@ pub fn save(root: &Path, model: &CausalLm, opt: &AdamW, state: &crate::train::Tr
     params::write_safetensors(&tmp.path().join("params.safetensors"), &params)?;
     let mut moments: Named = BTreeMap::new();
     for (path, (m, v)) in &opt.moments {
-        let vec = |t: &Tensor<1>| t.to_data().convert::<f32>().try_to_vec::<f32>().expect("f32 moments");
-        moments.insert(format!("{path}/m"), (m.dims().to_vec(), vec(m)));
-        moments.insert(format!("{path}/v"), (v.dims().to_vec(), vec(v)));
+        moments.insert(format!("{path}/m"), (vec![m.len()], m.clone()));
+        moments.insert(format!("{path}/v"), (vec![v.len()], v.clone()));
     }
     for (path, master) in &opt.masters {
-        let values = master.to_data().convert::<f32>().try_to_vec::<f32>().expect("f32 scales");
-        moments.insert(format!("{path}/master"), (master.dims().to_vec(), values));
+        moments.insert(format!("{path}/master"), (vec![master.len()], master.clone()));
     }
     params::write_safetensors(&tmp.path().join("optim.safetensors"), &moments)?;
     std::fs::write(tmp.path().join("config.toml"), config_text).map_err(|e| e.to_string())?;
@@ -85,19 +82,18 @@ pub fn save(root: &Path, model: &CausalLm, opt: &AdamW, state: &crate::train::Tr
 /// What a checkpoint holds.
 pub struct Loaded {
     pub params: Named,
-    pub moments: BTreeMap<String, (Tensor<1>, Tensor<1>)>,
+    pub moments: BTreeMap<String, (Vec<f32>, Vec<f32>)>,
     /// Unrounded scales (runs with `[quant] round_scales`).
-    pub masters: BTreeMap<String, Tensor<1>>,
+    pub masters: BTreeMap<String, Vec<f32>>,
     pub train: TrainState,
 }
 
 pub fn load(dir: &Path) -> Result<Loaded, String> {
     let p = params::read_safetensors(&dir.join("params.safetensors"))?;
     let raw = params::read_safetensors(&dir.join("optim.safetensors"))?;
-    let device = Device::flex();
     let mut moments = BTreeMap::new();
     let mut masters = BTreeMap::new();
-    let t = |(s, v): &(Vec<usize>, Vec<f32>)| Tensor::<1>::from_data(TensorData::new(v.clone(), [s.iter().product::<usize>()]), &device);
+    let t = |(_, v): &(Vec<usize>, Vec<f32>)| v.clone();
     for (k, val) in &raw {
         if let Some(path) = k.strip_suffix("/m") {
             let v = raw.get(&format!("{path}/v")).ok_or_else(|| format!("{}: moment {path}/v missing", dir.display()))?;

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod blockwise;
 pub mod checkpoint;
 pub mod config;
+pub mod fused_loss;
 pub mod loss;
 pub mod optim;
 pub mod params;

@@ -14,12 +14,24 @@ use crate::optim::{AdamW, GroupHyper};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BenchMode {
-    /// Forward pass without autodiff.
+    /// Forward pass without autodiff (evaluation, the distillation teacher).
     Forward,
-    /// Training step (forward, backward, AdamW) of the unquantized model.
+    /// Training step (forward, CE, backward, AdamW) of the unquantized model.
     Plain,
     /// Training step with every decoder linear fake-quantized as `policy` says.
     Qat,
+    /// The QAT step with the default job's loss: CE + CAKLD distillation from the frozen
+    /// unquantized model, whose forward pass is part of the step.
+    Kd,
+}
+
+/// Time of one part of the step, averaged over the timed iterations.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StageTime {
+    pub stage: String,
+    pub seconds: f64,
+    /// Fraction of the whole step.
+    pub share: f64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -28,11 +40,19 @@ pub struct BenchResult {
     pub batch: usize,
     pub seq_len: usize,
     pub iters: usize,
+    /// Worker threads of the CPU backend (the rayon pool).
+    pub threads: usize,
     pub seconds_per_iter: f64,
     pub tokens_per_second: f64,
-    /// Model FLOPs per second: 2·N·tokens forward, 6·N·tokens training (N = parameters).
+    /// Model FLOPs per second: 2·N·tokens forward, 6·N·tokens training (N = parameters), plus
+    /// 2·N·tokens for the teacher's forward pass in `kd` mode.
     pub model_gflops: f64,
     pub peak_rss_mib: f64,
+    /// Where the step's time goes, in order; the shares sum to 1.
+    pub stages: Vec<StageTime>,
+    /// Time to compute every fake-quantized weight once, standalone (already inside the
+    /// `forward` and `backward` stages, not added to the step).
+    pub fake_quant_seconds: f64,
 }
 
 /// Batch shape and iteration counts of a measurement.
@@ -44,7 +64,45 @@ pub struct BenchShape {
     pub iters: usize,
 }
 
-/// Times `iters` iterations after `warmup` of them.
+/// Accumulates the time of named stages over the timed iterations.
+struct Stopwatch {
+    last: Instant,
+    totals: Vec<(&'static str, f64)>,
+    recording: bool,
+}
+
+impl Stopwatch {
+    fn new() -> Self {
+        Stopwatch { last: Instant::now(), totals: Vec::new(), recording: false }
+    }
+
+    fn start(&mut self, recording: bool) {
+        self.recording = recording;
+        self.last = Instant::now();
+    }
+
+    /// Ends the current stage. The CPU backend runs every operation when it is called, so the
+    /// time between two laps is the stage's compute.
+    fn lap(&mut self, stage: &'static str) {
+        let dt = self.last.elapsed().as_secs_f64();
+        self.last = Instant::now();
+        if !self.recording {
+            return;
+        }
+        match self.totals.iter_mut().find(|(s, _)| *s == stage) {
+            Some((_, t)) => *t += dt,
+            None => self.totals.push((stage, dt)),
+        }
+    }
+
+    fn stages(&self, iters: usize) -> (f64, Vec<StageTime>) {
+        let step: f64 = self.totals.iter().map(|(_, t)| t).sum::<f64>() / iters as f64;
+        let stages = self.totals.iter().map(|&(s, t)| StageTime { stage: s.to_string(), seconds: t / iters as f64, share: t / iters as f64 / step }).collect();
+        (step, stages)
+    }
+}
+
+/// Times `iters` iterations after `warmup` of them, stage by stage.
 pub fn bench(
     model_dir: &std::path::Path,
     device: &Device,
@@ -54,59 +112,95 @@ pub fn bench(
     compute: Option<burn::tensor::FloatDType>,
 ) -> Result<BenchResult, String> {
     let BenchShape { batch, seq_len, warmup, iters } = shape;
+    if iters == 0 {
+        return Err("--iters must be at least 1".into());
+    }
     let ckpt = Checkpoint::open(model_dir).map_err(|e| e.to_string())?;
     let n_params = ckpt.config.n_params() as f64;
     let vocab = ckpt.config.vocab_size;
     let ids: Vec<i64> = (0..batch * seq_len).map(|i| ((i * 7919 + 13) % vocab) as i64).collect();
     let targets: Vec<i64> = (0..batch * seq_len).map(|i| ((i * 104729 + 7) % vocab) as i64).collect();
     let segments = vec![vec![0u32; seq_len]; batch];
-    let mut times = Vec::new();
+    let mut watch = Stopwatch::new();
+    let mut fake_quant_seconds = 0.0;
     match mode {
         BenchMode::Forward => {
             let model = CausalLm::from_checkpoint(&ckpt, device).map_err(|e| e.to_string())?.with_compute_dtype(compute);
-            for _ in 0..warmup + iters {
-                let t = Instant::now();
+            for i in 0..warmup + iters {
+                watch.start(i >= warmup);
                 let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [batch, seq_len]), device);
-                let logits = model.forward(tokens, &AttentionBatch::packed(&segments, device), None);
+                let attention = AttentionBatch::packed(&segments, device);
+                watch.lap("inputs");
+                let logits = model.forward(tokens, &attention, None);
                 let _ = logits.sum().into_scalar::<f32>();
-                times.push(t.elapsed().as_secs_f64());
+                watch.lap("forward");
             }
         }
-        BenchMode::Plain | BenchMode::Qat => {
+        BenchMode::Plain | BenchMode::Qat | BenchMode::Kd => {
             let ad = device.clone().autodiff();
             let mut model = CausalLm::from_checkpoint(&ckpt, &ad).map_err(|e| e.to_string())?.with_compute_dtype(compute);
-            if mode == BenchMode::Qat {
+            if mode != BenchMode::Plain {
                 model = model.quantize(policy)?.0;
             }
+            let teacher = match mode {
+                BenchMode::Kd => Some(CausalLm::from_checkpoint(&ckpt, device).map_err(|e| e.to_string())?.with_compute_dtype(compute)),
+                _ => None,
+            };
             let h = GroupHyper { lr: 1e-5, weight_decay: 0.0 };
             let mut opt = AdamW::new(h, h, [0.9, 0.95], 1e-8);
-            for _ in 0..warmup + iters {
-                let t = Instant::now();
+            for i in 0..warmup + iters {
+                if mode != BenchMode::Plain {
+                    let t = Instant::now();
+                    for (_, linear) in model.linears() {
+                        let _ = linear.effective_weight().inner().slice([0..1, 0..1]).into_data();
+                    }
+                    if i >= warmup {
+                        fake_quant_seconds += t.elapsed().as_secs_f64() / iters as f64;
+                    }
+                }
+                watch.start(i >= warmup);
                 let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [batch, seq_len]), &ad);
                 let tg = loss::Targets::new(&targets, batch, seq_len, &ad);
-                let logits = model.forward(tokens, &AttentionBatch::packed(&segments, &ad), None);
-                let l = loss::ce_sum(logits, &tg) / tg.count as f64;
+                let attention = AttentionBatch::packed(&segments, &ad);
+                watch.lap("inputs");
+                let logits = model.forward(tokens.clone(), &attention, None);
+                watch.lap("forward");
+                let teacher_logits = teacher.as_ref().map(|t| {
+                    let l = t.forward(tokens.inner(), &AttentionBatch::packed(&segments, device), None);
+                    watch.lap("teacher forward");
+                    Tensor::from_inner(l)
+                });
+                let kd = if teacher_logits.is_some() { crate::config::KdKind::Cakld } else { crate::config::KdKind::None };
+                let l = loss::objective(logits, teacher_logits, &tg, 1.0, kd, 1.0, tg.count).loss;
+                watch.lap("loss");
                 let grads = GradientsParams::from_grads(l.backward(), &model);
+                watch.lap("backward");
                 model = opt.step(model, &grads, 1.0, 1.0);
                 // Wait for the update to finish before stopping the clock.
                 let _ = model.embed_tokens.weight.val().slice([0..1, 0..1]).into_data();
-                times.push(t.elapsed().as_secs_f64());
+                watch.lap("optimizer");
             }
             let _ = model.valid();
         }
     }
-    let measured = &times[warmup..];
-    let per_iter = measured.iter().sum::<f64>() / measured.len().max(1) as f64;
+    let (per_iter, stages) = watch.stages(iters);
     let tokens = (batch * seq_len) as f64;
-    let flops_per_token = if mode == BenchMode::Forward { 2.0 } else { 6.0 } * n_params;
+    let flops_per_token = match mode {
+        BenchMode::Forward => 2.0,
+        BenchMode::Plain | BenchMode::Qat => 6.0,
+        BenchMode::Kd => 8.0,
+    } * n_params;
     Ok(BenchResult {
         mode: format!("{mode:?}").to_lowercase(),
         batch,
         seq_len,
         iters,
+        threads: rayon::current_num_threads(),
         seconds_per_iter: per_iter,
         tokens_per_second: tokens / per_iter,
         model_gflops: flops_per_token * tokens / per_iter / 1e9,
         peak_rss_mib: crate::train::peak_rss_mib(),
+        stages,
+        fake_quant_seconds,
     })
 }

@@ -412,8 +412,8 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
         let checkpoint::Loaded { params: p, moments, masters, train: st } = checkpoint::load(dir)?;
         model = params::load(model, &p)?;
         opt.step = st.optimizer_step;
-        opt.moments = moments.into_iter().map(|(k, (m, v))| (k, (m.to_device(&device), v.to_device(&device)))).collect();
-        opt.masters = masters.into_iter().map(|(k, m)| (k, m.to_device(&device))).collect();
+        opt.moments = moments;
+        opt.masters = masters;
         mixer.restore(st.mixer.clone()).map_err(|e| e.to_string())?;
         checkpoint::truncate_metrics(&metrics_path, st.step)?;
         state = st;
@@ -460,16 +460,11 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
             let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [b.rows, b.seq_len]), &ad_device);
             let targets = loss::Targets::new(&b.targets, b.rows, b.seq_len, &ad_device);
             let logits = model.forward(tokens.clone(), &AttentionBatch::packed(&b.segments, &ad_device), None);
-            let ce = loss::ce_sum(logits.clone(), &targets);
-            ce_total += ce.clone().into_scalar::<f32>() as f64;
-            let mut total_loss = ce * (cfg.loss.ce_weight / n_targets as f64);
-            if let Some(teacher) = &teacher {
-                let t_tokens = tokens.inner();
-                let t_logits = teacher.forward(t_tokens, &AttentionBatch::packed(&b.segments, &device), None);
-                let kd = loss::kd_sum(logits, Tensor::from_inner(t_logits), &targets, cfg.loss.kd);
-                kd_total += kd.clone().into_scalar::<f32>() as f64;
-                total_loss = total_loss + kd * (cfg.loss.kd_weight / n_targets as f64);
-            }
+            let t_logits = teacher.as_ref().map(|t| Tensor::from_inner(t.forward(tokens.inner(), &AttentionBatch::packed(&b.segments, &device), None)));
+            let objective = loss::objective(logits, t_logits, &targets, cfg.loss.ce_weight, cfg.loss.kd, cfg.loss.kd_weight, n_targets);
+            ce_total += objective.ce_sum;
+            kd_total += objective.kd_sum.unwrap_or(0.0);
+            let total_loss = objective.loss;
             let grads = GradientsParams::from_grads(total_loss.backward(), &model);
             accum.accumulate(&model, grads);
         }

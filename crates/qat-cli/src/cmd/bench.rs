@@ -4,12 +4,13 @@ use qat_quant::Policy;
 use qat_quant::policy::{Overrides, SchemeChoice};
 use qat_train::speed::{BenchMode, BenchShape, bench};
 
-/// Measure forward, plain-training and QAT-training throughput of a model on one batch shape.
+/// Measure forward, plain-training, QAT-training and distillation-step throughput of a model on
+/// one batch shape, with the time of each stage of the step.
 #[derive(clap::Args)]
 pub struct Args {
     /// Checkpoint directory (Hugging Face layout).
     model: PathBuf,
-    /// forward, plain or qat (one per process, so that peak memory is per mode).
+    /// forward, plain, qat or kd (one per process, so that peak memory is per mode).
     #[arg(long, default_value = "qat")]
     mode: String,
     #[arg(long, default_value_t = 1)]
@@ -41,7 +42,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "forward" => BenchMode::Forward,
         "plain" => BenchMode::Plain,
         "qat" => BenchMode::Qat,
-        other => anyhow::bail!("--mode {other}: expected forward, plain or qat"),
+        "kd" => BenchMode::Kd,
+        other => anyhow::bail!("--mode {other}: expected forward, plain, qat or kd"),
     };
     let mut policy = Policy::default();
     policy.set(&Overrides { scheme: a.scheme, bits: a.bits, ..Default::default() });
@@ -58,9 +60,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&r)?);
     } else {
         println!(
-            "{}: batch {}×{}: {:.3} s/iter, {:.1} tokens/s, {:.1} model GFLOP/s, peak RSS {:.0} MiB",
-            r.mode, r.batch, r.seq_len, r.seconds_per_iter, r.tokens_per_second, r.model_gflops, r.peak_rss_mib
+            "{}: batch {}×{}, {} threads: {:.3} s/iter, {:.1} tokens/s, {:.1} model GFLOP/s, peak RSS {:.0} MiB",
+            r.mode, r.batch, r.seq_len, r.threads, r.seconds_per_iter, r.tokens_per_second, r.model_gflops, r.peak_rss_mib
         );
+        for s in &r.stages {
+            println!("  {:<16} {:>8.3} s  {:>5.1}%", s.stage, s.seconds, 100.0 * s.share);
+        }
+        if r.fake_quant_seconds > 0.0 {
+            println!("  (computing every fake-quantized weight once, standalone: {:.3} s)", r.fake_quant_seconds);
+        }
     }
     Ok(())
 }

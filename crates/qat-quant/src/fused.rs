@@ -1,0 +1,146 @@
+//! [`crate::quantizer::fake_quantize`] for SEQ and integer grids as one CPU kernel with its own
+//! backward.
+//!
+//! Composed from tensor operations, fake quantization is about ten single-threaded passes over
+//! every weight forward and as many backward, once per micro-batch: for SmolLM2 that is a fixed
+//! cost of seconds per step, whatever the batch. Here one parallel pass computes `ŵ`, and one
+//! pass in the backward computes both gradients. The values are bit for bit those of the
+//! composed expression (same f32 operations in the same order), so what export writes
+//! ([`crate::quantizer::quantize`], composed) is still exactly what training saw.
+//!
+//! With `u = w/α` (α after [`crate::quantizer::learned_alpha`]), `c = clamp(u, lo, hi)`,
+//! `L = round(k·c − s) + s` (SEQ: `k = 2^(b−1)`, `s = ½`, `±0.99`; int: `k = 1`, `s = 0`,
+//! `[−Qn, Qp]`), `step = α/k`, `ŵ = step·L`:
+//! `∂ŵ/∂w = 1[lo ≤ u ≤ hi]` (masked STE) and `∂ŵ/∂α = L/k − 1[lo ≤ u ≤ hi]·u`, summed over each
+//! scale's group — what autodiff gives for the composed expression.
+
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::{Tensor, TensorData};
+use burn_autodiff::checkpoint::base::Checkpointer;
+use burn_autodiff::checkpoint::strategy::NoCheckpointing;
+use burn_autodiff::grads::Gradients;
+use burn_autodiff::ops::{Backward, Ops, OpsKind};
+use rayon::prelude::*;
+
+use crate::quantizer::{SEQ_CLIP, int_range, learned_alpha};
+use crate::scheme::{GradVariant, QuantSpec, Scheme};
+
+type FlexFloat = <Flex as burn::backend::BackendTypes>::FloatTensorPrimitive;
+
+/// The grid of one spec, as the composed expression applies it.
+#[derive(Debug, Clone, Copy)]
+struct Grid {
+    lo: f32,
+    hi: f32,
+    k: f32,
+    shift: f32,
+}
+
+impl Grid {
+    /// `None` for the schemes and gradient variants left to the composed expression.
+    fn of(spec: &QuantSpec) -> Option<Grid> {
+        if spec.grad == GradVariant::Angelslim {
+            return None;
+        }
+        match spec.scheme {
+            Scheme::Seq => Some(Grid { lo: -SEQ_CLIP as f32, hi: SEQ_CLIP as f32, k: (1u32 << (spec.bits - 1)) as f32, shift: 0.5 }),
+            Scheme::Int => {
+                let (qn, qp) = int_range(spec.bits);
+                Some(Grid { lo: -qn as f32, hi: qp as f32, k: 1.0, shift: 0.0 })
+            }
+            _ => None,
+        }
+    }
+
+    /// `(u, inside, L)` of one weight.
+    #[inline]
+    fn level(&self, w: f32, alpha: f32) -> (f32, bool, f32) {
+        let u = w / alpha;
+        let inside = u >= self.lo && u <= self.hi;
+        let c = u.clamp(self.lo, self.hi);
+        (u, inside, (c * self.k - self.shift).round_ties_even() + self.shift)
+    }
+
+    /// `ŵ` of every weight; `alpha` holds one scale per `w.len() / alpha.len()` consecutive weights.
+    fn forward(&self, w: &[f32], alpha: &[f32]) -> Vec<f32> {
+        let group = w.len() / alpha.len();
+        let mut out = vec![0.0f32; w.len()];
+        out.par_chunks_mut(group).zip(w.par_chunks(group)).zip(alpha.par_iter()).for_each(|((o, w), &a)| {
+            let step = a / self.k;
+            for (o, &w) in o.iter_mut().zip(w) {
+                *o = step * self.level(w, a).2;
+            }
+        });
+        out
+    }
+
+    /// `(∂/∂w, ∂/∂α)` for the incoming gradient `g` of `ŵ`.
+    fn backward(&self, w: &[f32], alpha: &[f32], g: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let group = w.len() / alpha.len();
+        let mut dw = vec![0.0f32; w.len()];
+        let mut da = vec![0.0f32; alpha.len()];
+        dw.par_chunks_mut(group).zip(da.par_iter_mut()).zip(w.par_chunks(group).zip(g.par_chunks(group))).zip(alpha.par_iter()).for_each(
+            |(((dw, da), (w, g)), &a)| {
+                let mut acc = 0.0f64;
+                for ((dw, &w), &g) in dw.iter_mut().zip(w).zip(g) {
+                    let (u, inside, level) = self.level(w, a);
+                    *dw = if inside { g } else { 0.0 };
+                    let dl = level / self.k - if inside { u } else { 0.0 };
+                    acc += (g * dl) as f64;
+                }
+                *da = acc as f32;
+            },
+        );
+        (dw, da)
+    }
+}
+
+#[derive(Debug)]
+struct FakeQuantBackward;
+
+impl Backward<Flex, 2> for FakeQuantBackward {
+    /// The weight, the effective scales and the grid.
+    type State = (FlexFloat, FlexFloat, Grid);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let (w, alpha, grid) = ops.state;
+        let [w_node, alpha_node] = ops.parents;
+        let g = grads.consume::<Flex>(&ops.node);
+        let (w_shape, a_shape) = (w.layout().shape().clone(), alpha.layout().shape().clone());
+        let (dw, da) = grid.backward(&host(w), &host(alpha), &host(g));
+        if let Some(node) = w_node {
+            grads.register::<Flex>(node.id, FlexFloat::from_data(TensorData::new(dw, w_shape)));
+        }
+        if let Some(node) = alpha_node {
+            grads.register::<Flex>(node.id, FlexFloat::from_data(TensorData::new(da, a_shape)));
+        }
+    }
+}
+
+fn host(t: FlexFloat) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 tensor")
+}
+
+/// The fused [`crate::quantizer::fake_quantize`] when `w` lives on the CPU backend (plain or
+/// autodiff) and the spec is SEQ or integer without the AngelSlim gradient; `None` otherwise.
+pub(crate) fn fake_quantize(w: &Tensor<2>, alpha: &Tensor<2>, spec: &QuantSpec) -> Option<Tensor<2>> {
+    let grid = Grid::of(spec)?;
+    let dims = w.dims();
+    if let Ok(w_ad) = w.clone().try_into_primitive::<Autodiff<Flex>>() {
+        let alpha = learned_alpha(alpha.clone(), spec, dims[0] * dims[1]).0;
+        let a_ad = alpha.try_into_primitive::<Autodiff<Flex>>().ok()?;
+        let nodes = [w_ad.node(), a_ad.node()];
+        let (w_p, a_p) = (w_ad.into_primitive(), a_ad.into_primitive());
+        let out = FlexFloat::from_data(TensorData::new(grid.forward(&host(w_p.clone()), &host(a_p.clone())), dims));
+        let out = match FakeQuantBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((w_p, a_p, grid), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        };
+        return Some(Tensor::from_primitive::<Autodiff<Flex>>(out));
+    }
+    let w_p = w.clone().try_into_primitive::<Flex>().ok()?;
+    let alpha = learned_alpha(alpha.clone(), spec, dims[0] * dims[1]).0;
+    let a_p = alpha.try_into_primitive::<Flex>().ok()?;
+    let out = FlexFloat::from_data(TensorData::new(grid.forward(&host(w_p), &host(a_p)), dims));
+    Some(Tensor::from_primitive::<Flex>(out))
+}
