@@ -3,7 +3,7 @@
 //! layer gets what ([`policy`]), and GPTQ's calibrated rounding with the same quantizers ([`gptq`]).
 
 pub mod exact;
-mod fused;
+pub mod fused;
 pub mod gptq;
 pub mod linear;
 pub mod policy;

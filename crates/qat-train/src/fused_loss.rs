@@ -29,7 +29,7 @@ use rayon::prelude::*;
 use crate::config::KdKind;
 use crate::loss::Objective;
 
-type FlexFloat = <Flex as burn::backend::BackendTypes>::FloatTensorPrimitive;
+use qat_quant::fused::{FlexFloat, f32_values};
 
 /// Loss sums of one row: `(CE, KD)`.
 fn row(z: &[f32], teacher: Option<&[f32]>, target: i64, kind: KdKind, w: (f32, f32), grad: &mut [f32], scratch: &mut Vec<f32>) -> (f64, f64) {
@@ -114,10 +114,6 @@ impl Backward<Flex, 1> for ScaleStoredGradient {
     }
 }
 
-fn host_f32(t: FlexFloat) -> Vec<f32> {
-    t.into_data().try_into_vec::<f32>().expect("f32 logits")
-}
-
 /// [`crate::loss::objective`] computed by the fused kernel when `logits` are on the CPU
 /// backend's autodiff device (returns `None` elsewhere, leaving the inputs to the caller).
 /// `targets` are the host targets (−1: no target) of the `[B, T]` positions.
@@ -139,10 +135,10 @@ pub fn objective(
     let n = n_targets.max(1) as f64;
     let w = ((ce_weight / n) as f32, (kd_weight / n) as f32);
     let guard = student.node();
-    let z = host_f32(student.into_primitive());
-    let t = teacher.map(host_f32);
-    let kind = if t.is_some() { kd } else { KdKind::None };
-    let (ce, kd_sum, grad) = kernel(&z, t.as_deref(), targets, vocab, kind, w);
+    let z = student.into_primitive();
+    let kind = if teacher.is_some() { kd } else { KdKind::None };
+    let t = teacher.as_ref().map(f32_values);
+    let (ce, kd_sum, grad) = kernel(&f32_values(&z), t.as_deref(), targets, vocab, kind, w);
     drop((z, t));
     let value = (ce_weight * ce + kd_weight * kd_sum) / n;
     let loss = FlexFloat::from_data(TensorData::new(vec![value as f32], Shape::new([1])));
