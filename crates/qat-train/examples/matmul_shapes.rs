@@ -10,7 +10,9 @@ fn main() {
     let device = Device::flex();
     let tokens: usize = 512;
     println!("threads {}", rayon::current_num_threads());
-    for (name, out, inp) in [("q/o_proj", 576usize, 576usize), ("k/v_proj", 192, 576), ("gate/up_proj", 1536, 576), ("down_proj", 576, 1536), ("lm_head", 49152, 576)] {
+    for (name, out, inp) in
+        [("q/o_proj", 576usize, 576usize), ("k/v_proj", 192, 576), ("gate/up_proj", 1536, 576), ("down_proj", 576, 1536), ("lm_head", 49152, 576)]
+    {
         let x = Tensor::<2>::random([tokens, inp], Distribution::Default, &device);
         let w = Tensor::<2>::random([out, inp], Distribution::Default, &device);
         let g = Tensor::<2>::random([tokens, out], Distribution::Default, &device);

@@ -26,7 +26,7 @@ use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind, unary};
 use rayon::prelude::*;
 
-use crate::config::KdKind;
+use crate::config::{KdKind, LossSection};
 use crate::loss::Objective;
 
 use qat_quant::fused::{FlexFloat, f32_values};
@@ -117,15 +117,8 @@ impl Backward<Flex, 1> for ScaleStoredGradient {
 /// [`crate::loss::objective`] computed by the fused kernel when `logits` are on the CPU
 /// backend's autodiff device (returns `None` elsewhere, leaving the inputs to the caller).
 /// `targets` are the host targets (−1: no target) of the `[B, T]` positions.
-pub fn objective(
-    logits: &Tensor<3>,
-    teacher_logits: Option<&Tensor<3>>,
-    targets: &[i64],
-    ce_weight: f64,
-    kd: KdKind,
-    kd_weight: f64,
-    n_targets: usize,
-) -> Option<Objective> {
+pub fn objective(logits: &Tensor<3>, teacher_logits: Option<&Tensor<3>>, targets: &[i64], weights: &LossSection, n_targets: usize) -> Option<Objective> {
+    let LossSection { ce_weight, kd, kd_weight } = *weights;
     let student = logits.clone().try_into_primitive::<Autodiff<Flex>>().ok()?;
     let teacher = match teacher_logits {
         Some(t) => Some(t.clone().inner().try_into_primitive::<Flex>().ok()?),

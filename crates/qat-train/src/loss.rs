@@ -7,7 +7,7 @@
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 
-use crate::config::KdKind;
+use crate::config::{KdKind, LossSection};
 
 /// Targets of a micro-batch as tensors: clamped ids `[B, T, 1]` and a 0/1 mask `[B, T]`.
 pub struct Targets {
@@ -81,31 +81,16 @@ pub struct Objective {
 
 /// The training objective of one micro-batch, normalised by the optimizer step's target count
 /// `n_targets` so that micro-batch gradients add up to the step's mean:
-/// `(ce_weight·Σ CE + kd_weight·Σ KD) / n_targets`. On the CPU backend it is one fused kernel
+/// `(ce_weight·Σ CE + kd_weight·Σ KD) / n_targets` with the weights and divergence of `weights`. On the CPU backend it is one fused kernel
 /// ([`crate::fused_loss`]); elsewhere [`objective_composed`].
-pub fn objective(
-    logits: Tensor<3>,
-    teacher_logits: Option<Tensor<3>>,
-    targets: &Targets,
-    ce_weight: f64,
-    kd: KdKind,
-    kd_weight: f64,
-    n_targets: usize,
-) -> Objective {
-    crate::fused_loss::objective(&logits, teacher_logits.as_ref(), &targets.host, ce_weight, kd, kd_weight, n_targets)
-        .unwrap_or_else(|| objective_composed(logits, teacher_logits, targets, ce_weight, kd, kd_weight, n_targets))
+pub fn objective(logits: Tensor<3>, teacher_logits: Option<Tensor<3>>, targets: &Targets, weights: &LossSection, n_targets: usize) -> Objective {
+    crate::fused_loss::objective(&logits, teacher_logits.as_ref(), &targets.host, weights, n_targets)
+        .unwrap_or_else(|| objective_composed(logits, teacher_logits, targets, weights, n_targets))
 }
 
 /// [`objective`] composed from tensor operations (any device; the fused kernel's reference).
-pub fn objective_composed(
-    logits: Tensor<3>,
-    teacher_logits: Option<Tensor<3>>,
-    targets: &Targets,
-    ce_weight: f64,
-    kd: KdKind,
-    kd_weight: f64,
-    n_targets: usize,
-) -> Objective {
+pub fn objective_composed(logits: Tensor<3>, teacher_logits: Option<Tensor<3>>, targets: &Targets, weights: &LossSection, n_targets: usize) -> Objective {
+    let LossSection { ce_weight, kd, kd_weight } = *weights;
     let n = n_targets.max(1) as f64;
     // One log-softmax of the student serves both terms.
     let lp_s = log_softmax(logits, 2);

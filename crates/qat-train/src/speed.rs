@@ -171,7 +171,8 @@ pub fn bench(
                     Tensor::from_inner(l)
                 });
                 let kd = if teacher_logits.is_some() { crate::config::KdKind::Cakld } else { crate::config::KdKind::None };
-                let l = loss::objective(logits, teacher_logits, &tg, 1.0, kd, 1.0, tg.count).loss;
+                let weights = crate::config::LossSection { ce_weight: 1.0, kd, kd_weight: 1.0 };
+                let l = loss::objective(logits, teacher_logits, &tg, &weights, tg.count).loss;
                 watch.lap("loss");
                 let grads = GradientsParams::from_grads(l.backward(), &model);
                 watch.lap("backward");

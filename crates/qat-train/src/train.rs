@@ -463,7 +463,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
             let targets = loss::Targets::new(&b.targets, b.rows, b.seq_len, &ad_device);
             let logits = model.forward(tokens.clone(), &AttentionBatch::packed(&b.segments, &ad_device), None);
             let t_logits = teacher.as_ref().map(|t| Tensor::from_inner(t.forward(tokens.inner(), &AttentionBatch::packed(&b.segments, &device), None)));
-            let objective = loss::objective(logits, t_logits, &targets, cfg.loss.ce_weight, cfg.loss.kd, cfg.loss.kd_weight, n_targets);
+            let objective = loss::objective(logits, t_logits, &targets, &cfg.loss, n_targets);
             ce_total += objective.ce_sum;
             kd_total += objective.kd_sum.unwrap_or(0.0);
             let total_loss = objective.loss;

@@ -2,7 +2,7 @@
 //! `cross_entropy` and `kl_div` in f64 on random logits, with ignored positions).
 
 use burn::tensor::{Device, Tensor, TensorData};
-use qat_train::config::KdKind;
+use qat_train::config::{KdKind, LossSection};
 use qat_train::loss::{self, Targets};
 use serde_json::Value;
 
@@ -65,7 +65,7 @@ fn distillation_losses_match_pytorch() {
     }
 }
 
-type ObjectiveFn = fn(Tensor<3>, Option<Tensor<3>>, &Targets, f64, KdKind, f64, usize) -> loss::Objective;
+type ObjectiveFn = fn(Tensor<3>, Option<Tensor<3>>, &Targets, &LossSection, usize) -> loss::Objective;
 
 /// The step objective `(w_ce·CE + w_kd·KD) / n_targets` and its unweighted sums, for every
 /// divergence, from the fused CPU kernel and from the composed reference, against PyTorch.
@@ -83,7 +83,7 @@ fn objective_fused_and_composed_match_pytorch() {
         for (name, kind) in [("forward_kl", KdKind::ForwardKl), ("reverse_kl", KdKind::ReverseKl), ("cakld", KdKind::Cakld)] {
             let (mut sums, mut kd_sum) = (0.0, None);
             let (value, grad) = value_and_grad(&c, |s, t, tg| {
-                let o = objective(s, Some(t), tg, w_ce, kind, w_kd, n);
+                let o = objective(s, Some(t), tg, &LossSection { ce_weight: w_ce, kd: kind, kd_weight: w_kd }, n);
                 (sums, kd_sum) = (o.ce_sum, o.kd_sum);
                 o.loss
             });
@@ -100,7 +100,7 @@ fn objective_fused_and_composed_match_pytorch() {
         // Without a teacher: CE alone, no KD sum.
         let mut kd_sum = Some(0.0);
         let (value, grad) = value_and_grad(&c, |s, _, tg| {
-            let o = objective(s, None, tg, w_ce, KdKind::Cakld, w_kd, n);
+            let o = objective(s, None, tg, &LossSection { ce_weight: w_ce, kd: KdKind::Cakld, kd_weight: w_kd }, n);
             kd_sum = o.kd_sum;
             o.loss
         });
@@ -126,7 +126,8 @@ fn fused_objective_matches_composed_on_wide_rows() {
     let teacher: Vec<f32> = (0..b * t * v).map(|_| next()).collect();
     let targets = vec![5, -1, 49_151, 0, 777, 30_000];
     let c = Case { shape: [b, t, v], student, teacher, targets, reference: Value::Null };
-    let run = |f: ObjectiveFn| value_and_grad(&c, |s, tl, tg| f(s, Some(tl), tg, 1.0, KdKind::Cakld, 1.0, 5).loss);
+    let weights = LossSection { ce_weight: 1.0, kd: KdKind::Cakld, kd_weight: 1.0 };
+    let run = |f: ObjectiveFn| value_and_grad(&c, |s, tl, tg| f(s, Some(tl), tg, &weights, 5).loss);
     let (fused, fused_grad) = run(loss::objective);
     let (composed, composed_grad) = run(loss::objective_composed);
     assert!((fused - composed).abs() < 1e-4 * composed.abs(), "{fused} vs {composed}");
