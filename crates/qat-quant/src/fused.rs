@@ -143,12 +143,13 @@ pub fn f32_values(t: &FlexFloat) -> std::borrow::Cow<'_, [f32]> {
 pub(crate) fn fake_quantize(w: &Tensor<2>, alpha: &Tensor<2>, spec: &QuantSpec) -> Option<Tensor<2>> {
     let grid = Grid::of(spec)?;
     let dims = w.dims();
+    let numel = dims[0] * dims[1];
+    let values = |w: &FlexFloat, a: &FlexFloat| FlexFloat::from_data(TensorData::new(grid.forward(&f32_values(w), &f32_values(a)), dims));
     if let Ok(w_ad) = w.clone().try_into_primitive::<Autodiff<Flex>>() {
-        let alpha = learned_alpha(alpha.clone(), spec, dims[0] * dims[1]).0;
-        let a_ad = alpha.try_into_primitive::<Autodiff<Flex>>().ok()?;
+        let a_ad = learned_alpha(alpha.clone(), spec, numel).0.try_into_primitive::<Autodiff<Flex>>().ok()?;
         let nodes = [w_ad.node(), a_ad.node()];
         let (w_p, a_p) = (w_ad.into_primitive(), a_ad.into_primitive());
-        let out = FlexFloat::from_data(TensorData::new(grid.forward(&f32_values(&w_p), &f32_values(&a_p)), dims));
+        let out = values(&w_p, &a_p);
         let out = match FakeQuantBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish((w_p, a_p, grid), out),
             OpsKind::UnTracked(prep) => prep.finish(out),
@@ -156,8 +157,6 @@ pub(crate) fn fake_quantize(w: &Tensor<2>, alpha: &Tensor<2>, spec: &QuantSpec) 
         return Some(Tensor::from_primitive::<Autodiff<Flex>>(out));
     }
     let w_p = w.clone().try_into_primitive::<Flex>().ok()?;
-    let alpha = learned_alpha(alpha.clone(), spec, dims[0] * dims[1]).0;
-    let a_p = alpha.try_into_primitive::<Flex>().ok()?;
-    let out = FlexFloat::from_data(TensorData::new(grid.forward(&f32_values(&w_p), &f32_values(&a_p)), dims));
-    Some(Tensor::from_primitive::<Flex>(out))
+    let a_p = learned_alpha(alpha.clone(), spec, numel).0.try_into_primitive::<Flex>().ok()?;
+    Some(Tensor::from_primitive::<Flex>(values(&w_p, &a_p)))
 }

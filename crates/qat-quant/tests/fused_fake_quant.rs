@@ -5,19 +5,11 @@
 //! PyTorch, since `fake_quantize` takes it on the CPU.)
 
 use burn::tensor::{Device, Tensor, TensorData};
-use qat_quant::{GradVariant, Granularity, QuantSpec, ScaleInit, Scheme, fake_quantize, fake_quantize_composed, init_scale};
+use qat_quant::{Granularity, QuantSpec, Scheme, fake_quantize, fake_quantize_composed, init_scale};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 fn specs() -> Vec<QuantSpec> {
-    let base = QuantSpec {
-        scheme: Scheme::Seq,
-        bits: 2,
-        granularity: Granularity::Channel,
-        group_size: 0,
-        grad: GradVariant::Paretoq,
-        init: ScaleInit::Max,
-        sub_scale_bits: 0,
-    };
+    let base = QuantSpec::seq2();
     let group = |s: QuantSpec, g: usize| QuantSpec { granularity: Granularity::Group, group_size: g, ..s };
     let int = |bits: u32| QuantSpec { scheme: Scheme::Int, bits, ..base };
     vec![
