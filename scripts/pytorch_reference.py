@@ -8,8 +8,14 @@ max|W_row|) on every decoder linear.
                whose no-grad forward pass is part of the step, as `qat bench --mode kd`)
   loss curve:  pytorch_reference.py MODEL --mode qat --track-steps 50 --text FILE --batch B --seq-len T --lr 1e-4
 
+--device cuda runs on the GPU (synchronized before each clock read; peak memory from the CUDA
+caching allocator); --dtype bf16 (f16) autocasts the matrix products to bf16 (f16) with f32 parameters and
+optimizer state, as qat's `model.compute_dtype = "bf16"`; --attn picks transformers' attention
+(eager: the composed softmax(QKᵀ)V; sdpa: PyTorch's fused kernels).
+
 Prints one JSON object. One mode per process, so peak memory (ru_maxrss) is per mode.
 """
+import contextlib
 import argparse
 import json
 import math
@@ -70,20 +76,36 @@ def main():
     ap.add_argument("--text")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", choices=["f32", "bf16", "f16"], default="f32")
+    ap.add_argument("--attn", choices=["eager", "sdpa"], default="eager")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32, attn_implementation="eager")
+    dev = torch.device(a.device)
+    cuda = dev.type == "cuda"
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    def autocast():
+        if a.dtype != "f32":
+            return torch.autocast(dev.type, dtype={"bf16": torch.bfloat16, "f16": torch.float16}[a.dtype])
+        return contextlib.nullcontext()
+
+    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32, attn_implementation=a.attn).to(dev)
     teacher = None
     if a.mode == "kd":
-        teacher = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32, attn_implementation="eager").eval()
+        teacher = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32, attn_implementation=a.attn).to(dev).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
     if a.mode in ("qat", "kd"):
         quantize(model)
     n_params = sum(p.numel() for n, p in model.named_parameters() if not n.endswith("alpha"))
     B, T = a.batch, a.seq_len
-    out = {"mode": a.mode, "batch": B, "seq_len": T, "torch": torch.__version__, "threads": torch.get_num_threads()}
+    out = {"mode": a.mode, "batch": B, "seq_len": T, "torch": torch.__version__, "threads": torch.get_num_threads(),
+           "device": torch.cuda.get_device_name(dev) if cuda else "cpu", "dtype": a.dtype, "attn": a.attn}
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
     if a.track_steps:
         tok = AutoTokenizer.from_pretrained(a.model)
@@ -91,9 +113,10 @@ def main():
         losses = []
         for s in range(a.track_steps):
             rows = [ids[(s * B + r) * T:(s * B + r) * T + T + 1] for r in range(B)]
-            x = torch.tensor([r[:T] for r in rows])
-            y = torch.tensor([r[1:] for r in rows])
-            logits = model(x).logits
+            x = torch.tensor([r[:T] for r in rows], device=dev)
+            y = torch.tensor([r[1:] for r in rows], device=dev)
+            with autocast():
+                logits = model(x).logits.float()
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
             opt.zero_grad()
             loss.backward()
@@ -102,20 +125,22 @@ def main():
         out["losses"] = losses
     else:
         vocab = model.config.vocab_size
-        x = torch.tensor([[((b * T + t) * 7919 + 13) % vocab for t in range(T)] for b in range(B)])
-        y = torch.tensor([[((b * T + t) * 104729 + 7) % vocab for t in range(T)] for b in range(B)])
+        x = torch.tensor([[((b * T + t) * 7919 + 13) % vocab for t in range(T)] for b in range(B)], device=dev)
+        y = torch.tensor([[((b * T + t) * 104729 + 7) % vocab for t in range(T)] for b in range(B)], device=dev)
         times = []
         for i in range(a.warmup + a.iters):
+            sync()
             t0 = time.perf_counter()
             if a.mode == "forward":
-                with torch.no_grad():
-                    model(x).logits.sum().item()
+                with torch.no_grad(), autocast():
+                    model(x).logits.float().sum().item()
             else:
-                logits = model(x).logits
+                with autocast():
+                    logits = model(x).logits.float()
                 loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
                 if teacher is not None:
-                    with torch.no_grad():
-                        lp_t = torch.log_softmax(teacher(x).logits, -1)
+                    with torch.no_grad(), autocast():
+                        lp_t = torch.log_softmax(teacher(x).logits.float(), -1)
                     lp_s = torch.log_softmax(logits, -1)
                     conf = lp_t.gather(-1, y.unsqueeze(-1)).squeeze(-1).exp()
                     kl = lambda log_p, log_q: torch.nn.functional.kl_div(log_q, log_p, log_target=True, reduction="none").sum(-1)
@@ -123,11 +148,15 @@ def main():
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+            sync()
             times.append(time.perf_counter() - t0)
         per = sum(times[a.warmup:]) / a.iters
         out.update(seconds_per_iter=per, tokens_per_second=B * T / per,
                    model_gflops={"forward": 2, "kd": 8}.get(a.mode, 6) * n_params * B * T / per / 1e9)
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if cuda:
+        out["peak_device_mib"] = torch.cuda.max_memory_reserved(dev) / 2**20
+        out["peak_device_allocated_mib"] = torch.cuda.max_memory_allocated(dev) / 2**20
     print(json.dumps(out))
 
 

@@ -41,6 +41,12 @@ impl Backward<Flex, 1> for SoftmaxBackward {
     }
 }
 
+/// Whether `x` lives on the CPU backend without autodiff (where Burn's own fused kernels take
+/// shapes the GPU backends' do not, e.g. attention with fewer kv heads than query heads).
+pub fn on_flex<const D: usize>(x: &Tensor<D>) -> bool {
+    x.clone().try_into_primitive::<Flex>().is_ok()
+}
+
 /// `softmax(x, D − 1)`: the fused op on the CPU backend's autodiff device, Burn's softmax
 /// elsewhere.
 pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {

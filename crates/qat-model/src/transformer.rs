@@ -223,10 +223,13 @@ impl Attention {
             None => (k, v),
         };
         let scale = 1.0 / (hd as f64).sqrt();
+        let rep = nh / nkv;
         if !q.device().is_autodiff() && self.compute.is_none() {
             // No gradient to keep (evaluation, the distillation teacher, generation): the
-            // backend's fused attention (multi-threaded over heads, GQA without copies, no
-            // score tensor in memory).
+            // backend's fused attention (no score tensor in memory). The CPU backend's shares
+            // each kv head among its query heads without copies (and runs multi-threaded over
+            // heads); the GPU backends' products need one kv head per query head.
+            let (k, v) = if crate::fused::on_flex(&q) { (k, v) } else { (repeat_kv_heads(k, rep), repeat_kv_heads(v, rep)) };
             let options = burn::tensor::ops::AttentionModuleOptions { scale: Some(scale), softcap: None, is_causal: false };
             let out = burn::tensor::module::attention(q, k, v, None, Some(bias.clone()), options);
             return out.swap_dims(1, 2).reshape([b, t, nh * hd]);
@@ -235,13 +238,25 @@ impl Attention {
         // GQA without repeating K/V: query heads that share a kv head are stacked along the
         // sequence axis ([B, kv, rep·T, hd]), matching transformers' `repeat_kv` head order.
         // The scale multiplies the queries (hd values per row) rather than the scores (S).
-        let rep = nh / nkv;
         let q = q.reshape([b, nkv, rep * t, hd]) * scale;
         let scores = matmul_in(q, k.swap_dims(2, 3), self.compute);
         let scores = scores.reshape([b, nkv, rep, t, s]) + bias.clone().unsqueeze_dim::<5>(1);
         let probs = crate::fused::softmax_last(scores).reshape([b, nkv, rep * t, s]);
         matmul_in(probs, v, self.compute).reshape([b, nh, t, hd]).swap_dims(1, 2).reshape([b, t, nh * hd])
     }
+}
+
+/// Each kv head repeated for the `rep` query heads that share it, in transformers' `repeat_kv`
+/// order: query head `h` reads kv head `h / rep`.
+///
+/// # Shapes
+/// `[B, kv, S, hd]` → `[B, kv·rep, S, hd]`.
+pub fn repeat_kv_heads(x: Tensor<4>, rep: usize) -> Tensor<4> {
+    if rep == 1 {
+        return x;
+    }
+    let [b, kv, s, hd] = x.dims();
+    x.unsqueeze_dim::<5>(2).expand([b, kv, rep, s, hd]).reshape([b, kv * rep, s, hd])
 }
 
 #[derive(Module, Debug)]

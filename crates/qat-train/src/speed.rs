@@ -48,6 +48,10 @@ pub struct BenchResult {
     /// 2·N·tokens for the teacher's forward pass in `kd` mode.
     pub model_gflops: f64,
     pub peak_rss_mib: f64,
+    /// Most memory the device's allocator held at the end of any stage (`bytes_reserved` of
+    /// Burn's memory pools: what the process took from the GPU). `None` where the backend keeps
+    /// no pools (the CPU).
+    pub peak_device_mib: Option<f64>,
     /// Where the step's time goes, in order; the shares sum to 1.
     pub stages: Vec<StageTime>,
     /// Time to compute every fake-quantized weight once, standalone (already inside the
@@ -66,14 +70,16 @@ pub struct BenchShape {
 
 /// Accumulates the time of named stages over the timed iterations.
 struct Stopwatch {
+    device: Device,
     last: Instant,
     totals: Vec<(&'static str, f64)>,
     recording: bool,
+    peak_device_bytes: Option<u64>,
 }
 
 impl Stopwatch {
-    fn new() -> Self {
-        Stopwatch { last: Instant::now(), totals: Vec::new(), recording: false }
+    fn new(device: &Device) -> Self {
+        Stopwatch { device: device.clone(), last: Instant::now(), totals: Vec::new(), recording: false, peak_device_bytes: None }
     }
 
     fn start(&mut self, recording: bool) {
@@ -81,18 +87,23 @@ impl Stopwatch {
         self.last = Instant::now();
     }
 
-    /// Ends the current stage. The CPU backend runs every operation when it is called, so the
-    /// time between two laps is the stage's compute.
-    fn lap(&mut self, stage: &'static str) {
+    /// Ends the current stage. A GPU runs queued work asynchronously, so the device is
+    /// synchronized first: the time between two laps is then the stage's compute on every
+    /// backend (the CPU backend runs each operation when it is called; its sync is free).
+    fn lap(&mut self, stage: &'static str) -> Result<(), String> {
+        self.device.sync().map_err(|e| format!("device error during {stage}: {e:?}"))?;
         let dt = self.last.elapsed().as_secs_f64();
+        if let Some(u) = self.device.memory_pool_usage() {
+            self.peak_device_bytes = Some(self.peak_device_bytes.unwrap_or(0).max(u.bytes_reserved));
+        }
         self.last = Instant::now();
-        if !self.recording {
-            return;
+        if self.recording {
+            match self.totals.iter_mut().find(|(s, _)| *s == stage) {
+                Some((_, t)) => *t += dt,
+                None => self.totals.push((stage, dt)),
+            }
         }
-        match self.totals.iter_mut().find(|(s, _)| *s == stage) {
-            Some((_, t)) => *t += dt,
-            None => self.totals.push((stage, dt)),
-        }
+        Ok(())
     }
 
     fn stages(&self, iters: usize) -> (f64, Vec<StageTime>) {
@@ -121,7 +132,7 @@ pub fn bench(
     let ids: Vec<i64> = (0..batch * seq_len).map(|i| ((i * 7919 + 13) % vocab) as i64).collect();
     let targets: Vec<i64> = (0..batch * seq_len).map(|i| ((i * 104729 + 7) % vocab) as i64).collect();
     let segments = vec![vec![0u32; seq_len]; batch];
-    let mut watch = Stopwatch::new();
+    let mut watch = Stopwatch::new(device);
     let mut fake_quant_seconds = 0.0;
     match mode {
         BenchMode::Forward => {
@@ -130,10 +141,10 @@ pub fn bench(
                 watch.start(i >= warmup);
                 let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [batch, seq_len]), device);
                 let attention = AttentionBatch::packed(&segments, device);
-                watch.lap("inputs");
+                watch.lap("inputs")?;
                 let logits = model.forward(tokens, &attention, None);
                 let _ = logits.sum().into_scalar::<f32>();
-                watch.lap("forward");
+                watch.lap("forward")?;
             }
         }
         BenchMode::Plain | BenchMode::Qat | BenchMode::Kd => {
@@ -162,24 +173,27 @@ pub fn bench(
                 let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [batch, seq_len]), &ad);
                 let tg = loss::Targets::new(&targets, batch, seq_len, &ad);
                 let attention = AttentionBatch::packed(&segments, &ad);
-                watch.lap("inputs");
+                watch.lap("inputs")?;
                 let logits = model.forward(tokens.clone(), &attention, None);
-                watch.lap("forward");
-                let teacher_logits = teacher.as_ref().map(|t| {
-                    let l = t.forward(tokens.inner(), &AttentionBatch::packed(&segments, device), None);
-                    watch.lap("teacher forward");
-                    Tensor::from_inner(l)
-                });
+                watch.lap("forward")?;
+                let teacher_logits = match &teacher {
+                    Some(t) => {
+                        let l = t.forward(tokens.inner(), &AttentionBatch::packed(&segments, device), None);
+                        watch.lap("teacher forward")?;
+                        Some(Tensor::from_inner(l))
+                    }
+                    None => None,
+                };
                 let kd = if teacher_logits.is_some() { crate::config::KdKind::Cakld } else { crate::config::KdKind::None };
                 let weights = crate::config::LossSection { ce_weight: 1.0, kd, kd_weight: 1.0 };
                 let l = loss::objective(logits, teacher_logits, &tg, &weights, tg.count).loss;
-                watch.lap("loss");
+                watch.lap("loss")?;
                 let grads = GradientsParams::from_grads(l.backward(), &model);
-                watch.lap("backward");
+                watch.lap("backward")?;
                 model = opt.step(model, &grads, 1.0, 1.0);
                 // Wait for the update to finish before stopping the clock.
                 let _ = model.embed_tokens.weight.val().slice([0..1, 0..1]).into_data();
-                watch.lap("optimizer");
+                watch.lap("optimizer")?;
             }
             let _ = model.valid();
         }
@@ -201,6 +215,7 @@ pub fn bench(
         tokens_per_second: tokens / per_iter,
         model_gflops: flops_per_token * tokens / per_iter / 1e9,
         peak_rss_mib: crate::train::peak_rss_mib(),
+        peak_device_mib: watch.peak_device_bytes.map(|b| b as f64 / (1024.0 * 1024.0)),
         stages,
         fake_quant_seconds,
     })

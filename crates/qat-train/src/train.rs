@@ -68,14 +68,15 @@ pub struct RunOptions {
 }
 
 /// The compute device: `cpu` (Burn's flex backend), or with the matching cargo feature
-/// `vulkan[:N]` / `wgpu[:N]` (the N-th discrete GPU).
+/// `vulkan:N` / `wgpu:N` (the N-th discrete GPU) or `vulkan` / `wgpu` alone (the adapter wgpu
+/// ranks best, or the one `CUBECL_WGPU_DEFAULT_DEVICE` names, e.g. `IntegratedGpu(0)`).
 pub fn parse_device(name: &str) -> Result<Device, String> {
     let (kind, index) = match name.split_once(':') {
-        Some((k, i)) => (k, i.parse::<usize>().map_err(|_| format!("device `{name}`: `{i}` is not a GPU index"))?),
-        None => (name, 0),
+        Some((k, i)) => (k, Some(i.parse::<usize>().map_err(|_| format!("device `{name}`: `{i}` is not a GPU index"))?)),
+        None => (name, None),
     };
     #[cfg(any(feature = "vulkan", feature = "wgpu"))]
-    let gpu = burn::tensor::DeviceKind::DiscreteGpu(index);
+    let gpu = index.map_or(burn::tensor::DeviceKind::DefaultDevice, burn::tensor::DeviceKind::DiscreteGpu);
     match kind {
         "cpu" | "flex" => Ok(Device::flex()),
         #[cfg(feature = "vulkan")]

@@ -63,6 +63,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "{}: batch {}×{}, {} threads: {:.3} s/iter, {:.1} tokens/s, {:.1} model GFLOP/s, peak RSS {:.0} MiB",
             r.mode, r.batch, r.seq_len, r.threads, r.seconds_per_iter, r.tokens_per_second, r.model_gflops, r.peak_rss_mib
         );
+        if let Some(m) = r.peak_device_mib {
+            println!("  peak device memory (allocator reserve) {m:.0} MiB");
+        }
         for s in &r.stages {
             println!("  {:<16} {:>8.3} s  {:>5.1}%", s.stage, s.seconds, 100.0 * s.share);
         }

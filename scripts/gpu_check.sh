@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# qat on one GPU through Burn's Vulkan backend, against PyTorch eager on CUDA on the same GPU, in
+# one run (issue 11; docs/gpu.md holds a report):
+#   1. `qat train configs/smollm2_135m_2bit.toml` for 20 steps on the GPU, f32 and bf16
+#      autocast, beside the same run on the CPU (its losses are below: EXPECTED_CPU_LOSSES);
+#   2. `qat bench` forward / plain / QAT / KD steps at 8x1024 and 16x2048 vs
+#      scripts/pytorch_reference.py on CUDA, both bf16 autocast with f32 parameters: tokens/s,
+#      model FLOP/s, MFU against 989 TFLOP/s dense bf16, peak GPU memory;
+#   2b. where the QAT step's GPU time goes, kernel by kernel (scripts/gpu_kernel_times.py);
+#   3. a HY-1.8B-shaped model (random weights) in the KD step at 8x2048: does student + frozen
+#      teacher + AdamW fit, at what peak memory and speed.
+# The real SmolLM2 weights cannot reach the GPU machine (no network there, 64 MiB carried), so
+# both the CPU reference run and the GPU runs use scripts/make_random_checkpoint.py's
+# SmolLM2-135M-shaped checkpoint (seed 0; the checksum below says it is the same one) with the
+# real tokenizer and the default job's data.
+#
+#   QAT=target/release/qat TOKENIZER=models/smollm2-135m-instruct bash scripts/gpu_check.sh OUT_DIR
+# QAT: a qat built with `--features vulkan`; PYTHON: a Python with torch, transformers and
+# safetensors; DEVICE (default vulkan:0) and TORCH_DEVICE (default cuda); SMOKE=1: tiny shapes
+# and 2 steps, to exercise the script on a machine without a GPU (DEVICE=vulkan with
+# CUBECL_WGPU_DEFAULT_DEVICE=Cpu runs Burn's Vulkan code on Mesa's lavapipe); BUDGET: seconds
+# after which the remaining parts are skipped (default 480), so that a run fits its lease.
+# Writes OUT_DIR/log.md (the report), OUT_DIR/results.jsonl (one line per measurement).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:?usage: gpu_check.sh OUT_DIR}
+mkdir -p "$out"
+qat=${QAT:-target/release/qat}
+py=${PYTHON:-python3}
+device=${DEVICE:-vulkan:0}
+tdev=${TORCH_DEVICE:-cuda}
+tokenizer=${TOKENIZER:-models/smollm2-135m-instruct}
+budget=${BUDGET:-480}
+smoke=${SMOKE:-0}
+work=${WORK:-/tmp/qat-gpu-check}
+mkdir -p "$work"
+start=$SECONDS
+report="$out/log.md"
+results="$out/results.jsonl"
+: > "$report"
+: > "$results"
+say() { echo "$*" | tee -a "$report"; }
+left() { echo $((budget - (SECONDS - start))); }
+# A command's time limit: what is left of the budget plus a little, at most $1 seconds.
+limit() { local l=$(($(left) + 20)); [ $l -lt "$1" ] && echo $l || echo "$1"; }
+# Checksum of make_random_checkpoint.py's smollm2-135m seed-0 f32 weights, as made here.
+EXPECTED_CHECKSUM=2181096.891
+# Losses of the 20 steps of the CPU run (`qat train` with --set model.device=cpu, same
+# checkpoint, data and seed; 2 cores, f32, 2026-11-26), as its metrics.jsonl recorded them;
+# its validation loss went 10.920 → 7.946.
+EXPECTED_CPU_LOSSES="11.078609 10.345164 10.365316 10.427092 10.081083 9.951488 9.683112 9.206906 8.850815 8.606623 8.389681 8.681145 8.335778 8.493968 8.006324 7.888116 7.915156 7.738120 7.837609 7.855007"
+
+# Peak GPU memory of the whole machine while a command runs (nvidia-smi, every 100 ms): the
+# same meter for both frameworks, CUDA context included. Written to $work/smi_peak.
+gpu_mem_peak() {
+  local f="$work/smi.$$"
+  : > "$work/smi_peak"
+  if command -v nvidia-smi > /dev/null; then
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > "$f" 2> /dev/null &
+    local pid=$!
+    "$@"
+    local rc=$?
+    kill $pid 2> /dev/null
+    wait $pid 2> /dev/null
+    sort -n "$f" | tail -1 > "$work/smi_peak"
+    return $rc
+  fi
+  "$@"
+}
+
+say "# qat GPU check, $(date -u +%F)"
+say
+if command -v nvidia-smi > /dev/null; then
+  say "GPU: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader)"
+fi
+say "qat: $($qat --version 2>&1), device \`$device\`; PyTorch: $($py -c 'import torch, transformers; print(torch.__version__, "transformers", transformers.__version__)' 2>&1), device $tdev"
+say
+
+# --- 0. The checkpoint and the precision --------------------------------------------------------- -----------------------------------------------------------------------
+ck="$work/smollm2-random"
+if [ ! -f "$ck/model.safetensors" ]; then
+  made=$($py scripts/make_random_checkpoint.py smollm2-135m "$ck" --tokenizer "$tokenizer" 2>> "$out/stderr.log")
+  say "checkpoint: $made (expected checksum $EXPECTED_CHECKSUM)"
+fi
+
+# The product precision: bf16 where the driver takes it, else f16, else f32 (said in the report).
+dtype=${DTYPE:-bf16}
+for d in $dtype f16 f32; do
+  timeout "${PROBE_TIMEOUT:-240}" "$qat" bench "$ck" --device "$device" --compute-dtype "$d" --mode qat --batch 1 --seq-len 64 --warmup 0 --iters 1 > "$work/probe" 2>&1
+  rc=$?
+  if [ $rc -eq 0 ]; then
+    dtype=$d
+    break
+  fi
+  say "compute dtype $d failed on $device (exit $rc): $(tail -5 "$work/probe" | tr '\n' ' ' | cut -c1-800)"
+  dtype=none
+  # A hang is not a matter of precision: stop rather than wait again.
+  [ $rc -ne 124 ] || break
+done
+say "compute dtype: $dtype (probe: $(head -1 "$work/probe"))"
+[ "$dtype" != none ] || { say "no precision works on $device; stopping"; exit 1; }
+
+# One measurement: qat bench or pytorch_reference.py, as a JSON line with the nvidia-smi peak.
+measure() {
+  local who=$1 model=$2 mode=$3 b=$4 t=$5 iters=$6
+  local json smi
+  if [ "$who" = qat ]; then
+    json=$(gpu_mem_peak timeout "$(limit 240)" "$qat" bench "$model" --device "$device" --compute-dtype "$dtype" --mode "$mode" --batch "$b" --seq-len "$t" --iters "$iters" --json 2> "$work/err")
+  else
+    json=$(gpu_mem_peak timeout "$(limit 240)" "$py" scripts/pytorch_reference.py "$model" --device "$tdev" --dtype "$dtype" --attn sdpa --mode "$mode" --batch "$b" --seq-len "$t" --iters "$iters" 2> "$work/err")
+  fi
+  local rc=$?
+  smi=$(cat "$work/smi_peak")
+  if [ $rc -ne 0 ] || [ -z "$json" ]; then
+    json="{\"mode\": \"$mode\", \"batch\": $b, \"seq_len\": $t, \"error\": $($py -c 'import json,sys; print(json.dumps(sys.stdin.read()[-600:]))' < "$work/err")}"
+  fi
+  echo "{\"who\": \"$who\", \"model\": \"$(basename "$model")\", \"smi_peak_mib\": ${smi:-null}, \"result\": $json}" >> "$results"
+  tail -1 "$results" | cut -c1-400 >&2
+}
+
+# --- 1. Speed: every mode at one shape, both frameworks ---------------------------------------
+speed() {
+  local b=$1 t=$2 iters=$3 mode
+  for mode in qat kd plain forward; do
+    [ "$(left)" -gt 60 ] || { say "(skipped $mode $b×$t: time budget)"; continue; }
+    measure qat "$ck" $mode "$b" "$t" "$iters"
+    measure torch "$ck" $mode "$b" "$t" "$iters"
+  done
+}
+
+# --- 1b. Which kernels the step's time goes to (CubeCL's profiler; warm-up included) ------------
+profile() {
+  local mode=$1 b=$2 t=$3
+  [ "$(left)" -gt 90 ] || { say "(skipped kernel profile: time budget)"; return; }
+  rm -f "$work/profile.log"
+  CUBECL_DEBUG_LOG="$work/profile.log" CUBECL_DEBUG_OPTION=profile timeout "$(limit 200)" "$qat" bench "$ck" --device "$device" \
+    --compute-dtype "$dtype" --mode "$mode" --batch "$b" --seq-len "$t" --warmup 1 --iters 2 > "$work/profile.out" 2>&1
+  say
+  say "Kernel time of the $mode step at $b×$t (CubeCL profiler, 1 warm-up + 2 steps): $(head -1 "$work/profile.out")"
+  say
+  $py scripts/gpu_kernel_times.py "$work/profile.log" --top 25 2>&1 | tee -a "$report"
+}
+
+# --- 2. Loss tracking against the CPU run ------------------------------------------------------
+track() {
+  local steps=$1 tdt
+  for tdt in f32 $([ "$dtype" != f32 ] && echo "$dtype"); do
+    [ "$(left)" -gt 60 ] || { say "(skipped loss tracking $tdt: time budget)"; continue; }
+    rm -rf "$work/track_$tdt"
+    timeout "$(limit 200)" "$qat" train configs/smollm2_135m_2bit.toml --quiet --set model.path="$ck" --set model.device="\"$device\"" \
+      --set model.compute_dtype="\"$tdt\"" --set train.max_steps="$steps" --set checkpoint.every=1000 \
+      --set output.dir="\"$work/track_$tdt\"" > "$work/train_$tdt.log" 2>&1 || tail -5 "$work/train_$tdt.log" | tee -a "$report"
+    $py - "$work/track_$tdt/metrics.jsonl" "$tdt" >> "$results" <<'PY'
+import json, sys
+path, dtype = sys.argv[1], sys.argv[2]
+try:
+    rows = [json.loads(l) for l in open(path)]
+except OSError:
+    rows = []
+train = [r for r in rows if r["type"] == "train"]
+evals = [r["eval"]["val_loss"] for r in rows if r["type"] == "eval"]
+print(json.dumps({"who": "qat", "track": dtype, "losses": [r["loss"] for r in train],
+                  "tokens_per_second": [r["tokens_per_second"] for r in train], "val_loss": evals}))
+PY
+  done
+}
+
+# --- 3. HY-1.8B shapes: student + frozen teacher + AdamW at 8x2048 ------------------------------
+hy_kd() {
+  local who=$1 hy="$work/hy-random"
+  [ "$(left)" -gt 120 ] || { say "(skipped HY-1.8B $who: time budget)"; return; }
+  [ -f "$hy/model.safetensors" ] || $py scripts/make_random_checkpoint.py hy-1.8b "$hy" --dtype bf16 >> "$out/stderr.log" 2>&1
+  measure "$who" "$hy" kd 8 2048 2
+}
+
+# Most wanted first, so that a short lease still answers the main questions.
+if [ "$smoke" = 1 ]; then
+  speed 2 64 1
+  track 2
+else
+  speed 8 1024 3
+  profile qat 8 1024
+  track 20
+  hy_kd qat
+  speed 16 2048 2
+  hy_kd torch
+fi
+
+# --- Report ---------------------------------------------------------------------------------------
+$py scripts/gpu_report.py "$results" "$EXPECTED_CPU_LOSSES" | tee -a "$report"
+say
+say "(whole check: $((SECONDS - start)) s)"
