@@ -55,9 +55,10 @@ pub fn save(root: &Path, model: &CausalLm, opt: &AdamW, state: &crate::train::Tr
         .map_err(|e| format!("{}: {e}", root.display()))?;
     params::write_safetensors(&tmp.path().join("params.safetensors"), &params)?;
     let mut moments: Named = BTreeMap::new();
-    for (path, (m, v)) in &opt.moments {
-        moments.insert(format!("{path}/m"), (vec![m.len()], m.clone()));
-        moments.insert(format!("{path}/v"), (vec![v.len()], v.clone()));
+    for (path, mv) in &opt.moments {
+        let (m, v) = mv.to_host();
+        moments.insert(format!("{path}/m"), (vec![m.len()], m));
+        moments.insert(format!("{path}/v"), (vec![v.len()], v));
     }
     for (path, master) in &opt.masters {
         moments.insert(format!("{path}/master"), (vec![master.len()], master.clone()));
@@ -82,7 +83,7 @@ pub fn save(root: &Path, model: &CausalLm, opt: &AdamW, state: &crate::train::Tr
 /// What a checkpoint holds.
 pub struct Loaded {
     pub params: Named,
-    pub moments: BTreeMap<String, (Vec<f32>, Vec<f32>)>,
+    pub moments: BTreeMap<String, crate::optim::Moments>,
     /// Unrounded scales (runs with `[quant] round_scales`).
     pub masters: BTreeMap<String, Vec<f32>>,
     pub train: TrainState,
@@ -97,7 +98,7 @@ pub fn load(dir: &Path) -> Result<Loaded, String> {
     for (k, val) in &raw {
         if let Some(path) = k.strip_suffix("/m") {
             let v = raw.get(&format!("{path}/v")).ok_or_else(|| format!("{}: moment {path}/v missing", dir.display()))?;
-            moments.insert(path.to_string(), (t(val), t(v)));
+            moments.insert(path.to_string(), crate::optim::Moments::Host(t(val), t(v)));
         } else if let Some(path) = k.strip_suffix("/master") {
             masters.insert(path.to_string(), t(val));
         }

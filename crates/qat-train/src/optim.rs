@@ -6,11 +6,13 @@
 //! built-in clipping is per tensor, see burn-notes.md), and moments saved by path next to the
 //! weights. The update is PyTorch's `torch.optim.AdamW` (decoupled decay, bias-corrected).
 //!
-//! The update runs as one pass over host buffers, in parallel: moments live in host memory (the
-//! CPU backend's tensors are host memory already, so parameters and gradients move without a
-//! copy where they are not shared), instead of ~14 tensor operations per parameter that each
-//! allocate and traverse a full-size buffer. On a GPU device this moves each parameter and its
-//! gradient to the host and back once per step.
+//! Where the update runs ([`Placement`]): on the CPU backend as one pass over host buffers, in
+//! parallel, with the moments in host memory (the backend's tensors are host memory already, so
+//! parameters and gradients move without a copy where they are not shared), instead of ~14
+//! tensor operations per parameter that each allocate and traverse a full-size buffer. On a GPU
+//! the moments stay on the device and the update is those tensor operations, which the fusion
+//! backend merges: the host pass there cost ~0.5 s per step of SmolLM2-135M on an H200, one
+//! blocking transfer per parameter each way (docs/gpu.md).
 //!
 //! With scale rounding on (`[quant] round_scales`), the model's scales always sit on the grid
 //! export stores exactly, and the optimizer keeps their unrounded values ("master" scales) so
@@ -23,6 +25,35 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
 use qat_quant::{HfDtype, QuantSpec};
+
+/// AdamW's first and second moments of one parameter, flattened.
+#[derive(Debug, Clone)]
+pub enum Moments {
+    /// In host memory (the host update; loaded checkpoints).
+    Host(Vec<f32>, Vec<f32>),
+    /// On the parameter's device (the device update).
+    Device(Tensor<1>, Tensor<1>),
+}
+
+impl Moments {
+    /// Host copies `(m, v)`, for checkpoints.
+    pub fn to_host(&self) -> (Vec<f32>, Vec<f32>) {
+        match self {
+            Moments::Host(m, v) => (m.clone(), v.clone()),
+            Moments::Device(m, v) => (host_values(m.clone()), host_values(v.clone())),
+        }
+    }
+}
+
+/// Where the update of a parameter runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Placement {
+    /// The host pass for parameters on the CPU backend, the device update elsewhere.
+    #[default]
+    Auto,
+    Host,
+    Device,
+}
 
 /// Hyper-parameters of one group.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -38,8 +69,9 @@ pub struct AdamW {
     pub betas: [f64; 2],
     pub eps: f64,
     pub step: u64,
-    /// First and second moments by parameter path, flattened, in host memory.
-    pub moments: BTreeMap<String, (Vec<f32>, Vec<f32>)>,
+    /// First and second moments by parameter path, flattened.
+    pub moments: BTreeMap<String, Moments>,
+    pub placement: Placement,
     pub rounding: Option<ScaleRounding>,
     /// Unrounded scales by parameter path (only with `rounding`), flattened.
     pub masters: BTreeMap<String, Vec<f32>>,
@@ -95,6 +127,18 @@ impl Update {
                 p[i] = p[i] * decay - step * m[i] / (v[i].sqrt() / u.bias2_sqrt + u.eps);
             }
         });
+    }
+}
+
+impl Update {
+    /// [`Update::apply`] as tensor operations on the parameter's device: `(p, m, v)` updated.
+    fn apply_tensors(&self, p: Tensor<1>, g: Tensor<1>, m: Tensor<1>, v: Tensor<1>) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
+        let u = *self;
+        let g = g * u.grad_factor;
+        let m = m * u.b1 + g.clone() * (1.0 - u.b1);
+        let v = v * u.b2 + g.clone() * g * (1.0 - u.b2);
+        let p = p * (1.0 - u.lr * u.weight_decay) - m.clone() * (u.lr / u.bias1) / (v.clone().sqrt() / u.bias2_sqrt + u.eps);
+        (p, m, v)
     }
 }
 
@@ -159,7 +203,6 @@ impl ModuleMapper for StepMapper<'_> {
         let p = tensor.inner();
         let shape = p.shape();
         let n = shape.num_elements();
-        let g = host_values(grad);
         let o = &mut *self.opt;
         let h = if is_scale(&path) { o.scales } else { o.weights };
         let lr = h.lr * self.lr_factor;
@@ -175,14 +218,39 @@ impl ModuleMapper for StepMapper<'_> {
             bias2_sqrt: (1.0 - b2.powi(t)).sqrt() as f32,
             grad_factor: self.grad_factor as f32,
         };
-        let (mut m, mut v) = o.moments.remove(&path).unwrap_or_else(|| (vec![0.0; n], vec![0.0; n]));
         let rounding = o.rounding.as_ref().filter(|_| is_scale(&path));
+        // Rounded scales need their host-side masters; they are small.
+        let on_host = rounding.is_some()
+            || match o.placement {
+                Placement::Auto => qat_model::fused::on_flex(&p),
+                Placement::Host => true,
+                Placement::Device => false,
+            };
+        if !on_host {
+            let (m, v) = match o.moments.remove(&path) {
+                Some(Moments::Device(m, v)) => (m, v),
+                Some(Moments::Host(m, v)) => (Tensor::from_data(TensorData::new(m, [n]), &p.device()), Tensor::from_data(TensorData::new(v, [n]), &p.device())),
+                None => (Tensor::zeros([n], &p.device()), Tensor::zeros([n], &p.device())),
+            };
+            let (values, m, v) = update.apply_tensors(p.reshape([n]), grad.reshape([n]), m, v);
+            o.moments.insert(path, Moments::Device(m, v));
+            let mut out = Tensor::from_inner(values.reshape(shape));
+            if require_grad {
+                out = out.require_grad();
+            }
+            return Param::from_mapped_value(id, out, mapper);
+        }
+        let g = host_values(grad);
+        let (mut m, mut v) = match o.moments.remove(&path) {
+            Some(moments) => moments.to_host(),
+            None => (vec![0.0; n], vec![0.0; n]),
+        };
         let mut values = match rounding {
             Some(_) => o.masters.remove(&path).unwrap_or_else(|| host_values(p)),
             None => host_values(p),
         };
         update.apply(&mut values, &g, &mut m, &mut v);
-        o.moments.insert(path.clone(), (m, v));
+        o.moments.insert(path.clone(), Moments::Host(m, v));
         let values = match rounding {
             Some(r) => {
                 let rounded = r.round(&path, &values);
@@ -201,7 +269,7 @@ impl ModuleMapper for StepMapper<'_> {
 
 impl AdamW {
     pub fn new(weights: GroupHyper, scales: GroupHyper, betas: [f64; 2], eps: f64) -> Self {
-        AdamW { weights, scales, betas, eps, step: 0, moments: BTreeMap::new(), rounding: None, masters: BTreeMap::new() }
+        AdamW { weights, scales, betas, eps, step: 0, moments: BTreeMap::new(), placement: Placement::Auto, rounding: None, masters: BTreeMap::new() }
     }
 
     /// One update of every parameter that has a gradient: the learning rates scaled by
