@@ -53,6 +53,17 @@ fn keep_freed_memory() {
     }
 }
 
+/// Restores the default action of `SIGPIPE`, so that `qat … | head` ends quietly when the reader
+/// closes the pipe, as other Unix tools do; Rust ignores the signal and `println!` then panics
+/// on the closed pipe.
+fn quiet_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: sets a signal disposition to its default before other threads exist.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Sizes the global rayon pool that Burn's CPU backend and `gemm` run their work on.
 fn set_threads(n: usize) -> Result<(), String> {
     if n == 0 {
@@ -64,6 +75,7 @@ fn set_threads(n: usize) -> Result<(), String> {
 /// Parses arguments, runs the command, prints the whole error chain on failure.
 pub fn run() -> std::process::ExitCode {
     keep_freed_memory();
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
     if let Some(n) = cli.threads
         && let Err(e) = set_threads(n)

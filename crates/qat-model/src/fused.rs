@@ -1,10 +1,15 @@
-//! Softmax over the last dimension with its own backward on the CPU backend.
+//! Softmax, RMSNorm and SwiGLU with their own backward on the CPU backend.
 //!
-//! Burn's autodiff composes softmax from max, subtract, exp, sum and divide — single-threaded
-//! passes over the attention scores, each recorded with its own backward — while the CPU
-//! backend has a fused, vectorised, multi-threaded softmax that only the no-grad path used.
-//! This op runs that kernel forward and keeps only its output `p`; the backward is one
-//! parallel pass per row: `∂x = p ∘ (g − Σ g·p)`.
+//! Burn's autodiff composes each of them from element-wise operations — single-threaded passes
+//! over full activations, each recorded with its own backward (RMSNorm: square, mean, add,
+//! sqrt, reciprocal and two products; SwiGLU: sigmoid, two products) — while one parallel pass
+//! per row computes the value, and one the gradients. Each function here is that pass on the
+//! CPU backend (plain or autodiff) and the composed expression on every other device; the
+//! composed form stays the reference the fused one is tested against
+//! (`tests/fused_ops.rs`, `tests/fused_softmax.rs`).
+//!
+//! Softmax runs the backend's fused, vectorised, multi-threaded kernel forward and keeps only
+//! its output `p`; the backward is one parallel pass per row: `∂x = p ∘ (g − Σ g·p)`.
 
 use burn::backend::ops::ActivationOps;
 use burn::backend::{Autodiff, Flex};
@@ -61,4 +66,196 @@ pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         OpsKind::UnTracked(prep) => prep.finish(p),
     };
     Tensor::from_primitive::<Autodiff<Flex>>(out)
+}
+
+/// Rows of at least this many elements each go to one rayon task; shorter rows are grouped.
+const ROWS_PER_TASK_ELEMENTS: usize = 1 << 14;
+
+fn rows_per_task(row: usize) -> usize {
+    (ROWS_PER_TASK_ELEMENTS / row.max(1)).max(1)
+}
+
+/// `x · w / √(mean(x²) + ε)` over the last dimension (RMSNorm as Llama defines it), composed
+/// from tensor operations: every device, and the reference of [`rms_norm`].
+pub fn rms_norm_composed<const D: usize>(x: Tensor<D>, w: Tensor<1>, eps: f64) -> Tensor<D> {
+    let var = x.clone().square().mean_dim(D - 1);
+    let w: Tensor<D> = w.unsqueeze();
+    x * (var + eps).sqrt().recip() * w
+}
+
+/// Per row of `x` (length `d`): `r = 1/√(Σx²/d + ε)` and `y = x·r·w`.
+fn rms_norm_forward(x: &[f32], w: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
+    let d = w.len();
+    let rows = x.len() / d;
+    let mut y = vec![0.0f32; x.len()];
+    let mut r = vec![0.0f32; rows];
+    let per = rows_per_task(d);
+    y.par_chunks_mut(d * per).zip(r.par_chunks_mut(per)).zip(x.par_chunks(d * per)).for_each(|((y, r), x)| {
+        for ((y, r), x) in y.chunks_mut(d).zip(r.iter_mut()).zip(x.chunks(d)) {
+            let ss: f32 = x.iter().map(|v| v * v).sum();
+            *r = 1.0 / (ss / d as f32 + eps).sqrt();
+            for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
+                *y = x * *r * w;
+            }
+        }
+    });
+    (y, r)
+}
+
+#[derive(Debug)]
+struct RmsNormBackward;
+
+impl Backward<Flex, 2> for RmsNormBackward {
+    /// The input, the weight and each row's `r`.
+    type State = (FlexFloat, FlexFloat, Vec<f32>);
+
+    /// With `ĝ = g ∘ w` per row: `∂x = r·ĝ − x·r³·(Σ ĝ·x)/d`; `∂w = Σ_rows g ∘ x · r`.
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let (x_t, w_t, r) = ops.state;
+        let [x_node, w_node] = ops.parents;
+        let g_t = grads.consume::<Flex>(&ops.node);
+        let shape = x_t.layout().shape().clone();
+        let (x, w, g) = (f32_values(&x_t), f32_values(&w_t), f32_values(&g_t));
+        let d = w.len();
+        let per = rows_per_task(d);
+        if let Some(node) = x_node {
+            let mut dx = vec![0.0f32; x.len()];
+            dx.par_chunks_mut(d * per).zip(x.par_chunks(d * per)).zip(g.par_chunks(d * per).zip(r.par_chunks(per))).for_each(|((dx, x), (g, r))| {
+                for (((dx, x), g), &r) in dx.chunks_mut(d).zip(x.chunks(d)).zip(g.chunks(d)).zip(r) {
+                    let dot: f32 = x.iter().zip(g).zip(w.iter()).map(|((x, g), w)| g * w * x).sum();
+                    let c = r * r * r * dot / d as f32;
+                    for (((dx, &x), &g), &w) in dx.iter_mut().zip(x).zip(g).zip(w.iter()) {
+                        *dx = r * g * w - x * c;
+                    }
+                }
+            });
+            grads.register::<Flex>(node.id, FlexFloat::from_data(TensorData::new(dx, shape)));
+        }
+        if let Some(node) = w_node {
+            let dw = x
+                .par_chunks(d * per)
+                .zip(g.par_chunks(d * per).zip(r.par_chunks(per)))
+                .fold(
+                    || vec![0.0f32; d],
+                    |mut acc, (x, (g, r))| {
+                        for ((x, g), &r) in x.chunks(d).zip(g.chunks(d)).zip(r) {
+                            for ((a, &x), &g) in acc.iter_mut().zip(x).zip(g) {
+                                *a += g * x * r;
+                            }
+                        }
+                        acc
+                    },
+                )
+                .reduce(
+                    || vec![0.0f32; d],
+                    |mut a, b| {
+                        a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                        a
+                    },
+                );
+            grads.register::<Flex>(node.id, FlexFloat::from_data(TensorData::new(dw, [d])));
+        }
+    }
+}
+
+/// [`rms_norm_composed`] as one parallel pass per row on the CPU backend (and one backward
+/// pass, [`RmsNormBackward`]); the composed expression elsewhere.
+pub fn rms_norm<const D: usize>(x: Tensor<D>, w: Tensor<1>, eps: f64) -> Tensor<D> {
+    if let (Ok(x_ad), Ok(w_ad)) = (x.clone().try_into_primitive::<Autodiff<Flex>>(), w.clone().try_into_primitive::<Autodiff<Flex>>()) {
+        let nodes = [x_ad.node(), w_ad.node()];
+        let (x_p, w_p) = (x_ad.into_primitive(), w_ad.into_primitive());
+        let (y, r) = rms_norm_forward(&f32_values(&x_p), &f32_values(&w_p), eps as f32);
+        let y = FlexFloat::from_data(TensorData::new(y, x_p.layout().shape().clone()));
+        let out = match RmsNormBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((x_p, w_p, r), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        return Tensor::from_primitive::<Autodiff<Flex>>(out);
+    }
+    if let (Ok(x_p), Ok(w_p)) = (x.clone().try_into_primitive::<Flex>(), w.clone().try_into_primitive::<Flex>()) {
+        let (y, _) = rms_norm_forward(&f32_values(&x_p), &f32_values(&w_p), eps as f32);
+        return Tensor::from_primitive::<Flex>(FlexFloat::from_data(TensorData::new(y, x_p.layout().shape().clone())));
+    }
+    rms_norm_composed(x, w, eps)
+}
+
+/// `silu(g) · u = g·σ(g)·u` (the SwiGLU MLP's hidden activation), composed from tensor
+/// operations: every device, and the reference of [`swiglu`].
+pub fn swiglu_composed<const D: usize>(g: Tensor<D>, u: Tensor<D>) -> Tensor<D> {
+    burn::tensor::activation::silu(g) * u
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+#[derive(Debug)]
+struct SwigluBackward;
+
+impl Backward<Flex, 2> for SwigluBackward {
+    /// The gate and up projections' outputs.
+    type State = (FlexFloat, FlexFloat);
+
+    /// `∂g = h̄·u·σ(g)·(1 + g·(1 − σ(g)))`, `∂u = h̄·g·σ(g)`.
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let (g_t, u_t) = ops.state;
+        let [g_node, u_node] = ops.parents;
+        let h_t = grads.consume::<Flex>(&ops.node);
+        let shape = g_t.layout().shape().clone();
+        let (g, u, h) = (f32_values(&g_t), f32_values(&u_t), f32_values(&h_t));
+        let pass = |f: &(dyn Fn(f32, f32, f32) -> f32 + Sync)| {
+            let mut out = vec![0.0f32; g.len()];
+            out.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK).zip(h.par_chunks(CHUNK)))).for_each(|(o, (g, (u, h)))| {
+                for (((o, &g), &u), &h) in o.iter_mut().zip(g).zip(u).zip(h) {
+                    *o = f(g, u, h);
+                }
+            });
+            FlexFloat::from_data(TensorData::new(out, shape.clone()))
+        };
+        if let Some(node) = g_node {
+            grads.register::<Flex>(
+                node.id,
+                pass(&|g, u, h| {
+                    let s = sigmoid(g);
+                    h * u * s * (1.0 + g * (1.0 - s))
+                }),
+            );
+        }
+        if let Some(node) = u_node {
+            grads.register::<Flex>(node.id, pass(&|g, _, h| h * g * sigmoid(g)));
+        }
+    }
+}
+
+/// Elements per rayon task of the element-wise passes.
+const CHUNK: usize = 1 << 14;
+
+fn swiglu_forward(g: &[f32], u: &[f32]) -> Vec<f32> {
+    let mut out = vec![0.0f32; g.len()];
+    out.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK))).for_each(|(o, (g, u))| {
+        for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+            *o = g * sigmoid(g) * u;
+        }
+    });
+    out
+}
+
+/// [`swiglu_composed`] as one parallel pass on the CPU backend (and one backward pass per
+/// input, [`SwigluBackward`]); the composed expression elsewhere.
+pub fn swiglu<const D: usize>(g: Tensor<D>, u: Tensor<D>) -> Tensor<D> {
+    if let (Ok(g_ad), Ok(u_ad)) = (g.clone().try_into_primitive::<Autodiff<Flex>>(), u.clone().try_into_primitive::<Autodiff<Flex>>()) {
+        let nodes = [g_ad.node(), u_ad.node()];
+        let (g_p, u_p) = (g_ad.into_primitive(), u_ad.into_primitive());
+        let y = FlexFloat::from_data(TensorData::new(swiglu_forward(&f32_values(&g_p), &f32_values(&u_p)), g_p.layout().shape().clone()));
+        let out = match SwigluBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((g_p, u_p), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        return Tensor::from_primitive::<Autodiff<Flex>>(out);
+    }
+    if let (Ok(g_p), Ok(u_p)) = (g.clone().try_into_primitive::<Flex>(), u.clone().try_into_primitive::<Flex>()) {
+        let y = swiglu_forward(&f32_values(&g_p), &f32_values(&u_p));
+        return Tensor::from_primitive::<Flex>(FlexFloat::from_data(TensorData::new(y, g_p.layout().shape().clone())));
+    }
+    swiglu_composed(g, u)
 }

@@ -7,7 +7,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::silu;
 use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
 use qat_quant::{QLinear, matmul_in};
 
@@ -36,9 +35,7 @@ impl RmsNorm {
     /// # Shapes
     /// `[..., d]` → `[..., d]`.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let var = x.clone().square().mean_dim(D - 1);
-        let w: Tensor<D> = self.weight.val().unsqueeze();
-        x * (var + self.eps).sqrt().recip() * w
+        crate::fused::rms_norm(x, self.weight.val(), self.eps)
     }
 }
 
@@ -273,7 +270,7 @@ impl Mlp {
 
     /// `silu(gate(x)) · up(x)`, the input of `down_proj`.
     pub(crate) fn hidden(&self, x: Tensor<3>) -> Tensor<3> {
-        silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x)
+        crate::fused::swiglu(self.gate_proj.forward(x.clone()), self.up_proj.forward(x))
     }
 }
 

@@ -1,0 +1,80 @@
+//! The CPU backend's fused RMSNorm and SwiGLU (`qat_model::fused`) against the composed
+//! expressions they replace, which stay the path on every other device: values on the plain
+//! and the autodiff device, and the gradients of both inputs.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use qat_model::fused;
+
+fn values(n: usize, seed: u32, scale: f32) -> Vec<f32> {
+    let mut state = seed;
+    (0..n)
+        .map(|_| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            ((state >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+fn vec_of<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().unwrap()
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert!((a - b).abs() <= tol * b.abs().max(1.0), "{what}[{i}]: fused {a} vs composed {b}");
+    }
+}
+
+/// `op(a, b)` fused and composed on the autodiff device: the output and the gradients of
+/// `Σ out·r` (r fixed random) with respect to both inputs; then the output on the plain device.
+fn check<const DB: usize>(
+    name: &str,
+    a: (Vec<f32>, [usize; 3]),
+    b: (Vec<f32>, [usize; DB]),
+    fused_op: impl Fn(Tensor<3>, Tensor<DB>) -> Tensor<3>,
+    composed_op: impl Fn(Tensor<3>, Tensor<DB>) -> Tensor<3>,
+    tol: f32,
+) {
+    let ad = Device::flex().autodiff();
+    let n: usize = a.1.iter().product();
+    let r = values(n, 99, 1.0);
+    let run = |fused: bool| {
+        let ta = Tensor::<3>::from_data(TensorData::new(a.0.clone(), a.1), &ad).require_grad();
+        let tb = Tensor::<DB>::from_data(TensorData::new(b.0.clone(), b.1), &ad).require_grad();
+        let out = if fused { fused_op(ta.clone(), tb.clone()) } else { composed_op(ta.clone(), tb.clone()) };
+        let grads = (out.clone() * Tensor::<3>::from_data(TensorData::new(r.clone(), a.1), &ad)).sum().backward();
+        (vec_of(out.inner()), vec_of(ta.grad(&grads).unwrap()), vec_of(tb.grad(&grads).unwrap()))
+    };
+    let ((y, ga, gb), (y_ref, ga_ref, gb_ref)) = (run(true), run(false));
+    assert_close(&format!("{name} value"), &y, &y_ref, tol);
+    assert_close(&format!("{name} gradient of the first input"), &ga, &ga_ref, tol);
+    assert_close(&format!("{name} gradient of the second input"), &gb, &gb_ref, tol);
+    let plain = Device::flex();
+    let ta = Tensor::<3>::from_data(TensorData::new(a.0.clone(), a.1), &plain);
+    let tb = Tensor::<DB>::from_data(TensorData::new(b.0.clone(), b.1), &plain);
+    assert_close(&format!("{name} value without autodiff"), &vec_of(fused_op(ta, tb)), &y_ref, tol);
+}
+
+#[test]
+fn fused_rms_norm_matches_composed() {
+    // Rows of different scales, one of them tiny (ε matters there), d not a multiple of 8.
+    let (rows, d) = (2 * 37, 100);
+    let mut x = values(rows * d, 1, 3.0);
+    for v in &mut x[..d] {
+        *v *= 1e-4;
+    }
+    let w = values(d, 2, 1.5);
+    let eps = 1e-5;
+    check("rms_norm", (x, [2, 37, d]), (w, [d]), |x, w| fused::rms_norm(x, w, eps), |x, w| fused::rms_norm_composed(x, w, eps), 2e-5);
+}
+
+#[test]
+fn fused_swiglu_matches_composed() {
+    // Gate values far into both tails of the sigmoid.
+    let shape = [3, 41, 130];
+    let n: usize = shape.iter().product();
+    let g = values(n, 3, 12.0);
+    let u = values(n, 4, 2.0);
+    check("swiglu", (g, shape), (u, shape), fused::swiglu, fused::swiglu_composed, 1e-5);
+}
