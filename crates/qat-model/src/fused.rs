@@ -1,8 +1,9 @@
-//! Softmax, RMSNorm and SwiGLU with their own backward on the CPU backend.
+//! Softmax, RMSNorm, SwiGLU and RoPE with their own backward on the CPU backend.
 //!
 //! Burn's autodiff composes each of them from element-wise operations — single-threaded passes
 //! over full activations, each recorded with its own backward (RMSNorm: square, mean, add,
-//! sqrt, reciprocal and two products; SwiGLU: sigmoid, two products) — while one parallel pass
+//! sqrt, reciprocal and two products; SwiGLU: sigmoid, two products; RoPE: two slices, a
+//! negation, a concatenation, two products and a sum) — while one parallel pass
 //! per row computes the value, and one the gradients. Each function here is that pass on the
 //! CPU backend (plain or autodiff) and the composed expression on every other device; the
 //! composed form stays the reference the fused one is tested against
@@ -258,4 +259,90 @@ pub fn swiglu<const D: usize>(g: Tensor<D>, u: Tensor<D>) -> Tensor<D> {
         return Tensor::from_primitive::<Flex>(FlexFloat::from_data(TensorData::new(y, g_p.layout().shape().clone())));
     }
     swiglu_composed(g, u)
+}
+
+/// Rotary position embedding in rotate-half (NEOX) form, as transformers applies it, composed
+/// from tensor operations: every device, and the reference of [`rope`].
+/// `y = x ∘ cos + rot(x) ∘ sin` with `rot([x₁, x₂]) = [−x₂, x₁]` (halves of the head dim).
+///
+/// # Shapes
+/// `x: [B, heads, T, hd]`, tables `[B, 1, T, hd]`.
+pub fn rope_composed(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+    let hd = x.dims()[3];
+    let x1 = x.clone().narrow(3, 0, hd / 2);
+    let x2 = x.clone().narrow(3, hd / 2, hd / 2);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    x * cos.clone() + rotated * sin.clone()
+}
+
+/// `y = x∘cos + rot(x)∘sin` over contiguous `x [B, H, T, hd]` with tables `[B, T, hd]`; with
+/// `transpose`, `rotᵀ(z) = [z₂, −z₁]` instead of `rot`, which makes the same pass the backward:
+/// `∂x = g∘cos + rotᵀ(g∘sin)`.
+fn rope_pass(x: &[f32], cos: &[f32], sin: &[f32], [b, h, t, hd]: [usize; 4], transpose: bool) -> Vec<f32> {
+    let half = hd / 2;
+    let mut y = vec![0.0f32; x.len()];
+    y.par_chunks_mut(t * hd).zip(x.par_chunks(t * hd)).enumerate().for_each(|(bh, (y, x))| {
+        let table = (bh / h) * t * hd;
+        for ((y, x), (c, s)) in y.chunks_mut(hd).zip(x.chunks(hd)).zip(cos[table..table + t * hd].chunks(hd).zip(sin[table..table + t * hd].chunks(hd))) {
+            for i in 0..half {
+                let (x1, x2) = (x[i], x[i + half]);
+                if transpose {
+                    y[i] = x1 * c[i] + x2 * s[i + half];
+                    y[i + half] = x2 * c[i + half] - x1 * s[i];
+                } else {
+                    y[i] = x1 * c[i] - x2 * s[i];
+                    y[i + half] = x2 * c[i + half] + x1 * s[i + half];
+                }
+            }
+        }
+    });
+    debug_assert_eq!(x.len(), b * h * t * hd);
+    y
+}
+
+#[derive(Debug)]
+struct RopeBackward;
+
+impl Backward<Flex, 1> for RopeBackward {
+    /// The cos and sin tables and the input's shape.
+    type State = (FlexFloat, FlexFloat, [usize; 4]);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let (cos, sin, dims) = ops.state;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |g| {
+            let dx = rope_pass(&f32_values(&g), &f32_values(&cos), &f32_values(&sin), dims, true);
+            FlexFloat::from_data(TensorData::new(dx, dims))
+        });
+    }
+}
+
+/// [`rope_composed`] as one parallel pass on the CPU backend (plain or autodiff; the tables
+/// carry no gradient), the composed expression elsewhere.
+pub fn rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+    let dims = x.dims();
+    let table = cos.dims();
+    if dims[3] % 2 != 0 || table != [dims[0], 1, dims[2], dims[3]] || sin.dims() != table {
+        return rope_composed(x, cos, sin);
+    }
+    if let (Ok(x_ad), Ok(c_ad), Ok(s_ad)) = (
+        x.clone().try_into_primitive::<Autodiff<Flex>>(),
+        cos.clone().try_into_primitive::<Autodiff<Flex>>(),
+        sin.clone().try_into_primitive::<Autodiff<Flex>>(),
+    ) {
+        let node = x_ad.node();
+        let (x_p, c_p, s_p) = (x_ad.into_primitive(), c_ad.into_primitive(), s_ad.into_primitive());
+        let y = FlexFloat::from_data(TensorData::new(rope_pass(&f32_values(&x_p), &f32_values(&c_p), &f32_values(&s_p), dims, false), dims));
+        let out = match RopeBackward.prepare::<NoCheckpointing>([node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((c_p, s_p, dims), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        return Tensor::from_primitive::<Autodiff<Flex>>(out);
+    }
+    if let (Ok(x_p), Ok(c_p), Ok(s_p)) =
+        (x.clone().try_into_primitive::<Flex>(), cos.clone().try_into_primitive::<Flex>(), sin.clone().try_into_primitive::<Flex>())
+    {
+        let y = rope_pass(&f32_values(&x_p), &f32_values(&c_p), &f32_values(&s_p), dims, false);
+        return Tensor::from_primitive::<Flex>(FlexFloat::from_data(TensorData::new(y, dims)));
+    }
+    rope_composed(x, cos, sin)
 }

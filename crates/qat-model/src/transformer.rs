@@ -63,11 +63,7 @@ impl Rope {
     /// # Shapes
     /// `x: [B, heads, T, hd]`, tables `[B, 1, T, hd]`.
     pub fn apply(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
-        let hd = x.dims()[3];
-        let x1 = x.clone().narrow(3, 0, hd / 2);
-        let x2 = x.clone().narrow(3, hd / 2, hd / 2);
-        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-        x * cos.clone() + rotated * sin.clone()
+        crate::fused::rope(x, cos, sin)
     }
 }
 

@@ -78,3 +78,37 @@ fn fused_swiglu_matches_composed() {
     let u = values(n, 4, 2.0);
     check("swiglu", (g, shape), (u, shape), fused::swiglu, fused::swiglu_composed, 1e-5);
 }
+
+#[test]
+fn fused_rope_matches_composed() {
+    // Real tables (positions restart in the second row, as in packed training) and a head dim
+    // of 2·5; the tables carry no gradient.
+    let (b, h, t, hd) = (2, 3, 7, 10);
+    let cfg = qat_model::ModelConfig::from_json(
+        &serde_json::json!({"model_type": "llama", "hidden_size": h * hd, "num_attention_heads": h, "num_key_value_heads": h,
+            "num_hidden_layers": 1, "intermediate_size": 8, "vocab_size": 10, "rms_norm_eps": 1e-5, "rope_theta": 500.0})
+        .to_string(),
+        "config.json",
+    )
+    .unwrap();
+    let rope = qat_model::transformer::Rope::new(&cfg);
+    let positions: Vec<i64> = (0..t as i64).chain([0, 1, 2, 0, 1, 2, 3]).collect();
+    let x = values(b * h * t * hd, 5, 2.0);
+    let r = values(b * h * t * hd, 6, 1.0);
+    let ad = Device::flex().autodiff();
+    let run = |fused: bool, device: &Device| {
+        let (cos, sin) = rope.tables(Tensor::<2, burn::tensor::Int>::from_data(TensorData::new(positions.clone(), [b, t]), device));
+        let tx = Tensor::<4>::from_data(TensorData::new(x.clone(), [b, h, t, hd]), device);
+        let tx = if device.is_autodiff() { tx.require_grad() } else { tx };
+        let y = if fused { fused::rope(tx.clone(), &cos, &sin) } else { fused::rope_composed(tx.clone(), &cos, &sin) };
+        if !device.is_autodiff() {
+            return (vec_of(y), Vec::new());
+        }
+        let grads = (y.clone() * Tensor::<4>::from_data(TensorData::new(r.clone(), [b, h, t, hd]), device)).sum().backward();
+        (vec_of(y.inner()), vec_of(tx.grad(&grads).unwrap()))
+    };
+    let ((y, g), (y_ref, g_ref)) = (run(true, &ad), run(false, &ad));
+    assert_close("rope value", &y, &y_ref, 1e-6);
+    assert_close("rope gradient", &g, &g_ref, 1e-6);
+    assert_close("rope value without autodiff", &run(true, &Device::flex()).0, &y_ref, 1e-6);
+}
