@@ -321,7 +321,7 @@ impl Backward<Flex, 1> for RopeBackward {
 pub fn rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
     let dims = x.dims();
     let table = cos.dims();
-    if dims[3] % 2 != 0 || table != [dims[0], 1, dims[2], dims[3]] || sin.dims() != table {
+    if !dims[3].is_multiple_of(2) || table != [dims[0], 1, dims[2], dims[3]] || sin.dims() != table {
         return rope_composed(x, cos, sin);
     }
     if let (Ok(x_ad), Ok(c_ad), Ok(s_ad)) = (

@@ -32,7 +32,7 @@ pub enum Moments {
     /// In host memory (the host update; loaded checkpoints).
     Host(Vec<f32>, Vec<f32>),
     /// On the parameter's device (the device update).
-    Device(Tensor<1>, Tensor<1>),
+    Device(Box<(Tensor<1>, Tensor<1>)>),
 }
 
 impl Moments {
@@ -40,7 +40,7 @@ impl Moments {
     pub fn to_host(&self) -> (Vec<f32>, Vec<f32>) {
         match self {
             Moments::Host(m, v) => (m.clone(), v.clone()),
-            Moments::Device(m, v) => (host_values(m.clone()), host_values(v.clone())),
+            Moments::Device(mv) => (host_values(mv.0.clone()), host_values(mv.1.clone())),
         }
     }
 }
@@ -228,12 +228,12 @@ impl ModuleMapper for StepMapper<'_> {
             };
         if !on_host {
             let (m, v) = match o.moments.remove(&path) {
-                Some(Moments::Device(m, v)) => (m, v),
+                Some(Moments::Device(mv)) => *mv,
                 Some(Moments::Host(m, v)) => (Tensor::from_data(TensorData::new(m, [n]), &p.device()), Tensor::from_data(TensorData::new(v, [n]), &p.device())),
                 None => (Tensor::zeros([n], &p.device()), Tensor::zeros([n], &p.device())),
             };
             let (values, m, v) = update.apply_tensors(p.reshape([n]), grad.reshape([n]), m, v);
-            o.moments.insert(path, Moments::Device(m, v));
+            o.moments.insert(path, Moments::Device(Box::new((m, v))));
             let mut out = Tensor::from_inner(values.reshape(shape));
             if require_grad {
                 out = out.require_grad();
