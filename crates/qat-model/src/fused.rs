@@ -204,41 +204,37 @@ impl Backward<Flex, 2> for SwigluBackward {
         let h_t = grads.consume::<Flex>(&ops.node);
         let shape = g_t.layout().shape().clone();
         let (g, u, h) = (f32_values(&g_t), f32_values(&u_t), f32_values(&h_t));
-        let pass = |f: &(dyn Fn(f32, f32, f32) -> f32 + Sync)| {
-            let mut out = vec![0.0f32; g.len()];
-            out.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK).zip(h.par_chunks(CHUNK)))).for_each(|(o, (g, (u, h)))| {
-                for (((o, &g), &u), &h) in o.iter_mut().zip(g).zip(u).zip(h) {
-                    *o = f(g, u, h);
-                }
-            });
-            FlexFloat::from_data(TensorData::new(out, shape.clone()))
-        };
         if let Some(node) = g_node {
-            grads.register::<Flex>(
-                node.id,
-                pass(&|g, u, h| {
-                    let s = sigmoid(g);
-                    h * u * s * (1.0 + g * (1.0 - s))
-                }),
-            );
+            let dg = map3(&g, &u, &h, |g, u, h| {
+                let s = sigmoid(g);
+                h * u * s * (1.0 + g * (1.0 - s))
+            });
+            grads.register::<Flex>(node.id, FlexFloat::from_data(TensorData::new(dg, shape.clone())));
         }
         if let Some(node) = u_node {
-            grads.register::<Flex>(node.id, pass(&|g, _, h| h * g * sigmoid(g)));
+            let du = map3(&g, &u, &h, |g, _, h| h * g * sigmoid(g));
+            grads.register::<Flex>(node.id, FlexFloat::from_data(TensorData::new(du, shape)));
         }
     }
+}
+
+/// `f` element by element over three equally long slices, in parallel (generic, so that `f`
+/// is inlined into the loop).
+fn map3(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32 + Sync) -> Vec<f32> {
+    let mut out = vec![0.0f32; a.len()];
+    out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK).zip(c.par_chunks(CHUNK)))).for_each(|(o, (a, (b, c)))| {
+        for (((o, &a), &b), &c) in o.iter_mut().zip(a).zip(b).zip(c) {
+            *o = f(a, b, c);
+        }
+    });
+    out
 }
 
 /// Elements per rayon task of the element-wise passes.
 const CHUNK: usize = 1 << 14;
 
 fn swiglu_forward(g: &[f32], u: &[f32]) -> Vec<f32> {
-    let mut out = vec![0.0f32; g.len()];
-    out.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK))).for_each(|(o, (g, u))| {
-        for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
-            *o = g * sigmoid(g) * u;
-        }
-    });
-    out
+    map3(g, u, u, |g, u, _| g * sigmoid(g) * u)
 }
 
 /// [`swiglu_composed`] as one parallel pass on the CPU backend (and one backward pass per
