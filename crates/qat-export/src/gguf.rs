@@ -14,11 +14,13 @@ use crate::encode::{choose_type, encode};
 use crate::round::HfDtype;
 
 /// Type of tensors that are not quantized (embeddings, an unquantized lm_head, biases).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum HighPrecision {
     F32,
     F16,
     Bf16,
+    #[serde(rename = "q8_0")]
     Q8_0,
 }
 

@@ -76,11 +76,6 @@ impl GgmlType {
     pub fn row_bytes(self, n: u64) -> u64 {
         n / self.block_size() as u64 * self.type_size() as u64
     }
-
-    /// Bits per weight on disk.
-    pub fn bits_per_weight(self) -> f64 {
-        self.type_size() as f64 * 8.0 / self.block_size() as f64
-    }
 }
 
 fn f16_at(b: &[u8], i: usize) -> f32 {

@@ -10,7 +10,8 @@ use half::bf16;
 use crate::{CausalLm, ModelError};
 
 /// Storage dtype of the written safetensors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SaveDtype {
     F32,
     /// Round to nearest even, as `torch.Tensor.to(torch.bfloat16)`.

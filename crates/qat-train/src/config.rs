@@ -379,14 +379,6 @@ impl RunConfig {
         Ok(cfg)
     }
 
-    /// Parses a config from TOML text (paths relative to `base`).
-    pub fn from_toml(text: &str, base: &Path) -> Result<Self, String> {
-        let mut cfg: RunConfig = toml::from_str(text).map_err(|e| e.to_string())?;
-        cfg.resolve_paths(base);
-        cfg.validate()?;
-        Ok(cfg)
-    }
-
     fn resolve_paths(&mut self, base: &Path) {
         // Lexically normalised absolute paths, so the resolved config saved in the run
         // directory means the same wherever it is read from.

@@ -12,7 +12,8 @@ use qat_quant::Policy;
 use crate::loss;
 use crate::optim::{AdamW, GroupHyper};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BenchMode {
     /// Forward pass without autodiff (evaluation, the distillation teacher).
     Forward,

@@ -11,8 +11,8 @@ pub struct Args {
     /// Checkpoint directory (Hugging Face layout).
     model: PathBuf,
     /// forward, plain, qat or kd (one per process, so that peak memory is per mode).
-    #[arg(long, default_value = "qat")]
-    mode: String,
+    #[arg(long, default_value = "qat", value_parser = super::quantize::parse_enum::<BenchMode>)]
+    mode: BenchMode,
     #[arg(long, default_value_t = 1)]
     batch: usize,
     #[arg(long, default_value_t = 512)]
@@ -38,19 +38,12 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let device = super::device(&a.device)?;
-    let mode = match a.mode.as_str() {
-        "forward" => BenchMode::Forward,
-        "plain" => BenchMode::Plain,
-        "qat" => BenchMode::Qat,
-        "kd" => BenchMode::Kd,
-        other => anyhow::bail!("--mode {other}: expected forward, plain, qat or kd"),
-    };
     let mut policy = Policy::default();
     policy.set(&Overrides { scheme: a.scheme, bits: a.bits, ..Default::default() });
     let r = bench(
         &a.model,
         &device,
-        mode,
+        a.mode,
         &policy,
         BenchShape { batch: a.batch, seq_len: a.seq_len, warmup: a.warmup, iters: a.iters },
         a.compute_dtype.float_dtype(),

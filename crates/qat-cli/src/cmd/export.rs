@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use qat_export::{HfDtype, HighPrecision};
 use qat_quant::Policy;
 use qat_quant::policy::{Overrides, SchemeChoice};
@@ -12,16 +12,16 @@ pub struct Args {
     /// A run directory, a checkpoint directory, or (with --scheme) a Hugging Face checkpoint.
     source: PathBuf,
     /// hf (pseudo-quantized safetensors) or gguf.
-    #[arg(long)]
-    format: String,
+    #[arg(long, value_parser = super::quantize::parse_enum::<Format>)]
+    format: Format,
     #[arg(long)]
     out: PathBuf,
     /// Storage of the HF export: bf16 (default) or f32.
-    #[arg(long, default_value = "bf16")]
-    hf_dtype: String,
+    #[arg(long, default_value = "bf16", value_parser = super::quantize::parse_enum::<HfDtype>)]
+    hf_dtype: HfDtype,
     /// GGUF type of unquantized matrices (embeddings): bf16, f16, q8_0, or f32 (to match --hf-dtype f32).
-    #[arg(long, default_value = "bf16")]
-    hp_type: String,
+    #[arg(long, default_value = "bf16", value_parser = super::quantize::parse_enum::<HighPrecision>)]
+    hp_type: HighPrecision,
     /// Keep the trained scales as they are (the HF and GGUF exports may then differ).
     #[arg(long)]
     no_scale_rounding: bool,
@@ -30,6 +30,13 @@ pub struct Args {
     scheme: Option<SchemeChoice>,
     #[arg(long)]
     bits: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Format {
+    Hf,
+    Gguf,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -46,11 +53,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             (m, cfg.model.path, "qat")
         }
     };
-    let hf_dtype = match a.hf_dtype.as_str() {
-        "bf16" => HfDtype::Bf16,
-        "f32" => HfDtype::F32,
-        other => bail!("--hf-dtype {other}: expected bf16 or f32"),
-    };
+    let hf_dtype = a.hf_dtype;
     let (model, rounding) = if a.no_scale_rounding {
         (model, None)
     } else {
@@ -59,8 +62,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         (m, Some(r))
     };
     let specs: Vec<_> = model.linears().iter().map(|(n, l)| (n.clone(), l.quant.as_ref().map(|q| q.spec.label()))).collect();
-    match a.format.as_str() {
-        "hf" => {
+    match a.format {
+        Format::Hf => {
             let sidecar = serde_json::json!({
                 "method": method, "source": a.source.display().to_string(), "scale_rounding": rounding,
                 "hf_dtype": a.hf_dtype, "modules": specs.iter().map(|(n, s)| serde_json::json!({"module": n, "quantizer": s})).collect::<Vec<_>>(),
@@ -69,14 +72,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             qat_export::export_hf(&model, &base_dir, &a.out, hf_dtype, &sidecar).map_err(anyhow::Error::msg)?;
             println!("wrote {}", a.out.display());
         }
-        "gguf" => {
-            let hp = match a.hp_type.as_str() {
-                "f32" => HighPrecision::F32,
-                "f16" => HighPrecision::F16,
-                "bf16" => HighPrecision::Bf16,
-                "q8_0" => HighPrecision::Q8_0,
-                other => bail!("--hp-type {other}: expected f32, f16, bf16 or q8_0"),
-            };
+        Format::Gguf => {
+            let hp = a.hp_type;
             let name = a.source.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             let r = qat_export::export_gguf(&model, &base_dir, &a.out, hp, hf_dtype, &name).map_err(anyhow::Error::msg)?;
             let mut by_type = std::collections::BTreeMap::new();
@@ -101,7 +98,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             let report = a.out.with_extension("export.json");
             std::fs::write(&report, serde_json::to_string_pretty(&r)?).with_context(|| report.display().to_string())?;
         }
-        other => bail!("--format {other}: expected hf or gguf"),
     }
     Ok(())
 }

@@ -40,8 +40,8 @@ pub struct Args {
     #[arg(long)]
     rows: Option<usize>,
     /// Storage dtype of the written weights: f32 (exact) or bf16.
-    #[arg(long, default_value = "f32")]
-    dtype: String,
+    #[arg(long, default_value = "f32", value_parser = parse_enum::<SaveDtype>)]
+    dtype: SaveDtype,
     #[arg(long, default_value = "cpu")]
     device: String,
 }
@@ -68,11 +68,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         None => Policy::default(),
     };
     policy.set(&Overrides { scheme: a.scheme, bits: a.bits, granularity: a.granularity, group_size: a.group_size, init: a.init, ..Default::default() });
-    let dtype = match a.dtype.as_str() {
-        "f32" => SaveDtype::F32,
-        "bf16" => SaveDtype::Bf16,
-        other => anyhow::bail!("--dtype {other}: expected f32 or bf16"),
-    };
+    let dtype = a.dtype;
     let model = super::load_model(&a.model, &device)?;
     let (model, table) = model.quantize(&policy).map_err(anyhow::Error::msg)?;
     print!("{table}");
