@@ -17,9 +17,10 @@
 #   QAT=target/release/qat TOKENIZER=models/smollm2-135m-instruct bash scripts/gpu_check.sh OUT_DIR
 # QAT: a qat built with `--features vulkan`; PYTHON: a Python with torch, transformers and
 # safetensors; DEVICE (default vulkan:0) and TORCH_DEVICE (default cuda); SMOKE=1: tiny shapes
-# and 2 steps, to exercise the script on a machine without a GPU (DEVICE=vulkan with
-# CUBECL_WGPU_DEFAULT_DEVICE=Cpu runs Burn's Vulkan code on Mesa's lavapipe); BUDGET: seconds
-# after which the remaining parts are skipped (default 480), so that a run fits its lease.
+# and 2 steps, to exercise the script itself on a machine without a GPU (with DEVICE=cpu
+# TORCH_DEVICE=cpu; Mesa's software Vulkan driver crashes on CubeCL's kernels, docs/gpu.md);
+# BUDGET: seconds after which the remaining parts are skipped (default 480), so that a run fits
+# its lease; PROBE_TIMEOUT: limit of the first qat process, which compiles kernels (default 240).
 # Writes OUT_DIR/log.md (the report), OUT_DIR/results.jsonl (one line per measurement).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -45,9 +46,9 @@ left() { echo $((budget - (SECONDS - start))); }
 limit() { local l=$(($(left) + 20)); [ $l -lt "$1" ] && echo $l || echo "$1"; }
 # Checksum of make_random_checkpoint.py's smollm2-135m seed-0 f32 weights, as made here.
 EXPECTED_CHECKSUM=2181096.891
-# Losses of the 20 steps of the CPU run (`qat train` with --set model.device=cpu, same
-# checkpoint, data and seed; 2 cores, f32, 2026-11-26), as its metrics.jsonl recorded them;
-# its validation loss went 10.920 → 7.946.
+# Losses of the 20 steps of the CPU run (the same `qat train` command with the config's
+# device = "cpu", same checkpoint, data and seed; 2 cores, f32, binary of commit 02efa97,
+# 2026-11-26), as its metrics.jsonl recorded them; its validation loss went 10.920 → 7.946.
 EXPECTED_CPU_LOSSES="11.078609 10.345164 10.365316 10.427092 10.081083 9.951488 9.683112 9.206906 8.850815 8.606623 8.389681 8.681145 8.335778 8.493968 8.006324 7.888116 7.915156 7.738120 7.837609 7.855007"
 
 # Peak GPU memory of the whole machine while a command runs (nvidia-smi, every 100 ms): the
