@@ -162,22 +162,38 @@ impl Backward<Flex, 2> for RmsNormBackward {
 /// [`rms_norm_composed`] as one parallel pass per row on the CPU backend (and one backward
 /// pass, [`RmsNormBackward`]); the composed expression elsewhere.
 pub fn rms_norm<const D: usize>(x: Tensor<D>, w: Tensor<1>, eps: f64) -> Tensor<D> {
-    if let (Ok(x_ad), Ok(w_ad)) = (x.clone().try_into_primitive::<Autodiff<Flex>>(), w.clone().try_into_primitive::<Autodiff<Flex>>()) {
-        let nodes = [x_ad.node(), w_ad.node()];
-        let (x_p, w_p) = (x_ad.into_primitive(), w_ad.into_primitive());
-        let (y, r) = rms_norm_forward(&f32_values(&x_p), &f32_values(&w_p), eps as f32);
-        let y = FlexFloat::from_data(TensorData::new(y, x_p.layout().shape().clone()));
-        let out = match RmsNormBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish((x_p, w_p, r), y),
+    binary_on_flex(&x, &w, RmsNormBackward, |x, w| rms_norm_forward(x, w, eps as f32)).unwrap_or_else(|| rms_norm_composed(x, w, eps))
+}
+
+/// A two-input op on the CPU backend (plain or autodiff): `forward(a, b)` gives the output's
+/// values (`a`'s shape) and what the backward keeps besides the inputs; under autodiff `op` is
+/// recorded with `(a, b, kept)`. `None` on other devices, where the caller composes the op.
+fn binary_on_flex<const D: usize, const DB: usize, K, Op>(
+    a: &Tensor<D>,
+    b: &Tensor<DB>,
+    op: Op,
+    forward: impl Fn(&[f32], &[f32]) -> (Vec<f32>, K),
+) -> Option<Tensor<D>>
+where
+    K: Clone + Send + std::fmt::Debug + 'static,
+    Op: Backward<Flex, 2, State = (FlexFloat, FlexFloat, K)>,
+{
+    let values = |a: &FlexFloat, b: &FlexFloat| {
+        let (y, kept) = forward(&f32_values(a), &f32_values(b));
+        (FlexFloat::from_data(TensorData::new(y, a.layout().shape().clone())), kept)
+    };
+    if let (Ok(a_ad), Ok(b_ad)) = (a.clone().try_into_primitive::<Autodiff<Flex>>(), b.clone().try_into_primitive::<Autodiff<Flex>>()) {
+        let nodes = [a_ad.node(), b_ad.node()];
+        let (a_p, b_p) = (a_ad.into_primitive(), b_ad.into_primitive());
+        let (y, kept) = values(&a_p, &b_p);
+        let out = match op.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((a_p, b_p, kept), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         };
-        return Tensor::from_primitive::<Autodiff<Flex>>(out);
+        return Some(Tensor::from_primitive::<Autodiff<Flex>>(out));
     }
-    if let (Ok(x_p), Ok(w_p)) = (x.clone().try_into_primitive::<Flex>(), w.clone().try_into_primitive::<Flex>()) {
-        let (y, _) = rms_norm_forward(&f32_values(&x_p), &f32_values(&w_p), eps as f32);
-        return Tensor::from_primitive::<Flex>(FlexFloat::from_data(TensorData::new(y, x_p.layout().shape().clone())));
-    }
-    rms_norm_composed(x, w, eps)
+    let (a_p, b_p) = (a.clone().try_into_primitive::<Flex>().ok()?, b.clone().try_into_primitive::<Flex>().ok()?);
+    Some(Tensor::from_primitive::<Flex>(values(&a_p, &b_p).0))
 }
 
 /// `silu(g) · u = g·σ(g)·u` (the SwiGLU MLP's hidden activation), composed from tensor
@@ -195,11 +211,11 @@ struct SwigluBackward;
 
 impl Backward<Flex, 2> for SwigluBackward {
     /// The gate and up projections' outputs.
-    type State = (FlexFloat, FlexFloat);
+    type State = (FlexFloat, FlexFloat, ());
 
     /// `∂g = h̄·u·σ(g)·(1 + g·(1 − σ(g)))`, `∂u = h̄·g·σ(g)`.
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let (g_t, u_t) = ops.state;
+        let (g_t, u_t, ()) = ops.state;
         let [g_node, u_node] = ops.parents;
         let h_t = grads.consume::<Flex>(&ops.node);
         let shape = g_t.layout().shape().clone();
@@ -233,28 +249,10 @@ fn map3(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32 + Sync
 /// Elements per rayon task of the element-wise passes.
 const CHUNK: usize = 1 << 14;
 
-fn swiglu_forward(g: &[f32], u: &[f32]) -> Vec<f32> {
-    map3(g, u, u, |g, u, _| g * sigmoid(g) * u)
-}
-
 /// [`swiglu_composed`] as one parallel pass on the CPU backend (and one backward pass per
 /// input, [`SwigluBackward`]); the composed expression elsewhere.
 pub fn swiglu<const D: usize>(g: Tensor<D>, u: Tensor<D>) -> Tensor<D> {
-    if let (Ok(g_ad), Ok(u_ad)) = (g.clone().try_into_primitive::<Autodiff<Flex>>(), u.clone().try_into_primitive::<Autodiff<Flex>>()) {
-        let nodes = [g_ad.node(), u_ad.node()];
-        let (g_p, u_p) = (g_ad.into_primitive(), u_ad.into_primitive());
-        let y = FlexFloat::from_data(TensorData::new(swiglu_forward(&f32_values(&g_p), &f32_values(&u_p)), g_p.layout().shape().clone()));
-        let out = match SwigluBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish((g_p, u_p), y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        };
-        return Tensor::from_primitive::<Autodiff<Flex>>(out);
-    }
-    if let (Ok(g_p), Ok(u_p)) = (g.clone().try_into_primitive::<Flex>(), u.clone().try_into_primitive::<Flex>()) {
-        let y = swiglu_forward(&f32_values(&g_p), &f32_values(&u_p));
-        return Tensor::from_primitive::<Flex>(FlexFloat::from_data(TensorData::new(y, g_p.layout().shape().clone())));
-    }
-    swiglu_composed(g, u)
+    binary_on_flex(&g, &u, SwigluBackward, |g, u| (map3(g, u, u, |g, u, _| g * sigmoid(g) * u), ())).unwrap_or_else(|| swiglu_composed(g, u))
 }
 
 /// Rotary position embedding in rotate-half (NEOX) form, as transformers applies it, composed
@@ -274,7 +272,7 @@ pub fn rope_composed(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4
 /// `y = x∘cos + rot(x)∘sin` over contiguous `x [B, H, T, hd]` with tables `[B, T, hd]`; with
 /// `transpose`, `rotᵀ(z) = [z₂, −z₁]` instead of `rot`, which makes the same pass the backward:
 /// `∂x = g∘cos + rotᵀ(g∘sin)`.
-fn rope_pass(x: &[f32], cos: &[f32], sin: &[f32], [b, h, t, hd]: [usize; 4], transpose: bool) -> Vec<f32> {
+fn rope_pass(x: &[f32], cos: &[f32], sin: &[f32], [_, h, t, hd]: [usize; 4], transpose: bool) -> Vec<f32> {
     let half = hd / 2;
     let mut y = vec![0.0f32; x.len()];
     y.par_chunks_mut(t * hd).zip(x.par_chunks(t * hd)).enumerate().for_each(|(bh, (y, x))| {
@@ -292,7 +290,6 @@ fn rope_pass(x: &[f32], cos: &[f32], sin: &[f32], [b, h, t, hd]: [usize; 4], tra
             }
         }
     });
-    debug_assert_eq!(x.len(), b * h * t * hd);
     y
 }
 
