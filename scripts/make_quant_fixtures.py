@@ -2,7 +2,8 @@
 """Reference gradients of the SEQ / ternary / LSQ quantizers from PyTorch, written as
 torch.autograd.Functions whose backward is ParetoQ's (`StretchedElasticQuant` and
 `LsqBinaryTernaryExtension` in facebookresearch/ParetoQ models/utils_quant.py, per-row scales),
-re-expressed from shared/docs/quantization.md.
+re-expressed from shared/docs/quantization.md; and of the asymmetric LSQ+ quantizer (Bhalgat et
+al. 2020: learned step and offset, both gradients scaled by ParetoQ's γ).
 
 Writes crates/qat-quant/tests/fixtures/paretoq_grads.json; the Rust test `paretoq_reference`
 compares qat's autodiff gradients with it.
@@ -63,6 +64,39 @@ class Lsq(torch.autograd.Function):
         return mid * g, ga.sum(dim=-1, keepdim=True), None
 
 
+class LsqPlus(torch.autograd.Function):
+    """ŵ = s·clamp(round((w − m)/s), 0, 2^b − 1) + m with per-row (s, m)."""
+
+    @staticmethod
+    def forward(ctx, w, s, m, bits):
+        qmax = 2**bits - 1
+        ctx.save_for_backward(w, s, m)
+        ctx.other = (qmax, 1.0 / math.sqrt(w.numel() * qmax))
+        return ((w - m) / s).round().clamp(0, qmax) * s + m
+
+    @staticmethod
+    def backward(ctx, g):
+        w, s, m = ctx.saved_tensors
+        qmax, gamma = ctx.other
+        u = (w - m) / s
+        small, big = (u < 0).float(), (u > qmax).float()
+        mid = 1.0 - small - big
+        gs = (qmax * big + mid * (u.round() - u)) * g * gamma
+        gm = (small + big) * g * gamma
+        return mid * g, gs.sum(dim=-1, keepdim=True), gm.sum(dim=-1, keepdim=True), None
+
+
+def asym_case(w, g, bits):
+    lo, hi = w.amin(1, keepdim=True), w.amax(1, keepdim=True)
+    s0 = (hi - lo) * 0.8 / (2**bits - 1)
+    m0 = lo + (hi - lo) * 0.1
+    wv, sv, mv = w.clone().requires_grad_(True), s0.clone().requires_grad_(True), m0.clone().requires_grad_(True)
+    out = LsqPlus.apply(wv, sv, mv, bits)
+    (out * g).sum().backward()
+    pairs = lambda a, b: torch.cat([a, b], dim=1).flatten().tolist()
+    return {"alpha": pairs(s0, m0), "w_hat": out.detach().tolist(), "grad_w": wv.grad.tolist(), "grad_alpha": pairs(sv.grad, mv.grad)}
+
+
 def main():
     gen = torch.Generator().manual_seed(1)
     w = torch.randn(6, 32, generator=gen, dtype=torch.float64) * 0.05
@@ -85,6 +119,8 @@ def main():
             "grad_w": wv.grad.tolist(),
             "grad_alpha": av.grad.flatten().tolist(),
         }
+    cases["asym4"] = asym_case(w, g, 4)
+    cases["asym2"] = asym_case(w, g, 2)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({"torch": torch.__version__, "w": w.tolist(), "g": g.tolist(), "cases": cases}))
     print("wrote", OUT)

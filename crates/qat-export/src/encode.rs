@@ -32,7 +32,10 @@ pub fn choose_type(qw: &QuantizedWeight) -> Result<(GgmlType, Option<String>), S
         (Scheme::Ternary, _) => q4(Some(format!("ternary in Q4_0: row length {row} is not a multiple of TQ2_0's 256"))),
         (Scheme::Seq, 3) | (Scheme::Binary, _) => q4(None),
         (Scheme::Int, b) if b <= 4 => q4(None),
+        (Scheme::Int, 5) if fits(32) => Ok((GgmlType::Q5_0, None)),
         (Scheme::Int, _) if fits(32) => Ok((GgmlType::Q8_0, None)),
+        (Scheme::Asym, b) if b <= 4 && fits(32) => Ok((GgmlType::Q4_1, None)),
+        (Scheme::Asym, 5) if fits(32) => Ok((GgmlType::Q5_1, None)),
         (Scheme::Bitnet, _) => {
             Err("BitNet's per-tensor β is recomputed from the weights each step and is not rounded to an f16 value; export it as ternary".into())
         }
@@ -124,6 +127,19 @@ fn encode_blocks(qw: &QuantizedWeight, ty: GgmlType) -> Result<Vec<u8>, String> 
             })
             .collect::<Result<_, _>>()?;
         let d = d.to_le_bytes();
+        // The minimum of asymmetric grids (ggml's type-1 blocks), stored as f16.
+        let min = || -> Result<[u8; 2], String> {
+            let m = qw.offsets.get(start / qw.group_len).copied().ok_or_else(|| format!("{ty:?} needs the minimums of an asymmetric grid"))?;
+            let h = f16::from_f32(m);
+            if h.to_f32() != m {
+                return Err(format!("minimum {m:e} is not an f16 value: round the scales for export first"));
+            }
+            Ok(h.to_le_bytes())
+        };
+        let in_range = |lo: i32, hi: i32| match units.iter().find(|x| !(lo..=hi).contains(*x)) {
+            Some(x) => Err(format!("{ty:?} holds {lo}..={hi} units, got {x}")),
+            None => Ok(()),
+        };
         match ty {
             GgmlType::Q2_K => {
                 // y = d·sc·q − dmin·m with sc = 2, m = 3, d = dmin = u: y = u·(2q − 3).
@@ -148,17 +164,30 @@ fn encode_blocks(qw: &QuantizedWeight, ty: GgmlType) -> Result<Vec<u8>, String> 
                 out.extend_from_slice(&qs);
                 out.extend_from_slice(&d);
             }
-            GgmlType::Q4_0 => {
-                if let Some(x) = units.iter().find(|x| !(-8..=7).contains(*x)) {
-                    return Err(format!("Q4_0 holds −8..7 units, got {x}"));
-                }
+            GgmlType::Q4_0 | GgmlType::Q4_1 => {
+                let bias = if ty == GgmlType::Q4_0 { 8 } else { 0 };
+                in_range(-bias, 15 - bias)?;
                 out.extend_from_slice(&d);
-                out.extend((0..16).map(|j| ((units[j] + 8) as u8) | (((units[j + 16] + 8) as u8) << 4)));
+                if ty == GgmlType::Q4_1 {
+                    out.extend_from_slice(&min()?);
+                }
+                out.extend((0..16).map(|j| ((units[j] + bias) as u8) | (((units[j + 16] + bias) as u8) << 4)));
+            }
+            GgmlType::Q5_0 | GgmlType::Q5_1 => {
+                let bias = if ty == GgmlType::Q5_0 { 16 } else { 0 };
+                in_range(-bias, 31 - bias)?;
+                out.extend_from_slice(&d);
+                if ty == GgmlType::Q5_1 {
+                    out.extend_from_slice(&min()?);
+                }
+                // Fifth bits in `qh` (bit e for element e), low nibbles as Q4's.
+                let q: Vec<u32> = units.iter().map(|&x| (x + bias) as u32).collect();
+                let qh = q.iter().enumerate().fold(0u32, |h, (e, &x)| h | ((x >> 4) << e));
+                out.extend_from_slice(&qh.to_le_bytes());
+                out.extend((0..16).map(|j| ((q[j] & 0xF) | ((q[j + 16] & 0xF) << 4)) as u8));
             }
             GgmlType::Q8_0 => {
-                if let Some(x) = units.iter().find(|x| !(-128..=127).contains(*x)) {
-                    return Err(format!("Q8_0 holds −128..127 units, got {x}"));
-                }
+                in_range(-128, 127)?;
                 out.extend_from_slice(&d);
                 out.extend(units.iter().map(|&x| x as i8 as u8));
             }
@@ -177,7 +206,7 @@ mod tests {
         let spec =
             QuantSpec { scheme, bits, granularity: Granularity::Channel, group_size: 0, grad: GradVariant::Paretoq, init: ScaleInit::Max, sub_scale_bits: 0 };
         let rows = levels.len() / cols;
-        QuantizedWeight { spec, dims: [rows, cols], steps: vec![step; rows], levels, group_len: cols, super_scales: Vec::new() }
+        QuantizedWeight { spec, dims: [rows, cols], steps: vec![step; rows], offsets: Vec::new(), levels, group_len: cols, super_scales: Vec::new() }
     }
 
     #[test]

@@ -226,9 +226,11 @@ fn permuted(qw: &QuantizedWeight, heads: usize) -> QuantizedWeight {
     let [rows, cols] = qw.dims;
     let mut out = qw.clone();
     out.levels = permute_rows(&qw.levels, rows, cols, heads);
-    if qw.steps.len().is_multiple_of(rows) && qw.steps.len() >= rows {
-        out.steps = permute_rows(&qw.steps, rows, qw.steps.len() / rows, heads);
-    }
+    // Per-row scale data moves with its row (per-tensor scales stay).
+    let per_row = |v: &Vec<f32>| if v.len().is_multiple_of(rows) && v.len() >= rows { permute_rows(v, rows, v.len() / rows, heads) } else { v.clone() };
+    out.steps = per_row(&qw.steps);
+    out.offsets = per_row(&qw.offsets);
+    out.super_scales = per_row(&qw.super_scales);
     out
 }
 

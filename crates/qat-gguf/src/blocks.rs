@@ -12,6 +12,8 @@ pub enum GgmlType {
     F16,
     Q4_0,
     Q4_1,
+    Q5_0,
+    Q5_1,
     Q8_0,
     Q2_K,
     Q6_K,
@@ -26,6 +28,8 @@ impl GgmlType {
             1 => Self::F16,
             2 => Self::Q4_0,
             3 => Self::Q4_1,
+            6 => Self::Q5_0,
+            7 => Self::Q5_1,
             8 => Self::Q8_0,
             10 => Self::Q2_K,
             14 => Self::Q6_K,
@@ -41,6 +45,8 @@ impl GgmlType {
             Self::F16 => 1,
             Self::Q4_0 => 2,
             Self::Q4_1 => 3,
+            Self::Q5_0 => 6,
+            Self::Q5_1 => 7,
             Self::Q8_0 => 8,
             Self::Q2_K => 10,
             Self::Q6_K => 14,
@@ -53,7 +59,7 @@ impl GgmlType {
     pub fn block_size(self) -> usize {
         match self {
             Self::F32 | Self::F16 | Self::BF16 => 1,
-            Self::Q4_0 | Self::Q4_1 | Self::Q8_0 => 32,
+            Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 => 32,
             Self::Q2_K | Self::Q6_K | Self::TQ2_0 => 256,
         }
     }
@@ -65,6 +71,8 @@ impl GgmlType {
             Self::F16 | Self::BF16 => 2,
             Self::Q4_0 => 18,
             Self::Q4_1 => 20,
+            Self::Q5_0 => 22,
+            Self::Q5_1 => 24,
             Self::Q8_0 => 34,
             Self::Q2_K => 84,
             Self::Q6_K => 210,
@@ -119,6 +127,18 @@ fn dequantize_block(ty: GgmlType, b: &[u8], out: &mut Vec<f32>) {
             let qs = &b[4..20];
             out.extend(qs.iter().map(|&q| (q & 0xF) as f32 * d + m));
             out.extend(qs.iter().map(|&q| (q >> 4) as f32 * d + m));
+        }
+        GgmlType::Q5_0 | GgmlType::Q5_1 => {
+            // d f16, [m f16,] qh u32 (bit j: the fifth bit of element j), qs[16] low nibbles.
+            let (d, m, at) = if ty == GgmlType::Q5_0 { (f16_at(b, 0), 0.0, 2) } else { (f16_at(b, 0), f16_at(b, 2), 4) };
+            let qh = u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+            let qs = &b[at + 4..at + 20];
+            let q = |e: usize| ((qs[e % 16] >> (4 * (e / 16))) & 0xF) as i32 | ((((qh >> e) & 1) as i32) << 4);
+            if ty == GgmlType::Q5_0 {
+                out.extend((0..32).map(|e| (q(e) - 16) as f32 * d));
+            } else {
+                out.extend((0..32).map(|e| q(e) as f32 * d + m));
+            }
         }
         GgmlType::Q2_K => {
             let (scales, qs) = (&b[0..16], &b[16..80]);

@@ -133,8 +133,30 @@ pub fn snap_sub_scales(alpha: &[f32], groups: usize, spec: &QuantSpec) -> (Vec<f
     (snapped, supers)
 }
 
+/// Every value of a scale tensor (row-major, [`QuantSpec::scale_shape`]) rounded so that the
+/// quantized weights are exact in GGUF and in an HF export stored as `dtype`: steps by
+/// [`round_alpha`]; for [`Scheme::Asym`] the pairs `(s, m)` onto f16 (ggml's type-1 blocks store
+/// both as f16, and `s·q` is then exact in f32, so `s·q + m` rounds once, the same in f32
+/// safetensors, in ggml and in training). A bf16 export cannot hold `s·q + m` exactly: an error.
+pub fn round_scales(spec: &QuantSpec, values: &[f32], dtype: HfDtype) -> Result<Vec<f32>, String> {
+    if spec.scheme != Scheme::Asym {
+        return values.iter().map(|&a| round_alpha(spec, a, dtype)).collect();
+    }
+    if dtype != HfDtype::F32 {
+        return Err(format!("{} values s·q + m are exact in f32 only: export with --hf-dtype f32 (round_scales = \"f32\")", spec.label()));
+    }
+    let to_f16 = |x: f32| {
+        let r = half::f16::from_f32(x).to_f32();
+        if r.is_finite() { Ok(r) } else { Err(format!("scale value {x} is outside the f16 range")) }
+    };
+    values
+        .chunks(2)
+        .flat_map(|pair| [to_f16(pair[0].max(crate::quantizer::ALPHA_MIN as f32)), to_f16(pair[1])])
+        .collect()
+}
+
 /// `α` rounded so that its quantized values are exact in GGUF and in an HF export stored as
-/// `dtype`. A scale that training pushed below the quantizer's floor is rounded from that floor,
+/// `dtype` (symmetric schemes; [`round_scales`] for any). A scale that training pushed below the quantizer's floor is rounded from that floor,
 /// the value the quantizer uses. k-quant scales are left as they are: the forward pass snaps
 /// them onto the exact grid itself ([`snap_sub_scales`]).
 pub fn round_alpha(spec: &QuantSpec, alpha: f32, dtype: HfDtype) -> Result<f32, String> {

@@ -24,7 +24,7 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::exact::{HfDtype, round_alpha, snap_sub_scales};
+use crate::exact::{HfDtype, round_scales, snap_sub_scales};
 use crate::quantizer::{init_scale_weighted, quantize};
 use crate::scheme::{Granularity, QuantSpec, SUPER_BLOCK, Scheme};
 
@@ -175,7 +175,8 @@ fn inverse_upper_cholesky(h: &[f64], n: usize) -> Result<Vec<f64>, String> {
 }
 
 /// Scales of one scale window `[out, window]` (a group, a whole row, or a k-quant super-block
-/// of groups) under `spec`'s init rule: `(α, α used)`, each `[out, groups in the window]`. The
+/// of groups) under `spec`'s init rule: `(α, α used)`, each `[out, groups in the window ·
+/// values per group]` (asymmetric grids: `(s, m)` pairs). The
 /// `mse` rule weighs each column's error by its Hessian diagonal `h_diag` (activation-aware).
 /// `α` is what the layer stores: rounded onto export's grid when `round` is given; for k-quant
 /// specs the forward pass snaps it to the `α used` here ([`snap_sub_scales`]).
@@ -198,12 +199,10 @@ fn window_scales(
     let per = alpha.dims()[1];
     let mut alpha = alpha.into_data().convert::<f32>().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
     if let Some(dtype) = round {
-        for a in &mut alpha {
-            *a = round_alpha(spec, *a, dtype)?;
-        }
+        alpha = round_scales(spec, &alpha, dtype)?;
     }
-    if alpha.len() == 1 {
-        alpha = vec![alpha[0]; out];
+    if spec.granularity == Granularity::Tensor {
+        alpha = alpha.repeat(out);
     }
     let used = if spec.sub_scale_bits > 0 { snap_sub_scales(&alpha, per, spec).0 } else { alpha.clone() };
     Ok((alpha, used))
@@ -286,7 +285,8 @@ pub fn gptq(weight: Tensor<2>, h: &Hessian, spec: &QuantSpec, opts: &GptqOptions
     let mut q = vec![0.0f32; out * n];
     let mut loss = 0.0f64;
     let n_groups = n / group;
-    let mut alpha = vec![0.0f32; out * n_groups];
+    let vpg = spec.values_per_group();
+    let mut alpha = vec![0.0f32; out * n_groups * vpg];
     let mut current = (Vec::new(), Vec::new());
     let mut i1 = 0;
     while i1 < n {
@@ -308,14 +308,16 @@ pub fn gptq(weight: Tensor<2>, h: &Hessian, spec: &QuantSpec, opts: &GptqOptions
                 }
             };
             let (g, j) = (orig / group, (orig % window) / group);
-            let mut a = Vec::with_capacity(out);
+            let mut a = Vec::with_capacity(out * vpg);
             for r in 0..out {
-                alpha[r * n_groups + g] = scales.0[r * per + j];
-                a.push(scales.1[r * per + j]);
+                for v in 0..vpg {
+                    alpha[(r * n_groups + g) * vpg + v] = scales.0[(r * per + j) * vpg + v];
+                    a.push(scales.1[(r * per + j) * vpg + v]);
+                }
             }
             let col: Vec<f32> = (0..out).map(|r| w[r * n + i]).collect();
             let col_t = Tensor::<2>::from_data(TensorData::new(col.clone(), [out, 1]), &device);
-            let a_t = Tensor::<2>::from_data(TensorData::new(a, [out, 1]), &device);
+            let a_t = Tensor::<2>::from_data(TensorData::new(a, [out, vpg]), &device);
             let qc = quantize(col_t, Some(a_t), &col_spec).dequantize();
             let d = u[i * n + i];
             for r in 0..out {
@@ -356,7 +358,7 @@ pub fn gptq(weight: Tensor<2>, h: &Hessian, spec: &QuantSpec, opts: &GptqOptions
     }
     let scale_shape = spec.scale_shape([out, n]);
     let alpha = match spec.granularity {
-        Granularity::Tensor => vec![alpha[0]],
+        Granularity::Tensor => alpha[..vpg].to_vec(),
         _ => alpha,
     };
     Ok(GptqResult {

@@ -3,7 +3,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::{FloatDType, Tensor};
 
-use crate::exact::{HfDtype, round_alpha};
+use crate::exact::{HfDtype, round_scales};
 use crate::quantizer::{QuantizedWeight, fake_quantize, init_scale, quantize};
 use crate::scheme::QuantSpec;
 
@@ -97,15 +97,13 @@ impl QLinear {
         let t = scale.val();
         let (dims, device) = (t.dims(), t.device());
         let alphas = t.into_data().convert::<f32>().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
-        let mut out = Vec::with_capacity(alphas.len());
-        for a in alphas {
-            let r = round_alpha(&q.spec, a, dtype)?;
+        let out = round_scales(&q.spec, &alphas, dtype)?;
+        for (&a, &r) in alphas.iter().zip(&out) {
             change.scales += 1;
             if r != a {
                 change.changed += 1;
                 change.max_relative_change = change.max_relative_change.max(((r - a) / a).abs() as f64);
             }
-            out.push(r);
         }
         q.scale = Some(Param::from_tensor(Tensor::from_data(burn::tensor::TensorData::new(out, dims), &device)));
         Ok(change)

@@ -15,6 +15,7 @@ pub enum SchemeChoice {
     Seq,
     Ternary,
     Int,
+    Asym,
     Binary,
     Bitnet,
 }
@@ -26,6 +27,7 @@ impl SchemeChoice {
             SchemeChoice::Seq => Scheme::Seq,
             SchemeChoice::Ternary => Scheme::Ternary,
             SchemeChoice::Int => Scheme::Int,
+            SchemeChoice::Asym => Scheme::Asym,
             SchemeChoice::Binary => Scheme::Binary,
             SchemeChoice::Bitnet => Scheme::Bitnet,
         })
@@ -40,6 +42,20 @@ pub enum DeployFormat {
     /// of 256 weights; elsewhere SEQ-2 per group of 32, which export stores exactly as Q4_0
     /// (2-bit levels in 4.5 bits per weight).
     Q2K,
+    /// ggml's 32-weight blocks with one f16 scale: INT4 (`q4_0`), INT5 (`q5_0`), INT8 (`q8_0`)
+    /// per group of 32.
+    #[serde(rename = "q4_0")]
+    Q4_0,
+    #[serde(rename = "q5_0")]
+    Q5_0,
+    #[serde(rename = "q8_0")]
+    Q8_0,
+    /// ggml's 32-weight blocks with an f16 scale and minimum: asymmetric INT4 (`q4_1`) and INT5
+    /// (`q5_1`) per group of 32.
+    #[serde(rename = "q4_1")]
+    Q4_1,
+    #[serde(rename = "q5_1")]
+    Q5_1,
     /// No deployment format: `scheme`, `bits`, `granularity`, … as written (lets a rule take a
     /// tensor, such as `embed_tokens`, out of a policy-wide format).
     None,
@@ -134,6 +150,7 @@ impl Policy {
                 Scheme::Seq => SchemeChoice::Seq,
                 Scheme::Ternary => SchemeChoice::Ternary,
                 Scheme::Int => SchemeChoice::Int,
+                Scheme::Asym => SchemeChoice::Asym,
                 Scheme::Binary => SchemeChoice::Binary,
                 Scheme::Bitnet => SchemeChoice::Bitnet,
             }),
@@ -156,7 +173,7 @@ impl Policy {
             if o.bits.is_none() {
                 self.bits = match v {
                     SchemeChoice::Binary => 1,
-                    SchemeChoice::Int => 4,
+                    SchemeChoice::Int | SchemeChoice::Asym => 4,
                     _ => 2,
                 };
             }
@@ -208,6 +225,17 @@ impl Policy {
                     sub_scale_bits: if k { 4 } else { 0 },
                     ..base
                 }
+            }
+            Some(block32) => {
+                let (scheme, bits) = match block32 {
+                    DeployFormat::Q4_0 => (Scheme::Int, 4),
+                    DeployFormat::Q5_0 => (Scheme::Int, 5),
+                    DeployFormat::Q8_0 => (Scheme::Int, 8),
+                    DeployFormat::Q4_1 => (Scheme::Asym, 4),
+                    DeployFormat::Q5_1 => (Scheme::Asym, 5),
+                    DeployFormat::Q2K | DeployFormat::None => unreachable!("matched above"),
+                };
+                QuantSpec { scheme, bits, granularity: Granularity::Group, group_size: 32, sub_scale_bits: 0, ..base }
             }
         })
     }

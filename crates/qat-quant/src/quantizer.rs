@@ -10,8 +10,12 @@
 //! | SEQ b-bit, `k = 2^(b-1)`, `c = 0.99` | `α/k` | `round(k·clip(w/α,±c) − ½) + ½` | `q̂ − w/α` / `−Qp` / `+Qp`, `Qp = (k−½)/k` |
 //! | ternary (`k = 1.5`) | `α/1.5` | `round(1.5·clip(w/α,±c))` | `q̂ − w/α` / `−1` / `+1` |
 //! | int b-bit | `α` | `round(clip(w/α, −Qn, Qp))` | `round(w/α) − w/α` / `−Qn` / `+Qp` |
+//! | asym b-bit | `s` | `round(clip((w−m)/s, 0, 2^b−1))` | `round(u) − u` / `0` / `2^b−1` |
 //! | binary | `α` | `sign(w)` | `sign(w)` |
 //! | bitnet | `β = mean|W|` (not learned) | `clip(round(w/(β+ε)), ±1)` | — |
+//!
+//! Asymmetric grids add a learned minimum: `ŵ = s·L + m`, `∂ŵ/∂m = 1` outside the clip range
+//! and 0 inside (LSQ+).
 //!
 //! The weight gradient is the masked straight-through estimator `g·1[w/α inside the clip
 //! range]` (plain STE for binary, bitnet and the AngelSlim variant). The scale gradient is
@@ -75,6 +79,7 @@ pub fn gamma(spec: &QuantSpec, numel: usize) -> f64 {
     }
     let qp = match spec.scheme {
         Scheme::Seq | Scheme::Int => ((1u32 << (spec.bits - 1)) - 1).max(1) as f64,
+        Scheme::Asym => ((1u32 << spec.bits) - 1) as f64,
         _ => 1.0,
     };
     1.0 / (numel as f64 * qp).sqrt()
@@ -96,15 +101,47 @@ pub(crate) fn learned_alpha(alpha: Tensor<2>, spec: &QuantSpec, numel: usize) ->
     (alpha.clone() + (snapped - alpha.detach()), Some(supers))
 }
 
-/// `(step [rows, groups, 1], level [rows, groups, cols])` for grouped weights `w3` and scales
-/// `alpha: [rows, groups]` (ignored for bitnet). `numel` is the whole matrix's size (for γ).
-pub fn step_and_level(w3: Tensor<3>, alpha: Option<Tensor<2>>, spec: &QuantSpec, numel: usize) -> (Tensor<3>, Tensor<3>) {
+/// A grouped weight on its grid: `ŵ = step·level (+ offset)`.
+pub struct OnGrid {
+    /// `[rows, groups, 1]`.
+    pub step: Tensor<3>,
+    /// `[rows, groups, cols]`, straight-through.
+    pub level: Tensor<3>,
+    /// The minimum `m` of asymmetric grids, `[rows, groups, 1]`.
+    pub offset: Option<Tensor<3>>,
+}
+
+impl OnGrid {
+    /// `step·level + offset`, in this order of f32 operations everywhere.
+    pub fn values(self) -> Tensor<3> {
+        let v = self.step * self.level;
+        match self.offset {
+            Some(m) => v + m,
+            None => v,
+        }
+    }
+}
+
+/// The grid of grouped weights `w3` under scales `alpha:` [`QuantSpec::scale_shape`] (ignored
+/// for bitnet). `numel` is the whole matrix's size (for γ).
+pub fn step_and_level(w3: Tensor<3>, alpha: Option<Tensor<2>>, spec: &QuantSpec, numel: usize) -> OnGrid {
+    let symmetric = |(step, level)| OnGrid { step, level, offset: None };
     if spec.scheme == Scheme::Bitnet {
         // β from the current weights, not learned; ŵ = β·W_t with a plain STE for w.
         let beta = w3.clone().abs().mean().detach().reshape([1, 1, 1]);
         let ternary = (w3.clone().detach() / (beta.clone() + BITNET_EPS)).round().clamp(-1.0, 1.0);
         let level = ternary + (w3.clone() - w3.detach()) / beta.clone();
-        return (beta, level);
+        return symmetric((beta, level));
+    }
+    if spec.scheme == Scheme::Asym {
+        let alpha = grad_scale(alpha.expect("learned schemes have a scale"), gamma(spec, numel));
+        let [rows, values] = alpha.dims();
+        let pairs = alpha.reshape([rows, values / 2, 2]);
+        let step = pairs.clone().narrow(2, 0, 1).clamp_min(ALPHA_MIN);
+        let min = pairs.narrow(2, 1, 1);
+        let qmax = ((1u32 << spec.bits) - 1) as f64;
+        let level = ste(((w3 - min.clone()) / step.clone()).clamp(0.0, qmax), |x| x.round());
+        return OnGrid { step, level, offset: Some(min) };
     }
     let alpha = learned_alpha(alpha.expect("learned schemes have a scale"), spec, numel).0.unsqueeze_dim::<3>(2);
     let angel = spec.grad == GradVariant::Angelslim;
@@ -122,21 +159,21 @@ pub fn step_and_level(w3: Tensor<3>, alpha: Option<Tensor<2>>, spec: &QuantSpec,
                 let u = u.detach();
                 let outside = u.clone().abs().greater_elem(SEQ_CLIP).float() * u.sign() * (1.0 - 1.0 / k);
                 let level = level + outside * (alpha.clone() - alpha.clone().detach()) * (k / alpha.clone().detach());
-                return (alpha / k, level);
+                return symmetric((alpha / k, level));
             }
-            (alpha / k, level)
+            symmetric((alpha / k, level))
         }
         Scheme::Int => {
             let (qn, qp) = int_range(spec.bits);
             let level = ste((w3 / alpha.clone()).clamp(-qn, qp), |x| x.round());
-            (alpha, level)
+            symmetric((alpha, level))
         }
         Scheme::Binary => {
             // ŵ = α·sign(w) with d/dw = 1: sign(w) forward, (w − detach(w))/α backward.
             let level = w3.clone().sign().detach() + (w3.clone() - w3.detach()) / alpha.clone().detach();
-            (alpha, level)
+            symmetric((alpha, level))
         }
-        Scheme::Bitnet => unreachable!("handled above"),
+        Scheme::Bitnet | Scheme::Asym => unreachable!("handled above"),
     }
 }
 
@@ -155,12 +192,11 @@ pub fn fake_quantize(w: Tensor<2>, alpha: Option<Tensor<2>>, spec: &QuantSpec) -
 /// reference of the fused CPU kernel ([`crate::fused`]) that [`fake_quantize`] uses where it can.
 pub fn fake_quantize_composed(w: Tensor<2>, alpha: Option<Tensor<2>>, spec: &QuantSpec) -> Tensor<2> {
     let dims = w.dims();
-    let (step, level) = step_and_level(grouped(w, spec), alpha, spec, dims[0] * dims[1]);
-    (step * level).reshape(dims)
+    step_and_level(grouped(w, spec), alpha, spec, dims[0] * dims[1]).values().reshape(dims)
 }
 
-/// Integer-valued grid levels and per-group steps of a quantized weight; `step·level` is the
-/// fake-quantized weight bit for bit.
+/// Integer-valued grid levels and per-group steps (and minimums) of a quantized weight;
+/// `step·level + offset` is the fake-quantized weight bit for bit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantizedWeight {
     pub spec: QuantSpec,
@@ -170,6 +206,8 @@ pub struct QuantizedWeight {
     pub levels: Vec<f32>,
     /// One per scale group, row-major `[rows, groups]`.
     pub steps: Vec<f32>,
+    /// The minimum `m` per scale group of asymmetric grids (levels `0..2^b`); empty otherwise.
+    pub offsets: Vec<f32>,
     /// Elements per scale group (contiguous in row-major order).
     pub group_len: usize,
     /// k-quant super-scales `d`, one per [`crate::scheme::SUPER_BLOCK`] weights (row-major);
@@ -178,9 +216,13 @@ pub struct QuantizedWeight {
 }
 
 impl QuantizedWeight {
-    /// `step·level`, in the same f32 arithmetic as [`fake_quantize`].
+    /// `step·level (+ offset)`, in the same f32 arithmetic as [`fake_quantize`].
     pub fn dequantize(&self) -> Vec<f32> {
-        self.levels.iter().enumerate().map(|(i, &l)| self.steps[i / self.group_len] * l).collect()
+        let g = self.group_len;
+        match self.offsets.is_empty() {
+            true => self.levels.iter().enumerate().map(|(i, &l)| self.steps[i / g] * l).collect(),
+            false => self.levels.iter().enumerate().map(|(i, &l)| self.steps[i / g] * l + self.offsets[i / g]).collect(),
+        }
     }
 }
 
@@ -191,15 +233,17 @@ pub fn quantize(w: Tensor<2>, alpha: Option<Tensor<2>>, spec: &QuantSpec) -> Qua
     let group_len = w3.dims()[2];
     let numel = dims[0] * dims[1];
     let super_scales = match &alpha {
-        Some(a) if spec.scheme != Scheme::Bitnet => learned_alpha(a.clone(), spec, numel).1.unwrap_or_default(),
+        Some(a) if spec.sub_scale_bits > 0 => learned_alpha(a.clone(), spec, numel).1.unwrap_or_default(),
         _ => Vec::new(),
     };
-    let (step, level) = step_and_level(w3, alpha, spec, numel);
+    let grid = step_and_level(w3, alpha, spec, numel);
+    let host = |t: Tensor<3>| t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 values");
     QuantizedWeight {
         spec: *spec,
         dims,
-        levels: level.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 levels"),
-        steps: step.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 steps"),
+        levels: host(grid.level),
+        steps: host(grid.step),
+        offsets: grid.offset.map(host).unwrap_or_default(),
         group_len,
         super_scales,
     }
@@ -229,6 +273,9 @@ pub fn init_scale_weighted(w: Tensor<2>, spec: &QuantSpec, col_weights: Option<&
         return Some(Tensor::ones(shape, &w.device()));
     }
     let w3 = grouped(w, spec);
+    if spec.scheme == Scheme::Asym {
+        return Some(init_affine(w3, spec, col_weights));
+    }
     let absmax = w3.clone().abs().max_dim(2).reshape(shape);
     let absmean = w3.clone().abs().mean_dim(2).reshape(shape);
     // step = alpha · step_per_alpha; Lmax = largest |level|.
@@ -240,7 +287,7 @@ pub fn init_scale_weighted(w: Tensor<2>, spec: &QuantSpec, col_weights: Option<&
         Scheme::Ternary => (1.0 / 1.5, 1.0),
         Scheme::Int => (1.0, int_range(spec.bits).1),
         Scheme::Binary => (1.0, 1.0),
-        Scheme::Bitnet => unreachable!(),
+        Scheme::Bitnet | Scheme::Asym => unreachable!("handled above"),
     };
     let max_rule = match spec.scheme {
         Scheme::Int => absmax.clone() / int_range(spec.bits).1,
@@ -254,49 +301,69 @@ pub fn init_scale_weighted(w: Tensor<2>, spec: &QuantSpec, col_weights: Option<&
         // weights' own power; mean|w| is the least-squares optimum there.
         ScaleInit::Lsq if spec.scheme == Scheme::Binary => absmean,
         ScaleInit::Lsq => absmean * (2.0 / lmax.sqrt() / step_per_alpha),
-        ScaleInit::Mse => {
-            let [_, g, c] = w3.dims();
-            let weights = col_weights.filter(|_| spec.granularity != Granularity::Tensor).map(|v| {
-                assert_eq!(v.len(), g * c, "one weight per input column");
-                Tensor::<3>::from_data(burn::tensor::TensorData::new(v.to_vec(), [1, g, c]), &w3.device())
-            });
-            mse_search(w3, max_rule, spec, weights)
-        }
+        ScaleInit::Mse => least_error_scales(w3, spec, col_weights, |frac| (max_rule.clone() * frac).clamp_min(1e-8)),
     };
     // An all-zero row would give α = 0 and NaN; any positive scale quantizes it to ~0.
     Some(alpha.clamp_min(1e-8))
 }
 
-/// Per group, the fraction of `base` (64 candidates in 0.2..=1.0) with the least squared error,
-/// weighted per column by `weights: [1, groups, cols]` when given.
-fn mse_search(w3: Tensor<3>, base: Tensor<2>, spec: &QuantSpec, weights: Option<Tensor<3>>) -> Tensor<2> {
-    let [r, g, _] = w3.dims();
-    let numel = w3.dims().iter().product();
-    let mut best_err: Option<Tensor<2>> = None;
-    let mut best = base.clone();
+/// Per scale group, among the 64 candidate scale tensors `candidate(p)` for `p` in 0.2..=1.0,
+/// the values with the least squared quantization error, each input column's error weighted by
+/// `col_weights` when given (not per tensor).
+fn least_error_scales(w3: Tensor<3>, spec: &QuantSpec, col_weights: Option<&[f32]>, candidate: impl Fn(f64) -> Tensor<2>) -> Tensor<2> {
+    let [r, g, c] = w3.dims();
+    let numel = r * g * c;
+    let weights = col_weights.filter(|_| spec.granularity != Granularity::Tensor).map(|v| {
+        assert_eq!(v.len(), g * c, "one weight per input column");
+        Tensor::<3>::from_data(burn::tensor::TensorData::new(v.to_vec(), [1, g, c]), &w3.device())
+    });
+    let per = spec.values_per_group();
+    let mut best: Option<(Tensor<2>, Tensor<2>)> = None;
     for i in 0..64 {
-        let frac = 0.2 + 0.8 * i as f64 / 63.0;
-        let alpha = (base.clone() * frac).clamp_min(1e-8);
-        let (step, level) = step_and_level(w3.clone(), Some(alpha.clone()), spec, numel);
-        let sq = (step * level - w3.clone()).square();
-        let sq = match &weights {
-            Some(wt) => sq * wt.clone(),
-            None => sq,
-        };
-        let err = sq.sum_dim(2).reshape([r, g]);
-        match &best_err {
-            None => {
-                best_err = Some(err);
-                best = alpha;
-            }
-            Some(e) => {
+        let scales = candidate(0.2 + 0.8 * i as f64 / 63.0);
+        let err = weighted_error(w3.clone(), step_and_level(w3.clone(), Some(scales.clone()), spec, numel).values(), &weights);
+        best = Some(match best {
+            None => (err, scales),
+            Some((e, b)) => {
                 let better = err.clone().lower(e.clone());
-                best = best.mask_where(better.clone(), alpha);
-                best_err = Some(e.clone().mask_where(better, err));
+                let each_value = better.clone().unsqueeze_dim::<3>(2).repeat_dim(2, per).reshape([r, g * per]);
+                (e.mask_where(better, err), b.mask_where(each_value, scales))
             }
-        }
+        });
     }
-    best
+    best.expect("64 candidates").1
+}
+
+/// `Σ_cols weights·(ŵ − w)²` per group, `[rows, groups]`.
+fn weighted_error(w3: Tensor<3>, fake: Tensor<3>, weights: &Option<Tensor<3>>) -> Tensor<2> {
+    let [r, g, _] = w3.dims();
+    let sq = (fake - w3).square();
+    let sq = match weights {
+        Some(wt) => sq * wt.clone(),
+        None => sq,
+    };
+    sq.sum_dim(2).reshape([r, g])
+}
+
+/// The initial `(s, m)` pairs of an asymmetric grid, `[rows, 2·groups]`. `max`: ggml's Q4_1
+/// rule, `m = min w`, `s = (max w − min w)/(2^b − 1)`. `mse`: that range shrunk about its
+/// centre by the fraction (64 candidates in 0.2..=1.0) with the least squared error, weighted
+/// per input column by `col_weights` as in [`init_scale_weighted`].
+fn init_affine(w3: Tensor<3>, spec: &QuantSpec, col_weights: Option<&[f32]>) -> Tensor<2> {
+    use crate::scheme::ScaleInit;
+    let [r, g, _] = w3.dims();
+    let qmax = ((1u32 << spec.bits) - 1) as f64;
+    let (lo, hi) = (w3.clone().min_dim(2), w3.clone().max_dim(2));
+    let pair = |p: f64| {
+        let range = (hi.clone() - lo.clone()) * p;
+        let min = if p == 1.0 { lo.clone() } else { (hi.clone() + lo.clone()) * 0.5 - range.clone() * 0.5 };
+        let step = (range / qmax).clamp_min(1e-8);
+        Tensor::cat(vec![step, min], 2).reshape([r, 2 * g])
+    };
+    match spec.init {
+        ScaleInit::Mse => least_error_scales(w3, spec, col_weights, pair),
+        _ => pair(1.0),
+    }
 }
 
 /// BitNet per-token int8 activation fake quantization with a straight-through gradient:

@@ -13,6 +13,9 @@ pub enum Scheme {
     Ternary,
     /// LSQ signed integers `[-2^(b-1), 2^(b-1)-1]`; 2 bits is the INT2 `{-2,-1,0,1}` baseline.
     Int,
+    /// Asymmetric (affine) integers: `ŵ = s·q + m` with `q ∈ [0, 2^b − 1]` and a learned step
+    /// `s` and minimum `m` per scale group (LSQ+), ggml's "type-1" formats (Q4_1, Q5_1).
+    Asym,
     /// `α·sign(w)`.
     Binary,
     /// BitNet b1.58 absmean ternary with a per-tensor `β = mean|W|` (not learned).
@@ -102,14 +105,14 @@ impl QuantSpec {
     pub fn validate(&self, what: &str) -> Result<(), String> {
         let bits_ok = match self.scheme {
             Scheme::Seq => matches!(self.bits, 2 | 3),
-            Scheme::Int => (2..=8).contains(&self.bits),
+            Scheme::Int | Scheme::Asym => (2..=8).contains(&self.bits),
             Scheme::Ternary | Scheme::Bitnet => self.bits == 2,
             Scheme::Binary => self.bits == 1,
         };
         if !bits_ok {
             let allowed = match self.scheme {
                 Scheme::Seq => "2 or 3",
-                Scheme::Int => "2..=8",
+                Scheme::Int | Scheme::Asym => "2..=8",
                 Scheme::Ternary | Scheme::Bitnet => "2 (1.58-bit levels stored in 2 bits)",
                 Scheme::Binary => "1",
             };
@@ -120,6 +123,9 @@ impl QuantSpec {
         }
         if self.grad == GradVariant::Angelslim && !matches!(self.scheme, Scheme::Seq | Scheme::Ternary) {
             return Err(format!("{what}: grad = \"angelslim\" is defined for seq and ternary only"));
+        }
+        if self.scheme == Scheme::Asym && !matches!(self.init, ScaleInit::Max | ScaleInit::Mse) {
+            return Err(format!("{what}: scheme = \"asym\" initialises from the weights' range: init = \"max\" or \"mse\""));
         }
         if self.sub_scale_bits != 0
             && !(self.scheme == Scheme::Seq && self.bits == 2 && self.sub_scale_bits == 4 && self.granularity == Granularity::Group && self.group_size == 16)
@@ -146,8 +152,20 @@ impl QuantSpec {
         Ok(())
     }
 
-    /// Shape of the scale tensor for a `[out, in]` weight.
-    pub fn scale_shape(&self, [out, inp]: [usize; 2]) -> [usize; 2] {
+    /// Learned values per scale group: the step, and for [`Scheme::Asym`] the minimum after it.
+    pub fn values_per_group(&self) -> usize {
+        if self.scheme == Scheme::Asym { 2 } else { 1 }
+    }
+
+    /// Shape of the scale tensor for a `[out, in]` weight: `[rows, groups · values_per_group]`,
+    /// for [`Scheme::Asym`] the pairs `(s, m)` of each group side by side.
+    pub fn scale_shape(&self, dims: [usize; 2]) -> [usize; 2] {
+        let [rows, groups] = self.group_shape(dims);
+        [rows, groups * self.values_per_group()]
+    }
+
+    /// `[rows, groups]`: how many scale groups a `[out, in]` weight has.
+    pub fn group_shape(&self, [out, inp]: [usize; 2]) -> [usize; 2] {
         match self.granularity {
             Granularity::Channel => [out, 1],
             Granularity::Group => [out, inp / self.group_size],
@@ -158,7 +176,7 @@ impl QuantSpec {
     /// Number of grid levels.
     pub fn n_levels(&self) -> usize {
         match self.scheme {
-            Scheme::Seq | Scheme::Int => 1 << self.bits,
+            Scheme::Seq | Scheme::Int | Scheme::Asym => 1 << self.bits,
             Scheme::Ternary | Scheme::Bitnet => 3,
             Scheme::Binary => 2,
         }
@@ -169,8 +187,9 @@ impl QuantSpec {
         (self.n_levels() as f64).log2()
     }
 
-    /// Bits per weight including a 16-bit scale per group, or with k-quant sub-scales, Q2_K's
-    /// storage: a scale and a min of `sub_scale_bits` per group and two f16 per super-block.
+    /// Bits per weight including a 16-bit scale (and for [`Scheme::Asym`] a 16-bit minimum) per
+    /// group, or with k-quant sub-scales, Q2_K's storage: a scale and a min of `sub_scale_bits`
+    /// per group and two f16 per super-block.
     pub fn bits_per_weight(&self, dims: [usize; 2]) -> f64 {
         let [r, g] = self.scale_shape(dims);
         let numel = (dims[0] * dims[1]) as f64;
@@ -185,6 +204,7 @@ impl QuantSpec {
             Scheme::Seq => format!("SEQ-{}", self.bits),
             Scheme::Ternary => "ternary".into(),
             Scheme::Int => format!("INT{}", self.bits),
+            Scheme::Asym => format!("INT{}-asym", self.bits),
             Scheme::Binary => "binary".into(),
             Scheme::Bitnet => "bitnet-1.58".into(),
         };

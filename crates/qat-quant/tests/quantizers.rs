@@ -57,6 +57,11 @@ fn all_specs() -> Vec<QuantSpec> {
             ] {
                 v.push(spec(s, b, g, init));
             }
+            if matches!(init, ScaleInit::Max | ScaleInit::Mse) {
+                for b in [2, 4, 5, 8] {
+                    v.push(spec(Scheme::Asym, b, g, init));
+                }
+            }
         }
     }
     v.push(spec(Scheme::Bitnet, 2, Granularity::Tensor, ScaleInit::Max));
@@ -76,6 +81,7 @@ fn levels(s: &QuantSpec) -> Vec<f32> {
         }
         Scheme::Ternary | Scheme::Bitnet => vec![-1.0, 0.0, 1.0],
         Scheme::Binary => vec![-1.0, 1.0],
+        Scheme::Asym => (0..1 << s.bits).map(|q| q as f32).collect(),
     }
 }
 
@@ -103,7 +109,7 @@ fn values_lie_on_the_grid_and_export_reproduces_them_exactly() {
         let sq: f32 = fq.iter().zip(&w_vals).map(|(a, b)| (a - b).powi(2)).sum::<f32>() / wv as f32;
         let var: f32 = w_vals.iter().map(|b| b * b).sum::<f32>() / wv as f32;
         assert!(sq < var, "{}: error {sq} not below the weights' power {var}", s.label());
-        if s.scheme == Scheme::Int && s.bits == 8 && matches!(s.init, ScaleInit::Max | ScaleInit::Mse) {
+        if matches!(s.scheme, Scheme::Int | Scheme::Asym) && s.bits == 8 && matches!(s.init, ScaleInit::Max | ScaleInit::Mse) {
             assert!(sq < var * 1e-3, "{}: int8 error {sq} vs power {var}", s.label());
         }
     }
@@ -114,7 +120,7 @@ fn mse_init_never_loses_to_max_init() {
     let device = Device::flex();
     let mut rng = StdRng::seed_from_u64(4);
     let wv = randn(&mut rng, 8 * 256, 0.05);
-    for (scheme, bits) in [(Scheme::Seq, 2), (Scheme::Int, 2), (Scheme::Int, 4), (Scheme::Ternary, 2)] {
+    for (scheme, bits) in [(Scheme::Seq, 2), (Scheme::Int, 2), (Scheme::Int, 4), (Scheme::Ternary, 2), (Scheme::Asym, 2), (Scheme::Asym, 4)] {
         let err = |init| {
             let s = spec(scheme, bits, Granularity::Channel, init);
             let w = tensor2(wv.clone(), [8, 256], &device);
@@ -163,7 +169,8 @@ fn closed_form(s: &QuantSpec, w: &[f64], alpha: &[f64], g: &[f64], cols: usize) 
                 }
             }
             Scheme::Binary => (true, u.signum()),
-            Scheme::Bitnet => unreachable!(),
+            // Asym (two values per group) is checked against PyTorch's LSQ+ instead.
+            Scheme::Bitnet | Scheme::Asym => unreachable!(),
         };
         gw[i] = if inside { g[i] } else { 0.0 };
         ga[i / cols] += da * g[i];
@@ -195,7 +202,7 @@ fn frozen_loss(s: &QuantSpec, w: &[f64], alpha: &[f64], g: &[f64], cols: usize, 
                 a * (u.clamp(-qn, qp) + (x0.round_ties_even() - x0))
             }
             Scheme::Binary => a * u0.signum() + (w[i] - w0[i]),
-            Scheme::Bitnet => unreachable!(),
+            Scheme::Bitnet | Scheme::Asym => unreachable!(),
         };
         total += g[i] * v;
     }
@@ -205,7 +212,7 @@ fn frozen_loss(s: &QuantSpec, w: &[f64], alpha: &[f64], g: &[f64], cols: usize, 
 fn autodiff_grads(s: &QuantSpec, w: &[f32], alpha: &[f32], g: &[f32], rows: usize, cols: usize) -> (Vec<f32>, Vec<f32>) {
     let device = Device::flex().autodiff();
     let wt = tensor2(w.to_vec(), [rows, cols], &device).require_grad();
-    let at = tensor2(alpha.to_vec(), [rows, 1], &device).require_grad();
+    let at = tensor2(alpha.to_vec(), [rows, alpha.len() / rows], &device).require_grad();
     let gt = tensor2(g.to_vec(), [rows, cols], &device);
     let loss = (fake_quantize(wt.clone(), Some(at.clone()), s) * gt).sum();
     let grads = loss.backward();
@@ -287,17 +294,23 @@ fn autodiff_equals_pytorch_paretoq_reference() {
     let rows = fx["w"].as_array().unwrap().len();
     let cols = w.len() / rows;
     let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
-    for (name, scheme, bits) in
-        [("seq2", Scheme::Seq, 2), ("seq3", Scheme::Seq, 3), ("ternary", Scheme::Ternary, 2), ("int4", Scheme::Int, 4), ("int2", Scheme::Int, 2)]
-    {
+    for (name, scheme, bits) in [
+        ("seq2", Scheme::Seq, 2),
+        ("seq3", Scheme::Seq, 3),
+        ("ternary", Scheme::Ternary, 2),
+        ("int4", Scheme::Int, 4),
+        ("int2", Scheme::Int, 2),
+        ("asym4", Scheme::Asym, 4),
+        ("asym2", Scheme::Asym, 2),
+    ] {
         let case = &fx["cases"][name];
         let s = spec(scheme, bits, Granularity::Channel, ScaleInit::Max);
         let alpha = flat(&case["alpha"]);
         let (gw, ga) = autodiff_grads(&s, &f32s(&w), &f32s(&alpha), &f32s(&g), rows, cols);
         assert_close(&format!("{name} dL/dw vs PyTorch"), &gw, &mat(&case["grad_w"]), 1e-6);
-        assert_close(&format!("{name} dL/dα vs PyTorch"), &ga, &flat(&case["grad_alpha"]), 1e-4);
+        assert_close(&format!("{name} dL/dα (asym: dL/ds, dL/dm) vs PyTorch"), &ga, &flat(&case["grad_alpha"]), 1e-4);
         let device = Device::flex();
-        let fq = vec_of(fake_quantize(tensor2(f32s(&w), [rows, cols], &device), Some(tensor2(f32s(&alpha), [rows, 1], &device)), &s));
+        let fq = vec_of(fake_quantize(tensor2(f32s(&w), [rows, cols], &device), Some(tensor2(f32s(&alpha), [rows, alpha.len() / rows], &device)), &s));
         assert_close(&format!("{name} ŵ vs PyTorch"), &fq, &mat(&case["w_hat"]), 1e-6);
     }
 }

@@ -90,7 +90,7 @@ impl ScaleRounding {
         let spec = self.specs.get(path).unwrap_or_else(|| panic!("scale parameter {path} has no quantizer spec"));
         // Every spec's grid was checked when the model was first rounded; steps with non-finite
         // gradients are skipped before the update, so the masters stay finite.
-        values.iter().map(|&a| qat_quant::exact::round_alpha(spec, a, self.dtype).expect("roundable scale")).collect()
+        qat_quant::exact::round_scales(spec, values, self.dtype).expect("roundable scale")
     }
 }
 
@@ -146,7 +146,8 @@ fn host_values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 tensor")
 }
 
-/// Quantizer scales are the parameters named `…quant.scale`.
+/// Quantizer scales (steps, and the minimums of asymmetric grids) are the parameters named
+/// `…quant.scale`.
 pub fn is_scale(path: &str) -> bool {
     path.ends_with("quant.scale")
 }
