@@ -8,7 +8,10 @@ layout for every nibble; these blocks exercise all of them.
     python3 -m venv .venv && .venv/bin/pip install gguf numpy
     .venv/bin/python scripts/make_block_fixtures.py
 
-Writes crates/qat-gguf/tests/fixtures/q2_k_gguf_py.json.
+Also Q4_1, Q5_0 and Q5_1 blocks with arbitrary bytes (the asymmetric and 5-bit formats qat
+exports), for `block32_types_match_gguf_py`.
+
+Writes crates/qat-gguf/tests/fixtures/q2_k_gguf_py.json and block32_gguf_py.json.
 """
 import json
 import pathlib
@@ -17,7 +20,8 @@ import numpy as np
 from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
 
-OUT = pathlib.Path(__file__).resolve().parent.parent / "crates/qat-gguf/tests/fixtures/q2_k_gguf_py.json"
+FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "crates/qat-gguf/tests/fixtures"
+OUT = FIXTURES / "q2_k_gguf_py.json"
 
 
 def main():
@@ -34,6 +38,22 @@ def main():
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({"source": "gguf-py gguf.quants.dequantize, Q2_K", "bytes": raw.tobytes().hex(), "values": [float(f"{v:.9g}") for v in values.tolist()]}))
     print(f"wrote {OUT}")
+
+    # 32-weight blocks: f16 d (and m), then arbitrary code bytes (qh and nibbles).
+    types = {}
+    for name, ty, code_bytes, has_min in [("Q4_1", GGMLQuantizationType.Q4_1, 16, True), ("Q5_0", GGMLQuantizationType.Q5_0, 20, False), ("Q5_1", GGMLQuantizationType.Q5_1, 20, True)]:
+        blocks = []
+        for b in range(8):
+            head = [np.array([rng.uniform(1e-4, 0.05)], dtype=np.float16)]
+            if has_min:
+                head.append(np.array([rng.uniform(-0.2, 0.1)], dtype=np.float16))
+            blocks.append(np.concatenate([h.view(np.uint8) for h in head] + [rng.integers(0, 256, code_bytes, dtype=np.uint8)]))
+        raw = np.concatenate(blocks)
+        values = dequantize(raw, ty).astype(np.float32)
+        types[name] = {"bytes": raw.tobytes().hex(), "values": [float(f"{v:.9g}") for v in values.tolist()]}
+    out = FIXTURES / "block32_gguf_py.json"
+    out.write_text(json.dumps({"source": "gguf-py gguf.quants.dequantize", "types": types}))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 //! Export round trip on a real model: fake-quantized weights → bf16/f32 safetensors and GGUF →
-//! read back → identical values, for every exported type (Q2_K, TQ2_0, Q4_0, Q8_0, BF16, F32).
+//! read back → identical values, for every exported type (Q2_K, TQ2_0, Q4_0, Q4_1, Q5_0, Q5_1,
+//! Q8_0, BF16, F32).
 
 mod common;
 
@@ -23,6 +24,8 @@ fn every_type_round_trips_through_hf_and_gguf() {
         (SchemeChoice::Seq, 2, HfDtype::Bf16, HighPrecision::Bf16, vec!["Q2_K", "Q4_0"]),
         (SchemeChoice::Ternary, 2, HfDtype::Bf16, HighPrecision::Bf16, vec!["Q4_0", "TQ2_0"]),
         (SchemeChoice::Int, 8, HfDtype::F32, HighPrecision::F32, vec!["Q8_0"]),
+        (SchemeChoice::Int, 5, HfDtype::F32, HighPrecision::F32, vec!["Q5_0"]),
+        (SchemeChoice::Asym, 5, HfDtype::F32, HighPrecision::F32, vec!["Q5_1"]),
     ];
     for (scheme, bits, dtype, hp, want_types) in cases {
         let mut policy = Policy::default();
@@ -91,4 +94,39 @@ fn q2_k_format_with_quantized_embeddings_exports_exactly() {
     assert!(v.ok(), "{:?}", v.tensors.iter().filter(|t| t.mismatches > 0).take(3).collect::<Vec<_>>());
     assert!(r.file_bytes < 98_000_000, "{} bytes", r.file_bytes);
     eprintln!("GGUF {} bytes", r.file_bytes);
+}
+
+/// llama.cpp's own quantizer output as the reference: the PyPI SmolLM2 file stores every decoder
+/// linear as Q4_1 (min/max per block of 32) and the embeddings as Q8_0. Imported, fake-quantized
+/// with `format = "q4_1"` (asymmetric INT4, min/max init) and the embeddings as `q8_0`, rounded
+/// for export and written again, every one of those tensors is byte for byte the block data
+/// llama.cpp wrote: the asymmetric grid is exactly ggml's, so re-quantizing the model loses
+/// nothing.
+#[test]
+fn q4_1_requantization_reproduces_llama_cpp_blocks() {
+    let Some(gguf) = common::smollm2_gguf() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("smollm2");
+    qat_gguf::import::import_gguf(&gguf, &src).unwrap();
+    let policy: Policy =
+        toml::from_str("format = \"q4_1\"\n[[rules]]\nmatch = \"embed_tokens\"\nscheme = \"int\"\nformat = \"q8_0\"").unwrap();
+    let model = CausalLm::from_checkpoint(&Checkpoint::open(&src).unwrap(), &Device::flex()).unwrap();
+    let (model, _) = model.quantize(&policy).unwrap();
+    let (model, _) = qat_export::round_scales(model, HfDtype::F32).unwrap();
+    let out = tmp.path().join("requant.gguf");
+    qat_export::export_gguf(&model, &src, &out, HighPrecision::F32, HfDtype::F32, "requant").unwrap();
+    let (orig, ours) = (qat_gguf::reader::GgufFile::open(&gguf).unwrap(), qat_gguf::reader::GgufFile::open(&out).unwrap());
+    let mut compared = 0;
+    for info in orig.tensors.iter().filter(|t| matches!(t.ggml_type, qat_gguf::GgmlType::Q4_1 | qat_gguf::GgmlType::Q8_0)) {
+        let mine = ours.tensor(&info.name).unwrap();
+        assert_eq!(mine.ggml_type, info.ggml_type, "{}", info.name);
+        let (a, b) = (orig.tensor_bytes(info), ours.tensor_bytes(mine));
+        if let Some(i) = (0..a.len()).find(|&i| a[i] != b[i]) {
+            panic!("{}: byte {i} (block {}) differs from llama.cpp's", info.name, i / info.ggml_type.type_size());
+        }
+        compared += 1;
+    }
+    assert_eq!(compared, 211, "210 Q4_1 linears and the Q8_0 embeddings");
 }

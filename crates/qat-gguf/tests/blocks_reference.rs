@@ -8,12 +8,27 @@ use qat_gguf::{GgmlType, blocks};
 fn q2_k_blocks_match_gguf_py() {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/q2_k_gguf_py.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let hex = v["bytes"].as_str().unwrap();
+    assert_matches_gguf_py(GgmlType::Q2_K, &v);
+}
+
+/// Q4_1, Q5_0 and Q5_1 blocks with arbitrary code bytes (the fifth bits in `qh` included).
+#[test]
+fn block32_types_match_gguf_py() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/block32_gguf_py.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for (name, ty) in [("Q4_1", GgmlType::Q4_1), ("Q5_0", GgmlType::Q5_0), ("Q5_1", GgmlType::Q5_1)] {
+        assert_matches_gguf_py(ty, &v["types"][name]);
+    }
+}
+
+/// `case["bytes"]` (hex) dequantized by qat equals gguf-py's `case["values"]` bit for bit.
+fn assert_matches_gguf_py(ty: GgmlType, case: &serde_json::Value) {
+    let hex = case["bytes"].as_str().unwrap();
     let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
-    let want: Vec<f32> = v["values"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
-    assert_eq!(bytes.len(), want.len() / 256 * 84);
-    let got = blocks::dequantize(GgmlType::Q2_K, &bytes, want.len()).unwrap();
+    let want: Vec<f32> = case["values"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+    assert_eq!(bytes.len(), want.len() / ty.block_size() * ty.type_size(), "{ty:?}");
+    let got = blocks::dequantize(ty, &bytes, want.len()).unwrap();
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert_eq!(g.to_bits(), w.to_bits(), "element {i}: qat {g}, gguf-py {w}");
+        assert_eq!(g.to_bits(), w.to_bits(), "{ty:?} element {i}: qat {g}, gguf-py {w}");
     }
 }

@@ -1,7 +1,7 @@
 //! GPTQ against the reference implementation, and its contract with the quantizers.
 
 use burn::tensor::{Device, Tensor, TensorData};
-use qat_quant::exact::round_alpha;
+use qat_quant::exact::{round_alpha, round_scales};
 use qat_quant::quantizer::init_scale_weighted;
 use qat_quant::{GptqOptions, GradVariant, Granularity, Hessian, HfDtype, QuantSpec, ScaleInit, Scheme, fake_quantize, gptq, init_scale};
 use rand::{Rng, SeedableRng};
@@ -112,6 +112,10 @@ fn gptq_beats_round_to_nearest_and_stays_on_the_grid() {
         spec(Scheme::Int, 4, 32),
         spec(Scheme::Binary, 1, 0),
         QuantSpec { granularity: Granularity::Tensor, ..spec(Scheme::Int, 4, 0) },
+        spec(Scheme::Asym, 4, 32),
+        spec(Scheme::Asym, 2, 16),
+        spec(Scheme::Asym, 3, 0),
+        QuantSpec { granularity: Granularity::Tensor, ..spec(Scheme::Asym, 4, 0) },
     ] {
         for act_order in [false, true] {
             let opts = GptqOptions { act_order, block_size: 24, ..GptqOptions::default() };
@@ -178,6 +182,18 @@ fn gptq_scales_can_be_kept_exportable() {
     for a in vec2(r.alpha) {
         assert_eq!(round_alpha(&s, a, HfDtype::Bf16).unwrap(), a);
     }
+    // Asymmetric grids: steps and minimums on f16, exact in f32 exports only.
+    let (w, x) = problem(out, cols, 128, 4);
+    let mut h = Hessian::new(cols);
+    h.add(t2(x, [128, cols]));
+    let s = spec(Scheme::Asym, 4, 32);
+    let r = gptq(t2(w.clone(), [out, cols]), &h, &s, &GptqOptions::default(), Some(HfDtype::F32)).unwrap();
+    let values = vec2(r.alpha);
+    assert_eq!(values.len(), out * 2 * 2, "(s, m) per group of 32");
+    assert_eq!(round_scales(&s, &values, HfDtype::F32).unwrap(), values);
+    assert!(values.chunks(2).any(|p| p[1] < 0.0), "minimums are signed");
+    let err = gptq(t2(w, [out, cols]), &h, &s, &GptqOptions::default(), Some(HfDtype::Bf16)).unwrap_err();
+    assert!(err.contains("f32 only"), "{err}");
 }
 
 #[test]

@@ -116,3 +116,23 @@ fn q2_k_format_resolves_per_tensor() {
     assert!((down.bits_per_weight([576, 1536]) - 2.625).abs() < 1e-12);
     assert!(t.to_string().contains("group16x4bit"), "{t}");
 }
+
+/// The 32-weight block formats resolve to the grid each stores; `q4_1`/`q5_1` are asymmetric
+/// (an f16 step and minimum per block: 5 and 6 bits per weight), and rows that are not a
+/// multiple of 32 are an error naming the module.
+#[test]
+fn block_formats_resolve_to_their_grids() {
+    let modules = vec![("layers.0.self_attn.q_proj".to_string(), [576, 576])];
+    for (format, scheme, bits, bpw) in
+        [("q4_0", Scheme::Int, 4, 4.5), ("q4_1", Scheme::Asym, 4, 5.0), ("q5_0", Scheme::Int, 5, 5.5), ("q5_1", Scheme::Asym, 5, 6.0), ("q8_0", Scheme::Int, 8, 8.5)]
+    {
+        let t = policy(&format!("format = \"{format}\"")).resolve(&modules, 1_000_000).unwrap();
+        let s = t.rows[0].2.unwrap();
+        assert_eq!((s.scheme, s.bits, s.granularity, s.group_size), (scheme, bits, Granularity::Group, 32), "{format}");
+        assert!((s.bits_per_weight([576, 576]) - bpw).abs() < 1e-12, "{format}: {}", s.bits_per_weight([576, 576]));
+    }
+    let err = policy("format = \"q4_1\"").resolve(&[("layers.0.mlp.up_proj".to_string(), [64, 40])], 10_000).unwrap_err();
+    assert!(err.contains("layers.0.mlp.up_proj") && err.contains("group_size 32"), "{err}");
+    let err = policy("scheme = \"asym\"\ninit = \"lsq\"").resolve(&modules, 1_000_000).unwrap_err();
+    assert!(err.contains("init = \"max\" or \"mse\""), "{err}");
+}
