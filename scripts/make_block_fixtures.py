@@ -8,10 +8,10 @@ layout for every nibble; these blocks exercise all of them.
     python3 -m venv .venv && .venv/bin/pip install gguf numpy
     .venv/bin/python scripts/make_block_fixtures.py
 
-Also Q4_1, Q5_0 and Q5_1 blocks with arbitrary bytes (the asymmetric and 5-bit formats qat
-exports), for `block32_types_match_gguf_py`.
+Also Q4_1, Q5_0, Q5_1 and Q3_K blocks with arbitrary bytes (the asymmetric, 5-bit and 3-bit
+formats qat exports), for `block_types_match_gguf_py`.
 
-Writes crates/qat-gguf/tests/fixtures/q2_k_gguf_py.json and block32_gguf_py.json.
+Writes crates/qat-gguf/tests/fixtures/q2_k_gguf_py.json and blocks_gguf_py.json.
 """
 import json
 import pathlib
@@ -51,7 +51,12 @@ def main():
         raw = np.concatenate(blocks)
         values = dequantize(raw, ty).astype(np.float32)
         types[name] = {"bytes": raw.tobytes().hex(), "values": [float(f"{v:.9g}") for v in values.tolist()]}
-    out = FIXTURES / "block32_gguf_py.json"
+    # Q3_K: arbitrary hmask, codes and packed 6-bit scales (108 bytes), then f16 d.
+    blocks = [np.concatenate([rng.integers(0, 256, 108, dtype=np.uint8), np.array([rng.uniform(1e-4, 0.05)], dtype=np.float16).view(np.uint8)]) for _ in range(8)]
+    raw = np.concatenate(blocks)
+    values = dequantize(raw, GGMLQuantizationType.Q3_K).astype(np.float32)
+    types["Q3_K"] = {"bytes": raw.tobytes().hex(), "values": [float(f"{v:.9g}") for v in values.tolist()]}
+    out = FIXTURES / "blocks_gguf_py.json"
     out.write_text(json.dumps({"source": "gguf-py gguf.quants.dequantize", "types": types}))
     print(f"wrote {out}")
 

@@ -21,9 +21,12 @@ pub fn choose_type(qw: &QuantizedWeight) -> Result<(GgmlType, Option<String>), S
     let q4 = |why: Option<String>| {
         if fits(32) { Ok((GgmlType::Q4_0, why)) } else { Err(format!("rows of {row} (scale groups of {run}) cannot be stored in 32-element Q4_0 blocks")) }
     };
-    if spec.sub_scale_bits > 0 {
-        // k-quant scales: only Q2_K's layout is accepted by QuantSpec::validate.
-        return if row.is_multiple_of(256) { Ok((GgmlType::Q2_K, None)) } else { Err(format!("k-quant scales need rows of a multiple of 256, not {row}")) };
+    if let Some(k) = spec.k_quant() {
+        let ty = match k {
+            qat_quant::KQuant::Q2K => GgmlType::Q2_K,
+            qat_quant::KQuant::Q3K => GgmlType::Q3_K,
+        };
+        return if row.is_multiple_of(256) { Ok((ty, None)) } else { Err(format!("k-quant scales need rows of a multiple of 256, not {row}")) };
     }
     match (spec.scheme, spec.bits) {
         (Scheme::Seq, 2) if fits(256) => Ok((GgmlType::Q2_K, None)),
@@ -83,16 +86,52 @@ fn encode_q2_k_sub_scales(qw: &QuantizedWeight) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// INT3 with k-quant scales as Q3_K: per super-block `d` (f16), per group of 16 the 6-bit
+/// scale `32 + step/d`, per weight the code `L + 4` (low two bits in `qs`, the third in
+/// `hmask`), so that `y = d·(scale − 32)·L`.
+fn encode_q3_k_sub_scales(qw: &QuantizedWeight) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(qw.super_scales.len() * 110);
+    for (b, &d) in qw.super_scales.iter().enumerate() {
+        let start = b * 256;
+        let hd = f16::from_f32(d);
+        if hd.to_f32() != d {
+            return Err(format!("super-scale {d:e} is not an f16 value"));
+        }
+        let mut scales = [0u8; 16];
+        for (j, s) in scales.iter_mut().enumerate() {
+            let sc = qw.steps[(start + 16 * j) / qw.group_len] / d;
+            if sc.fract() != 0.0 || !(1.0..=31.0).contains(&sc) {
+                return Err(format!("sub-scale {sc} of super-block {b} is not an integer in 1..=31"));
+            }
+            *s = sc as u8 + 32;
+        }
+        let (mut hmask, mut qs) = ([0u8; 32], [0u8; 64]);
+        for (e, &l) in qw.levels[start..start + 256].iter().enumerate() {
+            if l.fract() != 0.0 || !(-4.0..=3.0).contains(&l) {
+                return Err(format!("Q3_K holds levels −4..3, got {l}"));
+            }
+            let q = (l + 4.0) as u8;
+            let (h, j, s, i) = (e / 128, (e % 128) / 32, (e % 32) / 16, e % 16);
+            qs[32 * h + 16 * s + i] |= (q & 3) << (2 * j);
+            hmask[16 * s + i] |= (q >> 2) << (4 * h + j);
+        }
+        out.extend_from_slice(&hmask);
+        out.extend_from_slice(&qs);
+        out.extend_from_slice(&blocks::pack_q3_k_scales(&scales));
+        out.extend_from_slice(&hd.to_le_bytes());
+    }
+    Ok(out)
+}
+
 /// Encodes `qw` as `ty`. Row-major; every block lies within one scale group, except k-quant
 /// super-blocks, which carry their groups' sub-scales.
 pub fn encode(qw: &QuantizedWeight, ty: GgmlType) -> Result<Vec<u8>, String> {
     let n = qw.levels.len();
-    let out = if qw.super_scales.is_empty() {
-        encode_blocks(qw, ty)?
-    } else if ty == GgmlType::Q2_K {
-        encode_q2_k_sub_scales(qw)?
-    } else {
-        return Err(format!("k-quant scales can be stored as Q2_K only, not {ty:?}"));
+    let out = match (qw.super_scales.is_empty(), ty) {
+        (true, _) => encode_blocks(qw, ty)?,
+        (false, GgmlType::Q2_K) => encode_q2_k_sub_scales(qw)?,
+        (false, GgmlType::Q3_K) => encode_q3_k_sub_scales(qw)?,
+        (false, _) => return Err(format!("k-quant scales can be stored as Q2_K or Q3_K only, not {ty:?}")),
     };
     // The check that makes the export trustworthy: ggml's dequantization gives our values.
     let back = blocks::dequantize(ty, &out, n)?;
@@ -246,6 +285,26 @@ mod tests {
         let mut other = qw.clone();
         other.super_scales[0] *= 1.5;
         assert!(encode(&other, GgmlType::Q2_K).is_err(), "a wrong super-scale must not encode");
+    }
+
+    /// INT3 with Q3_K sub-scales: 6-bit per-group scales and the split 2+1-bit codes, encoded
+    /// exactly (checked against the reader, which is checked against gguf-py).
+    #[test]
+    fn k_quant_scales_export_as_q3_k() {
+        use burn::tensor::{Device, Tensor, TensorData};
+        let spec = QuantSpec::q3_k();
+        let w: Vec<f32> = (0..4 * 512).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.02 * (1 + (i % 512) / 16) as f32).collect();
+        let t = Tensor::<2>::from_data(TensorData::new(w, [4, 512]), &Device::flex());
+        // Scales below the max rule's, so that both ends of the grid (−4 and 3) occur.
+        let alpha = qat_quant::init_scale(t.clone(), &spec).map(|a| a * 0.6);
+        let qw = qat_quant::quantize(t, alpha, &spec);
+        assert_eq!(choose_type(&qw).unwrap(), (GgmlType::Q3_K, None));
+        assert!(qw.levels.contains(&-4.0) && qw.levels.contains(&3.0), "both ends of the grid are used");
+        let bytes = encode(&qw, GgmlType::Q3_K).unwrap();
+        assert_eq!(bytes.len(), 8 * 110);
+        let mut other = qw.clone();
+        other.super_scales[1] *= 3.0;
+        assert!(encode(&other, GgmlType::Q3_K).is_err(), "a wrong super-scale must not encode");
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub enum GgmlType {
     Q5_1,
     Q8_0,
     Q2_K,
+    Q3_K,
     Q6_K,
     BF16,
     TQ2_0,
@@ -32,6 +33,7 @@ impl GgmlType {
             7 => Self::Q5_1,
             8 => Self::Q8_0,
             10 => Self::Q2_K,
+            11 => Self::Q3_K,
             14 => Self::Q6_K,
             30 => Self::BF16,
             35 => Self::TQ2_0,
@@ -49,6 +51,7 @@ impl GgmlType {
             Self::Q5_1 => 7,
             Self::Q8_0 => 8,
             Self::Q2_K => 10,
+            Self::Q3_K => 11,
             Self::Q6_K => 14,
             Self::BF16 => 30,
             Self::TQ2_0 => 35,
@@ -60,7 +63,7 @@ impl GgmlType {
         match self {
             Self::F32 | Self::F16 | Self::BF16 => 1,
             Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 => 32,
-            Self::Q2_K | Self::Q6_K | Self::TQ2_0 => 256,
+            Self::Q2_K | Self::Q3_K | Self::Q6_K | Self::TQ2_0 => 256,
         }
     }
 
@@ -75,6 +78,7 @@ impl GgmlType {
             Self::Q5_1 => 24,
             Self::Q8_0 => 34,
             Self::Q2_K => 84,
+            Self::Q3_K => 110,
             Self::Q6_K => 210,
             Self::TQ2_0 => 66,
         }
@@ -149,6 +153,20 @@ fn dequantize_block(ty: GgmlType, b: &[u8], out: &mut Vec<f32>) {
                 out.push(d * (sc & 15) as f32 * q as f32 - dmin * (sc >> 4) as f32);
             }
         }
+        GgmlType::Q3_K => {
+            // hmask[32] @0, qs[64] @32, scales[12] @96, d f16 @108 (dequantize_row_q3_K).
+            let (hmask, qs, d) = (&b[0..32], &b[32..96], f16_at(b, 108));
+            let sc = q3_k_scales(b[96..108].try_into().unwrap());
+            // Element e = 128h + 32j + 16s + l: low bits in qs[32h + 16s + l] at 2j, high bit in
+            // hmask[16s + l] at 4h + j (clear: subtract 4).
+            for e in 0..256 {
+                let (h, j, s, l) = (e / 128, (e % 128) / 32, (e % 32) / 16, e % 16);
+                let low = ((qs[32 * h + 16 * s + l] >> (2 * j)) & 3) as i32;
+                let high = (hmask[16 * s + l] >> (4 * h + j)) & 1;
+                let q = low - if high == 1 { 0 } else { 4 };
+                out.push(d * (sc[e / 16] as i32 - 32) as f32 * q as f32);
+            }
+        }
         GgmlType::Q6_K => {
             // ql[128] @0, qh[64] @128, scales i8[16] @192, d f16 @208 (dequantize_row_q6_K).
             let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
@@ -183,6 +201,30 @@ fn dequantize_block(ty: GgmlType, b: &[u8], out: &mut Vec<f32>) {
             }
         }
     }
+}
+
+/// Q3_K's sixteen 6-bit scales (unsigned, `32` = zero) from their 12 packed bytes: the low
+/// nibbles of scales 0–7 and, shifted, 8–15 in bytes 0–7, their top two bits in bytes 8–11.
+pub fn q3_k_scales(b: &[u8; 12]) -> [u8; 16] {
+    let mut s = [0u8; 16];
+    for k in 0..4 {
+        s[k] = (b[k] & 0xF) | ((b[8 + k] & 3) << 4);
+        s[4 + k] = (b[4 + k] & 0xF) | (((b[8 + k] >> 2) & 3) << 4);
+        s[8 + k] = (b[k] >> 4) | (((b[8 + k] >> 4) & 3) << 4);
+        s[12 + k] = (b[4 + k] >> 4) | (((b[8 + k] >> 6) & 3) << 4);
+    }
+    s
+}
+
+/// The inverse of [`q3_k_scales`] (values `< 64`).
+pub fn pack_q3_k_scales(s: &[u8; 16]) -> [u8; 12] {
+    let mut b = [0u8; 12];
+    for k in 0..4 {
+        b[k] = (s[k] & 0xF) | ((s[8 + k] & 0xF) << 4);
+        b[4 + k] = (s[4 + k] & 0xF) | ((s[12 + k] & 0xF) << 4);
+        b[8 + k] = (s[k] >> 4) | ((s[4 + k] >> 4) << 2) | ((s[8 + k] >> 4) << 4) | ((s[12 + k] >> 4) << 6);
+    }
+    b
 }
 
 /// Encodes f32 values as F32, F16 or BF16 (round to nearest even), or as Q8_0 / Q4_0 with

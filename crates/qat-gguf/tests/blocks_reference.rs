@@ -11,12 +11,13 @@ fn q2_k_blocks_match_gguf_py() {
     assert_matches_gguf_py(GgmlType::Q2_K, &v);
 }
 
-/// Q4_1, Q5_0 and Q5_1 blocks with arbitrary code bytes (the fifth bits in `qh` included).
+/// Q4_1, Q5_0, Q5_1 and Q3_K blocks with arbitrary code bytes (the fifth bits in `qh`, Q3_K's
+/// high-bit mask and packed 6-bit scales included).
 #[test]
-fn block32_types_match_gguf_py() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/block32_gguf_py.json")).unwrap();
+fn block_types_match_gguf_py() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/blocks_gguf_py.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    for (name, ty) in [("Q4_1", GgmlType::Q4_1), ("Q5_0", GgmlType::Q5_0), ("Q5_1", GgmlType::Q5_1)] {
+    for (name, ty) in [("Q4_1", GgmlType::Q4_1), ("Q5_0", GgmlType::Q5_0), ("Q5_1", GgmlType::Q5_1), ("Q3_K", GgmlType::Q3_K)] {
         assert_matches_gguf_py(ty, &v["types"][name]);
     }
 }
@@ -30,5 +31,14 @@ fn assert_matches_gguf_py(ty: GgmlType, case: &serde_json::Value) {
     let got = blocks::dequantize(ty, &bytes, want.len()).unwrap();
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert_eq!(g.to_bits(), w.to_bits(), "{ty:?} element {i}: qat {g}, gguf-py {w}");
+    }
+}
+
+/// Q3_K's scale packing is a bijection on 6-bit values.
+#[test]
+fn q3_k_scale_packing_round_trips() {
+    for base in 0..64u8 {
+        let s: [u8; 16] = std::array::from_fn(|i| (base + 7 * i as u8) % 64);
+        assert_eq!(blocks::q3_k_scales(&blocks::pack_q3_k_scales(&s)), s);
     }
 }

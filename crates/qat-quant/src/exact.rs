@@ -95,10 +95,6 @@ fn unit_of_alpha(spec: &QuantSpec, alpha: f32) -> f32 {
     step * unit_per_step(spec.scheme)
 }
 
-/// Significant bits of a k-quant super-scale: with 4-bit sub-scales and SEQ-2's odd units up to
-/// 3, a value is `(d/4)·sc·{±1, ±3}` with `sc·3` of up to 6 significant bits; 2 bits for `d`
-/// keep every value within bf16's 8, and every `d/2` and `1.5·d/2` within f16.
-pub const SUPER_SCALE_BITS: u32 = 2;
 /// Smallest super-scale, so that Q2_K's `d/2` stays an f16 normal number.
 const SUPER_SCALE_MIN: f32 = 1.0 / 8192.0;
 
@@ -110,22 +106,23 @@ fn ceil_bits(x: f32, bits: u32) -> f32 {
 }
 
 /// k-quant scales ([`QuantSpec::sub_scale_bits`]): per super-block of `256 / group_size`
-/// consecutive groups of a row, `d = ⌈max α / (2^b − 1)⌉` (rounded up to
-/// [`SUPER_SCALE_BITS`] significant bits, at least 2⁻¹³) and each group's
-/// `α' = d · clamp(round(α / d), 1, 2^b − 1)`.
+/// consecutive groups of a row, `d = ⌈max α / top⌉` (rounded up to
+/// [`crate::KQuant::super_scale_bits`] significant bits, at least 2⁻¹³) and each group's
+/// `α' = d · clamp(round(α / d), 1, top)`, `top` = [`crate::KQuant::max_sub_scale`].
 ///
 /// `alpha` is row-major `[rows, groups]`; returns the snapped `α'` (same layout) and `d`
 /// (`[rows, groups·group_size/256]`). Fake quantization uses `α'` in its forward pass and export
 /// stores `d` and the integers, so both see the same values.
 pub fn snap_sub_scales(alpha: &[f32], groups: usize, spec: &QuantSpec) -> (Vec<f32>, Vec<f32>) {
     let per = SUPER_BLOCK / spec.group_size;
-    let top = ((1u32 << spec.sub_scale_bits) - 1) as f32;
+    let k = spec.k_quant().expect("a k-quant spec (checked by QuantSpec::validate)");
+    let top = k.max_sub_scale() as f32;
     let mut snapped = Vec::with_capacity(alpha.len());
     let mut supers = Vec::with_capacity(alpha.len() / per);
     for row in alpha.chunks(groups) {
         for block in row.chunks(per) {
             let amax = block.iter().fold(0.0f32, |m, &a| m.max(a));
-            let d = ceil_bits((amax / top).max(SUPER_SCALE_MIN), SUPER_SCALE_BITS);
+            let d = ceil_bits((amax / top).max(SUPER_SCALE_MIN), k.super_scale_bits());
             supers.push(d);
             snapped.extend(block.iter().map(|&a| d * (a / d).round_ties_even().clamp(1.0, top)));
         }

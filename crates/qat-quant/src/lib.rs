@@ -15,4 +15,4 @@ pub use gptq::{GptqOptions, GptqResult, Hessian, gptq};
 pub use linear::{FakeQuant, QLinear, ScaleChange, matmul_in};
 pub use policy::{Policy, PolicyTable};
 pub use quantizer::{QuantizedWeight, fake_quantize, fake_quantize_composed, init_scale, quantize};
-pub use scheme::{GradVariant, Granularity, QuantSpec, ScaleInit, Scheme};
+pub use scheme::{GradVariant, Granularity, KQuant, QuantSpec, ScaleInit, Scheme};

@@ -42,6 +42,9 @@ pub enum DeployFormat {
     /// of 256 weights; elsewhere SEQ-2 per group of 32, which export stores exactly as Q4_0
     /// (2-bit levels in 4.5 bits per weight).
     Q2K,
+    /// llama.cpp's Q3_K: INT3 per group of 16 with 6-bit sub-scales where rows are a multiple
+    /// of 256 weights; elsewhere INT3 per group of 32, stored exactly as Q4_0.
+    Q3K,
     /// ggml's 32-weight blocks with one f16 scale: INT4 (`q4_0`), INT5 (`q5_0`), INT8 (`q8_0`)
     /// per group of 32.
     #[serde(rename = "q4_0")]
@@ -215,14 +218,15 @@ impl Policy {
         };
         Some(match self.format {
             None | Some(DeployFormat::None) => base,
-            Some(DeployFormat::Q2K) => {
+            Some(kq @ (DeployFormat::Q2K | DeployFormat::Q3K)) => {
                 let k = inp.is_multiple_of(crate::scheme::SUPER_BLOCK);
+                let layout = if kq == DeployFormat::Q2K { QuantSpec::q2_k() } else { QuantSpec::q3_k() };
                 QuantSpec {
-                    scheme: Scheme::Seq,
-                    bits: 2,
+                    scheme: layout.scheme,
+                    bits: layout.bits,
                     granularity: Granularity::Group,
                     group_size: if k { 16 } else { 32 },
-                    sub_scale_bits: if k { 4 } else { 0 },
+                    sub_scale_bits: if k { layout.sub_scale_bits } else { 0 },
                     ..base
                 }
             }
@@ -233,7 +237,7 @@ impl Policy {
                     DeployFormat::Q8_0 => (Scheme::Int, 8),
                     DeployFormat::Q4_1 => (Scheme::Asym, 4),
                     DeployFormat::Q5_1 => (Scheme::Asym, 5),
-                    DeployFormat::Q2K | DeployFormat::None => unreachable!("matched above"),
+                    DeployFormat::Q2K | DeployFormat::Q3K | DeployFormat::None => unreachable!("matched above"),
                 };
                 QuantSpec { scheme, bits, granularity: Granularity::Group, group_size: 32, sub_scale_bits: 0, ..base }
             }

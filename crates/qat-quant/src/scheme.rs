@@ -71,16 +71,56 @@ pub struct QuantSpec {
     pub group_size: usize,
     pub grad: GradVariant,
     pub init: ScaleInit,
-    /// `> 0`: ggml k-quant scales. Groups form super-blocks of [`SUPER_BLOCK`] weights along a
-    /// row; each group's scale is an integer `1..=2^sub_scale_bits − 1` times one scale per
-    /// super-block ([`crate::exact::snap_sub_scales`]), which is how Q2_K stores them (4 bits,
-    /// groups of 16). `0`: one free scale per group.
+    /// `> 0`: ggml k-quant scales ([`KQuant`]). Groups form super-blocks of [`SUPER_BLOCK`]
+    /// weights along a row; each group's scale is a small positive integer times one scale per
+    /// super-block ([`crate::exact::snap_sub_scales`]), which is how Q2_K (4 bits, SEQ-2) and
+    /// Q3_K (6 bits, INT3) store them, per group of 16. `0`: one free scale per group.
     #[serde(default)]
     pub sub_scale_bits: u32,
 }
 
 /// Weights per k-quant super-block (`QK_K` in ggml).
 pub const SUPER_BLOCK: usize = 256;
+
+/// The ggml k-quant layouts whose double quantization qat trains (`QuantSpec::sub_scale_bits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KQuant {
+    /// SEQ-2 per group of 16, 4-bit scales (and mins, tied to them), f16 `d` and `dmin`.
+    Q2K,
+    /// INT3 (levels −4..3) per group of 16, signed 6-bit scales (the positive half is used),
+    /// one f16 `d`.
+    Q3K,
+}
+
+impl KQuant {
+    /// Largest sub-scale integer.
+    pub fn max_sub_scale(self) -> u32 {
+        match self {
+            KQuant::Q2K => 15,
+            KQuant::Q3K => 31,
+        }
+    }
+
+    /// Significant bits of the super-scale `d`, so that every value stays exact in bf16's 8
+    /// bits. Q2_K: a value is `(d/4)·sc·{±1, ±3}` with `sc·3` of up to 6 significant bits, so 2
+    /// (and `d/2`, `1.5·d/2` stay f16). Q3_K: `d·sc·L` with `sc ≤ 31`, `|L| ≤ 4`: `sc·L` has up
+    /// to 7 significant bits, so 1 (`d` a power of two).
+    pub fn super_scale_bits(self) -> u32 {
+        match self {
+            KQuant::Q2K => 2,
+            KQuant::Q3K => 1,
+        }
+    }
+
+    /// Storage per weight: codes, sub-scales per group of 16 (Q2_K: a scale and a min nibble)
+    /// and the f16 super-scales per 256 (Q2_K: `d` and `dmin`).
+    pub fn bits_per_weight(self) -> f64 {
+        match self {
+            KQuant::Q2K => 2.0 + 8.0 / 16.0 + 32.0 / SUPER_BLOCK as f64,
+            KQuant::Q3K => 3.0 + 6.0 / 16.0 + 16.0 / SUPER_BLOCK as f64,
+        }
+    }
+}
 
 impl QuantSpec {
     /// SEQ 2-bit per channel, ParetoQ gradients, max init: the HY-1.8B-2Bit default.
@@ -99,6 +139,20 @@ impl QuantSpec {
     /// llama.cpp's Q2_K layout: SEQ-2 per group of 16 with 4-bit sub-scales.
     pub fn q2_k() -> Self {
         QuantSpec { granularity: Granularity::Group, group_size: 16, sub_scale_bits: 4, ..Self::seq2() }
+    }
+
+    /// llama.cpp's Q3_K layout: INT3 per group of 16 with 6-bit sub-scales.
+    pub fn q3_k() -> Self {
+        QuantSpec { scheme: Scheme::Int, bits: 3, sub_scale_bits: 6, ..Self::q2_k() }
+    }
+
+    /// The k-quant layout of a spec with sub-scales (`None` without, or for an unsupported one).
+    pub fn k_quant(&self) -> Option<KQuant> {
+        match (self.scheme, self.bits, self.granularity, self.group_size, self.sub_scale_bits) {
+            (Scheme::Seq, 2, Granularity::Group, 16, 4) => Some(KQuant::Q2K),
+            (Scheme::Int, 3, Granularity::Group, 16, 6) => Some(KQuant::Q3K),
+            _ => None,
+        }
     }
 
     /// Checks the combination; `what` names the config location in errors.
@@ -127,11 +181,9 @@ impl QuantSpec {
         if self.scheme == Scheme::Asym && !matches!(self.init, ScaleInit::Max | ScaleInit::Mse) {
             return Err(format!("{what}: scheme = \"asym\" initialises from the weights' range: init = \"max\" or \"mse\""));
         }
-        if self.sub_scale_bits != 0
-            && !(self.scheme == Scheme::Seq && self.bits == 2 && self.sub_scale_bits == 4 && self.granularity == Granularity::Group && self.group_size == 16)
-        {
+        if self.sub_scale_bits != 0 && self.k_quant().is_none() {
             return Err(format!(
-                "{what}: sub_scale_bits = {} is supported for Q2_K's layout only: scheme = \"seq\", bits = 2, granularity = \"group\", group_size = 16, sub_scale_bits = 4",
+                "{what}: sub_scale_bits = {} is supported for ggml's k-quant layouts only: Q2_K (scheme = \"seq\", bits = 2, granularity = \"group\", group_size = 16, sub_scale_bits = 4) and Q3_K (scheme = \"int\", bits = 3, granularity = \"group\", group_size = 16, sub_scale_bits = 6)",
                 self.sub_scale_bits
             ));
         }
@@ -188,13 +240,12 @@ impl QuantSpec {
     }
 
     /// Bits per weight including a 16-bit scale (and for [`Scheme::Asym`] a 16-bit minimum) per
-    /// group, or with k-quant sub-scales, Q2_K's storage: a scale and a min of `sub_scale_bits`
-    /// per group and two f16 per super-block.
+    /// group, or with k-quant sub-scales the k-quant's storage ([`KQuant::bits_per_weight`]).
     pub fn bits_per_weight(&self, dims: [usize; 2]) -> f64 {
         let [r, g] = self.scale_shape(dims);
         let numel = (dims[0] * dims[1]) as f64;
-        if self.sub_scale_bits > 0 {
-            return self.code_bits() + (2 * self.sub_scale_bits) as f64 / self.group_size as f64 + 32.0 / SUPER_BLOCK as f64;
+        if let Some(k) = self.k_quant() {
+            return k.bits_per_weight();
         }
         self.code_bits() + 16.0 * (r * g) as f64 / numel
     }

@@ -138,14 +138,13 @@ fn gptq_with_k_quant_scales() {
     let (w, x) = problem(out, cols, 600, 11);
     let mut h = Hessian::new(cols);
     h.add(t2(x.clone(), [600, cols]));
-    let s = QuantSpec { sub_scale_bits: 4, ..spec(Scheme::Seq, 2, 16) };
-    for act_order in [false, true] {
+    for (s, act_order) in [(QuantSpec::q2_k(), false), (QuantSpec::q2_k(), true), (QuantSpec::q3_k(), false), (QuantSpec::q3_k(), true)] {
         let r = gptq(t2(w.clone(), [out, cols]), &h, &s, &GptqOptions { act_order, ..GptqOptions::default() }, Some(HfDtype::Bf16)).unwrap();
         let q = vec2(r.weight.clone());
-        assert_eq!(q, vec2(fake_quantize(r.weight.clone(), Some(r.alpha.clone()), &s)), "act_order={act_order}");
+        assert_eq!(q, vec2(fake_quantize(r.weight.clone(), Some(r.alpha.clone()), &s)), "{} act_order={act_order}", s.label());
         let rtn = vec2(fake_quantize(t2(w.clone(), [out, cols]), init_scale(t2(w.clone(), [out, cols]), &s), &s));
         let (e_gptq, e_rtn) = (output_error(&x, &w, &q, out, cols), output_error(&x, &w, &rtn, out, cols));
-        assert!(e_gptq < 0.9 * e_rtn, "act_order={act_order}: GPTQ {e_gptq} vs RTN {e_rtn}");
+        assert!(e_gptq < 0.9 * e_rtn, "{} act_order={act_order}: GPTQ {e_gptq} vs RTN {e_rtn}", s.label());
     }
 }
 

@@ -1,7 +1,7 @@
-//! k-quant scales (`sub_scale_bits`): Q2_K's double quantization in the forward pass.
+//! k-quant scales (`sub_scale_bits`): Q2_K's and Q3_K's double quantization in the forward pass.
 
 use burn::tensor::{Device, Tensor, TensorData};
-use qat_quant::exact::{SUPER_SCALE_BITS, snap_sub_scales};
+use qat_quant::exact::snap_sub_scales;
 use qat_quant::{Granularity, QuantSpec, fake_quantize, init_scale, quantize};
 use rand::{Rng, SeedableRng};
 
@@ -34,7 +34,7 @@ fn forward_scales_are_q2_k_sub_scales() {
     let qw = quantize(w.clone(), Some(alpha.clone()), &spec);
     assert_eq!(qw.super_scales.len(), rows * cols / 256);
     for (b, &d) in qw.super_scales.iter().enumerate() {
-        assert!(significant_bits(d) <= SUPER_SCALE_BITS, "d = {d}");
+        assert!(significant_bits(d) <= qat_quant::KQuant::Q2K.super_scale_bits(), "d = {d}");
         for j in 0..16 {
             let sc = qw.steps[b * 16 + j] * 2.0 / d;
             assert!(sc.fract() == 0.0 && (1.0..=15.0).contains(&sc), "block {b} group {j}: sc = {sc}");
@@ -44,6 +44,31 @@ fn forward_scales_are_q2_k_sub_scales() {
     assert_eq!(fq, qw.dequantize());
     assert!(fq.iter().all(|v| v.to_bits() & 0xffff == 0), "a value is not exact in bf16");
     assert!((spec.bits_per_weight([rows, cols]) - 2.625).abs() < 1e-12, "Q2_K is 2.625 bits per weight");
+}
+
+/// Q3_K: every step is `d·sc` with an integer `sc` in 1..=31 and a power-of-two `d` per 256
+/// weights; levels −4..3; every value exact in bf16.
+#[test]
+fn forward_scales_are_q3_k_sub_scales() {
+    let device = Device::flex();
+    let (rows, cols) = (7, 512);
+    let w = t2(weights(rows, cols, 2), [rows, cols], &device);
+    let spec = QuantSpec::q3_k();
+    spec.validate("test").unwrap();
+    let alpha = init_scale(w.clone(), &spec).unwrap();
+    let qw = quantize(w.clone(), Some(alpha.clone()), &spec);
+    assert_eq!(qw.super_scales.len(), rows * cols / 256);
+    for (b, &d) in qw.super_scales.iter().enumerate() {
+        assert_eq!(significant_bits(d), 1, "d = {d}");
+        for j in 0..16 {
+            let sc = qw.steps[b * 16 + j] / d;
+            assert!(sc.fract() == 0.0 && (1.0..=31.0).contains(&sc), "block {b} group {j}: sc = {sc}");
+        }
+    }
+    assert!(qw.levels.iter().all(|l| (-4.0..=3.0).contains(l) && l.fract() == 0.0));
+    let fq = fake_quantize(w, Some(alpha), &spec).into_data().try_to_vec::<f32>().unwrap();
+    assert_eq!(fq, qw.dequantize());
+    assert!(fq.iter().all(|v| v.to_bits() & 0xffff == 0), "a value is not exact in bf16");
 }
 
 /// The snap: `d ≥ max α / 15`, each `α'` is the nearest multiple of `d` within 1..=15, and a

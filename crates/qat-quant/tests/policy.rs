@@ -115,6 +115,11 @@ fn q2_k_format_resolves_per_tensor() {
     assert_eq!((down.scheme, down.bits, down.group_size, down.sub_scale_bits), (qat_quant::Scheme::Seq, 2, 16, 4));
     assert!((down.bits_per_weight([576, 1536]) - 2.625).abs() < 1e-12);
     assert!(t.to_string().contains("group16x4bit"), "{t}");
+    let t = policy("format = \"q3_k\"").resolve(&modules, 2_000_000).unwrap();
+    let (q, down) = (t.rows[0].2.unwrap(), t.rows[1].2.unwrap());
+    assert_eq!((q.scheme, q.bits, q.group_size, q.sub_scale_bits), (qat_quant::Scheme::Int, 3, 32, 0));
+    assert_eq!(down, qat_quant::QuantSpec { init: down.init, ..qat_quant::QuantSpec::q3_k() });
+    assert!((down.bits_per_weight([576, 1536]) - 3.4375).abs() < 1e-12);
 }
 
 /// The 32-weight block formats resolve to the grid each stores; `q4_1`/`q5_1` are asymmetric
