@@ -22,7 +22,8 @@ else
   $qat train configs/smollm2_135m_int4.toml
 fi
 rm -rf "$run/export-hf" "$run/export.gguf"
-$qat export "$run" --format hf --out "$run/export-hf"
-$qat export "$run" --format gguf --out "$run/export.gguf"
+# f32: the asymmetric (Q4_1) embeddings' values s·q + m are exact in f32, not in bf16.
+$qat export "$run" --format hf --hf-dtype f32 --out "$run/export-hf"
+$qat export "$run" --format gguf --hf-dtype f32 --out "$run/export.gguf"
 $qat verify-export "$run/export-hf" "$run/export.gguf"
 $qat generate "$run/export-hf" --chat -n 48 -p "What is the capital of France? Answer in one sentence."
