@@ -13,6 +13,10 @@
 //! `[−Qn, Qp]`), `step = α/k`, `ŵ = step·L`:
 //! `∂ŵ/∂w = 1[lo ≤ u ≤ hi]` (masked STE) and `∂ŵ/∂α = L/k − 1[lo ≤ u ≤ hi]·u`, summed over each
 //! scale's group — what autodiff gives for the composed expression.
+//!
+//! Asymmetric grids ([`Affine`]): with `s' = max(s, ALPHA_MIN)`, `u = (w − m)/s'`,
+//! `L = round(clamp(u, 0, 2^b − 1))`, `ŵ = s'·L + m`: `∂ŵ/∂w = 1[0 ≤ u ≤ 2^b − 1]`,
+//! `∂ŵ/∂s = (L − 1[inside]·u)·1[s ≥ ALPHA_MIN]`, `∂ŵ/∂m = 1 − 1[inside]`.
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Tensor, TensorData};
@@ -22,7 +26,7 @@ use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use rayon::prelude::*;
 
-use crate::quantizer::{SEQ_CLIP, int_range, learned_alpha};
+use crate::quantizer::{ALPHA_MIN, SEQ_CLIP, int_range, learned_alpha};
 use crate::scheme::{GradVariant, QuantSpec, Scheme};
 
 /// The CPU backend's float tensor.
@@ -96,6 +100,99 @@ impl Grid {
     }
 }
 
+/// The asymmetric grid `0..=qmax` with a step and a minimum per group ([`Scheme::Asym`]).
+#[derive(Debug, Clone, Copy)]
+struct Affine {
+    qmax: f32,
+}
+
+impl Affine {
+    /// `(s', u, inside, L)` of one weight under the pair `(s, m)`.
+    #[inline]
+    fn level(&self, w: f32, s: f32, m: f32) -> (f32, bool, f32) {
+        let u = (w - m) / s;
+        (u, (0.0..=self.qmax).contains(&u), round_half_even(u.clamp(0.0, self.qmax)))
+    }
+
+    /// `ŵ` of every weight; `pairs` holds `(s, m)` per `w.len() / (pairs.len() / 2)` weights.
+    fn forward(&self, w: &[f32], pairs: &[f32]) -> Vec<f32> {
+        let group = 2 * w.len() / pairs.len();
+        let mut out = vec![0.0f32; w.len()];
+        out.par_chunks_mut(group).zip(w.par_chunks(group)).zip(pairs.par_chunks(2)).for_each(|((o, w), p)| {
+            let (s, m) = (p[0].max(ALPHA_MIN as f32), p[1]);
+            for (o, &w) in o.iter_mut().zip(w) {
+                *o = s * self.level(w, s, m).2 + m;
+            }
+        });
+        out
+    }
+
+    /// `(∂/∂w, ∂/∂(s, m))` for the incoming gradient `g` of `ŵ`.
+    fn backward(&self, w: &[f32], pairs: &[f32], g: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let group = 2 * w.len() / pairs.len();
+        let mut dw = vec![0.0f32; w.len()];
+        let mut dp = vec![0.0f32; pairs.len()];
+        dw.par_chunks_mut(group).zip(dp.par_chunks_mut(2)).zip(w.par_chunks(group).zip(g.par_chunks(group))).zip(pairs.par_chunks(2)).for_each(
+            |(((dw, dp), (w, g)), p)| {
+                let (s, m) = (p[0].max(ALPHA_MIN as f32), p[1]);
+                let (mut ds, mut dm) = (0.0f64, 0.0f64);
+                for ((dw, &w), &g) in dw.iter_mut().zip(w).zip(g) {
+                    let (u, inside, level) = self.level(w, s, m);
+                    *dw = if inside { g } else { 0.0 };
+                    ds += (g * (level - if inside { u } else { 0.0 })) as f64;
+                    dm += if inside { 0.0 } else { g as f64 };
+                }
+                // The floor's gradient: none below it (as Burn's clamp_min).
+                dp[0] = if p[0] < ALPHA_MIN as f32 { 0.0 } else { ds as f32 };
+                dp[1] = dm as f32;
+            },
+        );
+        (dw, dp)
+    }
+}
+
+/// One fused fake quantization: symmetric grids get one learned value per group, asymmetric
+/// ones two.
+#[derive(Debug, Clone, Copy)]
+enum Kernel {
+    Symmetric(Grid),
+    Affine(Affine),
+}
+
+impl Kernel {
+    /// `None` for the schemes and gradient variants left to the composed expression.
+    fn of(spec: &QuantSpec) -> Option<Kernel> {
+        match spec.scheme {
+            Scheme::Asym => Some(Kernel::Affine(Affine { qmax: ((1u32 << spec.bits) - 1) as f32 })),
+            _ => Grid::of(spec).map(Kernel::Symmetric),
+        }
+    }
+
+    fn forward(&self, w: &[f32], scales: &[f32]) -> Vec<f32> {
+        match self {
+            Kernel::Symmetric(g) => g.forward(w, scales),
+            Kernel::Affine(a) => a.forward(w, scales),
+        }
+    }
+
+    fn backward(&self, w: &[f32], scales: &[f32], g: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        match self {
+            Kernel::Symmetric(grid) => grid.backward(w, scales, g),
+            Kernel::Affine(a) => a.backward(w, scales, g),
+        }
+    }
+
+    /// The scales as the kernel takes them: symmetric grids use [`learned_alpha`] (γ, floor,
+    /// k-quant snap); asymmetric pairs get γ only (the kernel floors the step itself, so the
+    /// signed minimum is not floored).
+    fn scales(&self, alpha: &Tensor<2>, spec: &QuantSpec, numel: usize) -> Tensor<2> {
+        match self {
+            Kernel::Symmetric(_) => learned_alpha(alpha.clone(), spec, numel).0,
+            Kernel::Affine(_) => crate::quantizer::grad_scale(alpha.clone(), crate::quantizer::gamma(spec, numel)),
+        }
+    }
+}
+
 /// `round_ties_even(x)` for `|x| < 2²²` (grid levels are at most 128): adding `1.5·2²³` leaves no
 /// fraction bits, so the addition itself rounds to the nearest integer, ties to even. Unlike
 /// the library call it vectorises on every x86-64.
@@ -109,8 +206,8 @@ fn round_half_even(x: f32) -> f32 {
 struct FakeQuantBackward;
 
 impl Backward<Flex, 2> for FakeQuantBackward {
-    /// The weight, the effective scales and the grid.
-    type State = (FlexFloat, FlexFloat, Grid);
+    /// The weight, the effective scales and the kernel.
+    type State = (FlexFloat, FlexFloat, Kernel);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let (w, alpha, grid) = ops.state;
@@ -139,14 +236,15 @@ pub fn f32_values(t: &FlexFloat) -> std::borrow::Cow<'_, [f32]> {
 }
 
 /// The fused [`crate::quantizer::fake_quantize`] when `w` lives on the CPU backend (plain or
-/// autodiff) and the spec is SEQ or integer without the AngelSlim gradient; `None` otherwise.
+/// autodiff) and the spec is SEQ, integer or asymmetric without the AngelSlim gradient; `None`
+/// otherwise.
 pub(crate) fn fake_quantize(w: &Tensor<2>, alpha: &Tensor<2>, spec: &QuantSpec) -> Option<Tensor<2>> {
-    let grid = Grid::of(spec)?;
+    let grid = Kernel::of(spec)?;
     let dims = w.dims();
     let numel = dims[0] * dims[1];
     let values = |w: &FlexFloat, a: &FlexFloat| FlexFloat::from_data(TensorData::new(grid.forward(&f32_values(w), &f32_values(a)), dims));
     if let Ok(w_ad) = w.clone().try_into_primitive::<Autodiff<Flex>>() {
-        let a_ad = learned_alpha(alpha.clone(), spec, numel).0.try_into_primitive::<Autodiff<Flex>>().ok()?;
+        let a_ad = grid.scales(alpha, spec, numel).try_into_primitive::<Autodiff<Flex>>().ok()?;
         let nodes = [w_ad.node(), a_ad.node()];
         let (w_p, a_p) = (w_ad.into_primitive(), a_ad.into_primitive());
         let out = values(&w_p, &a_p);
@@ -157,6 +255,6 @@ pub(crate) fn fake_quantize(w: &Tensor<2>, alpha: &Tensor<2>, spec: &QuantSpec) 
         return Some(Tensor::from_primitive::<Autodiff<Flex>>(out));
     }
     let w_p = w.clone().try_into_primitive::<Flex>().ok()?;
-    let a_p = learned_alpha(alpha.clone(), spec, numel).0.try_into_primitive::<Flex>().ok()?;
+    let a_p = grid.scales(alpha, spec, numel).try_into_primitive::<Flex>().ok()?;
     Some(Tensor::from_primitive::<Flex>(values(&w_p, &a_p)))
 }

@@ -42,7 +42,7 @@ fn ste<const D: usize>(x: Tensor<D>, f: impl FnOnce(Tensor<D>) -> Tensor<D>) -> 
 }
 
 /// Value `x` exactly, gradient scaled by `g`.
-fn grad_scale<const D: usize>(x: Tensor<D>, g: f64) -> Tensor<D> {
+pub(crate) fn grad_scale<const D: usize>(x: Tensor<D>, g: f64) -> Tensor<D> {
     let xg = x.clone() * g;
     x.detach() + (xg.clone() - xg.detach())
 }

@@ -1,6 +1,7 @@
 //! The fused CPU fake-quantization kernel against the composed tensor expression it replaces:
 //! the same values bit for bit (so export stays exact) and the same gradients for the weight
-//! and the scales, for SEQ and integer grids at every granularity, k-quant scales included.
+//! and the scales (asymmetric grids: steps and minimums), for SEQ, integer and asymmetric grids
+//! at every granularity, k-quant scales included.
 //! (tests/quantizers.rs checks the fused kernel against closed forms, finite differences and
 //! PyTorch, since `fake_quantize` takes it on the CPU.)
 
@@ -12,6 +13,7 @@ fn specs() -> Vec<QuantSpec> {
     let base = QuantSpec::seq2();
     let group = |s: QuantSpec, g: usize| QuantSpec { granularity: Granularity::Group, group_size: g, ..s };
     let int = |bits: u32| QuantSpec { scheme: Scheme::Int, bits, ..base };
+    let asym = |bits: u32| QuantSpec { scheme: Scheme::Asym, bits, ..base };
     vec![
         base,
         group(base, 32),
@@ -22,6 +24,11 @@ fn specs() -> Vec<QuantSpec> {
         group(int(4), 32),
         group(int(2), 16),
         QuantSpec { granularity: Granularity::Tensor, ..int(8) },
+        QuantSpec::q3_k(),
+        asym(4),
+        group(asym(4), 32),
+        group(asym(2), 16),
+        QuantSpec { granularity: Granularity::Tensor, ..asym(5) },
     ]
 }
 
