@@ -8,8 +8,8 @@ layout for every nibble; these blocks exercise all of them.
     python3 -m venv .venv && .venv/bin/pip install gguf numpy
     .venv/bin/python scripts/make_block_fixtures.py
 
-Also Q4_1, Q5_0, Q5_1 and Q3_K blocks with arbitrary bytes (the asymmetric, 5-bit and 3-bit
-formats qat exports), for `block_types_match_gguf_py`.
+Also blocks of every other quantized type qat reads or writes (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+Q3_K, Q6_K, TQ2_0) with arbitrary bytes, for `block_types_match_gguf_py`.
 
 Writes crates/qat-gguf/tests/fixtures/q2_k_gguf_py.json and blocks_gguf_py.json.
 """
@@ -48,6 +48,17 @@ def main():
             if has_min:
                 head.append(np.array([rng.uniform(-0.2, 0.1)], dtype=np.float16))
             blocks.append(np.concatenate([h.view(np.uint8) for h in head] + [rng.integers(0, 256, code_bytes, dtype=np.uint8)]))
+        raw = np.concatenate(blocks)
+        values = dequantize(raw, ty).astype(np.float32)
+        types[name] = {"bytes": raw.tobytes().hex(), "values": [float(f"{v:.9g}") for v in values.tolist()]}
+    # Q4_0 / Q8_0: f16 d first; Q6_K / TQ2_0: f16 d last.
+    for name, ty, code_bytes, d_first in [("Q4_0", GGMLQuantizationType.Q4_0, 16, True), ("Q8_0", GGMLQuantizationType.Q8_0, 32, True),
+                                          ("Q6_K", GGMLQuantizationType.Q6_K, 208, False), ("TQ2_0", GGMLQuantizationType.TQ2_0, 64, False)]:
+        blocks = []
+        for b in range(8):
+            d = np.array([rng.uniform(1e-4, 0.05)], dtype=np.float16).view(np.uint8)
+            codes = rng.integers(0, 256, code_bytes, dtype=np.uint8)
+            blocks.append(np.concatenate([d, codes] if d_first else [codes, d]))
         raw = np.concatenate(blocks)
         values = dequantize(raw, ty).astype(np.float32)
         types[name] = {"bytes": raw.tobytes().hex(), "values": [float(f"{v:.9g}") for v in values.tolist()]}

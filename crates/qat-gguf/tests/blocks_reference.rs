@@ -11,13 +11,23 @@ fn q2_k_blocks_match_gguf_py() {
     assert_matches_gguf_py(GgmlType::Q2_K, &v);
 }
 
-/// Q4_1, Q5_0, Q5_1 and Q3_K blocks with arbitrary code bytes (the fifth bits in `qh`, Q3_K's
-/// high-bit mask and packed 6-bit scales included).
+/// Blocks of every other quantized type qat reads or writes, with arbitrary code bytes (the
+/// fifth bits in `qh`, Q3_K's high-bit mask and packed 6-bit scales, Q6_K's signed scales
+/// included).
 #[test]
 fn block_types_match_gguf_py() {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/blocks_gguf_py.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    for (name, ty) in [("Q4_1", GgmlType::Q4_1), ("Q5_0", GgmlType::Q5_0), ("Q5_1", GgmlType::Q5_1), ("Q3_K", GgmlType::Q3_K)] {
+    for (name, ty) in [
+        ("Q4_0", GgmlType::Q4_0),
+        ("Q4_1", GgmlType::Q4_1),
+        ("Q5_0", GgmlType::Q5_0),
+        ("Q5_1", GgmlType::Q5_1),
+        ("Q8_0", GgmlType::Q8_0),
+        ("Q3_K", GgmlType::Q3_K),
+        ("Q6_K", GgmlType::Q6_K),
+        ("TQ2_0", GgmlType::TQ2_0),
+    ] {
         assert_matches_gguf_py(ty, &v["types"][name]);
     }
 }
