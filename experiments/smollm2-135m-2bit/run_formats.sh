@@ -7,18 +7,9 @@
 # scales are rounded for an f32 HF export. Needs scripts/setup.sh (model) and ../shared.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --release -q -p qat-cli
-qat=./target/release/qat
 out=runs/formats
-mkdir -p $out
-only=" $* "
-row() {  # name, then --set overrides of configs/smollm2_135m_2bit_mix.toml
-  local name=$1; shift
-  [ "$only" = "  " ] || [[ "$only" == *" $name "* ]] || return 0
-  [ -f $out/$name/summary.json ] || $qat train configs/smollm2_135m_2bit_mix.toml --quiet --set train.max_steps=0 \
-    --set output.dir=\"../$out/$name\" --set quant.round_scales=\"f32\" "$@" > $out/$name.log 2>&1
-  [ -f $out/$name.gguf ] || $qat export $out/$name --format gguf --hf-dtype f32 --out $out/$name.gguf > $out/$name.export.log 2>&1
-}
+train_flags=(--set quant.round_scales=\"f32\") export_flags=(--hf-dtype f32)
+source experiments/smollm2-135m-2bit/rows.sh
 gptq='calibration={method="gptq",rows=64}'
 emb() {  # the tied embeddings in ggml format $1 with scheme $2
   echo "quant.rules=[{match=\"embed_tokens\",scheme=\"$2\",format=\"$1\"}]"

@@ -7,19 +7,9 @@
 # 256: the same numbers as `qat eval` in run.sh). Needs scripts/setup.sh (model) and ../shared.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --release -q -p qat-cli
-qat=./target/release/qat
 out=runs/recipes
-mkdir -p $out
-# Rows to run: all, or those named as arguments (two invocations can share the machine).
-only=" $* "
-row() {  # name, then --set overrides of configs/smollm2_135m_2bit_mix.toml
-  local name=$1; shift
-  [ "$only" = "  " ] || [[ "$only" == *" $name "* ]] || return 0
-  [ -f $out/$name/summary.json ] || $qat train configs/smollm2_135m_2bit_mix.toml --quiet --set train.max_steps=0 \
-    --set output.dir=\"../$out/$name\" "$@" > $out/$name.log 2>&1
-  [ -f $out/$name.gguf ] || $qat export $out/$name --format gguf --out $out/$name.gguf > $out/$name.export.log 2>&1
-}
+train_flags=() export_flags=()
+source experiments/smollm2-135m-2bit/rows.sh
 q2k='quant={format="q2_k",init="mse"}'
 # GPTQ -> block-wise reconstruction -> 10 steps of 8x256 tokens of CE + CAKLD from the
 # original model: one run, each stage evaluated before the next. Block-wise settings from the
