@@ -107,8 +107,7 @@ fn q4_1_requantization_reproduces_llama_cpp_blocks() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("smollm2");
     qat_gguf::import::import_gguf(&gguf, &src).unwrap();
-    let policy: Policy =
-        toml::from_str("format = \"q4_1\"\n[[rules]]\nmatch = \"embed_tokens\"\nscheme = \"int\"\nformat = \"q8_0\"").unwrap();
+    let policy: Policy = toml::from_str("format = \"q4_1\"\n[[rules]]\nmatch = \"embed_tokens\"\nscheme = \"int\"\nformat = \"q8_0\"").unwrap();
     let model = CausalLm::from_checkpoint(&Checkpoint::open(&src).unwrap(), &Device::flex()).unwrap();
     let (model, _) = model.quantize(&policy).unwrap();
     let (model, _) = qat_export::round_scales(model, HfDtype::F32).unwrap();

@@ -146,10 +146,7 @@ pub fn round_scales(spec: &QuantSpec, values: &[f32], dtype: HfDtype) -> Result<
         let r = half::f16::from_f32(x).to_f32();
         if r.is_finite() { Ok(r) } else { Err(format!("scale value {x} is outside the f16 range")) }
     };
-    values
-        .chunks(2)
-        .flat_map(|pair| [to_f16(pair[0].max(crate::quantizer::ALPHA_MIN as f32)), to_f16(pair[1])])
-        .collect()
+    values.chunks(2).flat_map(|pair| [to_f16(pair[0].max(crate::quantizer::ALPHA_MIN as f32)), to_f16(pair[1])]).collect()
 }
 
 /// `α` rounded so that its quantized values are exact in GGUF and in an HF export stored as

@@ -128,9 +128,13 @@ fn q2_k_format_resolves_per_tensor() {
 #[test]
 fn block_formats_resolve_to_their_grids() {
     let modules = vec![("layers.0.self_attn.q_proj".to_string(), [576, 576])];
-    for (format, scheme, bits, bpw) in
-        [("q4_0", Scheme::Int, 4, 4.5), ("q4_1", Scheme::Asym, 4, 5.0), ("q5_0", Scheme::Int, 5, 5.5), ("q5_1", Scheme::Asym, 5, 6.0), ("q8_0", Scheme::Int, 8, 8.5)]
-    {
+    for (format, scheme, bits, bpw) in [
+        ("q4_0", Scheme::Int, 4, 4.5),
+        ("q4_1", Scheme::Asym, 4, 5.0),
+        ("q5_0", Scheme::Int, 5, 5.5),
+        ("q5_1", Scheme::Asym, 5, 6.0),
+        ("q8_0", Scheme::Int, 8, 8.5),
+    ] {
         let t = policy(&format!("format = \"{format}\"")).resolve(&modules, 1_000_000).unwrap();
         let s = t.rows[0].2.unwrap();
         assert_eq!((s.scheme, s.bits, s.granularity, s.group_size), (scheme, bits, Granularity::Group, 32), "{format}");
