@@ -18,6 +18,7 @@ emb() {  # the tied embeddings in ggml format $1 with scheme $2
 row q4_1_rtn --set 'quant={format="q4_1",init="max"}'
 row q4_1_emb_q4_1_rtn --set 'quant={format="q4_1",init="max"}' --set "$(emb q4_1 asym)"
 row q4_0_gptq --set 'quant={format="q4_0",init="mse"}' --set "$gptq"
+row q4_0_gptq_128_act_order --set 'quant={format="q4_0",init="mse"}' --set 'calibration={method="gptq",rows=128,act_order=true}'
 row q4_0_emb_q4_0_gptq --set 'quant={format="q4_0",init="mse"}' --set "$(emb q4_0 int)" --set "$gptq"
 row q4_0_emb_q4_1_gptq --set 'quant={format="q4_0",init="mse"}' --set "$(emb q4_1 asym)" --set "$gptq"
 row q4_1_down_q3_k_emb_q4_0_gptq --set 'quant={format="q4_1",init="max"}' \
@@ -35,6 +36,7 @@ rows = [
     ("q4_1_rtn", "linears Q4_1 (the shipped format), embeddings unquantized", "round-to-nearest, min/max"),
     ("q4_1_emb_q4_1_rtn", "linears Q4_1, embeddings Q4_1", "round-to-nearest, min/max"),
     ("q4_0_gptq", "linears Q4_0, embeddings unquantized", "GPTQ (64 rows)"),
+    ("q4_0_gptq_128_act_order", "linears Q4_0, embeddings unquantized", "GPTQ (128 rows, act-order)"),
     ("q4_0_emb_q4_0_gptq", "linears Q4_0, embeddings Q4_0", "GPTQ (64 rows)"),
     ("q4_0_emb_q4_1_gptq", "linears Q4_0, embeddings Q4_1", "GPTQ (64 rows)"),
     ("q4_1_down_q3_k_emb_q4_0_gptq", "linears Q4_1, down_proj Q3_K, embeddings Q4_0", "GPTQ (64 rows)"),
