@@ -60,6 +60,20 @@ fn pack_q2_k(levels: &[f32]) -> Result<[u8; 64], String> {
     Ok(qs)
 }
 
+/// The sixteen sub-scale integers `step / unit` of super-block `b`, each checked to be an
+/// integer in `1..=top` (what the forward pass's snap produced).
+fn sub_scales(qw: &QuantizedWeight, b: usize, unit: f32, top: u8) -> Result<[u8; 16], String> {
+    let mut out = [0u8; 16];
+    for (j, s) in out.iter_mut().enumerate() {
+        let sc = qw.steps[(b * 256 + 16 * j) / qw.group_len] / unit;
+        if sc.fract() != 0.0 || !(1.0..=top as f32).contains(&sc) {
+            return Err(format!("sub-scale {sc} of super-block {b} is not an integer in 1..={top}"));
+        }
+        *s = sc as u8;
+    }
+    Ok(out)
+}
+
 /// SEQ-2 with k-quant scales as Q2_K: per super-block `D = d/2` and `Dmin = 1.5·D` (f16), per
 /// group of 16 the scale nibble `sc = step / D` and the min nibble `m = sc`, so that
 /// `y = D·sc·q − Dmin·m = step·(q − 1.5)`.
@@ -72,13 +86,7 @@ fn encode_q2_k_sub_scales(qw: &QuantizedWeight) -> Result<Vec<u8>, String> {
         if hu.to_f32() != unit || hm.to_f32() != umin {
             return Err(format!("super-scale {d:e} does not give f16 values d/2 and 1.5·d/2"));
         }
-        for j in 0..16 {
-            let sc = qw.steps[(start + 16 * j) / qw.group_len] / unit;
-            if sc.fract() != 0.0 || !(1.0..=15.0).contains(&sc) {
-                return Err(format!("sub-scale {sc} of super-block {b} is not an integer in 1..=15"));
-            }
-            out.push(sc as u8 | ((sc as u8) << 4));
-        }
+        out.extend(sub_scales(qw, b, unit, 15)?.map(|sc| sc | (sc << 4)));
         out.extend_from_slice(&pack_q2_k(&qw.levels[start..start + 256])?);
         out.extend_from_slice(&hu.to_le_bytes());
         out.extend_from_slice(&hm.to_le_bytes());
@@ -97,14 +105,7 @@ fn encode_q3_k_sub_scales(qw: &QuantizedWeight) -> Result<Vec<u8>, String> {
         if hd.to_f32() != d {
             return Err(format!("super-scale {d:e} is not an f16 value"));
         }
-        let mut scales = [0u8; 16];
-        for (j, s) in scales.iter_mut().enumerate() {
-            let sc = qw.steps[(start + 16 * j) / qw.group_len] / d;
-            if sc.fract() != 0.0 || !(1.0..=31.0).contains(&sc) {
-                return Err(format!("sub-scale {sc} of super-block {b} is not an integer in 1..=31"));
-            }
-            *s = sc as u8 + 32;
-        }
+        let scales = sub_scales(qw, b, d, 31)?.map(|sc| sc + 32);
         let (mut hmask, mut qs) = ([0u8; 32], [0u8; 64]);
         for (e, &l) in qw.levels[start..start + 256].iter().enumerate() {
             if l.fract() != 0.0 || !(-4.0..=3.0).contains(&l) {

@@ -26,7 +26,7 @@ use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use rayon::prelude::*;
 
-use crate::quantizer::{ALPHA_MIN, SEQ_CLIP, int_range, learned_alpha};
+use crate::quantizer::{ALPHA_MIN, SEQ_CLIP, asym_qmax, int_range, learned_alpha};
 use crate::scheme::{GradVariant, QuantSpec, Scheme};
 
 /// The CPU backend's float tensor.
@@ -107,7 +107,7 @@ struct Affine {
 }
 
 impl Affine {
-    /// `(s', u, inside, L)` of one weight under the pair `(s, m)`.
+    /// `(u, inside, L)` of one weight under the floored step `s` and minimum `m`.
     #[inline]
     fn level(&self, w: f32, s: f32, m: f32) -> (f32, bool, f32) {
         let u = (w - m) / s;
@@ -163,7 +163,7 @@ impl Kernel {
     /// `None` for the schemes and gradient variants left to the composed expression.
     fn of(spec: &QuantSpec) -> Option<Kernel> {
         match spec.scheme {
-            Scheme::Asym => Some(Kernel::Affine(Affine { qmax: ((1u32 << spec.bits) - 1) as f32 })),
+            Scheme::Asym => Some(Kernel::Affine(Affine { qmax: asym_qmax(spec.bits) as f32 })),
             _ => Grid::of(spec).map(Kernel::Symmetric),
         }
     }

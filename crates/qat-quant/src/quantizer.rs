@@ -72,6 +72,11 @@ pub(crate) fn int_range(bits: u32) -> (f64, f64) {
     (half, half - 1.0)
 }
 
+/// Largest code `2^b − 1` of the asymmetric grid (codes `0..=qmax`).
+pub(crate) fn asym_qmax(bits: u32) -> f64 {
+    ((1u32 << bits) - 1) as f64
+}
+
 /// The scale-gradient factor γ for a weight with `numel` elements.
 pub fn gamma(spec: &QuantSpec, numel: usize) -> f64 {
     if spec.grad == GradVariant::Angelslim {
@@ -79,7 +84,7 @@ pub fn gamma(spec: &QuantSpec, numel: usize) -> f64 {
     }
     let qp = match spec.scheme {
         Scheme::Seq | Scheme::Int => ((1u32 << (spec.bits - 1)) - 1).max(1) as f64,
-        Scheme::Asym => ((1u32 << spec.bits) - 1) as f64,
+        Scheme::Asym => asym_qmax(spec.bits),
         _ => 1.0,
     };
     1.0 / (numel as f64 * qp).sqrt()
@@ -139,7 +144,7 @@ pub fn step_and_level(w3: Tensor<3>, alpha: Option<Tensor<2>>, spec: &QuantSpec,
         let pairs = alpha.reshape([rows, values / 2, 2]);
         let step = pairs.clone().narrow(2, 0, 1).clamp_min(ALPHA_MIN);
         let min = pairs.narrow(2, 1, 1);
-        let qmax = ((1u32 << spec.bits) - 1) as f64;
+        let qmax = asym_qmax(spec.bits);
         let level = ste(((w3 - min.clone()) / step.clone()).clamp(0.0, qmax), |x| x.round());
         return OnGrid { step, level, offset: Some(min) };
     }
@@ -352,7 +357,7 @@ fn weighted_error(w3: Tensor<3>, fake: Tensor<3>, weights: &Option<Tensor<3>>) -
 fn init_affine(w3: Tensor<3>, spec: &QuantSpec, col_weights: Option<&[f32]>) -> Tensor<2> {
     use crate::scheme::ScaleInit;
     let [r, g, _] = w3.dims();
-    let qmax = ((1u32 << spec.bits) - 1) as f64;
+    let qmax = asym_qmax(spec.bits);
     let (lo, hi) = (w3.clone().min_dim(2), w3.clone().max_dim(2));
     let pair = |p: f64| {
         let range = (hi.clone() - lo.clone()) * p;
