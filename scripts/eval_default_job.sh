@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Quality of the default job (README) against the model as shipped, on the same evaluations:
-# wikitext-2 test perplexity (first 4,096 tokens, windows of 512, stride 256) and HellaSwag
-# acc_norm on the 1,000 validation items of ../shared (zero-shot, ~9 minutes per model on 2
-# cores). Run after scripts/setup.sh; needs ../shared. Prints one JSON object per model and the
-# ratios.
+# wikitext-2 test perplexity (first 4,096 tokens, windows of 512, stride 256) and zero-shot
+# accuracy on HellaSwag (the 1,000 validation items of ../shared), ARC-Easy (2,376) and PIQA
+# (1,838), scored as lm-evaluation-harness scores them (crates/qat-eval; ~25 minutes per model
+# on 2 cores). Run after scripts/setup.sh; needs ../shared. Writes one JSON object per model to
+# runs/smollm2_135m_int4/quality.json and prints the ratios and differences.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 qat=./target/release/qat
@@ -11,14 +12,23 @@ shared=${QAT_SHARED:-../shared}
 run=runs/smollm2_135m_int4
 out=$run/quality.json
 for m in models/smollm2-135m-instruct $run/export-hf; do
-  ppl=$($qat eval "$m" --json --text "$shared/data/text/wikitext2_test.raw" --max-tokens 4096 --window 512 --stride 256 | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["perplexity"])')
-  hs=$($qat eval "$m" --json --hellaswag "$shared/data/eval/hellaswag_val_1000.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["acc_norm"])')
-  echo "{\"model\": \"$m\", \"wikitext2_ppl\": $ppl, \"hellaswag_acc_norm\": $hs}"
+  $qat eval "$m" --json --text "$shared/data/text/wikitext2_test.raw" --max-tokens 4096 --window 512 --stride 256 \
+    --hellaswag "$shared/data/eval/hellaswag_val_1000.jsonl" --mc "$shared/data/eval/mc/arc_easy.jsonl" --mc "$shared/data/eval/mc/piqa.jsonl" |
+    python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+out = {"model": sys.argv[1], "wikitext2_ppl": r[0]["perplexity"]}
+for b in r[1:]:
+    out[b["benchmark"]] = {"acc": b["acc"], "acc_norm": b["acc_norm"], "n": b["n"]}
+print(json.dumps(out))' "$m"
 done | tee "$out.tmp"
 mv "$out.tmp" "$out"
 python3 - "$out" <<'PY'
 import json, sys
 base, ours = [json.loads(l) for l in open(sys.argv[1])]
-print(f"wikitext-2 perplexity {ours['wikitext2_ppl']:.2f} vs {base['wikitext2_ppl']:.2f} ({ours['wikitext2_ppl'] / base['wikitext2_ppl']:.3f}x); "
-      f"HellaSwag acc_norm {ours['hellaswag_acc_norm']:.3f} vs {base['hellaswag_acc_norm']:.3f} ({100 * (ours['hellaswag_acc_norm'] - base['hellaswag_acc_norm']):+.1f} points)")
+print(f"wikitext-2 perplexity {ours['wikitext2_ppl']:.2f} vs {base['wikitext2_ppl']:.2f} ({ours['wikitext2_ppl'] / base['wikitext2_ppl']:.3f}x)")
+for task in ("hellaswag", "arc_easy", "piqa"):
+    for metric in ("acc", "acc_norm"):
+        o, b = ours[task][metric], base[task][metric]
+        print(f"{task} {metric} {o:.3f} vs {b:.3f} ({100 * (o - b):+.1f} points, {base[task]['n']} items)")
 PY

@@ -51,7 +51,7 @@ fn smollm2_imported_from_gguf_behaves_like_upstream() {
     assert_eq!(ours, upstream.encode(&text, false).unwrap());
     assert!(ours.len() > 250_000, "{} tokens", ours.len());
 
-    let nll = qat_model::eval::token_nll(&model, &ours[..512]);
+    let nll = qat_eval::token_nll(&model, &ours[..512]);
     let mean = nll.iter().sum::<f32>() / nll.len() as f32;
     eprintln!("SmolLM2 mean NLL over the first 512 wikitext-2 test tokens: {mean:.4}");
     assert!((mean - 3.02).abs() < 0.02, "mean NLL {mean}");

@@ -130,6 +130,7 @@ fn bad_configs_fail_before_training() {
         (format!("{good}\n[calibration]\nmethod = \"gptq\"\nrows = 0"), "calibration.rows"),
         (format!("{good}\n[calibration]\nmethod = \"gptq\"\nsamples = 4"), "samples"),
         (format!("{good}\n[calibration]\nmethod = \"awq\""), "awq"),
+        (good.replace("[eval]", "[eval]\nmc = [\"no_such_task.jsonl\"]"), "eval.mc: "),
     ];
     for (text, want) in cases {
         let e = load(&text, tmp.path()).unwrap_err();

@@ -8,7 +8,6 @@
 pub mod calibrate;
 pub mod checkpoint;
 pub mod config;
-pub mod eval;
 pub mod fused;
 pub mod generate;
 pub mod save;

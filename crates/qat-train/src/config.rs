@@ -278,6 +278,29 @@ pub struct EvalSection {
     pub mmlu: Option<PathBuf>,
     pub mmlu_split: String,
     pub mmlu_limit: usize,
+    /// Zero-shot JSONL files in llm-foundry's layouts (ARC, PIQA, Winogrande, …), reported
+    /// under their file stems, and how many items of each to score (0 = all).
+    pub mc: Vec<PathBuf>,
+    pub mc_limit: usize,
+}
+
+impl EvalSection {
+    /// The multiple-choice benchmarks this section asks for.
+    pub fn tasks(&self) -> Vec<qat_eval::Task> {
+        let mut tasks: Vec<qat_eval::Task> = self.hellaswag.iter().map(|p| qat_eval::Task::HellaSwag(p.clone())).collect();
+        tasks.extend(self.mmlu.iter().map(|p| qat_eval::Task::Mmlu { dir: p.clone(), split: self.mmlu_split.clone() }));
+        tasks.extend(self.mc.iter().map(|p| qat_eval::Task::Jsonl(p.clone())));
+        tasks
+    }
+
+    /// How many items of `task` to score (0 = all).
+    pub fn limit_for(&self, task: &qat_eval::Task) -> usize {
+        match task {
+            qat_eval::Task::HellaSwag(_) => self.hellaswag_limit,
+            qat_eval::Task::Mmlu { .. } => self.mmlu_limit,
+            qat_eval::Task::Jsonl(_) => self.mc_limit,
+        }
+    }
 }
 
 impl Default for EvalSection {
@@ -293,6 +316,8 @@ impl Default for EvalSection {
             mmlu: None,
             mmlu_split: "test".into(),
             mmlu_limit: 0,
+            mc: Vec::new(),
+            mc_limit: 0,
         }
     }
 }
@@ -404,6 +429,7 @@ impl RunConfig {
             fix(d);
         }
         self.eval.perplexity.iter_mut().for_each(fix);
+        self.eval.mc.iter_mut().for_each(fix);
         if let Some(p) = &mut self.eval.hellaswag {
             fix(p);
         }
@@ -467,9 +493,9 @@ impl RunConfig {
                 return Err(format!("data.sources[{i}].path: {} does not exist", s.path.display()));
             }
         }
-        for p in &self.eval.perplexity {
-            if !p.is_file() {
-                return Err(format!("eval.perplexity: {} does not exist", p.display()));
+        for (k, paths) in [("eval.perplexity", &self.eval.perplexity), ("eval.mc", &self.eval.mc)] {
+            if let Some(p) = paths.iter().find(|p| !p.is_file()) {
+                return Err(format!("{k}: {} does not exist", p.display()));
             }
         }
         for (k, p) in [("eval.hellaswag", &self.eval.hellaswag), ("eval.mmlu", &self.eval.mmlu)] {

@@ -1,7 +1,7 @@
 //! Quantization-aware training: the run config ([`config`]), the optimizer ([`optim`]), losses
-//! ([`loss`]), benchmarks ([`bench`]), checkpoints ([`checkpoint`]) and the loop ([`train`]).
+//! ([`loss`]), checkpoints ([`checkpoint`]) and the loop ([`train`]); evaluations come from
+//! `qat-eval`.
 
-pub mod bench;
 pub mod blockwise;
 pub mod checkpoint;
 pub mod config;

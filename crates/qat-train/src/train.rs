@@ -16,7 +16,7 @@ use qat_tokenizer::Tokenizer;
 
 use crate::config::{KdKind, RunConfig};
 use crate::optim::{AdamW, GroupHyper, ScaleRounding, grad_norm, is_scale, lr_factor};
-use crate::{bench, checkpoint, loss, params};
+use crate::{checkpoint, loss, params};
 
 /// How a run ended and what it measured.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -157,20 +157,18 @@ pub fn evaluate(model: &CausalLm, tok: &Tokenizer, mixer: &Mixer, cfg: &RunConfi
             ids.truncate(cfg.eval.perplexity_max_tokens);
         }
         let w = cfg.eval.perplexity_window.min(model.config.max_position_embeddings);
-        let ppl = qat_model::eval::sliding_perplexity(model, &ids, w, w / 2);
+        let ppl = qat_eval::sliding_perplexity(model, &ids, w, w / 2);
         let name = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         out.insert(format!("ppl/{name}"), ppl.ppl().into());
     }
-    if let Some(p) = &cfg.eval.hellaswag {
-        let r = bench::hellaswag(model, tok, p, cfg.eval.hellaswag_limit)?;
-        out.insert("hellaswag/acc_norm".into(), r.acc_norm.into());
-        out.insert("hellaswag/acc".into(), r.acc.into());
-        out.insert("hellaswag/n".into(), r.n.into());
-    }
-    if let Some(p) = &cfg.eval.mmlu {
-        let r = bench::mmlu(model, tok, p, &cfg.eval.mmlu_split, cfg.eval.mmlu_limit)?;
-        out.insert("mmlu/acc".into(), r.acc.into());
-        out.insert("mmlu/n".into(), r.n.into());
+    for task in cfg.eval.tasks() {
+        let r = task.evaluate(model, tok, cfg.eval.limit_for(&task), qat_eval::ScoreOptions::default()).map_err(|e| e.to_string())?;
+        let name = task.name();
+        out.insert(format!("{name}/acc"), r.acc.into());
+        if let Some(a) = r.acc_norm {
+            out.insert(format!("{name}/acc_norm"), a.into());
+        }
+        out.insert(format!("{name}/n"), r.n.into());
     }
     Ok(serde_json::Value::Object(out))
 }

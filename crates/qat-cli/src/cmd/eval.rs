@@ -1,11 +1,12 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use qat_model::eval::sliding_perplexity;
+use qat_eval::{ScoreOptions, Task, sliding_perplexity};
 use qat_tokenizer::Tokenizer;
 
-/// Perplexity on text files (sliding window) and multiple-choice accuracy (HellaSwag, MMLU)
-/// of a checkpoint or a training run.
+/// Perplexity on text files (sliding window) and zero-shot multiple-choice accuracy (HellaSwag,
+/// MMLU, ARC, PIQA, Winogrande, … scored as lm-evaluation-harness scores them) of a checkpoint
+/// or a training run.
 #[derive(clap::Args)]
 pub struct Args {
     /// Checkpoint directory (Hugging Face layout), or a qat run / checkpoint directory.
@@ -25,6 +26,13 @@ pub struct Args {
     mmlu_split: String,
     #[arg(long, default_value_t = 0)]
     mmlu_limit: usize,
+    /// Zero-shot JSONL in llm-foundry's layouts: `{query, choices, gold}` (ARC, PIQA, …) or
+    /// `{context_options, continuation, gold}` (Winogrande). Repeat for several tasks.
+    #[arg(long = "mc")]
+    mc: Vec<PathBuf>,
+    /// Items of each `--mc` file to score (0 = all).
+    #[arg(long, default_value_t = 0)]
+    mc_limit: usize,
     /// Window length in tokens (at most the model's context).
     #[arg(long, default_value_t = 512)]
     window: usize,
@@ -34,7 +42,8 @@ pub struct Args {
     /// Score only the first N tokens of each file (0 = all).
     #[arg(long, default_value_t = 0)]
     max_tokens: usize,
-    /// Prepend BOS to each file's tokens when the model has one.
+    /// Prepend BOS to each text file's tokens, and to every multiple-choice context instead of
+    /// the tokenizer's own special tokens (lm-eval's `add_bos_token=True`).
     #[arg(long)]
     bos: bool,
     /// Print the results as JSON.
@@ -46,7 +55,10 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let device = super::device(&a.device)?;
-    anyhow::ensure!(!a.texts.is_empty() || a.hellaswag.is_some() || a.mmlu.is_some(), "nothing to evaluate: give --text, --hellaswag or --mmlu");
+    let mut tasks: Vec<(Task, usize)> = a.hellaswag.iter().map(|p| (Task::HellaSwag(p.clone()), a.hellaswag_limit)).collect();
+    tasks.extend(a.mmlu.iter().map(|p| (Task::Mmlu { dir: p.clone(), split: a.mmlu_split.clone() }, a.mmlu_limit)));
+    tasks.extend(a.mc.iter().map(|p| (Task::Jsonl(p.clone()), a.mc_limit)));
+    anyhow::ensure!(!a.texts.is_empty() || !tasks.is_empty(), "nothing to evaluate: give --text, --hellaswag, --mmlu or --mc");
     // A run directory evaluates its trained model with the base checkpoint's tokenizer.
     let (model, tok_dir) = if a.model.join("config.json").exists() {
         (super::load_model(&a.model, &device)?, a.model.clone())
@@ -88,18 +100,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             );
         }
     }
-    if let Some(p) = &a.hellaswag {
-        let r = qat_train::bench::hellaswag(&model, &tok, p, a.hellaswag_limit).map_err(anyhow::Error::msg)?;
-        results.push(serde_json::json!({"benchmark": "hellaswag", "file": p.display().to_string(), "n": r.n, "acc": r.acc, "acc_norm": r.acc_norm}));
+    for (task, limit) in &tasks {
+        let r = task.evaluate(&model, &tok, *limit, ScoreOptions { bos: a.bos.then_some(true) })?;
+        let name = task.name();
+        results.push(serde_json::json!({"benchmark": name, "file": task.path().display().to_string(), "n": r.n, "acc": r.acc, "acc_norm": r.acc_norm}));
         if !a.json {
-            println!("HellaSwag: acc_norm {:.4}, acc {:.4} over {} items", r.acc_norm, r.acc, r.n);
-        }
-    }
-    if let Some(p) = &a.mmlu {
-        let r = qat_train::bench::mmlu(&model, &tok, p, &a.mmlu_split, a.mmlu_limit).map_err(anyhow::Error::msg)?;
-        results.push(serde_json::json!({"benchmark": "mmlu", "split": a.mmlu_split, "n": r.n, "acc": r.acc}));
-        if !a.json {
-            println!("MMLU ({}, zero-shot): acc {:.4} over {} questions", a.mmlu_split, r.acc, r.n);
+            let norm = r.acc_norm.map(|x| format!(", acc_norm {x:.4}")).unwrap_or_default();
+            println!("{name} (zero-shot): acc {:.4}{norm} over {} items", r.acc, r.n);
         }
     }
     if a.json {

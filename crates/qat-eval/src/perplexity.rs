@@ -3,7 +3,7 @@
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 
-use crate::{AttentionBatch, CausalLm};
+use qat_model::{AttentionBatch, CausalLm};
 
 /// NLL (nats) of `ids[i]` given `ids[..i]` for `i` in `1..len`, in one causal forward pass.
 pub fn token_nll(model: &CausalLm, ids: &[u32]) -> Vec<f32> {
