@@ -9,7 +9,7 @@ layout for every nibble; these blocks exercise all of them.
     .venv/bin/python scripts/make_block_fixtures.py
 
 Also blocks of every other quantized type qat reads or writes (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
-Q3_K, Q6_K, TQ2_0) with arbitrary bytes, for `block_types_match_gguf_py`.
+Q3_K, Q4_K, Q5_K, Q6_K, TQ2_0) with arbitrary bytes, for `block_types_match_gguf_py`.
 
 Writes crates/qat-gguf/tests/fixtures/q2_k_gguf_py.json and blocks_gguf_py.json.
 """
@@ -67,6 +67,13 @@ def main():
     raw = np.concatenate(blocks)
     values = dequantize(raw, GGMLQuantizationType.Q3_K).astype(np.float32)
     types["Q3_K"] = {"bytes": raw.tobytes().hex(), "values": [float(f"{v:.9g}") for v in values.tolist()]}
+    # Q4_K / Q5_K: f16 d and dmin, then arbitrary packed 6-bit scales and mins, (qh,) nibbles.
+    for name, ty, code_bytes in [("Q4_K", GGMLQuantizationType.Q4_K, 140), ("Q5_K", GGMLQuantizationType.Q5_K, 172)]:
+        blocks = [np.concatenate([np.array([rng.uniform(1e-4, 0.05), rng.uniform(1e-4, 0.05)], dtype=np.float16).view(np.uint8),
+                                  rng.integers(0, 256, code_bytes, dtype=np.uint8)]) for _ in range(8)]
+        raw = np.concatenate(blocks)
+        values = dequantize(raw, ty).astype(np.float32)
+        types[name] = {"bytes": raw.tobytes().hex(), "values": [float(f"{v:.9g}") for v in values.tolist()]}
     out = FIXTURES / "blocks_gguf_py.json"
     out.write_text(json.dumps({"source": "gguf-py gguf.quants.dequantize", "types": types}))
     print(f"wrote {out}")

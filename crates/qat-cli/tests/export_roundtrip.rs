@@ -94,6 +94,34 @@ fn q2_k_format_with_quantized_embeddings_exports_exactly() {
     eprintln!("GGUF {} bytes", r.file_bytes);
 }
 
+/// The asymmetric k-quant formats on a real model: `q4_k` (Q4_K where rows are a multiple of
+/// 256 — `down_proj` — Q4_1 elsewhere) and `q2_k_asym` (Q2_K with scale and min nibbles, Q4_1
+/// elsewhere): f32 safetensors and GGUF agree bit for bit.
+#[test]
+#[ignore = "needs QAT_SMOLLM2_GGUF (scripts/test.sh)"]
+fn asymmetric_k_quant_formats_export_exactly() {
+    let gguf = common::smollm2_gguf();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("smollm2");
+    qat_gguf::import::import_gguf(&gguf, &src).unwrap();
+    for (format, down) in [("q4_k", "Q4_K"), ("q2_k_asym", "Q2_K")] {
+        let policy: Policy = toml::from_str(&format!("format = \"{format}\"\ninit = \"mse\"")).unwrap();
+        let model = CausalLm::from_checkpoint(&Checkpoint::open(&src).unwrap(), &Device::flex()).unwrap();
+        let (model, table) = model.quantize(&policy).unwrap();
+        assert_eq!(table.n_quantized(), 210, "{table}");
+        let (model, _) = qat_export::round_scales(model, HfDtype::F32).unwrap();
+        let (hf, out) = (tmp.path().join(format!("hf-{format}")), tmp.path().join(format!("{format}.gguf")));
+        qat_export::export_hf(&model, &src, &hf, HfDtype::F32, &serde_json::json!({})).unwrap();
+        let r = qat_export::export_gguf(&model, &src, &out, HighPrecision::F32, HfDtype::F32, format).unwrap();
+        let ty = |name: &str| r.tensors.iter().find(|t| t.name == name).unwrap().ggml_type.clone();
+        assert_eq!(ty("blk.0.ffn_down.weight"), down, "{format}");
+        assert_eq!(ty("blk.0.ffn_up.weight"), "Q4_1", "{format}");
+        let v = qat_export::verify_export(&hf, &out).unwrap();
+        assert!(v.ok(), "{format}: {:?}", v.tensors.iter().filter(|t| t.mismatches > 0).take(3).collect::<Vec<_>>());
+        std::fs::remove_dir_all(&hf).unwrap();
+    }
+}
+
 /// llama.cpp's own quantizer output as the reference: the PyPI SmolLM2 file stores every decoder
 /// linear as Q4_1 (min/max per block of 32) and the embeddings as Q8_0. Imported, fake-quantized
 /// with `format = "q4_1"` (asymmetric INT4, min/max init) and the embeddings as `q8_0`, rounded

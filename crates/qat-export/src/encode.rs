@@ -23,8 +23,10 @@ pub fn choose_type(qw: &QuantizedWeight) -> Result<(GgmlType, Option<String>), S
     };
     if let Some(k) = spec.k_quant() {
         let ty = match k {
-            qat_quant::KQuant::Q2K => GgmlType::Q2_K,
+            qat_quant::KQuant::Q2K | qat_quant::KQuant::Q2KAsym => GgmlType::Q2_K,
             qat_quant::KQuant::Q3K => GgmlType::Q3_K,
+            qat_quant::KQuant::Q4K => GgmlType::Q4_K,
+            qat_quant::KQuant::Q5K => GgmlType::Q5_K,
         };
         return if row.is_multiple_of(256) { Ok((ty, None)) } else { Err(format!("k-quant scales need rows of a multiple of 256, not {row}")) };
     }
@@ -46,32 +48,54 @@ pub fn choose_type(qw: &QuantizedWeight) -> Result<(GgmlType, Option<String>), S
     }
 }
 
-/// Q2_K's 2-bit codes `q = L + 1.5` of SEQ-2 levels `L`, packed as `dequantize_row_q2_K` reads
-/// them: element `e` at byte `32·(e/128) + e%32`, bits `2·((e%128)/32)`.
-fn pack_q2_k(levels: &[f32]) -> Result<[u8; 64], String> {
+/// Q2_K's 2-bit codes `q = L + shift` (SEQ-2 levels: shift 1.5; asymmetric INT2: 0), packed
+/// as `dequantize_row_q2_K` reads them: element `e` at byte `32·(e/128) + e%32`, bits
+/// `2·((e%128)/32)`.
+fn pack_q2_k(levels: &[f32], shift: f32) -> Result<[u8; 64], String> {
     let mut qs = [0u8; 64];
     for (e, &l) in levels.iter().enumerate() {
-        let q = l + 1.5;
+        let q = l + shift;
         if !matches!(q, 0.0 | 1.0 | 2.0 | 3.0) {
-            return Err(format!("Q2_K holds the SEQ-2 grid only, got level {l}"));
+            return Err(format!("Q2_K holds 2-bit codes only, got level {l}"));
         }
         qs[32 * (e / 128) + e % 32] |= (q as u8) << (2 * ((e % 128) / 32));
     }
     Ok(qs)
 }
 
-/// The sixteen sub-scale integers `step / unit` of super-block `b`, each checked to be an
-/// integer in `1..=top` (what the forward pass's snap produced).
-fn sub_scales(qw: &QuantizedWeight, b: usize, unit: f32, top: u8) -> Result<[u8; 16], String> {
-    let mut out = [0u8; 16];
-    for (j, s) in out.iter_mut().enumerate() {
-        let sc = qw.steps[(b * 256 + 16 * j) / qw.group_len] / unit;
-        if sc.fract() != 0.0 || !(1.0..=top as f32).contains(&sc) {
-            return Err(format!("sub-scale {sc} of super-block {b} is not an integer in 1..={top}"));
-        }
-        *s = sc as u8;
+/// The integers `value(group) / unit` of super-block `b`'s groups, each checked to be an
+/// integer in `lo..=top` (what the forward pass's snap produced).
+fn block_integers(per_group: &[f32], qw: &QuantizedWeight, b: usize, unit: f32, lo: u8, top: u8, what: &str) -> Result<Vec<u8>, String> {
+    let groups = 256 / qw.group_len;
+    (0..groups)
+        .map(|j| {
+            let x = per_group[b * groups + j] / unit;
+            if x.fract() != 0.0 || !(lo as f32..=top as f32).contains(&x) {
+                return Err(format!("{what} {x} of super-block {b} is not an integer in {lo}..={top}"));
+            }
+            Ok(x as u8)
+        })
+        .collect()
+}
+
+/// The sub-scale integers `step / unit` of super-block `b`.
+fn sub_scales(qw: &QuantizedWeight, b: usize, unit: f32, top: u8) -> Result<Vec<u8>, String> {
+    block_integers(&qw.steps, qw, b, unit, 1, top, "sub-scale")
+}
+
+/// The min integers `−m / dmin` of super-block `b` of an asymmetric grid.
+fn sub_mins(qw: &QuantizedWeight, b: usize, dmin: f32, top: u8) -> Result<Vec<u8>, String> {
+    let neg: Vec<f32> = qw.offsets.iter().map(|&m| -m).collect();
+    block_integers(&neg, qw, b, dmin, 0, top, "min")
+}
+
+/// `x` as f16 bytes, or an error when it is not an f16 value.
+fn exact_f16(x: f32, what: &str) -> Result<[u8; 2], String> {
+    let h = f16::from_f32(x);
+    if h.to_f32() != x {
+        return Err(format!("{what} {x:e} is not an f16 value"));
     }
-    Ok(out)
+    Ok(h.to_le_bytes())
 }
 
 /// SEQ-2 with k-quant scales as Q2_K: per super-block `D = d/2` and `Dmin = 1.5·D` (f16), per
@@ -86,10 +110,60 @@ fn encode_q2_k_sub_scales(qw: &QuantizedWeight) -> Result<Vec<u8>, String> {
         if hu.to_f32() != unit || hm.to_f32() != umin {
             return Err(format!("super-scale {d:e} does not give f16 values d/2 and 1.5·d/2"));
         }
-        out.extend(sub_scales(qw, b, unit, 15)?.map(|sc| sc | (sc << 4)));
-        out.extend_from_slice(&pack_q2_k(&qw.levels[start..start + 256])?);
+        out.extend(sub_scales(qw, b, unit, 15)?.into_iter().map(|sc| sc | (sc << 4)));
+        out.extend_from_slice(&pack_q2_k(&qw.levels[start..start + 256], 1.5)?);
         out.extend_from_slice(&hu.to_le_bytes());
         out.extend_from_slice(&hm.to_le_bytes());
+    }
+    Ok(out)
+}
+
+/// The `(d, dmin)` super-scale pairs of an asymmetric k-quant weight.
+fn super_pairs(qw: &QuantizedWeight) -> impl Iterator<Item = (usize, f32, f32)> + '_ {
+    qw.super_scales.chunks(2).enumerate().map(|(b, p)| (b, p[0], p[1]))
+}
+
+/// Asymmetric INT2 with k-quant scales as Q2_K, ggml's own use of it: per super-block `d` and
+/// `dmin` (f16), per group of 16 the scale nibble `sc = step / d` and min nibble `mn = −m / dmin`,
+/// per weight the code `q = L`, so that `y = d·sc·q − dmin·mn = step·L + m`.
+fn encode_q2_k_asym(qw: &QuantizedWeight) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(qw.super_scales.len() / 2 * 84);
+    for (b, d, dmin) in super_pairs(qw) {
+        let (sc, mn) = (sub_scales(qw, b, d, 15)?, sub_mins(qw, b, dmin, 15)?);
+        out.extend(sc.iter().zip(&mn).map(|(s, m)| s | (m << 4)));
+        out.extend_from_slice(&pack_q2_k(&qw.levels[b * 256..(b + 1) * 256], 0.0)?);
+        out.extend_from_slice(&exact_f16(d, "super-scale")?);
+        out.extend_from_slice(&exact_f16(dmin, "min super-scale")?);
+    }
+    Ok(out)
+}
+
+/// Asymmetric INT4 / INT5 with k-quant scales as Q4_K / Q5_K: per super-block `d`, `dmin`
+/// (f16) and the packed 6-bit scales `step / d` and mins `−m / dmin` of its eight groups of 32;
+/// element `e = 64c + 32h + l` as nibble `h` of `qs[32c + l]`, Q5_K's fifth bit as bit `2c + h`
+/// of `qh[l]` (`dequantize_row_q4_K` / `_q5_K`).
+fn encode_k4(qw: &QuantizedWeight, ty: GgmlType) -> Result<Vec<u8>, String> {
+    let top_code = if ty == GgmlType::Q5_K { 31.0 } else { 15.0 };
+    let mut out = Vec::with_capacity(qw.super_scales.len() / 2 * ty.type_size());
+    for (b, d, dmin) in super_pairs(qw) {
+        let sc: [u8; 8] = sub_scales(qw, b, d, 63)?.try_into().map_err(|_| "Q4_K/Q5_K need groups of 32".to_string())?;
+        let mn: [u8; 8] = sub_mins(qw, b, dmin, 63)?.try_into().map_err(|_| "Q4_K/Q5_K need groups of 32".to_string())?;
+        let (mut qh, mut qs) = ([0u8; 32], [0u8; 128]);
+        for (e, &l) in qw.levels[b * 256..(b + 1) * 256].iter().enumerate() {
+            if l.fract() != 0.0 || !(0.0..=top_code).contains(&l) {
+                return Err(format!("{ty:?} holds codes 0..={top_code}, got {l}"));
+            }
+            let (q, c, h, i) = (l as u8, e / 64, (e % 64) / 32, e % 32);
+            qs[32 * c + i] |= (q & 0xF) << (4 * h);
+            qh[i] |= (q >> 4) << (2 * c + h);
+        }
+        out.extend_from_slice(&exact_f16(d, "super-scale")?);
+        out.extend_from_slice(&exact_f16(dmin, "min super-scale")?);
+        out.extend_from_slice(&blocks::pack_k4_scales_mins(&sc, &mn));
+        if ty == GgmlType::Q5_K {
+            out.extend_from_slice(&qh);
+        }
+        out.extend_from_slice(&qs);
     }
     Ok(out)
 }
@@ -105,7 +179,8 @@ fn encode_q3_k_sub_scales(qw: &QuantizedWeight) -> Result<Vec<u8>, String> {
         if hd.to_f32() != d {
             return Err(format!("super-scale {d:e} is not an f16 value"));
         }
-        let scales = sub_scales(qw, b, d, 31)?.map(|sc| sc + 32);
+        let scales: [u8; 16] =
+            sub_scales(qw, b, d, 31)?.iter().map(|sc| sc + 32).collect::<Vec<_>>().try_into().map_err(|_| "Q3_K needs groups of 16".to_string())?;
         let (mut hmask, mut qs) = ([0u8; 32], [0u8; 64]);
         for (e, &l) in qw.levels[start..start + 256].iter().enumerate() {
             if l.fract() != 0.0 || !(-4.0..=3.0).contains(&l) {
@@ -130,9 +205,11 @@ pub fn encode(qw: &QuantizedWeight, ty: GgmlType) -> Result<Vec<u8>, String> {
     let n = qw.levels.len();
     let out = match (qw.super_scales.is_empty(), ty) {
         (true, _) => encode_blocks(qw, ty)?,
+        (false, GgmlType::Q2_K) if qw.spec.scheme == Scheme::Asym => encode_q2_k_asym(qw)?,
         (false, GgmlType::Q2_K) => encode_q2_k_sub_scales(qw)?,
         (false, GgmlType::Q3_K) => encode_q3_k_sub_scales(qw)?,
-        (false, _) => return Err(format!("k-quant scales can be stored as Q2_K or Q3_K only, not {ty:?}")),
+        (false, GgmlType::Q4_K | GgmlType::Q5_K) => encode_k4(qw, ty)?,
+        (false, _) => return Err(format!("k-quant scales can be stored as Q2_K, Q3_K, Q4_K or Q5_K only, not {ty:?}")),
     };
     // The check that makes the export trustworthy: ggml's dequantization gives our values.
     let back = blocks::dequantize(ty, &out, n)?;
@@ -184,7 +261,7 @@ fn encode_blocks(qw: &QuantizedWeight, ty: GgmlType) -> Result<Vec<u8>, String> 
             GgmlType::Q2_K => {
                 // y = d·sc·q − dmin·m with sc = 2, m = 3, d = dmin = u: y = u·(2q − 3).
                 out.extend_from_slice(&[0x32; 16]);
-                out.extend_from_slice(&pack_q2_k(&qw.levels[start..start + bs])?);
+                out.extend_from_slice(&pack_q2_k(&qw.levels[start..start + bs], 1.5)?);
                 out.extend_from_slice(&d);
                 out.extend_from_slice(&d);
             }
@@ -306,6 +383,27 @@ mod tests {
         let mut other = qw.clone();
         other.super_scales[1] *= 3.0;
         assert!(encode(&other, GgmlType::Q3_K).is_err(), "a wrong super-scale must not encode");
+    }
+
+    /// Asymmetric k-quants as Q2_K (ggml's own use: scale and min nibbles), Q4_K and Q5_K
+    /// (packed 6-bit scales and mins): encoded exactly (`encode` checks every value against the
+    /// reader, which is checked against gguf-py), every code and min integer used somewhere.
+    #[test]
+    fn asymmetric_k_quants_export_exactly() {
+        use burn::tensor::{Device, Tensor, TensorData};
+        for (spec, ty) in [(QuantSpec::q2_k_asym(), GgmlType::Q2_K), (QuantSpec::q4_k(), GgmlType::Q4_K), (QuantSpec::q5_k(), GgmlType::Q5_K)] {
+            let w: Vec<f32> = (0..4 * 512).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.3) * 0.02 * (1 + (i % 512) / 16) as f32).collect();
+            let t = Tensor::<2>::from_data(TensorData::new(w, [4, 512]), &Device::flex());
+            let qw = qat_quant::quantize(t.clone(), qat_quant::init_scale(t, &spec), &spec);
+            assert_eq!(choose_type(&qw).unwrap(), (ty, None), "{}", spec.label());
+            let qmax = ((1u32 << spec.bits) - 1) as f32;
+            assert!(qw.levels.contains(&0.0) && qw.levels.contains(&qmax), "{}: both ends of the grid are used", spec.label());
+            let bytes = encode(&qw, ty).unwrap();
+            assert_eq!(bytes.len(), 8 * ty.type_size());
+            let mut other = qw.clone();
+            other.super_scales[1] *= 1.5;
+            assert!(encode(&other, ty).is_err(), "{}: a wrong dmin must not encode", spec.label());
+        }
     }
 
     #[test]

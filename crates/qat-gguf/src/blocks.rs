@@ -17,6 +17,8 @@ pub enum GgmlType {
     Q8_0,
     Q2_K,
     Q3_K,
+    Q4_K,
+    Q5_K,
     Q6_K,
     BF16,
     TQ2_0,
@@ -34,6 +36,8 @@ impl GgmlType {
             8 => Self::Q8_0,
             10 => Self::Q2_K,
             11 => Self::Q3_K,
+            12 => Self::Q4_K,
+            13 => Self::Q5_K,
             14 => Self::Q6_K,
             30 => Self::BF16,
             35 => Self::TQ2_0,
@@ -52,6 +56,8 @@ impl GgmlType {
             Self::Q8_0 => 8,
             Self::Q2_K => 10,
             Self::Q3_K => 11,
+            Self::Q4_K => 12,
+            Self::Q5_K => 13,
             Self::Q6_K => 14,
             Self::BF16 => 30,
             Self::TQ2_0 => 35,
@@ -63,7 +69,7 @@ impl GgmlType {
         match self {
             Self::F32 | Self::F16 | Self::BF16 => 1,
             Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 => 32,
-            Self::Q2_K | Self::Q3_K | Self::Q6_K | Self::TQ2_0 => 256,
+            Self::Q2_K | Self::Q3_K | Self::Q4_K | Self::Q5_K | Self::Q6_K | Self::TQ2_0 => 256,
         }
     }
 
@@ -79,6 +85,8 @@ impl GgmlType {
             Self::Q8_0 => 34,
             Self::Q2_K => 84,
             Self::Q3_K => 110,
+            Self::Q4_K => 144,
+            Self::Q5_K => 176,
             Self::Q6_K => 210,
             Self::TQ2_0 => 66,
         }
@@ -167,6 +175,20 @@ fn dequantize_block(ty: GgmlType, b: &[u8], out: &mut Vec<f32>) {
                 out.push(d * (sc[e / 16] as i32 - 32) as f32 * q as f32);
             }
         }
+        GgmlType::Q4_K | GgmlType::Q5_K => {
+            // d f16 @0, dmin f16 @2, scales[12] @4, [qh[32] @16,] qs[128]
+            // (dequantize_row_q4_K / _q5_K): element e = 64c + 32h + l is nibble h of
+            // qs[32c + l] (plus 16 if bit 2c + h of qh[l] is set), in group 2c + h.
+            let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+            let (sc, mn) = k4_scales_mins(b[4..16].try_into().unwrap());
+            let (qh, qs) = if ty == GgmlType::Q5_K { (&b[16..48], &b[48..176]) } else { (&[0u8; 32][..], &b[16..144]) };
+            for e in 0..256 {
+                let (c, h, l) = (e / 64, (e % 64) / 32, e % 32);
+                let q = ((qs[32 * c + l] >> (4 * h)) & 0xF) as u32 + 16 * ((qh[l] >> (2 * c + h)) & 1) as u32;
+                let g = e / 32;
+                out.push(d * sc[g] as f32 * q as f32 - dmin * mn[g] as f32);
+            }
+        }
         GgmlType::Q6_K => {
             // ql[128] @0, qh[64] @128, scales i8[16] @192, d f16 @208 (dequantize_row_q6_K).
             let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
@@ -223,6 +245,32 @@ pub fn pack_q3_k_scales(s: &[u8; 16]) -> [u8; 12] {
         b[k] = (s[k] & 0xF) | ((s[8 + k] & 0xF) << 4);
         b[4 + k] = (s[4 + k] & 0xF) | ((s[12 + k] & 0xF) << 4);
         b[8 + k] = (s[k] >> 4) | ((s[4 + k] >> 4) << 2) | ((s[8 + k] >> 4) << 4) | ((s[12 + k] >> 4) << 6);
+    }
+    b
+}
+
+/// Q4_K's and Q5_K's eight 6-bit scales and eight 6-bit mins from their 12 packed bytes
+/// (`get_scale_min_k4`): groups 0–3 in the low six bits of bytes 0–3 (scales) and 4–7 (mins);
+/// groups 4–7 in the nibbles of bytes 8–11 (scale low, min high) with their top two bits in the
+/// top bits of bytes 0–3 (scales) and 4–7 (mins).
+pub fn k4_scales_mins(b: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
+    let (mut sc, mut mn) = ([0u8; 8], [0u8; 8]);
+    for j in 0..4 {
+        sc[j] = b[j] & 63;
+        mn[j] = b[j + 4] & 63;
+        sc[j + 4] = (b[j + 8] & 0xF) | ((b[j] >> 6) << 4);
+        mn[j + 4] = (b[j + 8] >> 4) | ((b[j + 4] >> 6) << 4);
+    }
+    (sc, mn)
+}
+
+/// The inverse of [`k4_scales_mins`] (values `< 64`).
+pub fn pack_k4_scales_mins(sc: &[u8; 8], mn: &[u8; 8]) -> [u8; 12] {
+    let mut b = [0u8; 12];
+    for j in 0..4 {
+        b[j] = sc[j] | ((sc[j + 4] >> 4) << 6);
+        b[j + 4] = mn[j] | ((mn[j + 4] >> 4) << 6);
+        b[j + 8] = (sc[j + 4] & 0xF) | ((mn[j + 4] & 0xF) << 4);
     }
     b
 }

@@ -25,6 +25,8 @@ fn block_types_match_gguf_py() {
         ("Q5_1", GgmlType::Q5_1),
         ("Q8_0", GgmlType::Q8_0),
         ("Q3_K", GgmlType::Q3_K),
+        ("Q4_K", GgmlType::Q4_K),
+        ("Q5_K", GgmlType::Q5_K),
         ("Q6_K", GgmlType::Q6_K),
         ("TQ2_0", GgmlType::TQ2_0),
     ] {
@@ -41,6 +43,16 @@ fn assert_matches_gguf_py(ty: GgmlType, case: &serde_json::Value) {
     let got = blocks::dequantize(ty, &bytes, want.len()).unwrap();
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert_eq!(g.to_bits(), w.to_bits(), "{ty:?} element {i}: qat {g}, gguf-py {w}");
+    }
+}
+
+/// Q4_K's / Q5_K's scale-and-min packing is a bijection on 6-bit values.
+#[test]
+fn k4_scale_min_packing_round_trips() {
+    for base in 0..64u8 {
+        let sc: [u8; 8] = std::array::from_fn(|i| (base + 7 * i as u8) % 64);
+        let mn: [u8; 8] = std::array::from_fn(|i| ((base as usize * 3 + 11 * i) % 64) as u8);
+        assert_eq!(blocks::k4_scales_mins(&blocks::pack_k4_scales_mins(&sc, &mn)), (sc, mn));
     }
 }
 

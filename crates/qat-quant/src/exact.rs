@@ -109,22 +109,36 @@ fn ceil_bits(x: f32, bits: u32) -> f32 {
 /// consecutive groups of a row, `d = ⌈max α / top⌉` (rounded up to
 /// [`crate::KQuant::super_scale_bits`] significant bits, at least 2⁻¹³) and each group's
 /// `α' = d · clamp(round(α / d), 1, top)`, `top` = [`crate::KQuant::max_sub_scale`].
+/// Asymmetric layouts (Q2_K as ggml fills it, Q4_K, Q5_K) hold `(s, m)` pairs: the steps snap
+/// as above, and the minimums, as in ggml's quantizers, are clamped to `≤ 0` and snapped to
+/// `m' = −dmin · clamp(round(−m / dmin), 0, top)` with `dmin = ⌈max(−m) / top⌉` per super-block.
 ///
-/// `alpha` is row-major `[rows, groups]`; returns the snapped `α'` (same layout) and `d`
-/// (`[rows, groups·group_size/256]`). Fake quantization uses `α'` in its forward pass and export
-/// stores `d` and the integers, so both see the same values.
-pub fn snap_sub_scales(alpha: &[f32], groups: usize, spec: &QuantSpec) -> (Vec<f32>, Vec<f32>) {
-    let per = SUPER_BLOCK / spec.group_size;
+/// `alpha` is row-major `[rows, values]` ([`QuantSpec::scale_shape`]); returns the snapped
+/// values (same layout) and the super-scales: `d` per super-block, or `(d, dmin)` pairs for the
+/// asymmetric layouts. Fake quantization uses the snapped values in its forward pass and export
+/// stores the super-scales and the integers, so both see the same values.
+pub fn snap_sub_scales(alpha: &[f32], values: usize, spec: &QuantSpec) -> (Vec<f32>, Vec<f32>) {
     let k = spec.k_quant().expect("a k-quant spec (checked by QuantSpec::validate)");
     let top = k.max_sub_scale() as f32;
+    let per = SUPER_BLOCK / spec.group_size * spec.values_per_group();
+    let super_scale = |max: f32| ceil_bits((max / top).max(SUPER_SCALE_MIN), k.super_scale_bits());
     let mut snapped = Vec::with_capacity(alpha.len());
-    let mut supers = Vec::with_capacity(alpha.len() / per);
-    for row in alpha.chunks(groups) {
+    let mut supers = Vec::with_capacity(alpha.len() / per * spec.values_per_group());
+    for row in alpha.chunks(values) {
         for block in row.chunks(per) {
-            let amax = block.iter().fold(0.0f32, |m, &a| m.max(a));
-            let d = ceil_bits((amax / top).max(SUPER_SCALE_MIN), k.super_scale_bits());
-            supers.push(d);
-            snapped.extend(block.iter().map(|&a| d * (a / d).round_ties_even().clamp(1.0, top)));
+            if spec.scheme != Scheme::Asym {
+                let d = super_scale(block.iter().fold(0.0f32, |m, &a| m.max(a)));
+                supers.push(d);
+                snapped.extend(block.iter().map(|&a| d * (a / d).round_ties_even().clamp(1.0, top)));
+                continue;
+            }
+            let d = super_scale(block.iter().step_by(2).fold(0.0f32, |m, &s| m.max(s)));
+            let dmin = super_scale(block.iter().skip(1).step_by(2).fold(0.0f32, |m, &x| m.max(-x)));
+            supers.extend([d, dmin]);
+            for pair in block.chunks(2) {
+                snapped.push(d * (pair[0] / d).round_ties_even().clamp(1.0, top));
+                snapped.push(-(dmin * (-pair[1] / dmin).round_ties_even().clamp(0.0, top)));
+            }
         }
     }
     (snapped, supers)
@@ -141,6 +155,13 @@ pub fn round_scales(spec: &QuantSpec, values: &[f32], dtype: HfDtype) -> Result<
     }
     if dtype != HfDtype::F32 {
         return Err(format!("{} values s·q + m are exact in f32 only: export with --hf-dtype f32 (round_scales = \"f32\")", spec.label()));
+    }
+    if spec.sub_scale_bits > 0 {
+        // Snapped onto the k-quant grid by the forward pass itself (snap_sub_scales).
+        return match values.iter().find(|x| !x.is_finite()) {
+            Some(x) => Err(format!("scale value {x} is not finite")),
+            None => Ok(values.to_vec()),
+        };
     }
     let to_f16 = |x: f32| {
         let r = half::f16::from_f32(x).to_f32();

@@ -182,14 +182,11 @@ impl Kernel {
         }
     }
 
-    /// The scales as the kernel takes them: symmetric grids use [`learned_alpha`] (γ, floor,
-    /// k-quant snap); asymmetric pairs get γ only (the kernel floors the step itself, so the
-    /// signed minimum is not floored).
+    /// The scales as the kernel takes them: [`learned_alpha`] (γ, the floor of symmetric
+    /// grids, the k-quant snap); the kernel floors an asymmetric grid's step itself, so the
+    /// signed minimum is not floored.
     fn scales(&self, alpha: &Tensor<2>, spec: &QuantSpec, numel: usize) -> Tensor<2> {
-        match self {
-            Kernel::Symmetric(_) => learned_alpha(alpha.clone(), spec, numel).0,
-            Kernel::Affine(_) => crate::quantizer::grad_scale(alpha.clone(), crate::quantizer::gamma(spec, numel)),
-        }
+        learned_alpha(alpha.clone(), spec, numel).0
     }
 }
 

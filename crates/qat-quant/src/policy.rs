@@ -42,9 +42,19 @@ pub enum DeployFormat {
     /// of 256 weights; elsewhere SEQ-2 per group of 32, which export stores exactly as Q4_0
     /// (2-bit levels in 4.5 bits per weight).
     Q2K,
+    /// Q2_K as ggml's own quantizer fills it: asymmetric INT2 per group of 16 with 4-bit scales
+    /// and mins where rows are a multiple of 256 weights; elsewhere asymmetric INT2 per group of
+    /// 32, stored exactly as Q4_1.
+    #[serde(rename = "q2_k_asym")]
+    Q2KAsym,
     /// llama.cpp's Q3_K: INT3 per group of 16 with 6-bit sub-scales where rows are a multiple
     /// of 256 weights; elsewhere INT3 per group of 32, stored exactly as Q4_0.
     Q3K,
+    /// llama.cpp's Q4_K and Q5_K: asymmetric INT4 / INT5 per group of 32 with 6-bit scales and
+    /// mins where rows are a multiple of 256 weights; elsewhere the same grid per group of 32
+    /// with f16 scales and minimums, stored exactly as Q4_1 / Q5_1.
+    Q4K,
+    Q5K,
     /// ggml's 32-weight blocks with one f16 scale: INT4 (`q4_0`), INT5 (`q5_0`), INT8 (`q8_0`)
     /// per group of 32.
     #[serde(rename = "q4_0")]
@@ -218,14 +228,20 @@ impl Policy {
         };
         Some(match self.format {
             None | Some(DeployFormat::None) => base,
-            Some(kq @ (DeployFormat::Q2K | DeployFormat::Q3K)) => {
+            Some(kq @ (DeployFormat::Q2K | DeployFormat::Q2KAsym | DeployFormat::Q3K | DeployFormat::Q4K | DeployFormat::Q5K)) => {
                 let k = inp.is_multiple_of(crate::scheme::SUPER_BLOCK);
-                let layout = if kq == DeployFormat::Q2K { QuantSpec::q2_k() } else { QuantSpec::q3_k() };
+                let layout = match kq {
+                    DeployFormat::Q2K => QuantSpec::q2_k(),
+                    DeployFormat::Q2KAsym => QuantSpec::q2_k_asym(),
+                    DeployFormat::Q3K => QuantSpec::q3_k(),
+                    DeployFormat::Q4K => QuantSpec::q4_k(),
+                    _ => QuantSpec::q5_k(),
+                };
                 QuantSpec {
                     scheme: layout.scheme,
                     bits: layout.bits,
                     granularity: Granularity::Group,
-                    group_size: if k { 16 } else { 32 },
+                    group_size: if k { layout.group_size } else { 32 },
                     sub_scale_bits: if k { layout.sub_scale_bits } else { 0 },
                     ..base
                 }
@@ -237,7 +253,7 @@ impl Policy {
                     DeployFormat::Q8_0 => (Scheme::Int, 8),
                     DeployFormat::Q4_1 => (Scheme::Asym, 4),
                     DeployFormat::Q5_1 => (Scheme::Asym, 5),
-                    DeployFormat::Q2K | DeployFormat::Q3K | DeployFormat::None => unreachable!("matched above"),
+                    _ => unreachable!("k-quant formats and none matched above"),
                 };
                 QuantSpec { scheme, bits, granularity: Granularity::Group, group_size: 32, sub_scale_bits: 0, ..base }
             }

@@ -90,12 +90,14 @@ pub fn gamma(spec: &QuantSpec, numel: usize) -> f64 {
     1.0 / (numel as f64 * qp).sqrt()
 }
 
-/// The scale the quantizer uses: `α` with ParetoQ's gradient factor γ, floored at
-/// [`ALPHA_MIN`] (a collapsing scale cannot divide by zero), and for k-quant specs snapped onto
-/// the super-block grid ([`crate::exact::snap_sub_scales`]) with a straight-through gradient;
-/// with the super-scales `d` in that case.
+/// The scales the quantizer uses: `α` with ParetoQ's gradient factor γ, floored at
+/// [`ALPHA_MIN`] (a collapsing scale cannot divide by zero; asymmetric grids floor their steps
+/// where they use them, the minimums may be any value), and for k-quant specs snapped onto the
+/// super-block grid ([`crate::exact::snap_sub_scales`]) with a straight-through gradient; with
+/// the super-scales in that case.
 pub(crate) fn learned_alpha(alpha: Tensor<2>, spec: &QuantSpec, numel: usize) -> (Tensor<2>, Option<Vec<f32>>) {
-    let alpha = grad_scale(alpha, gamma(spec, numel)).clamp_min(ALPHA_MIN);
+    let alpha = grad_scale(alpha, gamma(spec, numel));
+    let alpha = if spec.scheme == Scheme::Asym { alpha } else { alpha.clamp_min(ALPHA_MIN) };
     if spec.sub_scale_bits == 0 {
         return (alpha, None);
     }
@@ -139,7 +141,7 @@ pub fn step_and_level(w3: Tensor<3>, alpha: Option<Tensor<2>>, spec: &QuantSpec,
         return symmetric((beta, level));
     }
     if spec.scheme == Scheme::Asym {
-        let alpha = grad_scale(alpha.expect("learned schemes have a scale"), gamma(spec, numel));
+        let alpha = learned_alpha(alpha.expect("learned schemes have a scale"), spec, numel).0;
         let [rows, values] = alpha.dims();
         let pairs = alpha.reshape([rows, values / 2, 2]);
         let step = pairs.clone().narrow(2, 0, 1).clamp_min(ALPHA_MIN);

@@ -73,8 +73,9 @@ pub struct QuantSpec {
     pub init: ScaleInit,
     /// `> 0`: ggml k-quant scales ([`KQuant`]). Groups form super-blocks of [`SUPER_BLOCK`]
     /// weights along a row; each group's scale is a small positive integer times one scale per
-    /// super-block ([`crate::exact::snap_sub_scales`]), which is how Q2_K (4 bits, SEQ-2) and
-    /// Q3_K (6 bits, INT3) store them, per group of 16. `0`: one free scale per group.
+    /// super-block (and an asymmetric grid's minimum a small integer times another,
+    /// [`crate::exact::snap_sub_scales`]), which is how Q2_K (4 bits, per 16), Q3_K (6 bits,
+    /// per 16), Q4_K and Q5_K (6 bits, per 32) store them. `0`: one free scale per group.
     #[serde(default)]
     pub sub_scale_bits: u32,
 }
@@ -83,41 +84,60 @@ pub struct QuantSpec {
 pub const SUPER_BLOCK: usize = 256;
 
 /// The ggml k-quant layouts whose double quantization qat trains (`QuantSpec::sub_scale_bits`).
+/// Each super-block of 256 weights along a row stores one f16 super-scale `d` (type-1 layouts
+/// also `dmin`) and per group a small integer scale (and min); a group's step is `d·sc` and its
+/// minimum `−dmin·mn` ([`crate::exact::snap_sub_scales`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KQuant {
-    /// SEQ-2 per group of 16, 4-bit scales (and mins, tied to them), f16 `d` and `dmin`.
+    /// Q2_K holding SEQ-2 per group of 16: 4-bit scales, the min nibble tied to the scale
+    /// (`dmin·m = 1.5·d·sc`), f16 `d` and `dmin`.
     Q2K,
+    /// Q2_K as ggml's own quantizer fills it: asymmetric INT2 (`q ∈ 0..=3`) per group of 16,
+    /// 4-bit scales and 4-bit mins, f16 `d` and `dmin`.
+    Q2KAsym,
     /// INT3 (levels −4..3) per group of 16, signed 6-bit scales (the positive half is used),
     /// one f16 `d`.
     Q3K,
+    /// Asymmetric INT4 per group of 32, 6-bit scales and mins, f16 `d` and `dmin`.
+    Q4K,
+    /// Asymmetric INT5 per group of 32, 6-bit scales and mins, f16 `d` and `dmin`.
+    Q5K,
 }
 
 impl KQuant {
-    /// Largest sub-scale integer.
+    /// Largest sub-scale integer (and, for the asymmetric layouts, largest min integer).
     pub fn max_sub_scale(self) -> u32 {
         match self {
-            KQuant::Q2K => 15,
+            KQuant::Q2K | KQuant::Q2KAsym => 15,
             KQuant::Q3K => 31,
+            KQuant::Q4K | KQuant::Q5K => 63,
         }
     }
 
-    /// Significant bits of the super-scale `d`, so that every value stays exact in bf16's 8
-    /// bits. Q2_K: a value is `(d/4)·sc·{±1, ±3}` with `sc·3` of up to 6 significant bits, so 2
-    /// (and `d/2`, `1.5·d/2` stay f16). Q3_K: `d·sc·L` with `sc ≤ 31`, `|L| ≤ 4`: `sc·L` has up
-    /// to 7 significant bits, so 1 (`d` a power of two).
+    /// Significant bits of the super-scales, so that every value stays exact where it is
+    /// stored. Q2_K (SEQ): a value is `(d/4)·sc·{±1, ±3}` with `sc·3` of up to 6 significant
+    /// bits, so 2 for bf16 (and `d/2`, `1.5·d/2` stay f16). Q3_K: `d·sc·L` with `sc ≤ 31`,
+    /// `|L| ≤ 4`: `sc·L` has up to 7 significant bits, so 1 (`d` a power of two). Asymmetric
+    /// layouts are exact in f32 only ([`crate::exact::round_scales`]): any f16 value, 11 bits —
+    /// `d·sc·q` then has at most 11 + 6 + 5 bits and `dmin·mn` 17, both exact in f32, and
+    /// `d·sc·q − dmin·mn` rounds once, as in ggml.
     pub fn super_scale_bits(self) -> u32 {
         match self {
             KQuant::Q2K => 2,
             KQuant::Q3K => 1,
+            KQuant::Q2KAsym | KQuant::Q4K | KQuant::Q5K => 11,
         }
     }
 
-    /// Storage per weight: codes, sub-scales per group of 16 (Q2_K: a scale and a min nibble)
-    /// and the f16 super-scales per 256 (Q2_K: `d` and `dmin`).
+    /// Storage per weight: codes, sub-scales (and mins) per group and the f16 super-scales per
+    /// 256 (`d`, and `dmin` where the layout has it).
     pub fn bits_per_weight(self) -> f64 {
+        let b = SUPER_BLOCK as f64;
         match self {
-            KQuant::Q2K => 2.0 + 8.0 / 16.0 + 32.0 / SUPER_BLOCK as f64,
-            KQuant::Q3K => 3.0 + 6.0 / 16.0 + 16.0 / SUPER_BLOCK as f64,
+            KQuant::Q2K | KQuant::Q2KAsym => 2.0 + 8.0 / 16.0 + 32.0 / b,
+            KQuant::Q3K => 3.0 + 6.0 / 16.0 + 16.0 / b,
+            KQuant::Q4K => 4.0 + 12.0 / 32.0 + 32.0 / b,
+            KQuant::Q5K => 5.0 + 12.0 / 32.0 + 32.0 / b,
         }
     }
 }
@@ -146,11 +166,29 @@ impl QuantSpec {
         QuantSpec { scheme: Scheme::Int, bits: 3, sub_scale_bits: 6, ..Self::q2_k() }
     }
 
+    /// Q2_K as ggml fills it: asymmetric INT2 per group of 16, 4-bit scales and mins.
+    pub fn q2_k_asym() -> Self {
+        QuantSpec { scheme: Scheme::Asym, init: ScaleInit::Mse, ..Self::q2_k() }
+    }
+
+    /// llama.cpp's Q4_K layout: asymmetric INT4 per group of 32, 6-bit scales and mins.
+    pub fn q4_k() -> Self {
+        QuantSpec { bits: 4, group_size: 32, sub_scale_bits: 6, ..Self::q2_k_asym() }
+    }
+
+    /// llama.cpp's Q5_K layout: asymmetric INT5 per group of 32, 6-bit scales and mins.
+    pub fn q5_k() -> Self {
+        QuantSpec { bits: 5, ..Self::q4_k() }
+    }
+
     /// The k-quant layout of a spec with sub-scales (`None` without, or for an unsupported one).
     pub fn k_quant(&self) -> Option<KQuant> {
         match (self.scheme, self.bits, self.granularity, self.group_size, self.sub_scale_bits) {
             (Scheme::Seq, 2, Granularity::Group, 16, 4) => Some(KQuant::Q2K),
+            (Scheme::Asym, 2, Granularity::Group, 16, 4) => Some(KQuant::Q2KAsym),
             (Scheme::Int, 3, Granularity::Group, 16, 6) => Some(KQuant::Q3K),
+            (Scheme::Asym, 4, Granularity::Group, 32, 6) => Some(KQuant::Q4K),
+            (Scheme::Asym, 5, Granularity::Group, 32, 6) => Some(KQuant::Q5K),
             _ => None,
         }
     }
@@ -183,7 +221,7 @@ impl QuantSpec {
         }
         if self.sub_scale_bits != 0 && self.k_quant().is_none() {
             return Err(format!(
-                "{what}: sub_scale_bits = {} is supported for ggml's k-quant layouts only: Q2_K (scheme = \"seq\", bits = 2, granularity = \"group\", group_size = 16, sub_scale_bits = 4) and Q3_K (scheme = \"int\", bits = 3, granularity = \"group\", group_size = 16, sub_scale_bits = 6)",
+                "{what}: sub_scale_bits = {} is supported for ggml's k-quant layouts only (granularity = \"group\"): Q2_K (scheme = \"seq\" or \"asym\", bits = 2, group_size = 16, sub_scale_bits = 4), Q3_K (scheme = \"int\", bits = 3, group_size = 16, sub_scale_bits = 6), Q4_K and Q5_K (scheme = \"asym\", bits = 4 or 5, group_size = 32, sub_scale_bits = 6)",
                 self.sub_scale_bits
             ));
         }

@@ -120,6 +120,17 @@ fn q2_k_format_resolves_per_tensor() {
     assert_eq!((q.scheme, q.bits, q.group_size, q.sub_scale_bits), (qat_quant::Scheme::Int, 3, 32, 0));
     assert_eq!(down, qat_quant::QuantSpec { init: down.init, ..qat_quant::QuantSpec::q3_k() });
     assert!((down.bits_per_weight([576, 1536]) - 3.4375).abs() < 1e-12);
+    // The asymmetric k-quants: the k-quant layout where it fits, the same grid per group of 32
+    // with f16 scale and minimum (Q4_1 / Q5_1-exact) elsewhere.
+    for (format, layout, bpw) in
+        [("q2_k_asym", qat_quant::QuantSpec::q2_k_asym(), 2.625), ("q4_k", qat_quant::QuantSpec::q4_k(), 4.5), ("q5_k", qat_quant::QuantSpec::q5_k(), 5.5)]
+    {
+        let t = policy(&format!("format = \"{format}\"\ninit = \"mse\"")).resolve(&modules, 2_000_000).unwrap();
+        let (q, down) = (t.rows[0].2.unwrap(), t.rows[1].2.unwrap());
+        assert_eq!(down, layout, "{format}");
+        assert_eq!((q.scheme, q.bits, q.group_size, q.sub_scale_bits), (qat_quant::Scheme::Asym, layout.bits, 32, 0), "{format}");
+        assert!((down.bits_per_weight([576, 1536]) - bpw).abs() < 1e-12, "{format}");
+    }
 }
 
 /// The 32-weight block formats resolve to the grid each stores; `q4_1`/`q5_1` are asymmetric
