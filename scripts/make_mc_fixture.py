@@ -5,8 +5,11 @@ Runs lm-eval 0.4.9 itself (HFLM, float32, CPU, zero-shot) with its own task defi
 official YAMLs of arc_easy, piqa, winogrande, hellaswag and mmlu_abstract_algebra, included
 unchanged, only their dataset pointed at local files — on the first N items of the files in
 ../shared/data/eval (llm-foundry's layouts turned back into each dataset's original fields),
-with stories260K as the model. Writes every request's summed log-likelihood and the task
-accuracies to crates/qat-eval/tests/fixtures/lm_eval_stories260k.json, which
+with stories260K as the model; and lambada_openai's definition (last-word greedy accuracy and
+perplexity) on the first paragraphs of TinyStories, written in qat's `{context, continuation}`
+layout to crates/qat-eval/tests/fixtures/lambada_style_tinystories.jsonl. Writes every
+request's summed log-likelihood and is-greedy flag and the task metrics to
+crates/qat-eval/tests/fixtures/lm_eval_stories260k.json, which
 crates/qat-eval/tests/lm_eval_parity.rs compares with qat.
 
     /work/venv/bin/pip install lm_eval==0.4.13
@@ -64,11 +67,18 @@ rows = list(csv.reader(open(shared / "data/eval/mmlu/test/abstract_algebra_test.
 docs["mmlu_abstract_algebra"] = ("mmlu/default/mmlu_abstract_algebra.yaml", "mmlu/test/abstract_algebra_test.csv", [
     {"question": r[0], "choices": r[1:5], "answer": "ABCD".index(r[5])} for r in rows])
 
+# LAMBADA-style: paragraphs cut to their first 30 words; lm-eval's task splits off the last word.
+paragraphs = [l.strip() for l in open(shared / "data/text/tinystories_val_subset.txt") if len(l.split()) >= 12][: a.n]
+texts = [" ".join(p.split()[:30]) for p in paragraphs]
+lambada = Path("crates/qat-eval/tests/fixtures/lambada_style_tinystories.jsonl")
+lambada.write_text("".join(json.dumps({"context": " ".join(t.split(" ")[:-1]), "continuation": " " + t.split(" ")[-1]}) + "\n" for t in texts))
+docs["lambada_style_tinystories"] = ("lambada/lambada_openai.yaml", "tests/fixtures/lambada_style_tinystories.jsonl", [{"text": t} for t in texts])
+
 names = []
 for name, (yaml, source, items) in docs.items():
     data = tmp / f"{name}.jsonl"
     data.write_text("".join(json.dumps(d) + "\n" for d in items))
-    split = "test" if name.startswith("mmlu") else "validation"
+    split = "test" if name.startswith(("mmlu", "lambada")) else "validation"
     (tmp / f"{name}_local.yaml").write_text(
         f"include: {tasks_dir / yaml}\ntask: {name}_local\ntag: []\ndataset_path: json\ndataset_name: null\n"
         f"dataset_kwargs:\n  data_files:\n    {split}: {data}\ntraining_split: null\nvalidation_split: {'null' if split == 'test' else 'validation'}\n"
@@ -86,9 +96,12 @@ for name, (_, source, _) in docs.items():
     out["tasks"][name] = {
         "source": source,
         "acc": r["acc,none"],
+        "acc_stderr": r["acc_stderr,none"],
         "acc_norm": r.get("acc_norm,none"),
+        "perplexity": r.get("perplexity,none"),
         # Winogrande's target is the continuation text; its gold is the option the answer names.
-        "items": [{"lls": [x[0][0] for x in s["resps"]], "gold": s["target"] if isinstance(s["target"], int) else int(s["doc"]["answer"]) - 1}
+        "items": [{"lls": [x[0][0] for x in s["resps"]], "greedy": [x[0][1] for x in s["resps"]],
+                   "gold": s["target"] if isinstance(s["target"], int) else int(s["doc"]["answer"]) - 1 if "answer" in s["doc"] else 0}
                   for s in samples],
     }
     print(name, "acc", r["acc,none"], "acc_norm", r.get("acc_norm,none"), "items", len(samples))

@@ -13,7 +13,12 @@
 //! - a sequence longer than the model's context keeps its last `max_len + 1` tokens;
 //! - `acc` = [argmax_j score_j = gold], `acc_norm` = [argmax_j score_j / chars_j = gold] with
 //!   `chars_j` the length in characters of choice j's text (lm-eval's `completion_len`); ties go
-//!   to the first choice, as `np.argmax` does.
+//!   to the first choice, as `np.argmax` does;
+//! - a LAMBADA-style item has one continuation and no choices: `acc` = [greedy decoding gives
+//!   the continuation, every token the argmax], and the task's `perplexity` =
+//!   `exp(−mean over items of score)` (lm-eval's `loglikelihood` tasks);
+//! - standard errors are lm-eval's `mean_stderr`: the sample standard deviation of the per-item
+//!   0/1 outcomes (n − 1 in the denominator) over √n.
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
@@ -33,17 +38,31 @@ pub struct McItem {
     /// Index of the right choice.
     pub gold: usize,
     /// Characters of each choice's text without the delimiter (the `acc_norm` divisor), or
-    /// `None` for tasks that lm-eval reports `acc` only for (MMLU, Winogrande).
+    /// `None` for tasks that lm-eval reports `acc` only for (MMLU, Winogrande, LAMBADA).
     pub norm_chars: Option<Vec<usize>>,
+    /// A single continuation scored by whether greedy decoding reproduces it (LAMBADA).
+    pub greedy: bool,
 }
 
-/// Accuracy over `n` items.
+/// Accuracy over `n` items, with lm-eval's standard errors.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct McResult {
     pub n: usize,
     pub acc: f64,
+    pub acc_stderr: f64,
     /// Length-normalised accuracy, where the task defines it.
     pub acc_norm: Option<f64>,
+    pub acc_norm_stderr: Option<f64>,
+    /// `exp(−mean continuation log-likelihood)` of greedy (LAMBADA) tasks.
+    pub perplexity: Option<f64>,
+}
+
+/// A continuation's summed log-likelihood and whether every one of its tokens is the model's
+/// most likely next token.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scored {
+    pub logprob: f64,
+    pub greedy: bool,
 }
 
 /// How requests are scored beyond lm-eval's defaults.
@@ -80,9 +99,8 @@ fn encode_pair(tok: &Tokenizer, model: &CausalLm, context: &str, continuation: &
     Ok((ctx, cont))
 }
 
-/// Summed continuation log-likelihood of each of an item's requests, the requests of one item
-/// in one right-padded batch.
-pub fn item_scores(model: &CausalLm, tok: &Tokenizer, item: &McItem, opts: ScoreOptions) -> Result<Vec<f64>, EvalError> {
+/// Each of an item's requests scored, the requests of one item in one right-padded batch.
+pub fn item_scores(model: &CausalLm, tok: &Tokenizer, item: &McItem, opts: ScoreOptions) -> Result<Vec<Scored>, EvalError> {
     let bad = |msg: String| EvalError::Item { path: String::new(), line: item.line, msg };
     let max_len = model.config.max_position_embeddings;
     let mut pairs = Vec::with_capacity(item.requests.len());
@@ -99,9 +117,9 @@ pub fn item_scores(model: &CausalLm, tok: &Tokenizer, item: &McItem, opts: Score
     Ok(continuation_logprobs(model, &pairs))
 }
 
-/// Summed log-likelihood of each continuation after its context, token ids in, all pairs in
-/// one right-padded batch. Each context is non-empty and each continuation 1..=max_len tokens.
-pub fn continuation_logprobs(model: &CausalLm, pairs: &[(Vec<u32>, Vec<u32>)]) -> Vec<f64> {
+/// Each continuation after its context scored, token ids in, all pairs in one right-padded
+/// batch. Each context is non-empty and each continuation 1..=max_len tokens.
+pub fn continuation_logprobs(model: &CausalLm, pairs: &[(Vec<u32>, Vec<u32>)]) -> Vec<Scored> {
     let max_len = model.config.max_position_embeddings;
     let device = model.embed_tokens.weight.val().device();
     if pairs.iter().all(|(c, k)| k.len() == 1 && *c == pairs[0].0) {
@@ -112,7 +130,8 @@ pub fn continuation_logprobs(model: &CausalLm, pairs: &[(Vec<u32>, Vec<u32>)]) -
         let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, t]), &device);
         let logits = model.forward(tokens, &AttentionBatch::causal(&[t], t, 0, &device), None).narrow(1, t - 1, 1);
         let lp: Vec<f32> = log_softmax(logits, 2).into_data().try_to_vec::<f32>().expect("f32 log-probs");
-        return pairs.iter().map(|(_, k)| lp[k[0] as usize] as f64).collect();
+        let best = argmax(lp.iter().map(|&x| x as f64));
+        return pairs.iter().map(|(_, k)| Scored { logprob: lp[k[0] as usize] as f64, greedy: best == k[0] as usize }).collect();
     }
     // Row j = (ctx + cont)[start_j .. len − 1] with start_j dropping what exceeds max_len + 1.
     let starts: Vec<usize> = pairs.iter().map(|(c, k)| (c.len() + k.len()).saturating_sub(max_len + 1)).collect();
@@ -132,7 +151,13 @@ pub fn continuation_logprobs(model: &CausalLm, pairs: &[(Vec<u32>, Vec<u32>)]) -
         .iter()
         .zip(&starts)
         .enumerate()
-        .map(|(b, ((c, k), &s))| k.iter().enumerate().map(|(j, &id)| lp[(b * t + c.len() - 1 - s + j) * v + id as usize] as f64).sum())
+        .map(|(b, ((c, k), &s))| {
+            let row = |j: usize| &lp[(b * t + c.len() - 1 - s + j) * v..][..v];
+            Scored {
+                logprob: k.iter().enumerate().map(|(j, &id)| row(j)[id as usize] as f64).sum(),
+                greedy: k.iter().enumerate().all(|(j, &id)| argmax(row(j).iter().map(|&x| x as f64)) == id as usize),
+            }
+        })
         .collect()
 }
 
@@ -147,25 +172,48 @@ fn argmax(values: impl Iterator<Item = f64>) -> usize {
     best.0
 }
 
+/// lm-eval's `mean_stderr` of 0/1 outcomes with `hits` ones among `n`.
+fn stderr(hits: usize, n: usize) -> f64 {
+    if n < 2 {
+        return f64::NAN;
+    }
+    let p = hits as f64 / n as f64;
+    let var = (hits as f64 * (1.0 - p).powi(2) + (n - hits) as f64 * p * p) / (n - 1) as f64;
+    (var / n as f64).sqrt()
+}
+
 /// Accuracy of `model` on `items`; `name` (the task's file) prefixes error messages.
 pub fn score_items(model: &CausalLm, tok: &Tokenizer, name: &str, items: &[McItem], opts: ScoreOptions) -> Result<McResult, EvalError> {
     if items.is_empty() {
         return Err(EvalError::File { path: name.into(), msg: "no items".into() });
     }
-    let (mut hit, mut hit_norm) = (0usize, 0usize);
+    let (mut hit, mut hit_norm, mut loglik) = (0usize, 0usize, 0f64);
     for item in items {
         let scores = item_scores(model, tok, item, opts).map_err(|e| match e {
             EvalError::Item { line, msg, .. } => EvalError::Item { path: name.into(), line, msg },
             e => e,
         })?;
-        hit += usize::from(argmax(scores.iter().copied()) == item.gold);
+        if item.greedy {
+            hit += usize::from(scores[0].greedy);
+            loglik += scores[0].logprob;
+            continue;
+        }
+        hit += usize::from(argmax(scores.iter().map(|s| s.logprob)) == item.gold);
         if let Some(chars) = &item.norm_chars {
-            hit_norm += usize::from(argmax(scores.iter().zip(chars).map(|(s, &c)| s / c as f64)) == item.gold);
+            hit_norm += usize::from(argmax(scores.iter().zip(chars).map(|(s, &c)| s.logprob / c as f64)) == item.gold);
         }
     }
     let n = items.len();
     let normed = items.iter().all(|i| i.norm_chars.is_some());
-    Ok(McResult { n, acc: hit as f64 / n as f64, acc_norm: normed.then(|| hit_norm as f64 / n as f64) })
+    let greedy = items.iter().all(|i| i.greedy);
+    Ok(McResult {
+        n,
+        acc: hit as f64 / n as f64,
+        acc_stderr: stderr(hit, n),
+        acc_norm: normed.then(|| hit_norm as f64 / n as f64),
+        acc_norm_stderr: normed.then(|| stderr(hit_norm, n)),
+        perplexity: greedy.then(|| (-loglik / n as f64).exp()),
+    })
 }
 
 #[cfg(test)]
@@ -193,15 +241,45 @@ mod tests {
         let long: Vec<(Vec<u32>, Vec<u32>)> = vec![((0..40).map(|i| i % 50 + 1).collect(), vec![7, 8, 9]), (vec![2; 30], vec![5])];
         for set in [&pairs, &letters] {
             for ((c, k), b) in set.iter().zip(continuation_logprobs(&model, set)) {
-                let s = single(&model, c, k);
+                let (s, b) = (single(&model, c, k), b.logprob);
                 assert!((s - b).abs() < 1e-4, "{s} vs {b}");
             }
         }
         model.config.max_position_embeddings = 16;
         for ((c, k), b) in long.iter().zip(continuation_logprobs(&model, &long)) {
-            let s = single(&model, c, k);
+            let (s, b) = (single(&model, c, k), b.logprob);
             assert!((s - b).abs() < 1e-4, "truncated: {s} vs {b}");
         }
+    }
+
+    /// A continuation built from the model's own greedy choices is greedy; changing its last
+    /// token to a less likely one is not.
+    #[test]
+    fn greedy_continuations_are_recognised() {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../qat-model/tests/fixtures/llama");
+        let model = CausalLm::from_checkpoint(&Checkpoint::open(&dir).unwrap(), &burn::tensor::Device::flex()).unwrap();
+        let mut seq = vec![1u32, 17, 42];
+        let v = model.config.vocab_size as u32;
+        for _ in 0..3 {
+            // Every token after `seq` in one pass (the shared-context path): one is the argmax.
+            let all: Vec<(Vec<u32>, Vec<u32>)> = (0..v).map(|id| (seq.clone(), vec![id])).collect();
+            let scored = continuation_logprobs(&model, &all);
+            assert_eq!(scored.iter().filter(|s| s.greedy).count(), 1);
+            seq.push(scored.iter().position(|s| s.greedy).unwrap() as u32);
+        }
+        let (ctx, cont) = (seq[..3].to_vec(), seq[3..].to_vec());
+        assert!(continuation_logprobs(&model, &[(ctx.clone(), cont.clone())])[0].greedy);
+        let mut wrong = cont.clone();
+        wrong[2] = (wrong[2] + 1) % v;
+        let s = continuation_logprobs(&model, &[(ctx.clone(), cont), (ctx, wrong)]);
+        assert!(s[0].greedy && !s[1].greedy && s[0].logprob > s[1].logprob);
+    }
+
+    #[test]
+    fn stderr_is_lm_evals_mean_stderr() {
+        // Outcomes 1,1,0,0: mean 0.5, sample std sqrt(1/3), over sqrt(4).
+        assert!((stderr(2, 4) - (1.0f64 / 3.0).sqrt() / 2.0).abs() < 1e-15);
+        assert_eq!(stderr(3, 3), 0.0);
     }
 
     #[test]

@@ -11,6 +11,9 @@
 //!   lm-eval's `arc_easy` / `piqa` prompts; `acc` and `acc_norm`. `{context_options,
 //!   continuation, gold}` is Winogrande's partial scoring — the same continuation
 //!   `" " + continuation` after each context; `acc`.
+//! - **LAMBADA-style JSONL** `{context, continuation}`: the continuation after the context as
+//!   given (lm-eval's `lambada_openai` puts the space before the last word into the
+//!   continuation), `acc` = greedy decoding reproduces it, and `perplexity`.
 
 use std::path::{Path, PathBuf};
 
@@ -27,7 +30,7 @@ pub enum Task {
     HellaSwag(PathBuf),
     /// MMLU: a directory with `<split>/*.csv` files (question, A, B, C, D, answer; no header).
     Mmlu { dir: PathBuf, split: String },
-    /// A zero-shot JSONL file in one of llm-foundry's two layouts (module docs).
+    /// A zero-shot JSONL file in one of llm-foundry's two layouts, or LAMBADA's (module docs).
     Jsonl(PathBuf),
 }
 
@@ -115,17 +118,20 @@ fn char_lengths(choices: &[String]) -> Option<Vec<usize>> {
 
 /// An item of either llm-foundry layout (its `line` is set by the caller).
 fn foundry_item(v: &Fields) -> Result<McItem, String> {
-    let gold = index(v, "gold")?;
+    let gold = if v.contains_key("gold") || !v.contains_key("context") { index(v, "gold")? } else { 0 };
     if v.contains_key("query") {
         let choices = strings(v, "choices")?;
         let context = format!("{}\nAnswer:", string(v, "query")?);
-        Ok(McItem { line: 0, requests: after_context(&context, &choices), gold, norm_chars: char_lengths(&choices) })
+        Ok(McItem { line: 0, requests: after_context(&context, &choices), gold, norm_chars: char_lengths(&choices), greedy: false })
     } else if v.contains_key("context_options") {
         let continuation = format!(" {}", string(v, "continuation")?);
         let requests = strings(v, "context_options")?.into_iter().map(|c| (c, continuation.clone())).collect();
-        Ok(McItem { line: 0, requests, gold, norm_chars: None })
+        Ok(McItem { line: 0, requests, gold, norm_chars: None, greedy: false })
+    } else if v.contains_key("context") {
+        let requests = vec![(string(v, "context")?.to_string(), string(v, "continuation")?.to_string())];
+        Ok(McItem { line: 0, requests, gold: 0, norm_chars: None, greedy: true })
     } else {
-        Err("neither `query` + `choices` nor `context_options` + `continuation`: not an llm-foundry zero-shot item".into())
+        Err("neither `query` + `choices`, `context_options` + `continuation` nor `context` + `continuation`: not a zero-shot item qat reads".into())
     }
 }
 
@@ -164,7 +170,7 @@ fn hellaswag_item(v: &Fields) -> Result<McItem, String> {
         Some(serde_json::Value::String(s)) => s.parse().map_err(|_| format!("`label` {s:?} is not an integer"))?,
         _ => index(v, "label")?,
     };
-    Ok(McItem { line: 0, requests: after_context(&context, &choices), gold, norm_chars: char_lengths(&choices) })
+    Ok(McItem { line: 0, requests: after_context(&context, &choices), gold, norm_chars: char_lengths(&choices), greedy: false })
 }
 
 fn mmlu_items(dir: &Path, split: &str) -> Result<Vec<McItem>, EvalError> {
@@ -200,7 +206,7 @@ fn mmlu_items(dir: &Path, split: &str) -> Result<Vec<McItem>, EvalError> {
                 &rec[3],
                 &rec[4]
             );
-            rows.push(McItem { line: i + 1, requests: after_context(&context, &letters), gold, norm_chars: None });
+            rows.push(McItem { line: i + 1, requests: after_context(&context, &letters), gold, norm_chars: None, greedy: false });
         }
         subjects.push(rows.into_iter());
     }
@@ -237,9 +243,12 @@ mod tests {
             .unwrap();
         let e = Task::Jsonl(p.clone()).items(0).unwrap_err().to_string();
         assert!(e.contains("bad.jsonl:3") && e.contains("gold 2 but 2 choices"), "{e}");
-        std::fs::write(&p, "{\"context\": \"x\", \"gold\": 0}\n").unwrap();
+        std::fs::write(&p, "{\"prompt\": \"x\", \"gold\": 0}\n").unwrap();
         let e = Task::Jsonl(p.clone()).items(0).unwrap_err().to_string();
-        assert!(e.contains("bad.jsonl:1") && e.contains("llm-foundry"), "{e}");
+        assert!(e.contains("bad.jsonl:1") && e.contains("zero-shot item"), "{e}");
+        std::fs::write(&p, "{\"context\": \"x\"}\n").unwrap();
+        let e = Task::Jsonl(p.clone()).items(0).unwrap_err().to_string();
+        assert!(e.contains("bad.jsonl:1") && e.contains("`continuation`"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -253,5 +262,9 @@ mod tests {
         let item = foundry_item(&v).unwrap();
         assert_eq!(item.requests, vec![("so Sarah".into(), " won.".into()), ("so Maria".into(), " won.".into())]);
         assert_eq!((item.gold, item.norm_chars), (1, None));
+        let v: Fields = serde_json::from_str(r#"{"context": "The cat sat on the", "continuation": " mat"}"#).unwrap();
+        let item = foundry_item(&v).unwrap();
+        assert_eq!(item.requests, vec![("The cat sat on the".into(), " mat".into())]);
+        assert!(item.greedy);
     }
 }

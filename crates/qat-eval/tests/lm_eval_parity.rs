@@ -3,8 +3,10 @@
 //! `scripts/make_mc_fixture.py` ran lm-eval 0.4.13 (its official task definitions, HFLM in
 //! float32) on the first items of each benchmark file in `../shared/data/eval` with stories260K;
 //! here qat reads the same files through `qat_eval::Task` and must give the same summed
-//! log-likelihood for every (context, continuation) request — which checks the prompts, the
-//! tokenization of the pair, the scoring positions — and the same `acc` / `acc_norm`.
+//! log-likelihood and is-greedy flag for every (context, continuation) request — which checks
+//! the prompts, the tokenization of the pair, the scoring positions — and the same `acc` /
+//! `acc_norm`; and on LAMBADA-style items (TinyStories paragraphs, lm-eval's `lambada_openai`
+//! definition) the same greedy accuracy and perplexity.
 
 use std::path::PathBuf;
 
@@ -48,6 +50,7 @@ fn scores_match_lm_evaluation_harness() {
         ("winogrande", Task::Jsonl(eval.join("mc/winogrande.jsonl"))),
         ("hellaswag", Task::HellaSwag(eval.join("hellaswag_val_1000.jsonl"))),
         ("mmlu_abstract_algebra", Task::Mmlu { dir: mmlu.path().to_path_buf(), split: "test".into() }),
+        ("lambada_style_tinystories", Task::Jsonl(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/lambada_style_tinystories.jsonl").into())),
     ];
     for (name, task) in tasks {
         let reference = &fixture["tasks"][name];
@@ -59,16 +62,23 @@ fn scores_match_lm_evaluation_harness() {
             assert_eq!(item.gold as u64, exp["gold"].as_u64().unwrap(), "{name} line {}", item.line);
             let ours = item_scores(&model, &tok, item, ScoreOptions::default()).unwrap();
             let theirs: Vec<f64> = exp["lls"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            let greedy: Vec<bool> = exp["greedy"].as_array().unwrap().iter().map(|x| x.as_bool().unwrap()).collect();
             assert_eq!(ours.len(), theirs.len(), "{name} line {}", item.line);
-            for (o, t) in ours.iter().zip(&theirs) {
-                let err = (o - t).abs() / (1.0 + t.abs());
+            for ((o, t), g) in ours.iter().zip(&theirs).zip(&greedy) {
+                let err = (o.logprob - t).abs() / (1.0 + t.abs());
                 worst = worst.max(err);
-                assert!(err < 1e-4, "{name} line {}: qat {o} vs lm-eval {t}", item.line);
+                assert!(err < 1e-4, "{name} line {}: qat {} vs lm-eval {t}", item.line, o.logprob);
+                assert_eq!(o.greedy, *g, "{name} line {}: is-greedy", item.line);
             }
         }
         let r = score_items(&model, &tok, name, &items, ScoreOptions::default()).unwrap();
         assert_eq!(r.acc, reference["acc"].as_f64().unwrap(), "{name} acc");
+        assert!((r.acc_stderr - reference["acc_stderr"].as_f64().unwrap()).abs() < 1e-12, "{name} acc_stderr");
         assert_eq!(r.acc_norm, reference["acc_norm"].as_f64(), "{name} acc_norm");
+        match (r.perplexity, reference["perplexity"].as_f64()) {
+            (Some(ours), Some(theirs)) => assert!((ours / theirs - 1.0).abs() < 1e-5, "{name} perplexity {ours} vs {theirs}"),
+            (ours, theirs) => assert_eq!(ours, theirs, "{name} perplexity"),
+        }
         eprintln!("{name}: {} items, acc {:.3}, acc_norm {:?}, worst relative log-likelihood difference {worst:.2e}", r.n, r.acc, r.acc_norm);
     }
 }

@@ -165,8 +165,13 @@ pub fn evaluate(model: &CausalLm, tok: &Tokenizer, mixer: &Mixer, cfg: &RunConfi
         let r = task.evaluate(model, tok, cfg.eval.limit_for(&task), qat_eval::ScoreOptions::default()).map_err(|e| e.to_string())?;
         let name = task.name();
         out.insert(format!("{name}/acc"), r.acc.into());
-        if let Some(a) = r.acc_norm {
+        out.insert(format!("{name}/acc_stderr"), r.acc_stderr.into());
+        if let (Some(a), Some(e)) = (r.acc_norm, r.acc_norm_stderr) {
             out.insert(format!("{name}/acc_norm"), a.into());
+            out.insert(format!("{name}/acc_norm_stderr"), e.into());
+        }
+        if let Some(p) = r.perplexity {
+            out.insert(format!("{name}/perplexity"), p.into());
         }
         out.insert(format!("{name}/n"), r.n.into());
     }

@@ -30,7 +30,14 @@ pub struct Args {
     /// `{context_options, continuation, gold}` (Winogrande). Repeat for several tasks.
     #[arg(long = "mc")]
     mc: Vec<PathBuf>,
-    /// Items of each `--mc` file to score (0 = all).
+    /// Zero-shot tasks by name, comma-separated (`arc_easy,piqa,…`): the files
+    /// `TASK_DIR/NAME.jsonl`, read as `--mc` reads them.
+    #[arg(long, value_delimiter = ',', requires = "task_dir")]
+    tasks: Vec<String>,
+    /// Directory of `--tasks` files (e.g. `../shared/data/eval/mc`).
+    #[arg(long)]
+    task_dir: Option<PathBuf>,
+    /// Items of each `--mc` / `--tasks` file to score (0 = all).
     #[arg(long, default_value_t = 0)]
     mc_limit: usize,
     /// Window length in tokens (at most the model's context).
@@ -58,7 +65,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let mut tasks: Vec<(Task, usize)> = a.hellaswag.iter().map(|p| (Task::HellaSwag(p.clone()), a.hellaswag_limit)).collect();
     tasks.extend(a.mmlu.iter().map(|p| (Task::Mmlu { dir: p.clone(), split: a.mmlu_split.clone() }, a.mmlu_limit)));
     tasks.extend(a.mc.iter().map(|p| (Task::Jsonl(p.clone()), a.mc_limit)));
-    anyhow::ensure!(!a.texts.is_empty() || !tasks.is_empty(), "nothing to evaluate: give --text, --hellaswag, --mmlu or --mc");
+    if let Some(dir) = &a.task_dir {
+        for name in &a.tasks {
+            let p = dir.join(format!("{name}.jsonl"));
+            anyhow::ensure!(p.is_file(), "--tasks {name}: {} does not exist", p.display());
+            tasks.push((Task::Jsonl(p), a.mc_limit));
+        }
+    }
+    anyhow::ensure!(!a.texts.is_empty() || !tasks.is_empty(), "nothing to evaluate: give --text, --hellaswag, --mmlu, --mc or --tasks");
     // A run directory evaluates its trained model with the base checkpoint's tokenizer.
     let (model, tok_dir) = if a.model.join("config.json").exists() {
         (super::load_model(&a.model, &device)?, a.model.clone())
@@ -103,10 +117,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     for (task, limit) in &tasks {
         let r = task.evaluate(&model, &tok, *limit, ScoreOptions { bos: a.bos.then_some(true) })?;
         let name = task.name();
-        results.push(serde_json::json!({"benchmark": name, "file": task.path().display().to_string(), "n": r.n, "acc": r.acc, "acc_norm": r.acc_norm}));
+        results.push(serde_json::json!({
+            "benchmark": name, "file": task.path().display().to_string(), "n": r.n, "acc": r.acc, "acc_stderr": r.acc_stderr,
+            "acc_norm": r.acc_norm, "acc_norm_stderr": r.acc_norm_stderr, "perplexity": r.perplexity,
+        }));
         if !a.json {
-            let norm = r.acc_norm.map(|x| format!(", acc_norm {x:.4}")).unwrap_or_default();
-            println!("{name} (zero-shot): acc {:.4}{norm} over {} items", r.acc, r.n);
+            let norm = match (r.acc_norm, r.acc_norm_stderr) {
+                (Some(x), Some(e)) => format!(", acc_norm {x:.4} ± {e:.4}"),
+                _ => String::new(),
+            };
+            let ppl = r.perplexity.map(|p| format!(", perplexity {p:.3}")).unwrap_or_default();
+            println!("{name} (zero-shot): acc {:.4} ± {:.4}{norm}{ppl} over {} items", r.acc, r.acc_stderr, r.n);
         }
     }
     if a.json {
