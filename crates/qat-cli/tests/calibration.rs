@@ -117,7 +117,8 @@ fn quantize_command_runs_gptq() {
 }
 
 /// A run stopped during block-wise reconstruction resumes from its last finished block and
-/// ends with the same parameters as an uninterrupted run.
+/// ends with the same parameters as an uninterrupted run — the interrupted one keeping its
+/// activations in memory-mapped files (`activations = "disk"`), the other in memory.
 #[test]
 #[ignore = "needs QAT_SHARED (scripts/test.sh)"]
 fn interrupted_blockwise_stage_resumes_identically() {
@@ -126,7 +127,8 @@ fn interrupted_blockwise_stage_resumes_identically() {
     let stages = "[calibration]\nmethod = \"gptq\"\nrows = 8\n[blockwise]\nrows = 8\nval_rows = 4\nepochs = 2\nlr = 1e-3\nscale_lr = 1e-3";
     let config = |out: &Path| {
         let p = tmp.path().join(format!("cfg-{}.toml", out.file_name().unwrap().to_string_lossy()));
-        std::fs::write(&p, common::stories_config(&shared, out, stages)).unwrap();
+        let disk = if out.ends_with("b") { "\nactivations = \"disk\"" } else { "" };
+        std::fs::write(&p, common::stories_config(&shared, out, &format!("{stages}{disk}"))).unwrap();
         let mut cfg = RunConfig::load(&p, &[]).unwrap();
         cfg.train.max_steps = 0;
         cfg
@@ -137,6 +139,8 @@ fn interrupted_blockwise_stage_resumes_identically() {
     let e = train(&config(&b), &RunOptions { stop_after_blocks: Some(2), ..Default::default() }).unwrap_err();
     assert!(e.contains("stopped after 2 blocks"), "{e}");
     assert!(b.join("blockwise/block-001.json").exists() && !b.join("blockwise/block-002.json").exists());
+    let left: Vec<_> = std::fs::read_dir(b.join("blockwise/activations")).map(|d| d.filter_map(|e| e.ok()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "the interrupted stage leaves no activation files: {left:?}");
     train(&config(&b), &RunOptions { resume: true, ..Default::default() }).unwrap();
     let pa = std::fs::read(a.join("qat_params.safetensors")).unwrap();
     let pb = std::fs::read(b.join("qat_params.safetensors")).unwrap();

@@ -11,6 +11,9 @@
 //! with the lowest held-out loss (possibly its initialisation) is kept; `patience` epochs
 //! without improvement end the block.
 //!
+//! The three activation sets (inputs `x_q`, `x_fp`, targets `y`) live in memory or in
+//! memory-mapped files of the state directory (`activations`, [`crate::activations`]).
+//!
 //! Each finished block is saved (`block-NNN.safetensors` and its report) in a state directory;
 //! a restarted stage loads the finished blocks instead of training them again and goes on from
 //! the next, with the same results as an uninterrupted stage (inputs, targets and the fresh
@@ -25,6 +28,7 @@ use burn::tensor::Tensor;
 use qat_model::{CalibrationBatch, CausalLm};
 use serde::Serialize;
 
+use crate::activations::Activations;
 use crate::config::{BlockwiseSection, ReconstructionLoss, Schedule};
 use crate::optim::{AdamW, GroupHyper, ScaleRounding, lr_factor};
 
@@ -78,23 +82,28 @@ pub fn reconstruct(
     let all: Vec<&CalibrationBatch> = train.iter().chain(val).collect();
     let n_train = train.len();
     let ropes: Vec<_> = all.iter().map(|b| teacher.rope_tables(b.attention.positions.clone())).collect();
-    let x_fp: Vec<Tensor<3>> = all.iter().map(|b| teacher.embed(b.tokens.clone())).collect();
+    let cache = state_dir.join("activations");
+    let store = |name: String, batches: &mut dyn Iterator<Item = Tensor<3>>| Activations::collect(cfg.activations, &cache, &name, batches);
+    let mut x_fp = store("x_fp".into(), &mut all.iter().map(|b| teacher.embed(b.tokens.clone())))?;
     // The student's own (possibly quantized) embeddings, taken off the autodiff graph.
     let embedding = model.embed_tokens.effective_weight().inner();
-    let mut x_q: Vec<Tensor<3>> = all.iter().map(|b| burn::tensor::module::embedding(embedding.clone(), b.tokens.clone())).collect();
-    let mut x_fp = x_fp;
+    let mut x_q = store("x_q".into(), &mut all.iter().map(|b| burn::tensor::module::embedding(embedding.clone(), b.tokens.clone())))?;
+    // The quantized blocks' outputs: the next block's inputs.
+    let advance = |x_q: &Activations, layer: &qat_model::transformer::DecoderLayer, i: usize| {
+        let plain = layer.clone().valid();
+        store(format!("x_q-{i:03}"), &mut (0..all.len()).map(|j| plain.forward(x_q.get(j), &ropes[j], &all[j].attention.bias, None)))
+    };
     let total_steps = cfg.epochs * n_train;
     let mut reports = Vec::new();
     for i in 0..model.layers.len() {
         let started = Instant::now();
         let (params_path, report_path) = (state_dir.join(format!("block-{i:03}.safetensors")), state_dir.join(format!("block-{i:03}.json")));
-        let y: Vec<Tensor<3>> = x_fp.iter().zip(&ropes).zip(&all).map(|((x, r), b)| teacher.layers[i].forward(x.clone(), r, &b.attention.bias, None)).collect();
+        let y = store(format!("y-{i:03}"), &mut (0..all.len()).map(|j| teacher.layers[i].forward(x_fp.get(j), &ropes[j], &all[j].attention.bias, None)))?;
         let held_out = |layer: &qat_model::transformer::DecoderLayer| -> f64 {
             let plain = layer.clone().valid();
             let sum: f64 = (n_train..all.len())
                 .map(|j| {
-                    reconstruction_loss(cfg.loss, plain.forward(x_q[j].clone(), &ropes[j], &all[j].attention.bias, None), y[j].clone()).into_scalar::<f32>()
-                        as f64
+                    reconstruction_loss(cfg.loss, plain.forward(x_q.get(j), &ropes[j], &all[j].attention.bias, None), y.get(j)).into_scalar::<f32>() as f64
                 })
                 .sum();
             sum / val.len() as f64
@@ -105,8 +114,7 @@ pub fn reconstruct(
                 .map_err(|e| format!("{}: {e}", report_path.display()))?;
             let layer = crate::params::load(model.layers[i].clone(), &crate::params::read_safetensors(&params_path)?)
                 .map_err(|e| format!("{}: {e}", params_path.display()))?;
-            let plain = layer.clone().valid();
-            x_q = x_q.iter().zip(&ropes).zip(&all).map(|((x, r), b)| plain.forward(x.clone(), r, &b.attention.bias, None)).collect();
+            x_q = advance(&x_q, &layer, i)?;
             x_fp = y;
             model.layers[i] = layer;
             on_block(&report);
@@ -128,8 +136,8 @@ pub fn reconstruct(
             for j in 0..n_train {
                 let rope = (Tensor::from_inner(ropes[j].0.clone()), Tensor::from_inner(ropes[j].1.clone()));
                 let bias = Tensor::from_inner(all[j].attention.bias.clone());
-                let out = layer.forward(Tensor::from_inner(x_q[j].clone()), &rope, &bias, None);
-                let loss = reconstruction_loss(cfg.loss, out, Tensor::from_inner(y[j].clone()));
+                let out = layer.forward(Tensor::from_inner(x_q.get(j)), &rope, &bias, None);
+                let loss = reconstruction_loss(cfg.loss, out, Tensor::from_inner(y.get(j)));
                 if !loss.clone().into_scalar::<f32>().is_finite() {
                     return Err(format!("blockwise: block {i} epoch {epoch}: the reconstruction loss is not finite; lower blockwise.lr / scale_lr"));
                 }
@@ -146,8 +154,7 @@ pub fn reconstruct(
             }
         }
         let (final_loss, kept, best_epoch) = best;
-        let plain = kept.clone().valid();
-        x_q = x_q.iter().zip(&ropes).zip(&all).map(|((x, r), b)| plain.forward(x.clone(), r, &b.attention.bias, None)).collect();
+        x_q = advance(&x_q, &kept, i)?;
         x_fp = y;
         model.layers[i] = kept;
         let report = BlockReport { block: i, initial_loss, final_loss, best_epoch, epochs_run, seconds: started.elapsed().as_secs_f64() };

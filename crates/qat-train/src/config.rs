@@ -77,6 +77,10 @@ pub struct BlockwiseSection {
     /// What is reconstructed ([`crate::blockwise::reconstruction_loss`]).
     #[serde(default)]
     pub loss: ReconstructionLoss,
+    /// Where the calibration rows' activations are kept: `memory`, or `disk` (memory-mapped
+    /// files in the stage's state directory, for models whose activations do not fit).
+    #[serde(default)]
+    pub activations: crate::activations::Placement,
 }
 
 /// The block-wise reconstruction loss.

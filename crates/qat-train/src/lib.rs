@@ -2,6 +2,7 @@
 //! ([`loss`]), checkpoints ([`checkpoint`]) and the loop ([`train`]); evaluations come from
 //! `qat-eval`.
 
+pub mod activations;
 pub mod blockwise;
 pub mod checkpoint;
 pub mod config;
