@@ -119,7 +119,7 @@ mod tests {
         let disk = Activations::collect(Placement::Disk, dir.path(), "x", batches.into_iter()).unwrap();
         assert_eq!(disk.len(), 3);
         for j in 0..3 {
-            let (a, b) = (mem.get(j).into_data().to_vec::<f32>().unwrap(), disk.get(j).into_data().to_vec::<f32>().unwrap());
+            let (a, b) = (mem.get(j).into_data().try_to_vec::<f32>().unwrap(), disk.get(j).into_data().try_to_vec::<f32>().unwrap());
             assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
             assert_eq!(disk.get(j).dims(), [2, 5, 4]);
         }
