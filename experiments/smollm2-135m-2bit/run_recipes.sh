@@ -23,6 +23,14 @@ row q2k_mix_recipe --set "$q2k" --set 'quant.rules=[{match="embed_tokens",format
   --set 'calibration={method="gptq",rows=64}' \
   --set 'blockwise={rows=32,val_rows=8,epochs=4,lr=5e-4,scale_lr=1e-5,batch_size=4,loss="token_relative"}' \
   --set train.max_steps=10 --set train.lr=1e-4 --set train.scale_lr=1e-5 --set train.warmup_fraction=0.1
+# The recipe with Q2_K as ggml's own quantizer fills it: asymmetric INT2 with scale and min
+# nibbles per group of 16 on down_proj, asymmetric INT2 per group of 32 (stored as Q4_1) on the
+# 576-wide matrices. Asymmetric values are exact in f32: scales rounded for an f32 export.
+export_flags=(--hf-dtype f32)
+row q2k_asym_recipe --set 'quant={format="q2_k_asym",init="mse",round_scales="f32"}' --set 'calibration={method="gptq",rows=64}' \
+  --set 'blockwise={rows=32,val_rows=8,epochs=4,lr=5e-4,scale_lr=1e-5,batch_size=4,loss="token_relative"}' \
+  --set train.max_steps=10 --set train.lr=1e-4 --set train.scale_lr=1e-5 --set train.warmup_fraction=0.1
+export_flags=()
 row q2k_rtn --set "$q2k"
 int4='quant={scheme="int",bits=4,granularity="group",group_size=32,init="mse"}'
 row int4g32_rtn --set "$int4"
@@ -45,7 +53,7 @@ def gguf(name):
 print("| model | stage | wikitext-2 ppl | × baseline | val loss | tokens in the stage | stage time | bits/weight (linears) | GGUF |")
 print("|---|---|---|---|---|---|---|---|---|")
 base = None
-for name, label in [("int4g32_rtn", "INT4 g32 (Q4_0-exact)"), ("int4g32_gptq", "INT4 g32 (Q4_0-exact)"), ("int4g32_recipe", "INT4 g32 (Q4_0-exact)"), ("q2k_rtn", "Q2_K format"), ("q2k_recipe", "Q2_K format"),
+for name, label in [("int4g32_rtn", "INT4 g32 (Q4_0-exact)"), ("int4g32_gptq", "INT4 g32 (Q4_0-exact)"), ("int4g32_recipe", "INT4 g32 (Q4_0-exact)"), ("q2k_rtn", "Q2_K format"), ("q2k_recipe", "Q2_K format"), ("q2k_asym_recipe", "Q2_K asymmetric (q2_k_asym)"),
                     ("q2k_mix_recipe", "Q2_K format, embeddings Q4_0")]:
     run = out / name
     s = load(run / "summary.json")

@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod fused;
 pub mod generate;
+pub mod hub;
 pub mod save;
 pub mod transformer;
 
@@ -34,6 +35,8 @@ pub enum ModelError {
     Config { path: String, field: String, msg: String },
     #[error("{path}: {msg}")]
     Safetensors { path: String, msg: String },
+    #[error("Hub model {id}: {msg}")]
+    Hub { id: String, msg: String },
     #[error("checkpoint {dir} does not match the {arch} architecture:\n{}", problems.join("\n"))]
     Mismatch { dir: String, arch: String, problems: Vec<String> },
 }

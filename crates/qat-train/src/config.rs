@@ -132,7 +132,8 @@ impl CalibrationSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
-    /// Hugging Face checkpoint directory.
+    /// Hugging Face checkpoint directory, or a Hub model id `org/name[@revision]` (resolved to
+    /// its snapshot in the Hub cache when no such directory exists beside the config).
     pub path: PathBuf,
     /// `cpu` (Burn's flex backend); GPU backends when built with their feature.
     #[serde(default = "cpu")]
@@ -403,7 +404,13 @@ impl RunConfig {
         }
         let mut cfg: RunConfig = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| err(e.to_string()))?;
         let base = std::path::absolute(path.parent().unwrap_or(Path::new("."))).map_err(|e| err(e.to_string()))?;
+        let model = cfg.model.path.clone();
         cfg.resolve_paths(&base);
+        // A Hub model id (`org/name[@revision]`) that is no directory beside the config: its
+        // cache snapshot (downloaded when missing and online).
+        if !cfg.model.path.is_dir() && model.is_relative() && qat_model::hub::parse_id(&model.to_string_lossy()).is_some() {
+            cfg.model.path = qat_model::hub::resolve_id(&model.to_string_lossy()).map_err(|e| err(format!("model.path: {e}")))?;
+        }
         cfg.validate().map_err(err)?;
         Ok(cfg)
     }

@@ -36,7 +36,8 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(a: Args) -> anyhow::Result<()> {
+pub fn run(mut a: Args) -> anyhow::Result<()> {
+    a.model = super::model_dir(&a.model)?;
     let device = super::device(&a.device)?;
     let mut policy = Policy::default();
     policy.set(&Overrides { scheme: a.scheme, bits: a.bits, ..Default::default() });

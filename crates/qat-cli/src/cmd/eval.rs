@@ -60,7 +60,8 @@ pub struct Args {
     device: String,
 }
 
-pub fn run(a: Args) -> anyhow::Result<()> {
+pub fn run(mut a: Args) -> anyhow::Result<()> {
+    a.model = super::model_dir(&a.model)?;
     let device = super::device(&a.device)?;
     let mut tasks: Vec<(Task, usize)> = a.hellaswag.iter().map(|p| (Task::HellaSwag(p.clone()), a.hellaswag_limit)).collect();
     tasks.extend(a.mmlu.iter().map(|p| (Task::Mmlu { dir: p.clone(), split: a.mmlu_split.clone() }, a.mmlu_limit)));

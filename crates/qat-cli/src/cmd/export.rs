@@ -39,7 +39,8 @@ enum Format {
     Gguf,
 }
 
-pub fn run(a: Args) -> anyhow::Result<()> {
+pub fn run(mut a: Args) -> anyhow::Result<()> {
+    a.source = super::model_dir(&a.source)?;
     let device = burn::tensor::Device::flex();
     let (model, base_dir, method) = match a.scheme {
         Some(scheme) => {

@@ -33,7 +33,8 @@ pub struct Args {
     device: String,
 }
 
-pub fn run(a: Args) -> anyhow::Result<()> {
+pub fn run(mut a: Args) -> anyhow::Result<()> {
+    a.model = super::model_dir(&a.model)?;
     let device = super::device(&a.device)?;
     let model = super::load_model(&a.model, &device)?;
     let tok = Tokenizer::from_dir(&a.model)?;

@@ -16,7 +16,8 @@ pub struct Args {
     out: PathBuf,
 }
 
-pub fn run(a: Args) -> anyhow::Result<()> {
+pub fn run(mut a: Args) -> anyhow::Result<()> {
+    a.model = super::model_dir(&a.model)?;
     let device = burn::tensor::Device::flex();
     let model = super::load_model(&a.model, &device)?;
     let ids: Vec<i64> =

@@ -58,7 +58,8 @@ pub enum Method {
     Gptq,
 }
 
-pub fn run(a: Args) -> anyhow::Result<()> {
+pub fn run(mut a: Args) -> anyhow::Result<()> {
+    a.model = super::model_dir(&a.model)?;
     let device = super::device(&a.device)?;
     let mut policy = match &a.policy {
         Some(p) => {
