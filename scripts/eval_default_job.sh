@@ -2,26 +2,34 @@
 # Quality of the default job (README) against the model as shipped, on the same evaluations:
 # wikitext-2 test perplexity (first 4,096 tokens, windows of 512, stride 256) and zero-shot
 # accuracy on HellaSwag (the 1,000 validation items of ../shared), ARC-Easy (2,376) and PIQA
-# (1,838), scored as lm-evaluation-harness scores them (crates/qat-eval; ~25 minutes per model
-# on 2 cores). Run after scripts/setup.sh; needs ../shared. Writes one JSON object per model to
-# runs/smollm2_135m_int4/quality.json and prints the ratios and differences.
+# (1,838), scored as lm-evaluation-harness scores them (crates/qat-eval; ~50 CPU-minutes per
+# model on this machine: LIMIT=N scores the first N items of each task instead). The two models
+# are evaluated side by side. Run after scripts/setup.sh; needs ../shared. Writes one JSON object
+# per model to runs/smollm2_135m_int4/quality.json and prints the ratios and differences.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 qat=./target/release/qat
 shared=${QAT_SHARED:-../shared}
 run=runs/smollm2_135m_int4
 out=$run/quality.json
-for m in models/smollm2-135m-instruct $run/export-hf; do
-  $qat eval "$m" --json --text "$shared/data/text/wikitext2_test.raw" --max-tokens 4096 --window 512 --stride 256 \
-    --hellaswag "$shared/data/eval/hellaswag_val_1000.jsonl" --mc "$shared/data/eval/mc/arc_easy.jsonl" --mc "$shared/data/eval/mc/piqa.jsonl" |
+limit=${LIMIT:-0}
+one() {  # model → one JSON line
+  $qat eval "$1" --threads 1 --json --text "$shared/data/text/wikitext2_test.raw" --max-tokens 4096 --window 512 --stride 256 \
+    --hellaswag "$shared/data/eval/hellaswag_val_1000.jsonl" --hellaswag-limit "$limit" --mc-limit "$limit" \
+    --mc "$shared/data/eval/mc/arc_easy.jsonl" --mc "$shared/data/eval/mc/piqa.jsonl" |
     python3 -c '
 import json, sys
 r = json.load(sys.stdin)
 out = {"model": sys.argv[1], "wikitext2_ppl": r[0]["perplexity"]}
 for b in r[1:]:
-    out[b["benchmark"]] = {"acc": b["acc"], "acc_norm": b["acc_norm"], "n": b["n"]}
-print(json.dumps(out))' "$m"
-done | tee "$out.tmp"
+    out[b["benchmark"]] = {k: b[k] for k in ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "n")}
+print(json.dumps(out))' "$1"
+}
+one models/smollm2-135m-instruct > "$out.base" &
+one $run/export-hf > "$out.ours"
+wait $!
+cat "$out.base" "$out.ours" | tee "$out.tmp"
+rm -f "$out.base" "$out.ours"
 mv "$out.tmp" "$out"
 python3 - "$out" <<'PY'
 import json, sys
@@ -30,5 +38,5 @@ print(f"wikitext-2 perplexity {ours['wikitext2_ppl']:.2f} vs {base['wikitext2_pp
 for task in ("hellaswag", "arc_easy", "piqa"):
     for metric in ("acc", "acc_norm"):
         o, b = ours[task][metric], base[task][metric]
-        print(f"{task} {metric} {o:.3f} vs {b:.3f} ({100 * (o - b):+.1f} points, {base[task]['n']} items)")
+        print(f"{task} {metric} {o:.3f} ± {ours[task][metric + '_stderr']:.3f} vs {b:.3f} ± {base[task][metric + '_stderr']:.3f} ({100 * (o - b):+.1f} points, {base[task]['n']} items)")
 PY

@@ -347,6 +347,10 @@ impl Default for CheckpointSection {
 pub struct OutputSection {
     /// Run directory (metrics, checkpoints, plots, final model).
     pub dir: PathBuf,
+    /// Also write every metrics record as TensorBoard scalars to `dir/tb/`
+    /// ([`crate::tensorboard`]).
+    #[serde(default)]
+    pub tensorboard: bool,
 }
 
 /// A config error, naming the file and the key.

@@ -13,6 +13,7 @@ pub mod params;
 pub mod plot;
 pub mod speed;
 pub mod sweep;
+pub mod tensorboard;
 pub mod train;
 
 pub use config::RunConfig;

@@ -115,8 +115,20 @@ impl ModuleMapper for Freeze {
     }
 }
 
-fn write_json_line(file: &mut std::fs::File, v: &serde_json::Value) -> Result<(), String> {
-    writeln!(file, "{v}").and_then(|()| file.flush()).map_err(|e| format!("writing metrics: {e}"))
+/// `metrics.jsonl`, and its TensorBoard mirror when `[output] tensorboard` is on.
+struct MetricsLog {
+    file: std::fs::File,
+    tensorboard: Option<crate::tensorboard::EventWriter>,
+}
+
+impl MetricsLog {
+    fn write(&mut self, v: &serde_json::Value) -> Result<(), String> {
+        writeln!(self.file, "{v}").and_then(|()| self.file.flush()).map_err(|e| format!("writing metrics: {e}"))?;
+        match &mut self.tensorboard {
+            Some(tb) => tb.record(v),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Peak resident memory of this process (Linux `VmHWM`), in MiB.
@@ -427,16 +439,22 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
     } else {
         eprint!("{policy_table}");
         let _ = std::fs::remove_file(&metrics_path);
+        let _ = std::fs::remove_dir_all(run_dir.join("tb"));
     }
-    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+    let mut tensorboard = cfg.output.tensorboard.then(|| crate::tensorboard::EventWriter::create(&run_dir.join("tb"))).transpose()?;
+    if let (Some(tb), Some(_)) = (&mut tensorboard, &latest) {
+        tb.restart(state.step + 1)?;
+    }
+    let mut metrics = MetricsLog { file, tensorboard };
     if state.step == 0 {
         state.fp_eval = match &teacher {
             Some(t) => evaluate(t, &tok, &mixer, cfg)?,
             None => evaluate(&CausalLm::from_checkpoint(&ckpt, &device).map_err(|e| e.to_string())?, &tok, &mixer, cfg)?,
         };
         state.first_eval = evaluate(&model.valid().materialize_quant(), &tok, &mixer, cfg)?;
-        write_json_line(&mut metrics, &serde_json::json!({"type": "eval_fp", "step": 0, "tokens": 0, "eval": state.fp_eval}))?;
-        write_json_line(&mut metrics, &serde_json::json!({"type": "eval", "step": 0, "tokens": 0, "eval": state.first_eval}))?;
+        metrics.write(&serde_json::json!({"type": "eval_fp", "step": 0, "tokens": 0, "eval": state.fp_eval}))?;
+        metrics.write(&serde_json::json!({"type": "eval", "step": 0, "tokens": 0, "eval": state.first_eval}))?;
     }
 
     // ---- the loop ----------------------------------------------------------------------
@@ -484,10 +502,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
         if !loss_value.is_finite() || !norm.is_finite() {
             state.skipped_steps += 1;
             state.consecutive_bad += 1;
-            write_json_line(
-                &mut metrics,
-                &serde_json::json!({"type": "skipped", "step": state.step, "loss": loss_value.to_string(), "grad_norm": norm.to_string()}),
-            )?;
+            metrics.write(&serde_json::json!({"type": "skipped", "step": state.step, "loss": loss_value.to_string(), "grad_norm": norm.to_string()}))?;
             if state.consecutive_bad >= t.max_consecutive_bad_steps {
                 return Err(format!(
                     "{} consecutive steps had a non-finite loss or gradient (last loss {loss_value}, grad norm {norm}); stopped. The last good checkpoint in {} is intact",
@@ -513,7 +528,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
         let names = mixer.category_names();
         rec["category_tokens"] =
             names.iter().zip(&mixer.state.category_tokens).map(|(n, c)| (n.to_string(), serde_json::json!(c))).collect::<serde_json::Map<_, _>>().into();
-        write_json_line(&mut metrics, &rec)?;
+        metrics.write(&rec)?;
         if let Some(b) = &bar {
             b.set_position(state.step as u64);
             b.set_message(format!("loss {loss_value:.4}  lr {:.2e}  {} tok  {:.0} tok/s", t.lr * lr_f, mixer.state.total_tokens, tokens_step as f64 / dt));
@@ -521,7 +536,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
         let last = state.step == total;
         if cfg.eval.every > 0 && state.step.is_multiple_of(cfg.eval.every) && !last {
             let ev = evaluate(&model.valid().materialize_quant(), &tok, &mixer, cfg)?;
-            write_json_line(&mut metrics, &serde_json::json!({"type": "eval", "step": state.step, "tokens": mixer.state.total_tokens, "eval": ev}))?;
+            metrics.write(&serde_json::json!({"type": "eval", "step": state.step, "tokens": mixer.state.total_tokens, "eval": ev}))?;
         }
         if (cfg.checkpoint.every > 0 && state.step.is_multiple_of(cfg.checkpoint.every)) || last {
             state.mixer = mixer.state.clone();
@@ -536,7 +551,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
 
     // ---- report ------------------------------------------------------------------------
     let final_eval = evaluate(&model.valid().materialize_quant(), &tok, &mixer, cfg)?;
-    write_json_line(&mut metrics, &serde_json::json!({"type": "eval", "step": state.step, "tokens": mixer.state.total_tokens, "eval": final_eval}))?;
+    metrics.write(&serde_json::json!({"type": "eval", "step": state.step, "tokens": mixer.state.total_tokens, "eval": final_eval}))?;
     let final_model = run_dir.join("final");
     if final_model.exists() {
         std::fs::remove_dir_all(&final_model).map_err(|e| format!("{}: {e}", final_model.display()))?;
