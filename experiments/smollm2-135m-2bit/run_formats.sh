@@ -24,6 +24,10 @@ row q4_0_emb_q4_1_gptq --set 'quant={format="q4_0",init="mse"}' --set "$(emb q4_
 row q4_1_down_q3_k_emb_q4_0_gptq --set 'quant={format="q4_1",init="max"}' \
   --set 'quant.rules=[{match="layers.*.mlp.down_proj",format="q3_k",init="mse"},{match="embed_tokens",scheme="int",format="q4_0",init="mse"}]' --set "$gptq"
 row q3_k_gptq --set 'quant={format="q3_k",init="mse"}' --set "$gptq"
+# The asymmetric k-quants: Q4_K on down_proj (Q4_1 on the 576-wide matrices), and Q2_K as
+# ggml fills it (asymmetric INT2; Q4_1 elsewhere), round-to-nearest with MSE scales.
+row q4_k_rtn --set 'quant={format="q4_k",init="mse"}'
+row q2_k_asym_rtn --set 'quant={format="q2_k_asym",init="mse"}'
 [ "$only" = "  " ] || exit 0
 python3 - $out "$(bash scripts/fetch_smollm2.sh)" <<'PY'
 # The table, every cell read from the runs' files.
@@ -41,6 +45,8 @@ rows = [
     ("q4_0_emb_q4_1_gptq", "linears Q4_0, embeddings Q4_1", "GPTQ (64 rows)"),
     ("q4_1_down_q3_k_emb_q4_0_gptq", "linears Q4_1, down_proj Q3_K, embeddings Q4_0", "GPTQ (64 rows)"),
     ("q3_k_gptq", "format q3_k: down_proj Q3_K, 576-wide INT3 g32 (Q4_0), embeddings unquantized", "GPTQ (64 rows)"),
+    ("q4_k_rtn", "format q4_k: down_proj Q4_K, 576-wide asym INT4 g32 (Q4_1), embeddings unquantized", "round-to-nearest, MSE"),
+    ("q2_k_asym_rtn", "format q2_k_asym: down_proj Q2_K (asym INT2), 576-wide asym INT2 g32 (Q4_1), embeddings unquantized", "round-to-nearest, MSE"),
 ]
 print("| model | initialisation | wikitext-2 ppl | × baseline | val loss | bits/weight (linears) | GGUF |")
 print("|---|---|---|---|---|---|---|")
