@@ -19,9 +19,10 @@ pub struct Args {
     /// Storage of the HF export: bf16 (default) or f32.
     #[arg(long, default_value = "bf16", value_parser = super::quantize::parse_enum::<HfDtype>)]
     hf_dtype: HfDtype,
-    /// GGUF type of unquantized matrices (embeddings): bf16, f16, q8_0, or f32 (to match --hf-dtype f32).
-    #[arg(long, default_value = "bf16", value_parser = super::quantize::parse_enum::<HighPrecision>)]
-    hp_type: HighPrecision,
+    /// GGUF type of unquantized matrices (embeddings): bf16, f16, q8_0, or f32. Default: the
+    /// --hf-dtype (bf16 or f32), so the GGUF and the HF export hold the same values.
+    #[arg(long, value_parser = super::quantize::parse_enum::<HighPrecision>)]
+    hp_type: Option<HighPrecision>,
     /// Keep the trained scales as they are (the HF and GGUF exports may then differ).
     #[arg(long)]
     no_scale_rounding: bool,
@@ -74,7 +75,10 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
             println!("wrote {}", a.out.display());
         }
         Format::Gguf => {
-            let hp = a.hp_type;
+            let hp = a.hp_type.unwrap_or(match a.hf_dtype {
+                HfDtype::Bf16 => HighPrecision::Bf16,
+                HfDtype::F32 => HighPrecision::F32,
+            });
             let name = a.source.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             let r = qat_export::export_gguf(&model, &base_dir, &a.out, hp, hf_dtype, &name).map_err(anyhow::Error::msg)?;
             let mut by_type = std::collections::BTreeMap::new();
