@@ -175,10 +175,7 @@ fn encode_q3_k_sub_scales(qw: &QuantizedWeight) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(qw.super_scales.len() * 110);
     for (b, &d) in qw.super_scales.iter().enumerate() {
         let start = b * 256;
-        let hd = f16::from_f32(d);
-        if hd.to_f32() != d {
-            return Err(format!("super-scale {d:e} is not an f16 value"));
-        }
+        let hd = exact_f16(d, "super-scale")?;
         let scales: [u8; 16] =
             sub_scales(qw, b, d, 31)?.iter().map(|sc| sc + 32).collect::<Vec<_>>().try_into().map_err(|_| "Q3_K needs groups of 16".to_string())?;
         let (mut hmask, mut qs) = ([0u8; 32], [0u8; 64]);
@@ -194,7 +191,7 @@ fn encode_q3_k_sub_scales(qw: &QuantizedWeight) -> Result<Vec<u8>, String> {
         out.extend_from_slice(&hmask);
         out.extend_from_slice(&qs);
         out.extend_from_slice(&blocks::pack_q3_k_scales(&scales));
-        out.extend_from_slice(&hd.to_le_bytes());
+        out.extend_from_slice(&hd);
     }
     Ok(out)
 }

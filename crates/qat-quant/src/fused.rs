@@ -181,13 +181,6 @@ impl Kernel {
             Kernel::Affine(a) => a.backward(w, scales, g),
         }
     }
-
-    /// The scales as the kernel takes them: [`learned_alpha`] (γ, the floor of symmetric
-    /// grids, the k-quant snap); the kernel floors an asymmetric grid's step itself, so the
-    /// signed minimum is not floored.
-    fn scales(&self, alpha: &Tensor<2>, spec: &QuantSpec, numel: usize) -> Tensor<2> {
-        learned_alpha(alpha.clone(), spec, numel).0
-    }
 }
 
 /// `round_ties_even(x)` for `|x| < 2²²` (grid levels are at most 128): adding `1.5·2²³` leaves no
@@ -241,7 +234,7 @@ pub(crate) fn fake_quantize(w: &Tensor<2>, alpha: &Tensor<2>, spec: &QuantSpec) 
     let numel = dims[0] * dims[1];
     let values = |w: &FlexFloat, a: &FlexFloat| FlexFloat::from_data(TensorData::new(grid.forward(&f32_values(w), &f32_values(a)), dims));
     if let Ok(w_ad) = w.clone().try_into_primitive::<Autodiff<Flex>>() {
-        let a_ad = grid.scales(alpha, spec, numel).try_into_primitive::<Autodiff<Flex>>().ok()?;
+        let a_ad = learned_alpha(alpha.clone(), spec, numel).0.try_into_primitive::<Autodiff<Flex>>().ok()?;
         let nodes = [w_ad.node(), a_ad.node()];
         let (w_p, a_p) = (w_ad.into_primitive(), a_ad.into_primitive());
         let out = values(&w_p, &a_p);
@@ -252,6 +245,6 @@ pub(crate) fn fake_quantize(w: &Tensor<2>, alpha: &Tensor<2>, spec: &QuantSpec) 
         return Some(Tensor::from_primitive::<Autodiff<Flex>>(out));
     }
     let w_p = w.clone().try_into_primitive::<Flex>().ok()?;
-    let a_p = grid.scales(alpha, spec, numel).try_into_primitive::<Flex>().ok()?;
+    let a_p = learned_alpha(alpha.clone(), spec, numel).0.try_into_primitive::<Flex>().ok()?;
     Some(Tensor::from_primitive::<Flex>(values(&w_p, &a_p)))
 }

@@ -35,7 +35,7 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', requires = "task_dir")]
     tasks: Vec<String>,
     /// Directory of `--tasks` files (e.g. `../shared/data/eval/mc`).
-    #[arg(long)]
+    #[arg(long, requires = "tasks")]
     task_dir: Option<PathBuf>,
     /// Items of each `--mc` / `--tasks` file to score (0 = all).
     #[arg(long, default_value_t = 0)]
