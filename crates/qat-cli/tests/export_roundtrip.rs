@@ -9,10 +9,22 @@ use qat_export::{HfDtype, HighPrecision};
 use qat_model::{CausalLm, Checkpoint};
 use qat_quant::Policy;
 use qat_quant::policy::{Overrides, SchemeChoice};
+use std::sync::{Mutex, MutexGuard};
+
+/// Each test holds an f32 import of SmolLM2 (~0.5 GB) and its exports (up to ~0.7 GB more) in a
+/// temporary directory; run in parallel they filled a CI machine's disk. One at a time, and each
+/// case's outputs removed once checked, the peak stays near 1.3 GB.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    // A failed test poisons the lock; the others still run, one at a time.
+    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 #[test]
 #[ignore = "needs QAT_SMOLLM2_GGUF (scripts/test.sh)"]
 fn every_type_round_trips_through_hf_and_gguf() {
+    let _serial = one_at_a_time();
     let gguf = common::smollm2_gguf();
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("smollm2");
@@ -59,6 +71,8 @@ fn every_type_round_trips_through_hf_and_gguf() {
         // Size on disk matches the sum of the chosen types.
         let data: u64 = r.tensors.iter().map(|t| t.bytes).sum();
         assert!(r.file_bytes >= data && r.file_bytes < data + 6_000_000, "{} vs {data}", r.file_bytes);
+        std::fs::remove_dir_all(&hf).unwrap();
+        std::fs::remove_file(&out).unwrap();
     }
 }
 
@@ -69,6 +83,7 @@ fn every_type_round_trips_through_hf_and_gguf() {
 #[test]
 #[ignore = "needs QAT_SMOLLM2_GGUF (scripts/test.sh)"]
 fn q2_k_format_with_quantized_embeddings_exports_exactly() {
+    let _serial = one_at_a_time();
     let gguf = common::smollm2_gguf();
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("smollm2");
@@ -100,6 +115,7 @@ fn q2_k_format_with_quantized_embeddings_exports_exactly() {
 #[test]
 #[ignore = "needs QAT_SMOLLM2_GGUF (scripts/test.sh)"]
 fn asymmetric_k_quant_formats_export_exactly() {
+    let _serial = one_at_a_time();
     let gguf = common::smollm2_gguf();
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("smollm2");
@@ -119,6 +135,7 @@ fn asymmetric_k_quant_formats_export_exactly() {
         let v = qat_export::verify_export(&hf, &out).unwrap();
         assert!(v.ok(), "{format}: {:?}", v.tensors.iter().filter(|t| t.mismatches > 0).take(3).collect::<Vec<_>>());
         std::fs::remove_dir_all(&hf).unwrap();
+        std::fs::remove_file(&out).unwrap();
     }
 }
 
@@ -131,6 +148,7 @@ fn asymmetric_k_quant_formats_export_exactly() {
 #[test]
 #[ignore = "needs QAT_SMOLLM2_GGUF (scripts/test.sh)"]
 fn q4_1_requantization_reproduces_llama_cpp_blocks() {
+    let _serial = one_at_a_time();
     let gguf = common::smollm2_gguf();
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("smollm2");
