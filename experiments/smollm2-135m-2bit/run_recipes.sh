@@ -30,6 +30,12 @@ export_flags=(--hf-dtype f32)
 row q2k_asym_recipe --set 'quant={format="q2_k_asym",init="mse",round_scales="f32"}' --set 'calibration={method="gptq",rows=64}' \
   --set 'blockwise={rows=32,val_rows=8,epochs=4,lr=5e-4,scale_lr=1e-5,batch_size=4,loss="token_relative"}' \
   --set train.max_steps=10 --set train.lr=1e-4 --set train.scale_lr=1e-5 --set train.warmup_fraction=0.1
+# The same recipe's curve: 150 steps (307,200 tokens) of CE + CAKLD after block-wise, the
+# wikitext-2 perplexity every 25 steps (metrics.jsonl), checkpoints every 25 (resumable).
+row q2k_asym_curve --set 'quant={format="q2_k_asym",init="mse",round_scales="f32"}' --set 'calibration={method="gptq",rows=64}' \
+  --set 'blockwise={rows=32,val_rows=8,epochs=4,lr=5e-4,scale_lr=1e-5,batch_size=4,loss="token_relative"}' \
+  --set train.max_steps=150 --set train.lr=1e-4 --set train.scale_lr=1e-5 --set train.warmup_fraction=0.05 \
+  --set eval.every=25 --set checkpoint.every=25
 export_flags=()
 row q2k_rtn --set "$q2k"
 int4='quant={scheme="int",bits=4,granularity="group",group_size=32,init="mse"}'

@@ -99,7 +99,12 @@ pub fn run() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            // A run that a signal stopped after checkpointing: a scheduler's job script can tell
+            // it from a failure and requeue the same command.
+            match qat_train::interrupt::requested() {
+                Some(_) => std::process::ExitCode::from(qat_train::interrupt::EXIT_INTERRUPTED as u8),
+                None => std::process::ExitCode::FAILURE,
+            }
         }
     }
 }

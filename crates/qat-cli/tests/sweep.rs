@@ -61,6 +61,17 @@ fn sweep_ranks_plots_resumes_and_runs_on_several_devices() {
     assert_eq!(std::fs::metadata(&summary).unwrap().modified().unwrap(), before);
     assert_eq!(again.iter().map(|r| r.metric).collect::<Vec<_>>(), rows.iter().map(|r| r.metric).collect::<Vec<_>>());
 
+    // `qat sweep --collect` rebuilds the same table from the run directories (failures from
+    // their `failed.txt`), and `--status` reads each point's state from them.
+    std::fs::remove_file(one.output.join("results.csv")).unwrap();
+    let collected = qat_train::sweep::collect(&one).unwrap();
+    let key = |r: &qat_train::sweep::SweepRow| (r.run.clone(), r.metric, r.status.split(':').next().unwrap().to_string(), r.tokens);
+    assert_eq!(collected.iter().map(key).collect::<Vec<_>>(), rows.iter().map(key).collect::<Vec<_>>());
+    assert_eq!(std::fs::read_to_string(one.output.join("results.csv")).unwrap(), csv);
+    let status = qat_train::slurm::status(&one).unwrap();
+    assert_eq!(status.matches("  finished, val_loss = ").count(), 4, "{status}");
+    assert!(status.contains("run-004  train.lr=\"fast\" quant.bits=2  failed: "), "{status}");
+
     // Two devices (two CPU workers here): every run gives exactly what it gave alone.
     let two = write_sweep(&shared, tmp.path(), "two", r#"devices = ["cpu", "cpu"]"#);
     let parallel = run_sweep(&two, false).unwrap();

@@ -124,6 +124,12 @@ pub fn reconstruct(
         if stop_after == Some(trained) {
             return Err(format!("blockwise: stopped after {trained} blocks as requested; resume with --resume"));
         }
+        if let Some(signal) = crate::interrupt::requested() {
+            return Err(format!(
+                "blockwise: stopped by {signal} before block {i} (finished blocks are in {}); run the same command to continue",
+                state_dir.display()
+            ));
+        }
         trained += 1;
         let mut layer = model.layers[i].clone();
         let initial_loss = held_out(&layer);

@@ -14,7 +14,8 @@ use crate::train::TrainState;
 
 use crate::params::Named;
 
-fn step_of(p: &Path) -> Option<usize> {
+/// The step a checkpoint directory (`step-N`) holds.
+pub fn step_of(p: &Path) -> Option<usize> {
     p.file_name()?.to_str()?.strip_prefix("step-")?.parse().ok()
 }
 

@@ -4,8 +4,10 @@
 //! at a time (each device takes the next point as soon as its run ends).
 //!
 //! A finished run (its `summary.json` exists) is skipped when the sweep is started again; an
-//! interrupted one resumes from its last checkpoint; a failed one is recorded and the sweep
-//! goes on.
+//! interrupted one resumes from its last checkpoint; a failed one is recorded (`failed.txt` in
+//! its run directory) and the sweep goes on. On a cluster, [`crate::slurm`] submits the points
+//! as a job array whose tasks each run [`run_task`]; [`collect`] builds the same results from
+//! the run directories.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -73,6 +75,9 @@ pub struct SweepConfig {
     /// empty: the base config's device, one run at a time.
     #[serde(default)]
     pub devices: Vec<String>,
+    /// Job settings for `qat sweep --launcher slurm`.
+    #[serde(default)]
+    pub slurm: crate::slurm::SlurmOptions,
     pub axes: Vec<Axis>,
 }
 
@@ -189,7 +194,8 @@ pub fn run_sweep(sweep: &SweepConfig, progress: bool) -> Result<Vec<SweepRow>, S
         let (next, rows, write_error, points, base_text) = (&next, &rows, &write_error, &points, &base_text);
         for &device in &devices {
             s.spawn(move || {
-                loop {
+                // After a signal, the point it stopped is checkpointed and no new one starts.
+                while crate::interrupt::requested().is_none() {
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some(point) = points.get(i) else { break };
                     let row = run_point(sweep, base_text, i, point, device, progress);
@@ -212,7 +218,7 @@ pub fn run_sweep(sweep: &SweepConfig, progress: bool) -> Result<Vec<SweepRow>, S
 /// Trains (or resumes, or reads the summary of) point `i`, on `device` when given.
 fn run_point(sweep: &SweepConfig, base_text: &str, i: usize, point: &[String], device: Option<&str>, progress: bool) -> SweepRow {
     let run_name = format!("run-{i:03}");
-    let run_dir = sweep.output.join(&run_name);
+    let run_dir = run_dir(sweep, i);
     let mut overrides = sweep.set.clone();
     overrides.extend(point.iter().cloned());
     if let Some(d) = device {
@@ -220,11 +226,10 @@ fn run_point(sweep: &SweepConfig, base_text: &str, i: usize, point: &[String], d
     }
     overrides.push(format!("output.dir={:?}", run_dir.display().to_string()));
     eprintln!("[{run_name}] {}{}", point.join(" "), device.map(|d| format!(" (on {d})")).unwrap_or_default());
+    let failure_path = run_dir.join(FAILURE_FILE);
     let result = (|| -> Result<RunSummary, String> {
-        let summary_path = run_dir.join("summary.json");
-        if summary_path.exists() {
-            let text = std::fs::read_to_string(&summary_path).map_err(|e| e.to_string())?;
-            return serde_json::from_str(&text).map_err(|e| format!("{}: {e}", summary_path.display()));
+        if failure_path.exists() {
+            std::fs::remove_file(&failure_path).map_err(|e| format!("{}: {e}", failure_path.display()))?;
         }
         // The base file's own directory anchors its relative paths.
         let mut table: toml::Table = toml::from_str(base_text).map_err(|e| format!("{}: {e}", sweep.base.display()))?;
@@ -235,24 +240,110 @@ fn run_point(sweep: &SweepConfig, base_text: &str, i: usize, point: &[String], d
         std::fs::write(&tmp, toml::to_string(&table).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
         let cfg = RunConfig::load(&tmp, &[]).map_err(|e| e.to_string());
         let _ = std::fs::remove_file(&tmp);
-        let cfg = cfg?;
-        let resume = crate::checkpoint::latest(&run_dir.join("checkpoints"))?.is_some();
-        train(&cfg, &RunOptions { resume, progress_bar: progress, ..Default::default() })
+        // A run directory holding state of this config is continued (or, finished, read back).
+        train(&cfg?, &RunOptions { progress_bar: progress, ..Default::default() })
     })();
     match result {
-        Ok(s) => SweepRow {
-            run: run_name,
-            assignments: point.to_vec(),
-            status: "ok".into(),
-            metric: s.final_eval.get(&sweep.metric).and_then(|v| v.as_f64()),
-            tokens: s.tokens,
-            wall_seconds: s.wall_seconds,
-        },
+        Ok(s) => finished_row(sweep, run_name, point, &s),
+        Err(e) if crate::interrupt::requested().is_some() => {
+            // Not a failure: the same command continues the point.
+            eprintln!("[{run_name}] {e}");
+            SweepRow { run: run_name, assignments: point.to_vec(), status: INTERRUPTED.into(), metric: None, tokens: 0, wall_seconds: 0.0 }
+        }
         Err(e) => {
             eprintln!("[{run_name}] failed: {e}");
+            if let Err(w) = std::fs::create_dir_all(&run_dir).and_then(|()| std::fs::write(&failure_path, &e)) {
+                eprintln!("[{run_name}] could not record the failure in {}: {w}", failure_path.display());
+            }
             SweepRow { run: run_name, assignments: point.to_vec(), status: format!("failed: {e}"), metric: None, tokens: 0, wall_seconds: 0.0 }
         }
     }
+}
+
+/// In a point's run directory: why its last attempt failed (removed when it starts again).
+const FAILURE_FILE: &str = "failed.txt";
+/// Status of a point a signal stopped (checkpoint written).
+const INTERRUPTED: &str = "interrupted";
+/// Status of a point without a summary or a recorded failure.
+const NOT_FINISHED: &str = "not finished";
+
+fn finished_row(sweep: &SweepConfig, run: String, point: &[String], s: &RunSummary) -> SweepRow {
+    SweepRow {
+        run,
+        assignments: point.to_vec(),
+        status: "ok".into(),
+        metric: s.final_eval.get(&sweep.metric).and_then(|v| v.as_f64()),
+        tokens: s.tokens,
+        wall_seconds: s.wall_seconds,
+    }
+}
+
+/// The directory of point `i`.
+pub fn run_dir(sweep: &SweepConfig, i: usize) -> PathBuf {
+    sweep.output.join(format!("run-{i:03}"))
+}
+
+/// Where point `i` stands, read from its run directory (nothing is run).
+#[derive(Debug, Clone)]
+pub enum PointState {
+    Finished(SweepRow),
+    Failed(String),
+    /// Checkpointed at this step (of the run's total), not finished.
+    Partial {
+        step: usize,
+    },
+    NotStarted,
+}
+
+pub fn point_state(sweep: &SweepConfig, i: usize, point: &[String]) -> Result<PointState, String> {
+    let dir = run_dir(sweep, i);
+    let summary_path = dir.join("summary.json");
+    if summary_path.is_file() {
+        let text = std::fs::read_to_string(&summary_path).map_err(|e| format!("{}: {e}", summary_path.display()))?;
+        let s: RunSummary = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", summary_path.display()))?;
+        return Ok(PointState::Finished(finished_row(sweep, format!("run-{i:03}"), point, &s)));
+    }
+    let failure_path = dir.join(FAILURE_FILE);
+    if failure_path.is_file() {
+        return Ok(PointState::Failed(std::fs::read_to_string(&failure_path).map_err(|e| format!("{}: {e}", failure_path.display()))?));
+    }
+    match crate::checkpoint::latest(&dir.join("checkpoints"))? {
+        // `latest` lists only `step-N` directories.
+        Some(ckpt) => Ok(PointState::Partial { step: crate::checkpoint::step_of(&ckpt).unwrap_or_default() }),
+        None => Ok(PointState::NotStarted),
+    }
+}
+
+/// The results table from the run directories as they are (`qat sweep --collect`): finished
+/// points with their metric, failed ones with their error, the rest as not finished. Writes
+/// `results.csv`, `results.md` and `results.png` as a local sweep does.
+pub fn collect(sweep: &SweepConfig) -> Result<Vec<SweepRow>, String> {
+    std::fs::create_dir_all(&sweep.output).map_err(|e| format!("{}: {e}", sweep.output.display()))?;
+    let rows = sweep
+        .points()
+        .iter()
+        .enumerate()
+        .map(|(i, point)| {
+            let blank =
+                |status: String| SweepRow { run: format!("run-{i:03}"), assignments: point.clone(), status, metric: None, tokens: 0, wall_seconds: 0.0 };
+            Ok(match point_state(sweep, i, point)? {
+                PointState::Finished(row) => row,
+                PointState::Failed(e) => blank(format!("failed: {e}")),
+                PointState::Partial { .. } | PointState::NotStarted => blank(NOT_FINISHED.into()),
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    write_results(sweep, &rows)?;
+    Ok(rows)
+}
+
+/// Runs point `i` alone (one array task of a cluster sweep): trains, resumes or reads it back.
+/// Its row's status says how it ended (`ok`, `interrupted`, `failed: …`).
+pub fn run_task(sweep: &SweepConfig, i: usize) -> Result<SweepRow, String> {
+    let points = sweep.points();
+    let point = points.get(i).ok_or_else(|| format!("task {i}: the sweep has {} points (0..{})", points.len(), points.len()))?;
+    let base_text = std::fs::read_to_string(&sweep.base).map_err(|e| format!("{}: {e}", sweep.base.display()))?;
+    Ok(run_point(sweep, &base_text, i, point, None, false))
 }
 
 fn write_results(sweep: &SweepConfig, rows: &[SweepRow]) -> Result<(), String> {

@@ -58,6 +58,8 @@ pub struct TrainState {
 /// Options of one invocation that are not part of the run config.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
+    /// Refuse to start a fresh run: there must be a checkpoint or a partial stage to continue
+    /// (without it, a directory holding state of the same config is continued anyway).
     pub resume: bool,
     /// Stop (as if interrupted) after this many steps of this invocation; for resume tests.
     pub stop_after: Option<usize>,
@@ -334,32 +336,42 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
     // resume continues that stage.
     let blockwise_dir = run_dir.join("blockwise");
     let partial_stage = latest.is_none() && blockwise_dir.is_dir();
-    match (&latest, opts.resume) {
-        (Some(_), false) => {
-            return Err(format!("{} already holds checkpoints: resume it with --resume or choose another output.dir", run_dir.display()));
+    let summary_path = run_dir.join("summary.json");
+    let cfg_text = toml::to_string_pretty(cfg).map_err(|e| e.to_string())?;
+    // The same command is the way to continue: a directory holding state of this config resumes
+    // (or, finished, reports its summary); state of another config is never overwritten.
+    let held = if summary_path.is_file() {
+        Some("a finished run")
+    } else if latest.is_some() {
+        Some("checkpoints")
+    } else if partial_stage {
+        Some("a partial block-wise stage")
+    } else {
+        None
+    };
+    if let Some(what) = held {
+        // Written at every start once this check passed: the config of the state held.
+        let saved_path = run_dir.join("config.toml");
+        let saved =
+            std::fs::read_to_string(&saved_path).map_err(|e| format!("{} holds {what}, but its config: {}: {e}", run_dir.display(), saved_path.display()))?;
+        if saved != cfg_text {
+            return Err(format!(
+                "{} holds {what} of a different config ({}); choose another output.dir, or delete the directory to start over",
+                run_dir.display(),
+                saved_path.display()
+            ));
         }
-        (None, true) if !partial_stage => {
-            return Err(format!("{}: no checkpoint to resume from", run_dir.display()));
-        }
-        (None, false) if blockwise_dir.is_dir() => {
-            // A fresh start must not pick up blocks of an earlier run.
-            std::fs::remove_dir_all(&blockwise_dir).map_err(|e| format!("{}: {e}", blockwise_dir.display()))?;
-        }
-        _ => {}
+    }
+    if held == Some("a finished run") {
+        let summary: RunSummary = serde_json::from_str(&std::fs::read_to_string(&summary_path).map_err(|e| format!("{}: {e}", summary_path.display()))?)
+            .map_err(|e| format!("{}: {e}", summary_path.display()))?;
+        eprintln!("{} already finished ({} steps); nothing to do", run_dir.display(), summary.steps);
+        return Ok(summary);
+    }
+    if opts.resume && held.is_none() {
+        return Err(format!("{}: no checkpoint to resume from", run_dir.display()));
     }
     std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
-    let cfg_text = toml::to_string_pretty(cfg).map_err(|e| e.to_string())?;
-    let saved_config = match &latest {
-        Some(dir) => Some(dir.join("config.toml")),
-        None if opts.resume => Some(run_dir.join("config.toml")),
-        None => None,
-    };
-    if let Some(path) = saved_config {
-        let saved = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        if saved != cfg_text {
-            return Err(format!("the config differs from the one {} was trained with ({}); resume needs the same config", run_dir.display(), path.display()));
-        }
-    }
     std::fs::write(run_dir.join("config.toml"), &cfg_text).map_err(|e| e.to_string())?;
 
     let device = parse_device(&cfg.model.device)?;
@@ -473,6 +485,10 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
         if opts.stop_after.is_some_and(|n| steps_this_run == n) {
             return Err(format!("stopped after {steps_this_run} steps as requested (--stop-after); resume with --resume"));
         }
+        if let Some(signal) = crate::interrupt::requested() {
+            // Arrived before this invocation's first step: the state on disk is current.
+            return Err(format!("stopped by {signal} at step {}; run the same command to continue", state.step));
+        }
         let step_start = Instant::now();
         let lr_f = lr_factor(state.step, total, warmup, t.schedule, t.min_lr_ratio);
         let batches: Vec<_> = (0..t.batch_size / micro).map(|_| mixer.next_batch(micro)).collect();
@@ -538,11 +554,18 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
             let ev = evaluate(&model.valid().materialize_quant(), &tok, &mixer, cfg)?;
             metrics.write(&serde_json::json!({"type": "eval", "step": state.step, "tokens": mixer.state.total_tokens, "eval": ev}))?;
         }
-        if (cfg.checkpoint.every > 0 && state.step.is_multiple_of(cfg.checkpoint.every)) || last {
+        let interrupted = crate::interrupt::requested();
+        if (cfg.checkpoint.every > 0 && state.step.is_multiple_of(cfg.checkpoint.every)) || last || interrupted.is_some() {
             state.mixer = mixer.state.clone();
             state.elapsed_seconds = elapsed_before + started.elapsed().as_secs_f64();
             checkpoint::save(&ckpt_root, &model, &opt, &state, &cfg_text, cfg.checkpoint.keep)?;
             remove_stage_state(&blockwise_dir)?;
+        }
+        if let Some(signal) = interrupted.filter(|_| !last) {
+            if let Some(b) = &bar {
+                b.abandon();
+            }
+            return Err(format!("stopped by {signal} at step {}: checkpoint written to {}; run the same command to continue", state.step, ckpt_root.display()));
         }
     }
     if let Some(b) = &bar {

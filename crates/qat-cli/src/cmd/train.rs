@@ -11,6 +11,8 @@ pub struct Args {
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
     /// Continue the run in RUN_DIR from its last checkpoint, with the config it was started with.
+    /// (Giving the config again does the same: a run directory holding checkpoints of the same
+    /// config is continued, a finished one reports its summary.)
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "config")]
     resume: Option<PathBuf>,
     /// Stop after N steps of this invocation, as an interruption would (for resume checks).
@@ -22,6 +24,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    qat_train::interrupt::install().map_err(anyhow::Error::msg)?;
     let (cfg, resume) = match (&a.config, &a.resume) {
         (Some(c), None) => (RunConfig::load(c, &a.set)?, false),
         (None, Some(dir)) => {

@@ -22,6 +22,17 @@ pub fn shared() -> PathBuf {
     reference("QAT_SHARED", "the shared reference directory (models/, data/)")
 }
 
+/// A Slurm cluster that answers `sinfo` (scripts/slurm_local.sh starts one); `QAT_SLURM=1`
+/// says the test command found one.
+pub fn require_slurm() {
+    assert!(
+        std::env::var_os("QAT_SLURM").is_some_and(|v| v == "1"),
+        "QAT_SLURM=1 must say that a Slurm cluster answers; this test needs one (scripts/slurm_local.sh start; scripts/test.sh sets it)"
+    );
+    let ok = std::process::Command::new("sinfo").arg("-h").output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(ok, "sinfo does not answer: no Slurm cluster (scripts/slurm_local.sh start)");
+}
+
 /// The SmolLM2-135M-Instruct Q4_1 GGUF.
 pub fn smollm2_gguf() -> PathBuf {
     reference("QAT_SMOLLM2_GGUF", "SmolLM2-135M-Instruct.Q4_1.gguf (scripts/fetch_smollm2.sh)")
