@@ -2,6 +2,11 @@
 //!
 //! Line-based formats (text split by line or blank line, JSONL) are read as a stream; JSON
 //! array formats (Alpaca, ShareGPT) are parsed whole, which is fine at their usual sizes.
+//! Any file may be gzip- or zstd-compressed (`.jsonl.gz`, `.txt.zst`, …: recognised by its
+//! magic bytes, decompressed as it streams). A Parquet file (as the Hub stores datasets) is read
+//! row group by row group, each row as the JSON object its columns make (nested lists and
+//! structs included, e.g. chat `messages`), so every record format maps its columns exactly as
+//! it maps JSON fields.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -137,11 +142,69 @@ fn chat_from_json(v: &serde_json::Value, path: &Path, line: Option<usize>) -> Re
     Err(err(path, line, "expected a `messages` or `conversations` array"))
 }
 
-/// Reads all documents of a source, calling `f` for each (streaming for line formats).
+/// How a source file is stored, from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Container {
+    Plain,
+    Gzip,
+    Zstd,
+    Parquet,
+}
+
+fn container(path: &Path) -> Result<Container, DataError> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| err(path, None, e))?;
+    let mut magic = [0u8; 4];
+    let n = f.read(&mut magic).map_err(|e| err(path, None, e))?;
+    Ok(match &magic[..n] {
+        [0x1f, 0x8b, ..] => Container::Gzip,
+        [0x28, 0xb5, 0x2f, 0xfd] => Container::Zstd,
+        b"PAR1" => Container::Parquet,
+        _ => Container::Plain,
+    })
+}
+
+/// The file's bytes, decompressed when it is gzip or zstd.
+fn open(path: &Path, how: Container) -> Result<Box<dyn BufRead>, DataError> {
+    let file = std::fs::File::open(path).map_err(|e| err(path, None, e))?;
+    Ok(match how {
+        // Multi-member: concatenated gzip files (as `cat a.gz b.gz` or pigz make) are one stream.
+        Container::Gzip => Box::new(std::io::BufReader::new(flate2::read::MultiGzDecoder::new(file))),
+        Container::Zstd => Box::new(std::io::BufReader::new(zstd::Decoder::new(file).map_err(|e| err(path, None, format!("zstd: {e}")))?)),
+        Container::Plain | Container::Parquet => Box::new(std::io::BufReader::new(file)),
+    })
+}
+
+/// One JSON record (a JSONL line, an item of a JSON array, a Parquet row) as a document of
+/// `cfg.format` (not `text`).
+fn record_document(cfg: &SourceConfig, v: &serde_json::Value, path: &Path, line: Option<usize>) -> Result<Document, DataError> {
+    let qa_or_alpaca = |prompt: String, answer: String| {
+        if cfg.chat_template {
+            Document::Chat(vec![Message::new("user", &prompt), Message::new("assistant", &answer)])
+        } else {
+            Document::Text(format!("{prompt}\n{answer}"))
+        }
+    };
+    Ok(match cfg.format {
+        Format::Jsonl => Document::Text(json_str(v, &cfg.field, path, line)?.to_string()),
+        Format::Qa => qa_or_alpaca(json_str(v, &cfg.question_field, path, line)?.into(), json_str(v, &cfg.answer_field, path, line)?.into()),
+        Format::Alpaca => {
+            let instruction = json_str(v, "instruction", path, line)?;
+            // A missing or null `input` (Parquet writes absent values as null) is empty.
+            let input = v.get("input").and_then(|x| x.as_str()).unwrap_or("");
+            let prompt = if input.is_empty() { instruction.to_string() } else { format!("{instruction}\n\n{input}") };
+            qa_or_alpaca(prompt, json_str(v, "output", path, line)?.to_string())
+        }
+        Format::Chat => Document::Chat(chat_from_json(v, path, line)?),
+        Format::Text => return Err(err(path, line, "a text source has no records")),
+    })
+}
+
+/// Reads all documents of a source, calling `f` for each (streaming for line formats and
+/// Parquet).
 pub fn for_each_document(cfg: &SourceConfig, mut f: impl FnMut(Document) -> Result<(), DataError>) -> Result<usize, DataError> {
     let path = cfg.path.as_path();
-    let file = std::fs::File::open(path).map_err(|e| err(path, None, e))?;
-    let mut reader = std::io::BufReader::new(file);
+    let how = container(path)?;
     let mut n = 0usize;
     let limit = if cfg.max_documents == 0 { usize::MAX } else { cfg.max_documents };
     let mut emit = |d: Document, n: &mut usize| -> Result<bool, DataError> {
@@ -152,83 +215,82 @@ pub fn for_each_document(cfg: &SourceConfig, mut f: impl FnMut(Document) -> Resu
         f(d)?;
         Ok(true)
     };
-    let qa_or_alpaca = |prompt: String, answer: String| {
-        if cfg.chat_template {
-            Document::Chat(vec![Message::new("user", &prompt), Message::new("assistant", &answer)])
-        } else {
-            Document::Text(format!("{prompt}\n{answer}"))
+    // Errors inside a record that has no line: "item i" / "row i" in front of the message.
+    let at = |what: &'static str, i: usize| {
+        move |m: DataError| match m {
+            DataError::Source { path, msg, .. } => DataError::Source { path, line: None, msg: format!("{what} {i}: {msg}") },
+            other => other,
         }
     };
-    match cfg.format {
-        Format::Text => {
-            let mut buf = String::new();
-            let mut line = String::new();
-            loop {
-                line.clear();
-                let read = reader.read_line(&mut line).map_err(|e| err(path, None, e))?;
-                let ended = read == 0;
-                let is_blank = line.trim().is_empty();
-                let boundary = match cfg.split {
-                    Split::Line => !ended,
-                    Split::BlankLine => is_blank,
-                    Split::None => false,
-                };
-                if !(cfg.split == Split::BlankLine && is_blank) {
-                    buf.push_str(&line);
-                }
-                if (boundary || ended) && !buf.trim().is_empty() {
-                    let doc = std::mem::take(&mut buf);
-                    let doc = if cfg.split == Split::None { doc } else { doc.trim_end_matches(['\n', '\r']).to_string() };
-                    if !emit(Document::Text(doc), &mut n)? {
+    if how == Container::Parquet {
+        if cfg.format == Format::Text {
+            return Err(err(path, None, "a Parquet file holds records, not text: read a text column with format = \"jsonl\" and field = \"<column>\""));
+        }
+        let file = std::fs::File::open(path).map_err(|e| err(path, None, e))?;
+        let reader = parquet::file::reader::SerializedFileReader::new(file).map_err(|e| err(path, None, format!("Parquet: {e}")))?;
+        let rows = parquet::file::reader::FileReader::get_row_iter(&reader, None).map_err(|e| err(path, None, format!("Parquet: {e}")))?;
+        for (i, row) in rows.enumerate() {
+            let row = row.map_err(|e| err(path, None, format!("Parquet row {i}: {e}")))?;
+            let doc = record_document(cfg, &row.to_json_value(), path, None).map_err(at("row", i))?;
+            if !emit(doc, &mut n)? {
+                break;
+            }
+        }
+    } else {
+        let mut reader = open(path, how)?;
+        match cfg.format {
+            Format::Text => {
+                let mut buf = String::new();
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    let read = reader.read_line(&mut line).map_err(|e| err(path, None, e))?;
+                    let ended = read == 0;
+                    let is_blank = line.trim().is_empty();
+                    let boundary = match cfg.split {
+                        Split::Line => !ended,
+                        Split::BlankLine => is_blank,
+                        Split::None => false,
+                    };
+                    if !(cfg.split == Split::BlankLine && is_blank) {
+                        buf.push_str(&line);
+                    }
+                    if (boundary || ended) && !buf.trim().is_empty() {
+                        let doc = std::mem::take(&mut buf);
+                        let doc = if cfg.split == Split::None { doc } else { doc.trim_end_matches(['\n', '\r']).to_string() };
+                        if !emit(Document::Text(doc), &mut n)? {
+                            break;
+                        }
+                    } else if boundary {
+                        buf.clear();
+                    }
+                    if ended {
                         break;
                     }
-                } else if boundary {
-                    buf.clear();
-                }
-                if ended {
-                    break;
                 }
             }
-        }
-        Format::Jsonl | Format::Qa | Format::Chat if !starts_with_array(path)? => {
-            for (i, line) in reader.lines().enumerate() {
-                let line = line.map_err(|e| err(path, Some(i + 1), e))?;
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| err(path, Some(i + 1), format!("invalid JSON: {e}")))?;
-                let ln = Some(i + 1);
-                let doc = match cfg.format {
-                    Format::Jsonl => Document::Text(json_str(&v, &cfg.field, path, ln)?.to_string()),
-                    Format::Qa => qa_or_alpaca(json_str(&v, &cfg.question_field, path, ln)?.into(), json_str(&v, &cfg.answer_field, path, ln)?.into()),
-                    _ => Document::Chat(chat_from_json(&v, path, ln)?),
-                };
-                if !emit(doc, &mut n)? {
-                    break;
+            Format::Jsonl | Format::Qa | Format::Chat if !starts_with_array(path, how)? => {
+                for (i, line) in reader.lines().enumerate() {
+                    let line = line.map_err(|e| err(path, Some(i + 1), e))?;
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| err(path, Some(i + 1), format!("invalid JSON: {e}")))?;
+                    if !emit(record_document(cfg, &v, path, Some(i + 1))?, &mut n)? {
+                        break;
+                    }
                 }
             }
-        }
-        Format::Jsonl | Format::Qa => {
-            return Err(err(path, None, "expected JSON Lines (one object per line), found a JSON array"));
-        }
-        Format::Alpaca | Format::Chat => {
-            let v: serde_json::Value = serde_json::from_reader(reader).map_err(|e| err(path, Some(e.line()), format!("invalid JSON: {e}")))?;
-            let items = v.as_array().ok_or_else(|| err(path, None, "expected a JSON array"))?;
-            for (i, item) in items.iter().enumerate() {
-                let at = |m: DataError| match m {
-                    DataError::Source { path, msg, .. } => DataError::Source { path, line: None, msg: format!("item {i}: {msg}") },
-                    other => other,
-                };
-                let doc = if cfg.format == Format::Alpaca {
-                    let instruction = json_str(item, "instruction", path, None).map_err(at)?;
-                    let input = item.get("input").and_then(|x| x.as_str()).unwrap_or("");
-                    let prompt = if input.is_empty() { instruction.to_string() } else { format!("{instruction}\n\n{input}") };
-                    qa_or_alpaca(prompt, json_str(item, "output", path, None).map_err(at)?.to_string())
-                } else {
-                    Document::Chat(chat_from_json(item, path, None).map_err(at)?)
-                };
-                if !emit(doc, &mut n)? {
-                    break;
+            Format::Jsonl | Format::Qa => {
+                return Err(err(path, None, "expected JSON Lines (one object per line), found a JSON array"));
+            }
+            Format::Alpaca | Format::Chat => {
+                let v: serde_json::Value = serde_json::from_reader(reader).map_err(|e| err(path, Some(e.line()), format!("invalid JSON: {e}")))?;
+                let items = v.as_array().ok_or_else(|| err(path, None, "expected a JSON array"))?;
+                for (i, item) in items.iter().enumerate() {
+                    if !emit(record_document(cfg, item, path, None).map_err(at("item", i))?, &mut n)? {
+                        break;
+                    }
                 }
             }
         }
@@ -239,10 +301,20 @@ pub fn for_each_document(cfg: &SourceConfig, mut f: impl FnMut(Document) -> Resu
     Ok(n)
 }
 
-fn starts_with_array(path: &Path) -> Result<bool, DataError> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| err(path, None, e))?;
-    let mut buf = [0u8; 64];
-    let n = f.read(&mut buf).map_err(|e| err(path, None, e))?;
-    Ok(buf[..n].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'['))
+/// Whether the (decompressed) file starts, after whitespace, with a JSON array.
+fn starts_with_array(path: &Path, how: Container) -> Result<bool, DataError> {
+    let mut reader = open(path, how)?;
+    loop {
+        let buf = reader.fill_buf().map_err(|e| err(path, None, e))?;
+        if buf.is_empty() {
+            return Ok(false);
+        }
+        match buf.iter().position(|b| !b.is_ascii_whitespace()) {
+            Some(i) => return Ok(buf[i] == b'['),
+            None => {
+                let len = buf.len();
+                reader.consume(len);
+            }
+        }
+    }
 }
