@@ -37,6 +37,8 @@ enum Command {
     Logits(cmd::logits::Args),
     /// Check that a GGUF export holds exactly the values of an HF export.
     VerifyExport(cmd::verify_export::Args),
+    /// Draw a run's training.png from its metrics.jsonl (also mid-run).
+    Plot(cmd::plot::Args),
 }
 
 /// Tells glibc's allocator to serve every block from the heap and never give freed memory back
@@ -94,6 +96,7 @@ pub fn run() -> std::process::ExitCode {
         Command::Logits(a) => cmd::logits::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::VerifyExport(a) => cmd::verify_export::run(a),
+        Command::Plot(a) => cmd::plot::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -77,3 +77,22 @@ fn sweep_ranks_plots_resumes_and_runs_on_several_devices() {
     let parallel = run_sweep(&two, false).unwrap();
     assert_eq!(parallel.iter().map(|r| (&r.run, r.metric)).collect::<Vec<_>>(), rows.iter().map(|r| (&r.run, r.metric)).collect::<Vec<_>>());
 }
+
+/// Config and sweep files named without a directory (`qat train run.toml` in its own folder):
+/// their relative paths resolve against the current directory.
+#[test]
+#[ignore = "needs QAT_SHARED (scripts/test.sh)"]
+fn bare_file_names_resolve_against_the_current_directory() {
+    let shared = common::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let sweep = write_sweep(&shared, tmp.path(), "bare", "");
+    let qat = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_qat")).current_dir(tmp.path()).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = qat(&["sweep", "bare.toml", "--dry-run"]);
+    assert_eq!(listed.lines().count(), sweep.points().len(), "{listed}");
+    qat(&["train", "base.toml", "--quiet", "--set", "train.max_steps=1", "--set", "output.dir=\"bare-run\""]);
+    assert!(tmp.path().join("bare-run/summary.json").exists());
+}

@@ -407,7 +407,7 @@ impl RunConfig {
             apply_override(&mut table, o).map_err(err)?;
         }
         let mut cfg: RunConfig = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| err(e.to_string()))?;
-        let base = std::path::absolute(path.parent().unwrap_or(Path::new("."))).map_err(|e| err(e.to_string()))?;
+        let base = directory_of(path).map_err(err)?;
         let model = cfg.model.path.clone();
         cfg.resolve_paths(&base);
         // A Hub model id (`org/name[@revision]`) that is no directory beside the config: its
@@ -536,4 +536,11 @@ impl RunConfig {
             self.train.max_tokens.div_ceil(per_step) as usize
         }
     }
+}
+
+/// The absolute directory of a config file, which anchors its relative paths. (A bare file name
+/// has the empty path as its parent: the current directory.)
+pub(crate) fn directory_of(file: &Path) -> Result<PathBuf, String> {
+    let parent = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::path::absolute(parent).map_err(|e| format!("{}: {e}", file.display()))
 }

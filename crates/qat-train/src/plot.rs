@@ -51,10 +51,40 @@ fn y_range(ys: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
     (lo - pad)..(hi + pad)
 }
 
-/// Draws `run_dir/training.png` from `run_dir/metrics.jsonl`.
-pub fn plot_run(run_dir: &Path) -> Result<(), String> {
-    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).map_err(|e| e.to_string())?;
-    let (mut loss, mut lr, mut val) = (Vec::new(), Vec::new(), Vec::new());
+/// Token counts as axis labels: 51200 → "51K", 2.5e6 → "2.5M".
+fn tokens_label(t: &f64) -> String {
+    match t.abs() {
+        a if a >= 1e6 => format!("{}M", trim_zeros(t / 1e6)),
+        a if a >= 1e3 => format!("{}K", trim_zeros(t / 1e3)),
+        _ => format!("{t:.0}"),
+    }
+}
+
+fn trim_zeros(x: f64) -> String {
+    let s = format!("{x:.1}");
+    s.strip_suffix(".0").map(str::to_string).unwrap_or(s)
+}
+
+/// Width of the legend column right of the loss chart.
+const LEGEND_WIDTH: u32 = 290;
+
+/// What `training.png` draws, read from `metrics.jsonl`.
+#[derive(Default)]
+struct RunCurves {
+    /// (tokens, value) per train step.
+    ce: Vec<(f64, f64)>,
+    kd: Vec<(f64, f64)>,
+    lr: Vec<(f64, f64)>,
+    /// Validation CE over all sources, and per source (name → points), at each evaluation.
+    val: Vec<(f64, f64)>,
+    val_by_source: std::collections::BTreeMap<String, Vec<(f64, f64)>>,
+    /// Validation CE of the unquantized model and of the quantized one before training.
+    fp_val: Option<f64>,
+    start_val: Option<f64>,
+}
+
+fn read_curves(text: &str) -> RunCurves {
+    let mut c = RunCurves::default();
     for line in text.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
@@ -62,72 +92,181 @@ pub fn plot_run(run_dir: &Path) -> Result<(), String> {
         let tokens = v["tokens"].as_f64().unwrap_or(0.0);
         match v["type"].as_str() {
             Some("train") => {
-                loss.push((tokens, v["loss"].as_f64().unwrap_or(f64::NAN)));
-                lr.push((tokens, v["lr"].as_f64().unwrap_or(0.0)));
+                // Runs before CE and KD were logged apart have only `loss`.
+                let ce = v["ce"].as_f64().or(v["loss"].as_f64()).unwrap_or(f64::NAN);
+                c.ce.push((tokens, ce));
+                if let Some(kd) = v["kd"].as_f64() {
+                    c.kd.push((tokens, kd));
+                }
+                c.lr.push((tokens, v["lr"].as_f64().unwrap_or(0.0)));
             }
+            Some("eval_fp") => c.fp_val = v["eval"]["val_loss"].as_f64(),
             Some("eval") => {
-                if let Some(x) = v["eval"]["val_loss"].as_f64() {
-                    val.push((tokens, x));
+                let ev = &v["eval"];
+                if let Some(x) = ev["val_loss"].as_f64() {
+                    if v["step"].as_u64() == Some(0) {
+                        c.start_val = Some(x);
+                    }
+                    c.val.push((tokens, x));
+                }
+                for (key, x) in ev.as_object().into_iter().flatten() {
+                    if let (Some(name), Some(x)) = (key.strip_prefix("val_loss/"), x.as_f64()) {
+                        c.val_by_source.entry(name.to_string()).or_default().push((tokens, x));
+                    }
                 }
             }
             _ => {}
         }
     }
-    if loss.is_empty() {
+    c
+}
+
+/// The chart's title: how much of the validation gap between the quantized start and the
+/// unquantized model training closed, `(start − now) / (start − fp)`.
+fn gap_title(run: &str, c: &RunCurves) -> String {
+    match (c.fp_val, c.start_val, c.val.last().map(|p| p.1)) {
+        (Some(fp), Some(start), Some(now)) if start > fp => format!(
+            "{run}: training closed {:.1}% of the validation gap (CE: full precision {fp:.3}, quantized start {start:.3}, now {now:.3})",
+            100.0 * (start - now) / (start - fp)
+        ),
+        (Some(fp), Some(start), Some(now)) => format!("{run}: validation CE full precision {fp:.3}, quantized start {start:.3}, now {now:.3}"),
+        _ => format!("{run}: training loss"),
+    }
+}
+
+/// Draws `run_dir/training.png` from `run_dir/metrics.jsonl`: train CE and validation CE (all
+/// sources, and each source) against tokens with the full-precision and starting validation CE
+/// as horizontal lines, the gap closed in the title; the distillation loss and the learning
+/// rate in their own panels.
+pub fn plot_run(run_dir: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).map_err(|e| e.to_string())?;
+    let c = read_curves(&text);
+    if c.ce.is_empty() {
         return Ok(());
     }
-    draw_png(&run_dir.join("training.png"), (900, 600), |root| {
+    let run = run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let has_kd = !c.kd.is_empty();
+    let height = if has_kd { 900 } else { 700 };
+    draw_png(&run_dir.join("training.png"), (1000, height), |root| {
         let e = |e: &dyn std::fmt::Display| e.to_string();
-        let (top, bottom) = root.split_vertically(400);
-        let max_t = loss.last().map_or(1.0, |p| p.0).max(1.0);
+        let root = root.titled(&gap_title(&run, &c), (FONT, 17)).map_err(|x| e(&x))?;
+        let (top, rest) = root.split_vertically(440);
+        let (kd_area, lr_area) = if has_kd { rest.split_vertically(rest.dim_in_pixel().1 / 2) } else { rest.split_vertically(0) };
+        let max_t = c.ce.last().map_or(1.0, |p| p.0).max(1.0);
+        let references: Vec<(f64, &str, RGBColor)> =
+            [(c.fp_val, "full precision (validation)", BLACK), (c.start_val, "quantized at step 0 (validation)", RGBColor(200, 0, 0))]
+                .into_iter()
+                .filter_map(|(v, label, color)| Some((v?, label, color)))
+                .collect();
+        let ys = c.ce.iter().chain(&c.val).chain(c.val_by_source.values().flatten()).map(|p| p.1).chain(references.iter().map(|r| r.0));
         let mut chart = ChartBuilder::on(&top)
-            .caption("loss", (FONT, 20))
+            .caption("cross-entropy (nats/token)", (FONT, 16))
             .margin(10)
+            .margin_right(LEGEND_WIDTH)
             .x_label_area_size(30)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0.0..max_t, y_range(loss.iter().chain(&val).map(|p| p.1)))
+            .y_label_area_size(55)
+            .build_cartesian_2d(0.0..max_t, y_range(ys))
             .map_err(|x| e(&x))?;
-        chart.configure_mesh().x_desc("tokens").draw().map_err(|x| e(&x))?;
-        chart
-            .draw_series(LineSeries::new(loss.iter().copied().filter(|p| p.1.is_finite()), &BLUE))
-            .map_err(|x| e(&x))?
-            .label("train loss")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
-        chart
-            .draw_series(PointSeries::of_element(val.iter().copied(), 4, &RED, &|c, s, st| Circle::new(c, s, st.filled())))
-            .map_err(|x| e(&x))?
-            .label("validation loss (CE)")
-            .legend(|(x, y)| Circle::new((x + 10, y), 4, RED.filled()));
-        chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(|x| e(&x))?;
-        let max_lr = lr.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-12);
-        let mut chart = ChartBuilder::on(&bottom)
-            .caption("learning rate", (FONT, 16))
+        chart.configure_mesh().x_desc("training tokens").x_label_formatter(&tokens_label).draw().map_err(|x| e(&x))?;
+        // Legend entries (label, line style), drawn in the column right of the plot where they
+        // hide no curve.
+        let mut legend: Vec<(String, ShapeStyle)> = Vec::new();
+        let train_style = RGBColor(120, 150, 220).stroke_width(1);
+        chart.draw_series(LineSeries::new(c.ce.iter().copied().filter(|p| p.1.is_finite()), train_style)).map_err(|x| e(&x))?;
+        legend.push(("train CE (per step)".into(), train_style));
+        for (value, label, color) in &references {
+            let style = color.stroke_width(2);
+            chart.draw_series(DashedLineSeries::new([(0.0, *value), (max_t, *value)], 8, 6, style)).map_err(|x| e(&x))?;
+            legend.push((format!("{label}: {value:.3}"), style));
+        }
+        // With one source its curve is the all-sources curve.
+        let per_source = if c.val_by_source.len() > 1 { c.val_by_source.iter().collect() } else { Vec::new() };
+        for (k, (name, points)) in per_source.into_iter().enumerate() {
+            let style = Palette99::pick(k + 2).stroke_width(1);
+            chart.draw_series(LineSeries::new(points.iter().copied(), style).point_size(3)).map_err(|x| e(&x))?;
+            legend.push((format!("validation CE: {name}"), style));
+        }
+        let val_style = RGBColor(200, 0, 0).stroke_width(3);
+        chart.draw_series(LineSeries::new(c.val.iter().copied(), val_style).point_size(5)).map_err(|x| e(&x))?;
+        legend.push(("validation CE: all sources".into(), val_style));
+        let x0 = top.dim_in_pixel().0 as i32 - LEGEND_WIDTH as i32 + 5;
+        for (i, (label, style)) in legend.iter().enumerate() {
+            let y = 45 + 20 * i as i32;
+            top.draw(&PathElement::new(vec![(x0, y), (x0 + 24, y)], *style)).map_err(|x| e(&x))?;
+            top.draw(&Text::new(label.as_str(), (x0 + 30, y - 7), (FONT, 13))).map_err(|x| e(&x))?;
+        }
+        if has_kd {
+            let mut chart = ChartBuilder::on(&kd_area)
+                .caption("distillation loss (KD term, per step)", (FONT, 15))
+                .margin(10)
+                .margin_right(LEGEND_WIDTH)
+                .x_label_area_size(30)
+                .y_label_area_size(55)
+                .build_cartesian_2d(0.0..max_t, y_range(c.kd.iter().map(|p| p.1)))
+                .map_err(|x| e(&x))?;
+            chart.configure_mesh().x_desc("training tokens").x_label_formatter(&tokens_label).draw().map_err(|x| e(&x))?;
+            chart.draw_series(LineSeries::new(c.kd.iter().copied().filter(|p| p.1.is_finite()), &MAGENTA)).map_err(|x| e(&x))?;
+        }
+        let max_lr = c.lr.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-12);
+        let mut chart = ChartBuilder::on(&lr_area)
+            .caption("learning rate (weights)", (FONT, 15))
             .margin(10)
+            .margin_right(LEGEND_WIDTH)
             .x_label_area_size(30)
-            .y_label_area_size(50)
+            .y_label_area_size(55)
             .build_cartesian_2d(0.0..max_t, 0.0..max_lr * 1.05)
             .map_err(|x| e(&x))?;
-        chart.configure_mesh().x_desc("tokens").draw().map_err(|x| e(&x))?;
-        chart.draw_series(LineSeries::new(lr.iter().copied(), &GREEN)).map_err(|x| e(&x))?;
+        chart
+            .configure_mesh()
+            .x_desc("training tokens")
+            .x_label_formatter(&tokens_label)
+            .y_label_formatter(&|v| format!("{v:.1e}"))
+            .draw()
+            .map_err(|x| e(&x))?;
+        chart.draw_series(LineSeries::new(c.lr.iter().copied(), &GREEN)).map_err(|x| e(&x))?;
         Ok(())
     })
 }
 
+/// A sweep value as a short axis label: TOML inline tables and strings without their
+/// punctuation (`{ bits = 2, scheme = "seq" }` → `bits=2, scheme=seq`).
+fn compact(value: &str) -> String {
+    value.trim_start_matches('{').trim_end_matches('}').trim().replace(" = ", "=").replace('"', "")
+}
+
 /// One panel per sweep axis: `metric` of every finished run against that axis's value (the
-/// values in the order the sweep lists them, as categories).
-pub fn plot_sweep(path: &Path, metric: &str, axes: &[(String, Vec<String>)], runs: &[(Vec<String>, f64)]) -> Result<(), String> {
+/// values in the order the sweep lists them, as categories), under `title`, with the unquantized
+/// model's value as a dashed line when every run shares it.
+pub fn plot_sweep(
+    path: &Path,
+    title: &str,
+    metric: &str,
+    reference: Option<f64>,
+    axes: &[(String, Vec<String>)],
+    runs: &[(Vec<String>, f64)],
+) -> Result<(), String> {
     if runs.is_empty() || axes.is_empty() {
         return Ok(());
     }
-    let panel = 320u32;
-    draw_png(path, (panel * axes.len() as u32 + 40, 360), |root| {
+    // Wide enough for each axis's value labels side by side.
+    let widths: Vec<u32> = axes.iter().map(|(_, values)| (values.iter().map(|v| compact(v).len() as u32 * 7 + 20).sum::<u32>() + 80).max(340)).collect();
+    draw_png(path, ((widths.iter().sum::<u32>() + 40).max(700), 420), |root| {
         let e = |e: &dyn std::fmt::Display| e.to_string();
-        let y = y_range(runs.iter().map(|r| r.1));
-        for (a, area) in root.split_evenly((1, axes.len())).iter().enumerate() {
+        let root = root.titled(title, (FONT, 16)).map_err(|x| e(&x))?;
+        let (root, footer) = root.split_vertically(root.dim_in_pixel().1 - 22);
+        let y = y_range(runs.iter().map(|r| r.1).chain(reference));
+        let breaks: Vec<u32> = widths
+            .iter()
+            .scan(0, |x, w| {
+                *x += w;
+                Some(*x)
+            })
+            .collect();
+        for (a, area) in root.split_by_breakpoints(&breaks[..breaks.len() - 1], &[] as &[u32]).iter().enumerate() {
             let (key, values) = &axes[a];
             let n = values.len().max(1);
             let mut chart = ChartBuilder::on(area)
-                .caption(key, (FONT, 16))
+                .caption(key, (FONT, 15))
                 .margin(12)
                 .x_label_area_size(40)
                 .y_label_area_size(if a == 0 { 60 } else { 40 })
@@ -135,12 +274,55 @@ pub fn plot_sweep(path: &Path, metric: &str, axes: &[(String, Vec<String>)], run
                 .map_err(|x| e(&x))?;
             let label = |x: &f64| {
                 let i = x.round();
-                if (x - i).abs() < 1e-9 && i >= 0.0 { values.get(i as usize).cloned().unwrap_or_default() } else { String::new() }
+                if (x - i).abs() < 1e-9 && i >= 0.0 { values.get(i as usize).map(|v| compact(v)).unwrap_or_default() } else { String::new() }
             };
             chart.configure_mesh().x_labels(n).x_label_formatter(&label).y_desc(if a == 0 { metric } else { "" }).disable_x_mesh().draw().map_err(|x| e(&x))?;
+            if let Some(r) = reference {
+                chart.draw_series(DashedLineSeries::new([(-0.5, r), (n as f64 - 0.5, r)], 8, 6, BLACK.stroke_width(2))).map_err(|x| e(&x))?;
+            }
             let points = runs.iter().filter(|r| r.1.is_finite()).filter_map(|(vals, m)| Some((values.iter().position(|v| v == &vals[a])? as f64, *m)));
             chart.draw_series(points.map(|p| Circle::new(p, 4, BLUE.filled()))).map_err(|x| e(&x))?;
         }
+        let note = match reference {
+            Some(r) => format!("each dot: one run's final {metric}; dashed: the unquantized model ({r:.4})"),
+            None => format!("each dot: one run's final {metric}"),
+        };
+        footer.draw(&Text::new(note, (12, 2), (FONT, 13))).map_err(|x| e(&x))?;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const METRICS: &str = r#"{"type":"eval_fp","step":0,"tokens":0,"eval":{"val_loss":2.0,"val_loss/a":1.5,"val_loss/b":2.5}}
+{"type":"eval","step":0,"tokens":0,"eval":{"val_loss":4.0,"val_loss/a":3.5,"val_loss/b":4.5}}
+{"type":"train","step":1,"tokens":1000,"loss":5.5,"ce":4.5,"kd":1.0,"lr":0.001}
+{"type":"train","step":2,"tokens":2000,"loss":4.0,"ce":3.5,"kd":0.5,"lr":0.002}
+{"type":"eval","step":2,"tokens":2000,"eval":{"val_loss":3.0,"val_loss/a":2.5,"val_loss/b":3.5}}
+"#;
+
+    #[test]
+    fn run_chart_reads_ce_kd_sources_and_references() {
+        let c = read_curves(METRICS);
+        assert_eq!(c.ce, [(1000.0, 4.5), (2000.0, 3.5)], "CE apart from KD, not the summed loss");
+        assert_eq!(c.kd, [(1000.0, 1.0), (2000.0, 0.5)]);
+        assert_eq!((c.fp_val, c.start_val), (Some(2.0), Some(4.0)));
+        assert_eq!(c.val_by_source["b"], [(0.0, 4.5), (2000.0, 3.5)], "per source, without the unquantized model's values");
+        // (4 − 3) / (4 − 2): half the gap.
+        assert!(gap_title("r", &c).starts_with("r: training closed 50.0% of the validation gap"), "{}", gap_title("r", &c));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("metrics.jsonl"), METRICS).unwrap();
+        plot_run(dir.path()).unwrap();
+        let png = std::fs::read(dir.path().join("training.png")).unwrap();
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000);
+    }
+
+    #[test]
+    fn labels_are_short() {
+        assert_eq!([51200.0, 2.5e6, 999.0].map(|t| tokens_label(&t)), ["51.2K", "2.5M", "999"]);
+        assert_eq!(tokens_label(&40000.0), "40K");
+        assert_eq!(compact(r#"{ bits = 2, scheme = "seq" }"#), "bits=2, scheme=seq");
+    }
 }

@@ -99,7 +99,7 @@ impl SweepConfig {
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut c: SweepConfig = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        let base = std::path::absolute(path.parent().unwrap_or(Path::new("."))).map_err(|e| e.to_string())?;
+        let base = crate::config::directory_of(path)?;
         for p in [&mut c.base, &mut c.output] {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -174,8 +174,17 @@ pub struct SweepRow {
     pub assignments: Vec<String>,
     pub status: String,
     pub metric: Option<f64>,
+    /// The metric of the unquantized starting model (the run's `fp_eval`), where evaluated.
+    pub full_precision: Option<f64>,
     pub tokens: u64,
     pub wall_seconds: f64,
+}
+
+impl SweepRow {
+    /// A point without a result (failed, interrupted, not finished).
+    fn without_result(run: String, point: &[String], status: String) -> Self {
+        SweepRow { run, assignments: point.to_vec(), status, metric: None, full_precision: None, tokens: 0, wall_seconds: 0.0 }
+    }
 }
 
 /// Runs the sweep and writes `results.csv`, `results.md` and `results.png` in its output
@@ -248,14 +257,14 @@ fn run_point(sweep: &SweepConfig, base_text: &str, i: usize, point: &[String], d
         Err(e) if crate::interrupt::requested().is_some() => {
             // Not a failure: the same command continues the point.
             eprintln!("[{run_name}] {e}");
-            SweepRow { run: run_name, assignments: point.to_vec(), status: INTERRUPTED.into(), metric: None, tokens: 0, wall_seconds: 0.0 }
+            SweepRow::without_result(run_name, point, INTERRUPTED.into())
         }
         Err(e) => {
             eprintln!("[{run_name}] failed: {e}");
             if let Err(w) = std::fs::create_dir_all(&run_dir).and_then(|()| std::fs::write(&failure_path, &e)) {
                 eprintln!("[{run_name}] could not record the failure in {}: {w}", failure_path.display());
             }
-            SweepRow { run: run_name, assignments: point.to_vec(), status: format!("failed: {e}"), metric: None, tokens: 0, wall_seconds: 0.0 }
+            SweepRow::without_result(run_name, point, format!("failed: {e}"))
         }
     }
 }
@@ -273,6 +282,7 @@ fn finished_row(sweep: &SweepConfig, run: String, point: &[String], s: &RunSumma
         assignments: point.to_vec(),
         status: "ok".into(),
         metric: s.final_eval.get(&sweep.metric).and_then(|v| v.as_f64()),
+        full_precision: s.fp_eval.get(&sweep.metric).and_then(|v| v.as_f64()),
         tokens: s.tokens,
         wall_seconds: s.wall_seconds,
     }
@@ -324,8 +334,7 @@ pub fn collect(sweep: &SweepConfig) -> Result<Vec<SweepRow>, String> {
         .iter()
         .enumerate()
         .map(|(i, point)| {
-            let blank =
-                |status: String| SweepRow { run: format!("run-{i:03}"), assignments: point.clone(), status, metric: None, tokens: 0, wall_seconds: 0.0 };
+            let blank = |status: String| SweepRow::without_result(format!("run-{i:03}"), point, status);
             Ok(match point_state(sweep, i, point)? {
                 PointState::Finished(row) => row,
                 PointState::Failed(e) => blank(format!("failed: {e}")),
@@ -408,5 +417,21 @@ fn write_results(sweep: &SweepConfig, rows: &[SweepRow]) -> Result<(), String> {
         }
     }
     let runs: Vec<(Vec<String>, f64)> = rows.iter().filter_map(|r| Some((keys.iter().map(|k| value_of(r, k)).collect(), r.metric?))).collect();
-    crate::plot::plot_sweep(&sweep.output.join("results.png"), &sweep.metric, &axes, &runs)
+    let finished: Vec<&&SweepRow> = ranked.iter().filter(|r| r.metric.is_some()).collect();
+    let title = match finished.first() {
+        Some(best) => format!(
+            "{} ({} is better): {} of {} runs finished, best {} = {:.4}",
+            sweep.metric,
+            if sweep.goal == Goal::Min { "lower" } else { "higher" },
+            finished.len(),
+            sweep.points().len(),
+            best.run,
+            best.metric.unwrap_or(f64::NAN)
+        ),
+        None => sweep.metric.clone(),
+    };
+    // The unquantized model is the same for every point unless an axis changes it.
+    let references: Vec<f64> = finished.iter().filter_map(|r| r.full_precision).collect();
+    let reference = references.first().copied().filter(|x| references.iter().all(|y| y == x));
+    crate::plot::plot_sweep(&sweep.output.join("results.png"), &title, &sweep.metric, reference, &axes, &runs)
 }

@@ -4,6 +4,7 @@ pub mod export;
 pub mod generate;
 pub mod import;
 pub mod logits;
+pub mod plot;
 pub mod quantize;
 pub mod sweep;
 pub mod train;
