@@ -99,8 +99,8 @@ fn encode_pair(tok: &Tokenizer, model: &CausalLm, context: &str, continuation: &
     Ok((ctx, cont))
 }
 
-/// Each of an item's requests scored, the requests of one item in one right-padded batch.
-pub fn item_scores(model: &CausalLm, tok: &Tokenizer, item: &McItem, opts: ScoreOptions) -> Result<Vec<Scored>, EvalError> {
+/// An item's requests as token ids (context, continuation), checked.
+fn item_pairs(model: &CausalLm, tok: &Tokenizer, item: &McItem, opts: ScoreOptions) -> Result<Vec<(Vec<u32>, Vec<u32>)>, EvalError> {
     let bad = |msg: String| EvalError::Item { path: String::new(), line: item.line, msg };
     let max_len = model.config.max_position_embeddings;
     let mut pairs = Vec::with_capacity(item.requests.len());
@@ -114,51 +114,104 @@ pub fn item_scores(model: &CausalLm, tok: &Tokenizer, item: &McItem, opts: Score
         }
         pairs.push((ctx, cont));
     }
-    Ok(continuation_logprobs(model, &pairs))
+    Ok(pairs)
+}
+
+/// Each of an item's requests scored, the requests of one item in one right-padded batch.
+pub fn item_scores(model: &CausalLm, tok: &Tokenizer, item: &McItem, opts: ScoreOptions) -> Result<Vec<Scored>, EvalError> {
+    Ok(continuation_logprobs(model, &item_pairs(model, tok, item, opts)?))
+}
+
+/// Whether `pairs` are single-token continuations of one context (MMLU's letters): one
+/// forward pass of the context scores them all.
+fn shares_one_context(pairs: &[(Vec<u32>, Vec<u32>)]) -> bool {
+    pairs.iter().all(|(c, k)| k.len() == 1 && *c == pairs[0].0)
 }
 
 /// Each continuation after its context scored, token ids in, all pairs in one right-padded
-/// batch. Each context is non-empty and each continuation 1..=max_len tokens.
+/// batch. Each context is non-empty and each continuation 1..=max_len tokens. Only the positions
+/// that predict a continuation token go through the output head and the log-softmax.
 pub fn continuation_logprobs(model: &CausalLm, pairs: &[(Vec<u32>, Vec<u32>)]) -> Vec<Scored> {
     let max_len = model.config.max_position_embeddings;
     let device = model.embed_tokens.weight.val().device();
-    if pairs.iter().all(|(c, k)| k.len() == 1 && *c == pairs[0].0) {
-        // Single-token continuations of one context (MMLU's letters) share one forward pass.
-        let ctx = &pairs[0].0[pairs[0].0.len().saturating_sub(max_len)..];
-        let t = ctx.len();
-        let ids: Vec<i64> = ctx.iter().map(|&x| x as i64).collect();
-        let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, t]), &device);
-        let logits = model.forward(tokens, &AttentionBatch::causal(&[t], t, 0, &device), None).narrow(1, t - 1, 1);
-        let lp: Vec<f32> = log_softmax(logits, 2).into_data().try_to_vec::<f32>().expect("f32 log-probs");
-        let best = argmax(lp.iter().map(|&x| x as f64));
-        return pairs.iter().map(|(_, k)| Scored { logprob: lp[k[0] as usize] as f64, greedy: best == k[0] as usize }).collect();
-    }
-    // Row j = (ctx + cont)[start_j .. len − 1] with start_j dropping what exceeds max_len + 1.
-    let starts: Vec<usize> = pairs.iter().map(|(c, k)| (c.len() + k.len()).saturating_sub(max_len + 1)).collect();
-    let lens: Vec<usize> = pairs.iter().zip(&starts).map(|((c, k), s)| c.len() + k.len() - 1 - s).collect();
+    let shared = shares_one_context(pairs);
+    // Row b = (ctx + cont)[start_b .. len − 1] with start_b dropping what exceeds max_len + 1;
+    // a shared context is one row of the context alone.
+    let rows: Vec<(&[u32], &[u32])> = if shared { vec![(&pairs[0].0[..], &[][..])] } else { pairs.iter().map(|(c, k)| (&c[..], &k[..])).collect() };
+    let starts: Vec<usize> = rows.iter().map(|(c, k)| (c.len() + k.len()).saturating_sub(max_len + usize::from(!shared))).collect();
+    let lens: Vec<usize> = rows.iter().zip(&starts).map(|((c, k), s)| c.len() + k.len() - usize::from(!shared) - s).collect();
     let t = *lens.iter().max().expect("an item has choices");
-    let mut ids = Vec::with_capacity(pairs.len() * t);
-    for ((c, k), &s) in pairs.iter().zip(&starts) {
-        let row = c.iter().chain(k).skip(s).take(c.len() + k.len() - 1 - s);
-        ids.extend(row.map(|&x| x as i64).chain(std::iter::repeat(0)).take(t));
+    let mut ids = Vec::with_capacity(rows.len() * t);
+    for (((c, k), &s), &len) in rows.iter().zip(&starts).zip(&lens) {
+        ids.extend(c.iter().chain(k.iter()).skip(s).take(len).map(|&x| x as i64).chain(std::iter::repeat(0)).take(t));
     }
-    let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [pairs.len(), t]), &device);
-    let lp = log_softmax(model.forward(tokens, &AttentionBatch::causal(&lens, t, 0, &device), None), 2);
+    let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [rows.len(), t]), &device);
+    let hidden = model.forward_hidden(tokens, &AttentionBatch::causal(&lens, t, 0, &device), None);
+    // The first continuation token is predicted at row position len(ctx) − 1 − start.
+    let positions: Vec<i64> = if shared {
+        vec![(lens[0] - 1) as i64]
+    } else {
+        pairs.iter().zip(&starts).enumerate().flat_map(|(b, ((c, k), &s))| (0..k.len()).map(move |j| (b * t + c.len() - 1 - s + j) as i64)).collect()
+    };
+    let d = hidden.dims()[2];
+    let picked = hidden.reshape([rows.len() * t, d]).select(0, Tensor::<1, Int>::from_data(TensorData::new(positions.clone(), [positions.len()]), &device));
+    let lp = log_softmax(model.head(picked.unsqueeze_dim(0)), 2);
     let v = lp.dims()[2];
     let lp: Vec<f32> = lp.into_data().try_to_vec::<f32>().expect("f32 log-probs");
-    // The first continuation token is predicted at row position len(ctx) − 1 − start.
+    let mut next = 0;
     pairs
         .iter()
-        .zip(&starts)
-        .enumerate()
-        .map(|(b, ((c, k), &s))| {
-            let row = |j: usize| &lp[(b * t + c.len() - 1 - s + j) * v..][..v];
+        .map(|(_, k)| {
+            let first = if shared { 0 } else { next };
+            next += k.len();
+            let row = |j: usize| &lp[(first + j) * v..][..v];
             Scored {
                 logprob: k.iter().enumerate().map(|(j, &id)| row(j)[id as usize] as f64).sum(),
                 greedy: k.iter().enumerate().all(|(j, &id)| argmax(row(j).iter().map(|&x| x as f64)) == id as usize),
             }
         })
         .collect()
+}
+
+/// Padded tokens per forward pass when the requests of several items are scored together:
+/// larger matrix products (and both cores of a small machine busy) at a bounded activation size.
+const TOKENS_PER_BATCH: usize = 4096;
+
+/// Every item's requests scored ([`continuation_logprobs`]), several items per forward pass:
+/// items taken in order of their longest request (so a batch pads little) until a batch would
+/// exceed `tokens_per_batch` padded tokens; an item whose requests share one context keeps
+/// its own single-row pass. Scores come back in the items' order. Each request's score depends
+/// only on its own row, so batching changes no result beyond float rounding.
+fn batched_scores(model: &CausalLm, items: &[Vec<(Vec<u32>, Vec<u32>)>], tokens_per_batch: usize) -> Vec<Vec<Scored>> {
+    let longest = |pairs: &[(Vec<u32>, Vec<u32>)]| pairs.iter().map(|(c, k)| c.len() + k.len()).max().unwrap_or(0);
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_key(|&i| longest(&items[i]));
+    let mut scores: Vec<Vec<Scored>> = vec![Vec::new(); items.len()];
+    let mut batch: Vec<usize> = Vec::new();
+    let flush = |batch: &mut Vec<usize>, scores: &mut Vec<Vec<Scored>>| {
+        let all: Vec<(Vec<u32>, Vec<u32>)> = batch.iter().flat_map(|&i| items[i].iter().cloned()).collect();
+        let mut it = continuation_logprobs(model, &all).into_iter();
+        for &i in batch.iter() {
+            scores[i] = it.by_ref().take(items[i].len()).collect();
+        }
+        batch.clear();
+    };
+    for i in order {
+        if shares_one_context(&items[i]) {
+            scores[i] = continuation_logprobs(model, &items[i]);
+            continue;
+        }
+        let rows: usize = batch.iter().map(|&j| items[j].len()).sum::<usize>() + items[i].len();
+        // Sorted by length: this item's longest request is the batch's.
+        if !batch.is_empty() && rows * longest(&items[i]) > tokens_per_batch {
+            flush(&mut batch, &mut scores);
+        }
+        batch.push(i);
+    }
+    if !batch.is_empty() {
+        flush(&mut batch, &mut scores);
+    }
+    scores
 }
 
 /// Index of the largest value, the first one on ties (`np.argmax`).
@@ -187,12 +240,12 @@ pub fn score_items(model: &CausalLm, tok: &Tokenizer, name: &str, items: &[McIte
     if items.is_empty() {
         return Err(EvalError::File { path: name.into(), msg: "no items".into() });
     }
+    let pairs = items.iter().map(|item| item_pairs(model, tok, item, opts)).collect::<Result<Vec<_>, _>>().map_err(|e| match e {
+        EvalError::Item { line, msg, .. } => EvalError::Item { path: name.into(), line, msg },
+        e => e,
+    })?;
     let (mut hit, mut hit_norm, mut loglik) = (0usize, 0usize, 0f64);
-    for item in items {
-        let scores = item_scores(model, tok, item, opts).map_err(|e| match e {
-            EvalError::Item { line, msg, .. } => EvalError::Item { path: name.into(), line, msg },
-            e => e,
-        })?;
+    for (item, scores) in items.iter().zip(batched_scores(model, &pairs, TOKENS_PER_BATCH)) {
         if item.greedy {
             hit += usize::from(scores[0].greedy);
             loglik += scores[0].logprob;
@@ -249,6 +302,32 @@ mod tests {
         for ((c, k), b) in long.iter().zip(continuation_logprobs(&model, &long)) {
             let (s, b) = (single(&model, c, k), b.logprob);
             assert!((s - b).abs() < 1e-4, "truncated: {s} vs {b}");
+        }
+    }
+
+    /// Scoring many items together (sorted by length, several per forward pass, a
+    /// shared-context item alone) gives each item what scoring it alone gives, in item order.
+    #[test]
+    fn items_scored_together_match_items_scored_alone() {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../qat-model/tests/fixtures/llama");
+        let model = CausalLm::from_checkpoint(&Checkpoint::open(&dir).unwrap(), &burn::tensor::Device::flex()).unwrap();
+        let items: Vec<Vec<(Vec<u32>, Vec<u32>)>> = (0..40u32)
+            .map(|i| {
+                let ctx: Vec<u32> = (0..(3 + i * 7 % 23)).map(|j| (i * 13 + j * 5) % 60 + 1).collect();
+                if i % 9 == 4 {
+                    (0..4).map(|c| (ctx.clone(), vec![c + 2])).collect()
+                } else {
+                    (0..(2 + i % 3)).map(|c| (ctx.clone(), (0..(1 + (i + c) % 5)).map(|j| (c * 7 + j) % 60 + 1).collect())).collect()
+                }
+            })
+            .collect();
+        // A budget of 64 padded tokens: many batches of a few items each.
+        for (pairs, together) in items.iter().zip(batched_scores(&model, &items, 64)) {
+            let alone = continuation_logprobs(&model, pairs);
+            assert_eq!(alone.len(), together.len());
+            for (a, b) in alone.iter().zip(&together) {
+                assert!((a.logprob - b.logprob).abs() < 1e-4 && a.greedy == b.greedy, "{a:?} vs {b:?}");
+            }
         }
     }
 

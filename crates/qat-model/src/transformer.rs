@@ -451,9 +451,28 @@ impl CausalLm {
     pub fn forward(&self, tokens: Tensor<2, Int>, batch: &AttentionBatch, cache: Option<&mut KvCache>) -> Tensor<3> {
         let embedding = self.embed_tokens.effective_weight();
         let h = self.hidden_from(embedding.clone(), tokens, batch, cache);
+        self.head_from(Some(embedding), h)
+    }
+
+    /// Next-token logits of hidden states ([`Self::forward_hidden`]'s output, or a selection
+    /// of its positions): scorers that need a few positions' logits skip the head's product
+    /// and the softmax over the vocabulary everywhere else.
+    ///
+    /// # Shapes
+    /// `hidden: [B, N, hidden]` → `[B, N, vocab]`.
+    pub fn head(&self, hidden: Tensor<3>) -> Tensor<3> {
+        self.head_from(None, hidden)
+    }
+
+    /// The output head: its own matrix, or the tied (fake-quantized) embedding — `embedding`
+    /// when the caller has it already.
+    fn head_from(&self, embedding: Option<Tensor<2>>, h: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
             Some(head) => head.forward(h),
-            None => matmul_in(h, embedding.transpose().unsqueeze(), self.compute),
+            None => {
+                let e = embedding.unwrap_or_else(|| self.embed_tokens.effective_weight());
+                matmul_in(h, e.transpose().unsqueeze(), self.compute)
+            }
         }
     }
 
