@@ -99,8 +99,11 @@ fn encode_pair(tok: &Tokenizer, model: &CausalLm, context: &str, continuation: &
     Ok((ctx, cont))
 }
 
-/// An item's requests as token ids (context, continuation), checked.
-fn item_pairs(model: &CausalLm, tok: &Tokenizer, item: &McItem, opts: ScoreOptions) -> Result<Vec<(Vec<u32>, Vec<u32>)>, EvalError> {
+/// A request as token ids: (context, continuation).
+type TokenPair = (Vec<u32>, Vec<u32>);
+
+/// An item's requests as token ids, checked.
+fn item_pairs(model: &CausalLm, tok: &Tokenizer, item: &McItem, opts: ScoreOptions) -> Result<Vec<TokenPair>, EvalError> {
     let bad = |msg: String| EvalError::Item { path: String::new(), line: item.line, msg };
     let max_len = model.config.max_position_embeddings;
     let mut pairs = Vec::with_capacity(item.requests.len());
@@ -124,14 +127,14 @@ pub fn item_scores(model: &CausalLm, tok: &Tokenizer, item: &McItem, opts: Score
 
 /// Whether `pairs` are single-token continuations of one context (MMLU's letters): one
 /// forward pass of the context scores them all.
-fn shares_one_context(pairs: &[(Vec<u32>, Vec<u32>)]) -> bool {
+fn shares_one_context(pairs: &[TokenPair]) -> bool {
     pairs.iter().all(|(c, k)| k.len() == 1 && *c == pairs[0].0)
 }
 
 /// Each continuation after its context scored, token ids in, all pairs in one right-padded
 /// batch. Each context is non-empty and each continuation 1..=max_len tokens. Only the positions
 /// that predict a continuation token go through the output head and the log-softmax.
-pub fn continuation_logprobs(model: &CausalLm, pairs: &[(Vec<u32>, Vec<u32>)]) -> Vec<Scored> {
+pub fn continuation_logprobs(model: &CausalLm, pairs: &[TokenPair]) -> Vec<Scored> {
     let max_len = model.config.max_position_embeddings;
     let device = model.embed_tokens.weight.val().device();
     let shared = shares_one_context(pairs);
@@ -182,14 +185,14 @@ const TOKENS_PER_BATCH: usize = 4096;
 /// exceed `tokens_per_batch` padded tokens; an item whose requests share one context keeps
 /// its own single-row pass. Scores come back in the items' order. Each request's score depends
 /// only on its own row, so batching changes no result beyond float rounding.
-fn batched_scores(model: &CausalLm, items: &[Vec<(Vec<u32>, Vec<u32>)>], tokens_per_batch: usize) -> Vec<Vec<Scored>> {
-    let longest = |pairs: &[(Vec<u32>, Vec<u32>)]| pairs.iter().map(|(c, k)| c.len() + k.len()).max().unwrap_or(0);
+fn batched_scores(model: &CausalLm, items: &[Vec<TokenPair>], tokens_per_batch: usize) -> Vec<Vec<Scored>> {
+    let longest = |pairs: &[TokenPair]| pairs.iter().map(|(c, k)| c.len() + k.len()).max().unwrap_or(0);
     let mut order: Vec<usize> = (0..items.len()).collect();
     order.sort_by_key(|&i| longest(&items[i]));
     let mut scores: Vec<Vec<Scored>> = vec![Vec::new(); items.len()];
     let mut batch: Vec<usize> = Vec::new();
     let flush = |batch: &mut Vec<usize>, scores: &mut Vec<Vec<Scored>>| {
-        let all: Vec<(Vec<u32>, Vec<u32>)> = batch.iter().flat_map(|&i| items[i].iter().cloned()).collect();
+        let all: Vec<TokenPair> = batch.iter().flat_map(|&i| items[i].iter().cloned()).collect();
         let mut it = continuation_logprobs(model, &all).into_iter();
         for &i in batch.iter() {
             scores[i] = it.by_ref().take(items[i].len()).collect();
