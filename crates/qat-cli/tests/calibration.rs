@@ -10,9 +10,9 @@ use qat_train::{RunConfig, RunOptions, train};
 
 /// Validation loss of the quantized model after the stage sections in `calibration`, before any end-to-end
 /// training step.
-fn evaluate_only(shared: &Path, dir: &Path, quant: &str, calibration: &str) -> f64 {
+fn evaluate_only(dir: &Path, quant: &str, calibration: &str) -> f64 {
     let out = dir.join(format!("run-{}", quant.len() * 1000 + calibration.len()));
-    let text = common::stories_config(shared, &out, &format!("{quant}\n{calibration}"));
+    let text = common::stories_config(&out, &format!("{quant}\n{calibration}"));
     let p = dir.join(format!("cfg-{}.toml", text.len()));
     std::fs::write(&p, text).unwrap();
     let mut cfg = RunConfig::load(&p, &[]).unwrap();
@@ -27,14 +27,12 @@ fn evaluate_only(shared: &Path, dir: &Path, quant: &str, calibration: &str) -> f
 /// Validation loss of the quantized model before training: GPTQ on 16 rows of 64 tokens is
 /// below round-to-nearest with the same scale rule, for 2-bit SEQ and 4-bit integers.
 #[test]
-#[ignore = "needs QAT_SHARED (scripts/test.sh)"]
 fn gptq_initialisation_beats_round_to_nearest() {
-    let shared = common::shared();
     let tmp = tempfile::tempdir().unwrap();
     let gptq = "[calibration]\nmethod = \"gptq\"\nrows = 16";
     for quant in ["[quant]\nscheme = \"seq\"\nbits = 2", "[quant]\nscheme = \"int\"\nbits = 4\ninit = \"mse\""] {
-        let rtn = evaluate_only(&shared, tmp.path(), quant, "");
-        let cal = evaluate_only(&shared, tmp.path(), quant, gptq);
+        let rtn = evaluate_only(tmp.path(), quant, "");
+        let cal = evaluate_only(tmp.path(), quant, gptq);
         eprintln!("{}: val loss RTN {rtn:.4}, GPTQ {cal:.4}", quant.replace('\n', " "));
         assert!(cal < rtn, "{quant}: GPTQ {cal} is not below RTN {rtn}");
     }
@@ -52,15 +50,13 @@ fn gptq_initialisation_beats_round_to_nearest() {
 /// Block-wise reconstruction after GPTQ: every block's held-out reconstruction error ends below
 /// its initialisation, and the model's validation loss below GPTQ's alone.
 #[test]
-#[ignore = "needs QAT_SHARED (scripts/test.sh)"]
 fn blockwise_reconstruction_lowers_every_block_error() {
-    let shared = common::shared();
     let tmp = tempfile::tempdir().unwrap();
     let quant = "[quant]\nscheme = \"seq\"\nbits = 2";
     let gptq = "[calibration]\nmethod = \"gptq\"\nrows = 16";
     let stages = format!("{gptq}\n[blockwise]\nrows = 16\nval_rows = 4\nepochs = 3\nlr = 1e-3\nscale_lr = 1e-3");
-    let before = evaluate_only(&shared, tmp.path(), quant, gptq);
-    let after = evaluate_only(&shared, tmp.path(), quant, &stages);
+    let before = evaluate_only(tmp.path(), quant, gptq);
+    let after = evaluate_only(tmp.path(), quant, &stages);
     eprintln!("val loss: GPTQ {before:.4}, GPTQ + blockwise {after:.4}");
     assert!(after < before, "blockwise {after} is not below GPTQ {before}");
     let dir = tmp.path().join(format!("run-{}", quant.len() * 1000 + stages.len()));
@@ -81,13 +77,11 @@ fn blockwise_reconstruction_lowers_every_block_error() {
 /// `qat quantize --method gptq` (the binary): calibration rows from a run config's data mix,
 /// the method recorded in the checkpoint; missing `--data` is a clear error.
 #[test]
-#[ignore = "needs QAT_SHARED (scripts/test.sh)"]
 fn quantize_command_runs_gptq() {
-    let shared = common::shared();
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("run.toml");
-    std::fs::write(&cfg, common::stories_config(&shared, &tmp.path().join("unused"), "")).unwrap();
-    let model = shared.join("models/stories260k-hf");
+    std::fs::write(&cfg, common::stories_config(&tmp.path().join("unused"), "")).unwrap();
+    let model = common::stories_model();
     let out = tmp.path().join("gptq");
     let qat = |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_qat")).args(args).output().unwrap();
     let ok = qat(&[
@@ -120,15 +114,13 @@ fn quantize_command_runs_gptq() {
 /// ends with the same parameters as an uninterrupted run — the interrupted one keeping its
 /// activations in memory-mapped files (`activations = "disk"`), the other in memory.
 #[test]
-#[ignore = "needs QAT_SHARED (scripts/test.sh)"]
 fn interrupted_blockwise_stage_resumes_identically() {
-    let shared = common::shared();
     let tmp = tempfile::tempdir().unwrap();
     let stages = "[calibration]\nmethod = \"gptq\"\nrows = 8\n[blockwise]\nrows = 8\nval_rows = 4\nepochs = 2\nlr = 1e-3\nscale_lr = 1e-3";
     let config = |out: &Path| {
         let p = tmp.path().join(format!("cfg-{}.toml", out.file_name().unwrap().to_string_lossy()));
         let disk = if out.ends_with("b") { "\nactivations = \"disk\"" } else { "" };
-        std::fs::write(&p, common::stories_config(&shared, out, &format!("{stages}{disk}"))).unwrap();
+        std::fs::write(&p, common::stories_config(out, &format!("{stages}{disk}"))).unwrap();
         let mut cfg = RunConfig::load(&p, &[]).unwrap();
         cfg.train.max_steps = 0;
         cfg

@@ -7,10 +7,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 
 #[test]
-#[ignore = "needs QAT_SHARED (scripts/test.sh)"]
 fn closed_stdout_ends_quietly() {
-    let shared = common::shared();
-    let model = shared.join("models/stories260k-hf");
+    let model = common::stories_model();
     let mut child = Command::new(env!("CARGO_BIN_EXE_qat"))
         .args(["bench", model.to_str().unwrap(), "--mode", "forward", "--seq-len", "16", "--iters", "1"])
         .stdout(Stdio::piped())

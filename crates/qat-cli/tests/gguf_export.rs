@@ -59,10 +59,8 @@ fn llama3_rope_scaling_is_written_as_rope_freqs() {
 }
 
 #[test]
-#[ignore = "needs QAT_SHARED (scripts/test.sh)"]
 fn sentencepiece_vocabulary_becomes_a_llama_tokenizer() {
-    let shared = common::shared();
-    let src = shared.join("models/stories260k-hf");
+    let src = common::stories_model();
     let tmp = tempfile::tempdir().unwrap();
     // Unquantized: stories260K's MLP rows (172) fit no ggml block size.
     let (_, g) = export(&src, tmp.path(), SchemeChoice::None, 4);

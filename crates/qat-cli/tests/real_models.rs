@@ -15,10 +15,8 @@ fn load(dir: &Path) -> CausalLm {
 
 /// llama2.c's own greedy output for stories260K from BOS (200 tokens).
 #[test]
-#[ignore = "needs QAT_SHARED (scripts/test.sh)"]
 fn stories260k_greedy_reproduces_llama2c() {
-    let shared = common::shared();
-    let dir = shared.join("models/stories260k-hf");
+    let dir = common::stories_model();
     let model = load(&dir);
     let tok = Tokenizer::from_dir(&dir).unwrap();
     let out = generate(&model, &[1], 200, &[], &Sampling::greedy(), |_| {});

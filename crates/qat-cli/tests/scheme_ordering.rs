@@ -8,26 +8,24 @@ use std::path::{Path, PathBuf};
 
 use qat_train::{RunConfig, RunOptions, train};
 
-fn run(shared: &Path, tmp: &Path, name: &str, overrides: &[&str]) -> qat_train::RunSummary {
+fn run(tmp: &Path, name: &str, overrides: &[&str]) -> qat_train::RunSummary {
     let cfg_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/stories260k_2bit.toml");
     let mut o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
     o.push(format!("output.dir={:?}", tmp.join(name).display().to_string()));
     let mut cfg = RunConfig::load(&cfg_path, &o).unwrap();
-    cfg.model.path = shared.join("models/stories260k-hf");
-    cfg.data.sources[0].path = shared.join("data/text/tinystories_val_subset.txt");
+    cfg.model.path = common::stories_model();
+    cfg.data.sources[0].path = common::stories_text();
     cfg.data.cache_dir = Some(tmp.join("cache"));
     train(&cfg, &RunOptions::default()).unwrap()
 }
 
 #[test]
-#[ignore = "needs QAT_SHARED (scripts/test.sh)"]
 fn rtn_int2_collapses_and_qat_seq2_beats_qat_int2() {
-    let shared = common::shared();
     let tmp = tempfile::tempdir().unwrap();
     let val = |s: &qat_train::RunSummary| s.final_eval["val_loss"].as_f64().unwrap();
-    let rtn_int2 = run(&shared, tmp.path(), "rtn_int2", &["quant.scheme=\"int\"", "quant.bits=2", "train.max_steps=0"]);
-    let qat_seq2 = run(&shared, tmp.path(), "qat_seq2", &["train.max_steps=60", "checkpoint.every=0"]);
-    let qat_int2 = run(&shared, tmp.path(), "qat_int2", &["quant.scheme=\"int\"", "quant.bits=2", "train.max_steps=60", "checkpoint.every=0"]);
+    let rtn_int2 = run(tmp.path(), "rtn_int2", &["quant.scheme=\"int\"", "quant.bits=2", "train.max_steps=0"]);
+    let qat_seq2 = run(tmp.path(), "qat_seq2", &["train.max_steps=60", "checkpoint.every=0"]);
+    let qat_int2 = run(tmp.path(), "qat_int2", &["quant.scheme=\"int\"", "quant.bits=2", "train.max_steps=60", "checkpoint.every=0"]);
     let (r, s, i) = (val(&rtn_int2), val(&qat_seq2), val(&qat_int2));
     let fp = qat_seq2.fp_eval["val_loss"].as_f64().unwrap();
     eprintln!(

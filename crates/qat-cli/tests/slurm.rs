@@ -58,12 +58,11 @@ fn results(dir: &Path) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "needs QAT_SHARED and a Slurm cluster (scripts/slurm_local.sh, scripts/test.sh)"]
+#[ignore = "needs a Slurm cluster (scripts/slurm_local.sh, scripts/test.sh)"]
 fn slurm_sweep_with_a_requeued_point_equals_the_local_sweep() {
-    let shared = common::shared();
     common::require_slurm();
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(tmp.path().join("base.toml"), common::stories_config(&shared, &tmp.path().join("unused"), "")).unwrap();
+    std::fs::write(tmp.path().join("base.toml"), common::stories_config(&tmp.path().join("unused"), "")).unwrap();
     let (local, cluster) = (write_sweep(tmp.path(), "local"), write_sweep(tmp.path(), "cluster"));
     run_ok(qat().args(["sweep", "--quiet"]).arg(&local));
 

@@ -7,9 +7,9 @@ use std::path::Path;
 
 use qat_train::sweep::{SweepConfig, run_sweep};
 
-fn write_sweep(shared: &Path, dir: &Path, name: &str, devices: &str) -> SweepConfig {
+fn write_sweep(dir: &Path, name: &str, devices: &str) -> SweepConfig {
     let base = dir.join("base.toml");
-    std::fs::write(&base, common::stories_config(shared, &dir.join("unused"), "")).unwrap();
+    std::fs::write(&base, common::stories_config(&dir.join("unused"), "")).unwrap();
     let path = dir.join(format!("{name}.toml"));
     // The third lr is not a number: that point's run fails and the sweep goes on.
     std::fs::write(
@@ -35,11 +35,9 @@ values = [2, 3]
 }
 
 #[test]
-#[ignore = "needs QAT_SHARED (scripts/test.sh)"]
 fn sweep_ranks_plots_resumes_and_runs_on_several_devices() {
-    let shared = common::shared();
     let tmp = tempfile::tempdir().unwrap();
-    let one = write_sweep(&shared, tmp.path(), "one", "");
+    let one = write_sweep(tmp.path(), "one", "");
     let rows = run_sweep(&one, false).unwrap();
     assert_eq!(rows.len(), 6);
     let failed: Vec<_> = rows.iter().filter(|r| r.status != "ok").map(|r| r.run.as_str()).collect();
@@ -73,7 +71,7 @@ fn sweep_ranks_plots_resumes_and_runs_on_several_devices() {
     assert!(status.contains("run-004  train.lr=\"fast\" quant.bits=2  failed: "), "{status}");
 
     // Two devices (two CPU workers here): every run gives exactly what it gave alone.
-    let two = write_sweep(&shared, tmp.path(), "two", r#"devices = ["cpu", "cpu"]"#);
+    let two = write_sweep(tmp.path(), "two", r#"devices = ["cpu", "cpu"]"#);
     let parallel = run_sweep(&two, false).unwrap();
     assert_eq!(parallel.iter().map(|r| (&r.run, r.metric)).collect::<Vec<_>>(), rows.iter().map(|r| (&r.run, r.metric)).collect::<Vec<_>>());
 }
@@ -81,11 +79,9 @@ fn sweep_ranks_plots_resumes_and_runs_on_several_devices() {
 /// Config and sweep files named without a directory (`qat train run.toml` in its own folder):
 /// their relative paths resolve against the current directory.
 #[test]
-#[ignore = "needs QAT_SHARED (scripts/test.sh)"]
 fn bare_file_names_resolve_against_the_current_directory() {
-    let shared = common::shared();
     let tmp = tempfile::tempdir().unwrap();
-    let sweep = write_sweep(&shared, tmp.path(), "bare", "");
+    let sweep = write_sweep(tmp.path(), "bare", "");
     let qat = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_qat")).current_dir(tmp.path()).args(args).output().unwrap();
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));

@@ -19,16 +19,14 @@ fn entries(cache: &Path) -> Vec<std::path::PathBuf> {
 }
 
 #[test]
-#[ignore = "needs QAT_SHARED (scripts/test.sh)"]
 fn cache_is_reused_and_invalidated() {
-    let shared = common::shared();
     let tmp = tempfile::tempdir().unwrap();
     let tok_dir = tmp.path().join("tok");
     std::fs::create_dir(&tok_dir).unwrap();
-    std::fs::copy(shared.join("models/stories260k-hf/tokenizer.json"), tok_dir.join("tokenizer.json")).unwrap();
+    std::fs::copy(common::stories_model().join("tokenizer.json"), tok_dir.join("tokenizer.json")).unwrap();
     let tok = Tokenizer::from_dir(&tok_dir).unwrap();
     let text = tmp.path().join("stories.txt");
-    let stories = std::fs::read_to_string(shared.join("data/text/tinystories_val_subset.txt")).unwrap();
+    let stories = std::fs::read_to_string(common::stories_text()).unwrap();
     std::fs::write(&text, &stories[..20_000]).unwrap();
     let cfg: SourceConfig = toml::from_str(&format!("path = {:?}\nformat = \"text\"\ncategory = \"text\"", text)).unwrap();
     let cache = tmp.path().join("cache");

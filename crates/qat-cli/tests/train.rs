@@ -21,15 +21,13 @@ fn load(text: &str, dir: &Path) -> Result<RunConfig, String> {
 /// deterministic (fixed seed and data order, deterministic CPU kernels), so the margin only
 /// has to absorb differences between machines; the test asserts 75%, far from RTN's 0%.
 #[test]
-#[ignore = "needs QAT_SHARED (scripts/test.sh)"]
 fn qat_recovers_most_of_the_rtn_gap() {
-    let shared = common::shared();
     let tmp = tempfile::tempdir().unwrap();
     let cfg_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/stories260k_2bit.toml");
     let out = tmp.path().join("run");
     let mut cfg = RunConfig::load(&cfg_path, &["train.max_steps=60".into(), format!("output.dir=\"{}\"", out.display())]).unwrap();
-    cfg.model.path = shared.join("models/stories260k-hf");
-    cfg.data.sources[0].path = shared.join("data/text/tinystories_val_subset.txt");
+    cfg.model.path = common::stories_model();
+    cfg.data.sources[0].path = common::stories_text();
     cfg.data.cache_dir = Some(tmp.path().join("cache"));
     let s = train(&cfg, &RunOptions::default()).unwrap();
     let (fp, rtn, qat) = (s.fp_eval["val_loss"].as_f64().unwrap(), s.first_eval["val_loss"].as_f64().unwrap(), s.final_eval["val_loss"].as_f64().unwrap());
@@ -40,19 +38,15 @@ fn qat_recovers_most_of_the_rtn_gap() {
 }
 
 #[test]
-#[ignore = "needs QAT_SHARED (scripts/test.sh)"]
 fn interrupted_and_resumed_run_is_identical() {
-    let shared = common::shared();
-    assert_resume_identical(&shared, "");
+    assert_resume_identical("");
 }
 
 /// A run initialised by GPTQ: the resumed run skips calibration (its result is in the
 /// checkpoint) and ends identical to the uninterrupted one.
 #[test]
-#[ignore = "needs QAT_SHARED (scripts/test.sh)"]
 fn calibrated_run_resumes_identically() {
-    let shared = common::shared();
-    let tmp = assert_resume_identical(&shared, "[calibration]\nmethod = \"gptq\"\nrows = 8");
+    let tmp = assert_resume_identical("[calibration]\nmethod = \"gptq\"\nrows = 8");
     assert!(tmp.path().join("a/calibration.json").exists());
 }
 
@@ -60,11 +54,9 @@ fn calibrated_run_resumes_identically() {
 /// rounding then changes nothing), the unrounded scales carried by the optimizer let them still
 /// move, and a resumed run restores those too.
 #[test]
-#[ignore = "needs QAT_SHARED (scripts/test.sh)"]
 fn scale_rounding_in_training_keeps_scales_exportable() {
-    let shared = common::shared();
     let rounding = "[quant]\nround_scales = \"bf16\"";
-    let tmp = assert_resume_identical(&shared, rounding);
+    let tmp = assert_resume_identical(rounding);
     let device = burn::tensor::Device::flex();
     let scales = |m: &qat_model::CausalLm| -> Vec<f32> {
         m.linears()
@@ -86,7 +78,7 @@ fn scale_rounding_in_training_keeps_scales_exportable() {
     assert!(moved * 2 > after.len(), "only {moved} of {} scales moved", after.len());
     // Without the option the trained scales are off the grid.
     let plain = tmp.path().join("plain");
-    train(&load(&config(&shared, &plain, ""), tmp.path()).unwrap(), &RunOptions::default()).unwrap();
+    train(&load(&config(&plain, ""), tmp.path()).unwrap(), &RunOptions::default()).unwrap();
     let (trained, _) = qat_train::train::load_trained(&plain, &device).unwrap();
     let (_, report) = qat_export::round_scales(trained, qat_export::HfDtype::Bf16).unwrap();
     assert!(report.changed * 2 > report.scales, "{report:?}");
@@ -94,11 +86,11 @@ fn scale_rounding_in_training_keeps_scales_exportable() {
 
 /// Runs 6 steps uninterrupted (in `a`) and interrupted after 4 then resumed (in `b`) and
 /// checks that losses and final parameters are identical.
-fn assert_resume_identical(shared: &Path, extra: &str) -> tempfile::TempDir {
+fn assert_resume_identical(extra: &str) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    let full = train(&load(&config(shared, &a, extra), tmp.path()).unwrap(), &RunOptions::default()).unwrap();
-    let cfg_b = load(&config(shared, &b, extra), tmp.path()).unwrap();
+    let full = train(&load(&config(&a, extra), tmp.path()).unwrap(), &RunOptions::default()).unwrap();
+    let cfg_b = load(&config(&b, extra), tmp.path()).unwrap();
     let e = train(&cfg_b, &RunOptions { stop_after: Some(4), ..Default::default() }).unwrap_err();
     assert!(e.contains("stopped after 4"), "{e}");
     // Step 4 is past the step-3 checkpoint: resume restarts from step 3.
@@ -125,15 +117,13 @@ fn assert_resume_identical(shared: &Path, extra: &str) -> tempfile::TempDir {
 /// the same command resumes from that step and ends bit-identical to an uninterrupted run; run
 /// again it says the run is finished and exits 0.
 #[test]
-#[ignore = "needs QAT_SHARED (scripts/test.sh)"]
 fn sigterm_checkpoints_and_the_same_command_resumes() {
-    let shared = common::shared();
     let tmp = tempfile::tempdir().unwrap();
     let steps = 300;
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     let write = |out: &Path| {
         let p = tmp.path().join(format!("{}.toml", out.file_name().unwrap().to_string_lossy()));
-        std::fs::write(&p, config(&shared, out, "")).unwrap();
+        std::fs::write(&p, config(out, "")).unwrap();
         p
     };
     let qat = |cfg: &Path| {
@@ -175,12 +165,10 @@ fn sigterm_checkpoints_and_the_same_command_resumes() {
 }
 
 #[test]
-#[ignore = "needs QAT_SHARED (scripts/test.sh)"]
 fn bad_configs_fail_before_training() {
-    let shared = common::shared();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let good = config(&shared, &out, "");
+    let good = config(&out, "");
     let cases: Vec<(String, &str)> = vec![
         (good.replace("[model]", "[model\n"), "malformed TOML"),
         (good.replace("lr = 2e-3", "lr = 2e-3\nlearning_rate = 1.0"), "learning_rate"),
@@ -199,23 +187,20 @@ fn bad_configs_fail_before_training() {
     // Errors found when the data and model are read, still before the first step.
     let empty = tmp.path().join("empty.txt");
     std::fs::write(&empty, "\n\n\n").unwrap();
-    let cfg =
-        load(&good.replace(&shared.join("data/text/tinystories_val_subset.txt").display().to_string(), &empty.display().to_string()), tmp.path()).unwrap();
+    let cfg = load(&good.replace(&common::stories_text().display().to_string(), &empty.display().to_string()), tmp.path()).unwrap();
     let e = train(&cfg, &RunOptions::default()).unwrap_err();
     assert!(e.contains("empty.txt") && e.contains("empty"), "{e}");
-    let cfg = load(&config(&shared, &tmp.path().join("run2"), "").replace("seq_len = 64", "seq_len = 4096"), tmp.path()).unwrap();
+    let cfg = load(&config(&tmp.path().join("run2"), "").replace("seq_len = 64", "seq_len = 4096"), tmp.path()).unwrap();
     let e = train(&cfg, &RunOptions::default()).unwrap_err();
     assert!(e.contains("seq_len = 4096") && e.contains("max_position_embeddings"), "{e}");
     assert!(!tmp.path().join("run2/checkpoints").exists() && !out.join("checkpoints").exists());
 }
 
 #[test]
-#[ignore = "needs QAT_SHARED (scripts/test.sh)"]
 fn set_overrides_apply_and_unknown_keys_fail() {
-    let shared = common::shared();
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path().join("c.toml");
-    std::fs::write(&p, config(&shared, &tmp.path().join("run"), "")).unwrap();
+    std::fs::write(&p, config(&tmp.path().join("run"), "")).unwrap();
     let c =
         RunConfig::load(&p, &["train.lr=5e-5".into(), "data.mix.text=2".into(), "data.sources.0.weight=0.5".into(), "quant.scheme=ternary".into()]).unwrap();
     assert_eq!(c.train.lr, 5e-5);
@@ -229,14 +214,12 @@ fn set_overrides_apply_and_unknown_keys_fail() {
 }
 
 #[test]
-#[ignore = "needs QAT_SHARED (scripts/test.sh)"]
 fn divergence_is_skipped_counted_and_never_checkpointed() {
-    let shared = common::shared();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
     // The first update (lr 1e39 overflows f32) makes the weights non-finite: the checkpoint of
     // step 1 is refused rather than written, so nothing non-finite ever replaces a checkpoint.
-    let text = config(&shared, &out, "")
+    let text = config(&out, "")
         .replace("max_steps = 6", "max_steps = 10\nmax_consecutive_bad_steps = 3")
         .replace("lr = 2e-3", "lr = 1e39")
         .replace("every = 3", "every = 1");
@@ -247,7 +230,7 @@ fn divergence_is_skipped_counted_and_never_checkpointed() {
 
     // With checkpoints only at the end, the NaN steps are skipped and counted, then the run stops.
     let out2 = tmp.path().join("run2");
-    let text = config(&shared, &out2, "")
+    let text = config(&out2, "")
         .replace("max_steps = 6", "max_steps = 10\nmax_consecutive_bad_steps = 3")
         .replace("lr = 2e-3", "lr = 1e39")
         .replace("every = 3", "every = 0");
@@ -261,12 +244,10 @@ fn divergence_is_skipped_counted_and_never_checkpointed() {
 /// first steps follow the f32 run closely without being identical (the products really are
 /// rounded).
 #[test]
-#[ignore = "needs QAT_SHARED (scripts/test.sh)"]
 fn bf16_autocast_tracks_f32() {
-    let shared = common::shared();
     let tmp = tempfile::tempdir().unwrap();
     let run = |name: &str, model_keys: &str| {
-        let text = config(&shared, &tmp.path().join(name), "").replace("[model]\n", &format!("[model]\n{model_keys}\n"));
+        let text = config(&tmp.path().join(name), "").replace("[model]\n", &format!("[model]\n{model_keys}\n"));
         train(&load(&text, tmp.path()).unwrap(), &RunOptions::default()).unwrap()
     };
     let full = run("f32", "");

@@ -38,9 +38,25 @@ pub fn smollm2_gguf() -> PathBuf {
     reference("QAT_SMOLLM2_GGUF", "SmolLM2-135M-Instruct.Q4_1.gguf (scripts/fetch_smollm2.sh)")
 }
 
+/// The committed fixtures (`tests/fixtures/README.md`).
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// stories260K in Hugging Face layout (committed: no reference directory needed).
+pub fn stories_model() -> PathBuf {
+    fixtures().join("stories260k-hf")
+}
+
+/// The first 794 KB of TinyStories validation (committed).
+pub fn stories_text() -> PathBuf {
+    fixtures().join("tinystories_val_subset.txt")
+}
+
 /// A small QAT run of stories260K on TinyStories text (6 steps of 4×64 tokens, checkpoints every
-/// 3 steps) writing to `out`, with `extra` TOML appended (new sections only).
-pub fn stories_config(shared: &Path, out: &Path, extra: &str) -> String {
+/// 3 steps) writing to `out`, with `extra` TOML appended (new sections only). Committed
+/// fixtures only.
+pub fn stories_config(out: &Path, extra: &str) -> String {
     format!(
         r#"
 [model]
@@ -71,8 +87,8 @@ keep = 3
 dir = "{out}"
 {extra}
 "#,
-        model = shared.join("models/stories260k-hf").display(),
-        text = shared.join("data/text/tinystories_val_subset.txt").display(),
+        model = stories_model().display(),
+        text = stories_text().display(),
         cache = out.parent().unwrap().join("cache").display(),
         out = out.display(),
     )
