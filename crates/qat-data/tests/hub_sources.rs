@@ -5,7 +5,10 @@
 
 use std::path::PathBuf;
 
-use qat_data::source::{Document, for_each_document};
+mod common;
+
+use common::docs;
+use qat_data::source::Document;
 use qat_data::{Format, SourceConfig, tokenize_source};
 
 fn fixture(name: &str) -> PathBuf {
@@ -15,16 +18,6 @@ fn fixture(name: &str) -> PathBuf {
 fn cfg(file: &str, format: Format, extra: &str) -> SourceConfig {
     let format = format!("{format:?}").to_lowercase();
     toml::from_str(&format!("path = {:?}\nformat = {format:?}\ncategory = \"x\"\n{extra}", fixture(file))).unwrap()
-}
-
-fn docs(c: &SourceConfig) -> Result<Vec<Document>, String> {
-    let mut v = Vec::new();
-    for_each_document(c, |d| {
-        v.push(d);
-        Ok(())
-    })
-    .map_err(|e| e.to_string())?;
-    Ok(v)
 }
 
 /// (the plain twin, the copies that must read the same, its number of documents)
@@ -82,13 +75,12 @@ fn bad_parquet_sources_name_the_file_and_row() {
 }
 
 /// The tokens through the real tokenization path (chat template, loss masks), with
-/// stories260K's tokenizer and a ChatML template.
+/// stories260K's tokenizer (the committed test fixture of qat-cli) and a ChatML template.
 #[test]
-#[ignore = "needs QAT_SHARED (scripts/test.sh)"]
 fn parquet_sources_give_their_twins_tokens() {
-    let shared = PathBuf::from(std::env::var_os("QAT_SHARED").expect("QAT_SHARED must point at the shared reference directory"));
+    let stories = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../qat-cli/tests/fixtures/stories260k-hf");
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(shared.join("models/stories260k-hf/tokenizer.json"), dir.path().join("tokenizer.json")).unwrap();
+    std::fs::copy(stories.join("tokenizer.json"), dir.path().join("tokenizer.json")).unwrap();
     let template = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}";
     std::fs::write(
         dir.path().join("tokenizer_config.json"),

@@ -1,20 +1,13 @@
 //! Source formats and their errors.
 
-use qat_data::source::{Document, for_each_document};
+mod common;
+
+use common::docs;
+use qat_data::source::Document;
 use qat_data::{Format, SourceConfig, Split};
 
 fn cfg(path: &std::path::Path, format: Format) -> SourceConfig {
     toml::from_str::<SourceConfig>(&format!("path = {:?}\nformat = {:?}\ncategory = \"x\"", path, format!("{format:?}").to_lowercase())).unwrap()
-}
-
-fn docs(c: &SourceConfig) -> Result<Vec<Document>, String> {
-    let mut v = Vec::new();
-    for_each_document(c, |d| {
-        v.push(d);
-        Ok(())
-    })
-    .map_err(|e| e.to_string())?;
-    Ok(v)
 }
 
 #[test]
