@@ -9,6 +9,7 @@ mkdir -p "$out"
 only=" $* "
 row() {  # name, then --set overrides of configs/smollm2_135m_2bit_mix.toml
   local name=$1; shift
+  [ -z "${TABLE_ONLY:-}" ] || return 0  # TABLE_ONLY=1: print the table of what has run
   [ "$only" = "  " ] || [[ "$only" == *" $name "* ]] || return 0
   [ -f $out/$name/summary.json ] || $qat train configs/smollm2_135m_2bit_mix.toml --quiet --set train.max_steps=0 \
     --set output.dir=\"../$out/$name\" "${train_flags[@]}" "$@" > $out/$name.log 2>&1

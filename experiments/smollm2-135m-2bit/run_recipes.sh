@@ -60,7 +60,7 @@ print("| model | stage | wikitext-2 ppl | × baseline | val loss | tokens in the
 print("|---|---|---|---|---|---|---|---|---|")
 base = None
 for name, label in [("int4g32_rtn", "INT4 g32 (Q4_0-exact)"), ("int4g32_gptq", "INT4 g32 (Q4_0-exact)"), ("int4g32_recipe", "INT4 g32 (Q4_0-exact)"), ("q2k_rtn", "Q2_K format"), ("q2k_recipe", "Q2_K format"), ("q2k_asym_recipe", "Q2_K asymmetric (q2_k_asym)"),
-                    ("q2k_mix_recipe", "Q2_K format, embeddings Q4_0")]:
+                    ("q2k_mix_recipe", "Q2_K format, embeddings Q4_0"), ("q2k_asym_curve", "Q2_K asymmetric, 150 KD steps")]:
     run = out / name
     s = load(run / "summary.json")
     if s is None:
@@ -86,4 +86,16 @@ for name, label in [("int4g32_rtn", "INT4 g32 (Q4_0-exact)"), ("int4g32_gptq", "
         last = i == len(stages) - 1
         took = f"{secs / 60:.1f} min" if secs else "—"
         print(f"| {label} | {stage} | {ppl:.4g} | {ppl / base:.3g} | {ev['val_loss']:.3f} | {tokens:,} | {took} | {bits:.3f} | {gguf(name) if last else ''} |")
+# The 2-bit curve: every evaluation of the q2k_asym_curve run against the tokens of all stages.
+curve = out / "q2k_asym_curve"
+if (curve / "metrics.jsonl").exists() and base:
+    before = sum(load(curve / f)["tokens"] for f in ("calibration.json", "blockwise.json") if (curve / f).exists())
+    print()
+    print("| KD step | KD tokens | tokens of all stages | wikitext-2 ppl | × baseline | val loss |")
+    print("|---|---|---|---|---|---|")
+    for line in (curve / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if r["type"] == "eval":
+            ppl = r["eval"]["ppl/wikitext2_test"]
+            print(f"| {r['step']} | {r['tokens']:,} | {before + r['tokens']:,} | {ppl:.2f} | {ppl / base:.2f} | {r['eval']['val_loss']:.3f} |")
 PY
