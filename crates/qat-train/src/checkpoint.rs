@@ -108,19 +108,3 @@ pub fn load(dir: &Path) -> Result<Loaded, String> {
     let state = serde_json::from_str(&text).map_err(|e| format!("{}/state.json: {e}", dir.display()))?;
     Ok(Loaded { params: p, moments, masters, train: state })
 }
-
-/// Drops metric records after `step` (written by the interrupted run past its last checkpoint).
-pub fn truncate_metrics(path: &Path, step: usize) -> Result<(), String> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(());
-    };
-    let kept: Vec<&str> = text
-        .lines()
-        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s as usize <= step))
-        .collect();
-    let mut out = kept.join("\n");
-    if !out.is_empty() {
-        out.push('\n');
-    }
-    std::fs::write(path, out).map_err(|e| format!("{}: {e}", path.display()))
-}

@@ -9,6 +9,7 @@ pub mod config;
 pub mod fused_loss;
 pub mod interrupt;
 pub mod loss;
+pub mod metrics;
 pub mod optim;
 pub mod params;
 pub mod plot;

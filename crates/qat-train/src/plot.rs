@@ -84,38 +84,33 @@ struct RunCurves {
 }
 
 fn read_curves(text: &str) -> RunCurves {
+    use crate::metrics::Record;
     let mut c = RunCurves::default();
-    for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        let tokens = v["tokens"].as_f64().unwrap_or(0.0);
-        match v["type"].as_str() {
-            Some("train") => {
-                // Runs before CE and KD were logged apart have only `loss`.
-                let ce = v["ce"].as_f64().or(v["loss"].as_f64()).unwrap_or(f64::NAN);
-                c.ce.push((tokens, ce));
-                if let Some(kd) = v["kd"].as_f64() {
-                    c.kd.push((tokens, kd));
+    for rec in crate::metrics::read(text) {
+        match rec {
+            Record::Train(t) => {
+                c.ce.push((t.tokens as f64, t.ce));
+                if let Some(kd) = t.kd {
+                    c.kd.push((t.tokens as f64, kd));
                 }
-                c.lr.push((tokens, v["lr"].as_f64().unwrap_or(0.0)));
+                c.lr.push((t.tokens as f64, t.lr));
             }
-            Some("eval_fp") => c.fp_val = v["eval"]["val_loss"].as_f64(),
-            Some("eval") => {
-                let ev = &v["eval"];
-                if let Some(x) = ev["val_loss"].as_f64() {
-                    if v["step"].as_u64() == Some(0) {
+            Record::EvalFp(e) => c.fp_val = e.eval["val_loss"].as_f64(),
+            Record::Eval(e) => {
+                let tokens = e.tokens as f64;
+                if let Some(x) = e.eval["val_loss"].as_f64() {
+                    if e.step == 0 {
                         c.start_val = Some(x);
                     }
                     c.val.push((tokens, x));
                 }
-                for (key, x) in ev.as_object().into_iter().flatten() {
+                for (key, x) in e.eval.as_object().into_iter().flatten() {
                     if let (Some(name), Some(x)) = (key.strip_prefix("val_loss/"), x.as_f64()) {
                         c.val_by_source.entry(name.to_string()).or_default().push((tokens, x));
                     }
                 }
             }
-            _ => {}
+            Record::Skipped { .. } => {}
         }
     }
     c
@@ -298,8 +293,8 @@ mod tests {
 
     const METRICS: &str = r#"{"type":"eval_fp","step":0,"tokens":0,"eval":{"val_loss":2.0,"val_loss/a":1.5,"val_loss/b":2.5}}
 {"type":"eval","step":0,"tokens":0,"eval":{"val_loss":4.0,"val_loss/a":3.5,"val_loss/b":4.5}}
-{"type":"train","step":1,"tokens":1000,"loss":5.5,"ce":4.5,"kd":1.0,"lr":0.001}
-{"type":"train","step":2,"tokens":2000,"loss":4.0,"ce":3.5,"kd":0.5,"lr":0.002}
+{"type":"train","step":1,"tokens":1000,"loss":5.5,"ce":4.5,"kd":1.0,"lr":0.001,"grad_norm":1.0,"tokens_per_second":10.0,"step_seconds":100.0,"category_tokens":{"text":1000}}
+{"type":"train","step":2,"tokens":2000,"loss":4.0,"ce":3.5,"kd":0.5,"lr":0.002,"grad_norm":1.0,"tokens_per_second":10.0,"step_seconds":100.0,"category_tokens":{"text":2000}}
 {"type":"eval","step":2,"tokens":2000,"eval":{"val_loss":3.0,"val_loss/a":2.5,"val_loss/b":3.5}}
 "#;
 

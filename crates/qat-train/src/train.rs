@@ -1,7 +1,6 @@
 //! `qat train`: one function that reads top to bottom — setup, then the step loop with
 //! evaluation and checkpoints, then the final report.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -15,6 +14,7 @@ use qat_model::{AttentionBatch, CausalLm, Checkpoint};
 use qat_tokenizer::Tokenizer;
 
 use crate::config::{KdKind, RunConfig};
+use crate::metrics::{Evaluation, MetricsLog, Record, TrainStep};
 use crate::optim::{AdamW, GroupHyper, ScaleRounding, grad_norm, is_scale, lr_factor};
 use crate::{checkpoint, loss, params};
 
@@ -114,22 +114,6 @@ impl ModuleMapper for Freeze {
         let (id, t, mapper) = param.consume();
         let t = if train { t.require_grad() } else { t.set_require_grad(false) };
         Param::from_mapped_value(id, t, mapper)
-    }
-}
-
-/// `metrics.jsonl`, and its TensorBoard mirror when `[output] tensorboard` is on.
-struct MetricsLog {
-    file: std::fs::File,
-    tensorboard: Option<crate::tensorboard::EventWriter>,
-}
-
-impl MetricsLog {
-    fn write(&mut self, v: &serde_json::Value) -> Result<(), String> {
-        writeln!(self.file, "{v}").and_then(|()| self.file.flush()).map_err(|e| format!("writing metrics: {e}"))?;
-        match &mut self.tensorboard {
-            Some(tb) => tb.record(v),
-            None => Ok(()),
-        }
     }
 }
 
@@ -445,7 +429,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
         opt.moments = moments;
         opt.masters = masters;
         mixer.restore(st.mixer.clone()).map_err(|e| e.to_string())?;
-        checkpoint::truncate_metrics(&metrics_path, st.step)?;
+        crate::metrics::truncate(&metrics_path, st.step)?;
         state = st;
         eprintln!("resumed {} at step {}", run_dir.display(), state.step);
     } else {
@@ -465,8 +449,8 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
             None => evaluate(&CausalLm::from_checkpoint(&ckpt, &device).map_err(|e| e.to_string())?, &tok, &mixer, cfg)?,
         };
         state.first_eval = evaluate(&model.valid().materialize_quant(), &tok, &mixer, cfg)?;
-        metrics.write(&serde_json::json!({"type": "eval_fp", "step": 0, "tokens": 0, "eval": state.fp_eval}))?;
-        metrics.write(&serde_json::json!({"type": "eval", "step": 0, "tokens": 0, "eval": state.first_eval}))?;
+        metrics.write(&Record::EvalFp(Evaluation { step: 0, tokens: 0, eval: state.fp_eval.clone() }))?;
+        metrics.write(&Record::Eval(Evaluation { step: 0, tokens: 0, eval: state.first_eval.clone() }))?;
     }
 
     // ---- the loop ----------------------------------------------------------------------
@@ -518,7 +502,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
         if !loss_value.is_finite() || !norm.is_finite() {
             state.skipped_steps += 1;
             state.consecutive_bad += 1;
-            metrics.write(&serde_json::json!({"type": "skipped", "step": state.step, "loss": loss_value.to_string(), "grad_norm": norm.to_string()}))?;
+            metrics.write(&Record::Skipped { step: state.step, loss: loss_value.to_string(), grad_norm: norm.to_string() })?;
             if state.consecutive_bad >= t.max_consecutive_bad_steps {
                 return Err(format!(
                     "{} consecutive steps had a non-finite loss or gradient (last loss {loss_value}, grad norm {norm}); stopped. The last good checkpoint in {} is intact",
@@ -534,17 +518,19 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
         state.optimizer_step = opt.step;
         state.losses.push(loss_value);
         let dt = step_start.elapsed().as_secs_f64();
-        let mut rec = serde_json::json!({
-            "type": "train", "step": state.step, "tokens": mixer.state.total_tokens, "loss": loss_value, "ce": ce_mean,
-            "lr": t.lr * lr_f, "grad_norm": norm, "tokens_per_second": tokens_step as f64 / dt, "step_seconds": dt,
-        });
-        if teacher.is_some() {
-            rec["kd"] = kd_mean.into();
-        }
         let names = mixer.category_names();
-        rec["category_tokens"] =
-            names.iter().zip(&mixer.state.category_tokens).map(|(n, c)| (n.to_string(), serde_json::json!(c))).collect::<serde_json::Map<_, _>>().into();
-        metrics.write(&rec)?;
+        metrics.write(&Record::Train(TrainStep {
+            step: state.step,
+            tokens: mixer.state.total_tokens,
+            loss: loss_value,
+            ce: ce_mean,
+            kd: teacher.is_some().then_some(kd_mean),
+            lr: t.lr * lr_f,
+            grad_norm: norm,
+            tokens_per_second: tokens_step as f64 / dt,
+            step_seconds: dt,
+            category_tokens: names.iter().zip(&mixer.state.category_tokens).map(|(n, &c)| (n.to_string(), c as u64)).collect(),
+        }))?;
         if let Some(b) = &bar {
             b.set_position(state.step as u64);
             b.set_message(format!("loss {loss_value:.4}  lr {:.2e}  {} tok  {:.0} tok/s", t.lr * lr_f, mixer.state.total_tokens, tokens_step as f64 / dt));
@@ -552,7 +538,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
         let last = state.step == total;
         if cfg.eval.every > 0 && state.step.is_multiple_of(cfg.eval.every) && !last {
             let ev = evaluate(&model.valid().materialize_quant(), &tok, &mixer, cfg)?;
-            metrics.write(&serde_json::json!({"type": "eval", "step": state.step, "tokens": mixer.state.total_tokens, "eval": ev}))?;
+            metrics.write(&Record::Eval(Evaluation { step: state.step, tokens: mixer.state.total_tokens, eval: ev }))?;
         }
         let interrupted = crate::interrupt::requested();
         if (cfg.checkpoint.every > 0 && state.step.is_multiple_of(cfg.checkpoint.every)) || last || interrupted.is_some() {
@@ -574,7 +560,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
 
     // ---- report ------------------------------------------------------------------------
     let final_eval = evaluate(&model.valid().materialize_quant(), &tok, &mixer, cfg)?;
-    metrics.write(&serde_json::json!({"type": "eval", "step": state.step, "tokens": mixer.state.total_tokens, "eval": final_eval}))?;
+    metrics.write(&Record::Eval(Evaluation { step: state.step, tokens: mixer.state.total_tokens, eval: final_eval.clone() }))?;
     let final_model = run_dir.join("final");
     if final_model.exists() {
         std::fs::remove_dir_all(&final_model).map_err(|e| format!("{}: {e}", final_model.display()))?;
