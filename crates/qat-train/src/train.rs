@@ -529,7 +529,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
             grad_norm: norm,
             tokens_per_second: tokens_step as f64 / dt,
             step_seconds: dt,
-            category_tokens: names.iter().zip(&mixer.state.category_tokens).map(|(n, &c)| (n.to_string(), c as u64)).collect(),
+            category_tokens: names.iter().zip(&mixer.state.category_tokens).map(|(n, &c)| (n.to_string(), c)).collect(),
         }))?;
         if let Some(b) = &bar {
             b.set_position(state.step as u64);
