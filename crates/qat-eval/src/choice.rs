@@ -125,39 +125,67 @@ pub fn item_scores(model: &CausalLm, tok: &Tokenizer, item: &McItem, opts: Score
     Ok(continuation_logprobs(model, &item_pairs(model, tok, item, opts)?))
 }
 
-/// Whether `pairs` are single-token continuations of one context (MMLU's letters): one
-/// forward pass of the context scores them all.
-fn shares_one_context(pairs: &[TokenPair]) -> bool {
-    pairs.iter().all(|(c, k)| k.len() == 1 && *c == pairs[0].0)
+/// The forward rows of `pairs`: consecutive requests with the same context share one row —
+/// the context once, then each continuation but its last token ([`AttentionBatch::shared_prefix`]
+/// lets each see only the context and itself) — unless a request needs lm-eval's left
+/// truncation (context + continuation longer than `max_len + 1`), which gets a row of its own
+/// with the context cut to fit. Each row: (tokens dropped from its context's left, the range of
+/// `pairs` it scores).
+fn rows_of(pairs: &[TokenPair], max_len: usize) -> Vec<(usize, std::ops::Range<usize>)> {
+    let cut = |(c, k): &TokenPair| (c.len() + k.len()).saturating_sub(max_len + 1);
+    let mut rows = Vec::new();
+    let mut i = 0;
+    while i < pairs.len() {
+        let mut j = i + 1;
+        if cut(&pairs[i]) == 0 {
+            while j < pairs.len() && pairs[j].0 == pairs[i].0 && cut(&pairs[j]) == 0 {
+                j += 1;
+            }
+        }
+        rows.push((cut(&pairs[i]), i..j));
+        i = j;
+    }
+    rows
+}
+
+/// Length of a row of [`rows_of`]: the (cut) context and every continuation but its last token.
+fn row_len(pairs: &[TokenPair], (cut, range): &(usize, std::ops::Range<usize>)) -> usize {
+    pairs[range.start].0.len() - cut + pairs[range.clone()].iter().map(|(_, k)| k.len() - 1).sum::<usize>()
 }
 
 /// Each continuation after its context scored, token ids in, all pairs in one right-padded
-/// batch. Each context is non-empty and each continuation 1..=max_len tokens. Only the positions
-/// that predict a continuation token go through the output head and the log-softmax.
+/// batch of [`rows_of`] rows. Each context is non-empty and each continuation 1..=max_len
+/// tokens. Only the positions that predict a continuation token go through the output head and
+/// the log-softmax.
 pub fn continuation_logprobs(model: &CausalLm, pairs: &[TokenPair]) -> Vec<Scored> {
     let max_len = model.config.max_position_embeddings;
     let device = model.embed_tokens.weight.val().device();
-    let shared = shares_one_context(pairs);
-    // Row b = (ctx + cont)[start_b .. len − 1] with start_b dropping what exceeds max_len + 1;
-    // a shared context is one row of the context alone.
-    let rows: Vec<(&[u32], &[u32])> = if shared { vec![(&pairs[0].0[..], &[][..])] } else { pairs.iter().map(|(c, k)| (&c[..], &k[..])).collect() };
-    let starts: Vec<usize> = rows.iter().map(|(c, k)| (c.len() + k.len()).saturating_sub(max_len + usize::from(!shared))).collect();
-    let lens: Vec<usize> = rows.iter().zip(&starts).map(|((c, k), s)| c.len() + k.len() - usize::from(!shared) - s).collect();
-    let t = *lens.iter().max().expect("an item has choices");
+    let rows = rows_of(pairs, max_len);
+    let t = rows.iter().map(|r| row_len(pairs, r)).max().expect("an item has choices");
     let mut ids = Vec::with_capacity(rows.len() * t);
-    for (((c, k), &s), &len) in rows.iter().zip(&starts).zip(&lens) {
-        ids.extend(c.iter().chain(k.iter()).skip(s).take(len).map(|&x| x as i64).chain(std::iter::repeat(0)).take(t));
+    let mut shapes = Vec::with_capacity(rows.len());
+    // Per pair, the flat positions (row · t + offset) whose hidden states predict its tokens.
+    let mut positions: Vec<i64> = Vec::new();
+    for (r, (cut, range)) in rows.iter().enumerate() {
+        let ctx = &pairs[range.start].0[*cut..];
+        let before = ids.len();
+        ids.extend(ctx.iter().map(|&x| x as i64));
+        let mut offset = ctx.len();
+        for (_, k) in &pairs[range.clone()] {
+            // Token 0 is predicted by the context's last position, token j by the branch's j − 1.
+            positions.push((r * t + ctx.len() - 1) as i64);
+            positions.extend((1..k.len()).map(|j| (r * t + offset + j - 1) as i64));
+            ids.extend(k[..k.len() - 1].iter().map(|&x| x as i64));
+            offset += k.len() - 1;
+        }
+        ids.resize(before + t, 0);
+        shapes.push((ctx.len(), pairs[range.clone()].iter().map(|(_, k)| k.len() - 1).collect::<Vec<_>>()));
     }
     let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [rows.len(), t]), &device);
-    let hidden = model.forward_hidden(tokens, &AttentionBatch::causal(&lens, t, 0, &device), None);
-    // The first continuation token is predicted at row position len(ctx) − 1 − start.
-    let positions: Vec<i64> = if shared {
-        vec![(lens[0] - 1) as i64]
-    } else {
-        pairs.iter().zip(&starts).enumerate().flat_map(|(b, ((c, k), &s))| (0..k.len()).map(move |j| (b * t + c.len() - 1 - s + j) as i64)).collect()
-    };
+    let hidden = model.forward_hidden(tokens, &AttentionBatch::shared_prefix(&shapes, t, &device), None);
     let d = hidden.dims()[2];
-    let picked = hidden.reshape([rows.len() * t, d]).select(0, Tensor::<1, Int>::from_data(TensorData::new(positions.clone(), [positions.len()]), &device));
+    let n = positions.len();
+    let picked = hidden.reshape([rows.len() * t, d]).select(0, Tensor::<1, Int>::from_data(TensorData::new(positions, [n]), &device));
     let lp = log_softmax(model.head(picked.unsqueeze_dim(0)), 2);
     let v = lp.dims()[2];
     let lp: Vec<f32> = lp.into_data().try_to_vec::<f32>().expect("f32 log-probs");
@@ -165,7 +193,7 @@ pub fn continuation_logprobs(model: &CausalLm, pairs: &[TokenPair]) -> Vec<Score
     pairs
         .iter()
         .map(|(_, k)| {
-            let first = if shared { 0 } else { next };
+            let first = next;
             next += k.len();
             let row = |j: usize| &lp[(first + j) * v..][..v];
             Scored {
@@ -181,14 +209,22 @@ pub fn continuation_logprobs(model: &CausalLm, pairs: &[TokenPair]) -> Vec<Score
 const TOKENS_PER_BATCH: usize = 4096;
 
 /// Every item's requests scored ([`continuation_logprobs`]), several items per forward pass:
-/// items taken in order of their longest request (so a batch pads little) until a batch would
-/// exceed `tokens_per_batch` padded tokens; an item whose requests share one context keeps
-/// its own single-row pass. Scores come back in the items' order. Each request's score depends
-/// only on its own row, so batching changes no result beyond float rounding.
+/// items taken in order of their longest row (so a batch pads little) until a batch would
+/// exceed `tokens_per_batch` padded tokens. Scores come back in the items' order. Each
+/// request's score depends only on what its row lets it see, so batching changes no result
+/// beyond float rounding.
 fn batched_scores(model: &CausalLm, items: &[Vec<TokenPair>], tokens_per_batch: usize) -> Vec<Vec<Scored>> {
-    let longest = |pairs: &[TokenPair]| pairs.iter().map(|(c, k)| c.len() + k.len()).max().unwrap_or(0);
+    let max_len = model.config.max_position_embeddings;
+    // (rows, longest row) of each item.
+    let shape: Vec<(usize, usize)> = items
+        .iter()
+        .map(|pairs| {
+            let rows = rows_of(pairs, max_len);
+            (rows.len(), rows.iter().map(|r| row_len(pairs, r)).max().unwrap_or(0))
+        })
+        .collect();
     let mut order: Vec<usize> = (0..items.len()).collect();
-    order.sort_by_key(|&i| longest(&items[i]));
+    order.sort_by_key(|&i| shape[i].1);
     let mut scores: Vec<Vec<Scored>> = vec![Vec::new(); items.len()];
     let mut batch: Vec<usize> = Vec::new();
     let flush = |batch: &mut Vec<usize>, scores: &mut Vec<Vec<Scored>>| {
@@ -200,13 +236,9 @@ fn batched_scores(model: &CausalLm, items: &[Vec<TokenPair>], tokens_per_batch: 
         batch.clear();
     };
     for i in order {
-        if shares_one_context(&items[i]) {
-            scores[i] = continuation_logprobs(model, &items[i]);
-            continue;
-        }
-        let rows: usize = batch.iter().map(|&j| items[j].len()).sum::<usize>() + items[i].len();
-        // Sorted by length: this item's longest request is the batch's.
-        if !batch.is_empty() && rows * longest(&items[i]) > tokens_per_batch {
+        let rows: usize = batch.iter().map(|&j| shape[j].0).sum::<usize>() + shape[i].0;
+        // Sorted by length: this item's longest row is the batch's.
+        if !batch.is_empty() && rows * shape[i].1 > tokens_per_batch {
             flush(&mut batch, &mut scores);
         }
         batch.push(i);

@@ -123,6 +123,41 @@ impl AttentionBatch {
         Self::from_parts(pos, bias, b, t, t, device)
     }
 
+    /// Rows that each hold one prefix followed by several branches, every branch continuing
+    /// the prefix alone: `rows[b] = (prefix, branches)` with `prefix` tokens first, then each
+    /// branch's tokens, right-padded to `t`. A prefix token attends causally within the prefix;
+    /// a token of branch `i` attends to the whole prefix and causally within branch `i`, and
+    /// its position counts on from the prefix (`prefix + j`) — so every branch sees exactly
+    /// what it would see as the sequence `prefix + branch` alone, while the prefix is computed
+    /// once. Padding queries attend to the prefix.
+    pub fn shared_prefix(rows: &[(usize, Vec<usize>)], t: usize, device: &Device) -> Self {
+        let b = rows.len();
+        let mut bias = vec![MASKED; b * t * t];
+        let mut pos = Vec::with_capacity(b * t);
+        for (row, (prefix, branches)) in rows.iter().enumerate() {
+            let mut visible = |q: usize, keys: std::ops::Range<usize>| bias[(row * t + q) * t..][keys].fill(0.0);
+            for q in 0..*prefix {
+                pos.push(q as i64);
+                visible(q, 0..q + 1);
+            }
+            let mut start = *prefix;
+            for &len in branches {
+                for j in 0..len {
+                    pos.push((prefix + j) as i64);
+                    visible(start + j, 0..*prefix);
+                    visible(start + j, start..start + j + 1);
+                }
+                start += len;
+            }
+            assert!(start <= t, "row {row} holds {start} tokens, more than t = {t}");
+            for q in start..t {
+                pos.push(0);
+                visible(q, 0..(*prefix).max(1));
+            }
+        }
+        Self::from_parts(pos, bias, b, t, t, device)
+    }
+
     fn from_parts(pos: Vec<i64>, bias: Vec<f32>, b: usize, t: usize, s: usize, device: &Device) -> Self {
         AttentionBatch {
             positions: Tensor::from_data(TensorData::new(pos, [b, t]), device),
