@@ -310,6 +310,24 @@ fn finish_stage(
     std::fs::write(&path, serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// What a run directory already holds of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    Finished,
+    Checkpoints,
+    PartialStage,
+}
+
+impl Held {
+    fn description(self) -> &'static str {
+        match self {
+            Held::Finished => "a finished run",
+            Held::Checkpoints => "checkpoints",
+            Held::PartialStage => "a partial block-wise stage",
+        }
+    }
+}
+
 /// Runs (or resumes) a training run.
 pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
     // ---- setup -------------------------------------------------------------------------
@@ -325,15 +343,15 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
     // The same command is the way to continue: a directory holding state of this config resumes
     // (or, finished, reports its summary); state of another config is never overwritten.
     let held = if summary_path.is_file() {
-        Some("a finished run")
+        Some(Held::Finished)
     } else if latest.is_some() {
-        Some("checkpoints")
+        Some(Held::Checkpoints)
     } else if partial_stage {
-        Some("a partial block-wise stage")
+        Some(Held::PartialStage)
     } else {
         None
     };
-    if let Some(what) = held {
+    if let Some(what) = held.map(Held::description) {
         // Written at every start once this check passed: the config of the state held.
         let saved_path = run_dir.join("config.toml");
         let saved =
@@ -346,7 +364,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
             ));
         }
     }
-    if held == Some("a finished run") {
+    if held == Some(Held::Finished) {
         let summary: RunSummary = serde_json::from_str(&std::fs::read_to_string(&summary_path).map_err(|e| format!("{}: {e}", summary_path.display()))?)
             .map_err(|e| format!("{}: {e}", summary_path.display()))?;
         eprintln!("{} already finished ({} steps); nothing to do", run_dir.display(), summary.steps);
