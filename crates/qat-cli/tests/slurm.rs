@@ -1,7 +1,8 @@
 //! `qat sweep --launcher slurm` against a real Slurm (the one-node cluster of
 //! scripts/slurm_local.sh): a four-point stories260K sweep submitted as a job array gives
 //! exactly the local sweep's results, although one of its points is requeued mid-run
-//! (`scontrol requeue`: SIGTERM, checkpoint, the task runs again and resumes).
+//! (`scontrol requeue`: SIGTERM, checkpoint, the task runs again and resumes) and another is
+//! cancelled mid-run (`scancel`) and continued by submitting the sweep again.
 
 mod common;
 
@@ -82,25 +83,38 @@ fn slurm_sweep_with_a_requeued_point_equals_the_local_sweep() {
     };
     // Requeue the first point seen with a checkpoint and no summary: Slurm stops it (SIGTERM),
     // qat checkpoints, and the task runs again from the queue.
-    let partial = || (0..4).find(|i| out.join(format!("run-{i:03}/checkpoints")).is_dir() && !out.join(format!("run-{i:03}/summary.json")).exists());
-    wait("a point with a checkpoint", &|| partial().is_some());
-    let victim = partial().unwrap();
+    let partial = |not: Option<usize>| {
+        (0..4).find(|&i| Some(i) != not && out.join(format!("run-{i:03}/checkpoints")).is_dir() && !out.join(format!("run-{i:03}/summary.json")).exists())
+    };
+    wait("a point with a checkpoint", &|| partial(None).is_some());
+    let victim = partial(None).unwrap();
     let task = format!("{job}_{victim}");
     run_ok(Command::new("scontrol").args(["requeue", &task]));
     // Slurm holds a requeued job back for a while (its begin time moves ~2 minutes ahead); the
     // test lets it start as soon as it is pending again.
-    let state = || String::from_utf8_lossy(&Command::new("squeue").args(["-h", "-j", &task, "-o", "%T"]).output().unwrap().stdout).trim().to_string();
-    wait("the requeued task to be pending", &|| state() == "PENDING");
+    let state = |task: &str| String::from_utf8_lossy(&Command::new("squeue").args(["-h", "-j", task, "-o", "%T"]).output().unwrap().stdout).trim().to_string();
+    wait("the requeued task to be pending", &|| state(&task) == "PENDING");
     run_ok(Command::new("scontrol").args(["update", &format!("JobId={task}"), "StartTime=now"]));
-    let summaries = || (0..4).all(|i| out.join(format!("run-{i:03}/summary.json")).exists());
-    wait("every point to finish", &summaries);
+    // Another point cancelled mid-run: not requeued; submitting the sweep again continues it.
+    wait("a second point with a checkpoint", &|| partial(Some(victim)).is_some());
+    let cancelled = partial(Some(victim)).unwrap();
+    run_ok(Command::new("scancel").arg(format!("{job}_{cancelled}")));
+    wait("the job to leave the queue", &|| state(&job).is_empty());
+    let finished = |i: usize| out.join(format!("run-{i:03}/summary.json")).exists();
+    assert!(!finished(cancelled), "run-{cancelled:03} finished although cancelled");
+    assert!((0..4).filter(|&i| i != cancelled).all(finished), "{}", run_ok(qat().args(["sweep", "--status"]).arg(&cluster)));
+    let resubmitted = run_ok(qat().args(["sweep", "--launcher", "slurm"]).arg(&cluster));
+    assert!(resubmitted.contains(&format!("(1 tasks: points {cancelled})")), "only the cancelled point is submitted again: {resubmitted}");
+    wait("the resubmitted point to finish", &|| finished(cancelled));
     let status = run_ok(qat().args(["sweep", "--status"]).arg(&cluster));
-    assert!(status.contains(&format!("last submission: job {job} (4 tasks")), "{status}");
+    assert!(status.contains("(1 tasks"), "{status}");
     assert_eq!(status.matches(", val_loss = ").count(), 4, "{status}");
 
-    let log = std::fs::read_to_string(out.join(format!("slurm/task-{victim:03}.out"))).unwrap();
-    assert!(log.contains("stopped by SIGTERM at step"), "the requeued task did not checkpoint on SIGTERM:\n{log}");
-    assert!(log.contains("resumed"), "the requeued task did not resume:\n{log}");
+    for (i, how) in [(victim, "requeued"), (cancelled, "cancelled")] {
+        let log = std::fs::read_to_string(out.join(format!("slurm/task-{i:03}.out"))).unwrap();
+        assert!(log.contains("stopped by SIGTERM at step"), "the {how} task did not checkpoint on SIGTERM:\n{log}");
+        assert!(log.contains("resumed"), "the {how} task did not resume:\n{log}");
+    }
     // Every point finished: submitting again collects instead.
     let again = run_ok(qat().args(["sweep", "--launcher", "slurm"]).arg(&cluster));
     assert!(again.contains("every point has finished"), "{again}");
