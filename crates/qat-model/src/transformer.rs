@@ -653,3 +653,28 @@ impl Taker<'_> {
         Tensor::from_data(self.data(name), self.device)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One row: a 2-token prefix, a 2-token branch, an empty branch, one padding slot. Each
+    /// branch token sees the prefix and its own branch up to itself, with positions counting on
+    /// from the prefix; padding sees the prefix.
+    #[test]
+    fn shared_prefix_rows_let_each_branch_see_the_prefix_and_itself() {
+        let device = Device::flex();
+        let a = AttentionBatch::shared_prefix(&[(2, vec![2, 0])], 5, &device);
+        let pos: Vec<i64> = a.positions.into_data().convert::<i64>().to_vec::<i64>().unwrap();
+        assert_eq!(pos, [0, 1, 2, 3, 0]);
+        let bias: Vec<f32> = a.bias.into_data().try_to_vec::<f32>().unwrap();
+        let seen: Vec<String> = bias.chunks(5).map(|keys| keys.iter().map(|&k| if k == 0.0 { 'x' } else { '.' }).collect()).collect();
+        assert_eq!(seen, ["x....", "xx...", "xxx..", "xxxx.", "xx..."]);
+        // Two branches of one token each: the second does not see the first.
+        let a = AttentionBatch::shared_prefix(&[(1, vec![1, 1])], 3, &device);
+        let bias: Vec<f32> = a.bias.into_data().try_to_vec::<f32>().unwrap();
+        let seen: Vec<String> = bias.chunks(3).map(|keys| keys.iter().map(|&k| if k == 0.0 { 'x' } else { '.' }).collect()).collect();
+        assert_eq!(seen, ["x..", "xx.", "x.x"]);
+        assert_eq!(a.positions.into_data().convert::<i64>().to_vec::<i64>().unwrap(), [0, 1, 1]);
+    }
+}
