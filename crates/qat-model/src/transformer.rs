@@ -665,7 +665,7 @@ mod tests {
     fn shared_prefix_rows_let_each_branch_see_the_prefix_and_itself() {
         let device = Device::flex();
         let a = AttentionBatch::shared_prefix(&[(2, vec![2, 0])], 5, &device);
-        let pos: Vec<i64> = a.positions.into_data().convert::<i64>().to_vec::<i64>().unwrap();
+        let pos: Vec<i64> = a.positions.into_data().convert::<i64>().try_to_vec::<i64>().unwrap();
         assert_eq!(pos, [0, 1, 2, 3, 0]);
         let bias: Vec<f32> = a.bias.into_data().try_to_vec::<f32>().unwrap();
         let seen: Vec<String> = bias.chunks(5).map(|keys| keys.iter().map(|&k| if k == 0.0 { 'x' } else { '.' }).collect()).collect();
@@ -675,6 +675,6 @@ mod tests {
         let bias: Vec<f32> = a.bias.into_data().try_to_vec::<f32>().unwrap();
         let seen: Vec<String> = bias.chunks(3).map(|keys| keys.iter().map(|&k| if k == 0.0 { 'x' } else { '.' }).collect()).collect();
         assert_eq!(seen, ["x..", "xx.", "x.x"]);
-        assert_eq!(a.positions.into_data().convert::<i64>().to_vec::<i64>().unwrap(), [0, 1, 1]);
+        assert_eq!(a.positions.into_data().convert::<i64>().try_to_vec::<i64>().unwrap(), [0, 1, 1]);
     }
 }
