@@ -191,36 +191,38 @@ pub fn plot_run(run_dir: &Path) -> Result<(), String> {
             top.draw(&Text::new(label.as_str(), (x0 + 30, y - 7), (FONT, 13))).map_err(|x| e(&x))?;
         }
         if has_kd {
-            let mut chart = ChartBuilder::on(&kd_area)
-                .caption("distillation loss (KD term, per step)", (FONT, 15))
-                .margin(10)
-                .margin_right(LEGEND_WIDTH)
-                .x_label_area_size(30)
-                .y_label_area_size(55)
-                .build_cartesian_2d(0.0..max_t, y_range(c.kd.iter().map(|p| p.1)))
-                .map_err(|x| e(&x))?;
-            chart.configure_mesh().x_desc("training tokens").x_label_formatter(&tokens_label).draw().map_err(|x| e(&x))?;
-            chart.draw_series(LineSeries::new(c.kd.iter().copied().filter(|p| p.1.is_finite()), &MAGENTA)).map_err(|x| e(&x))?;
+            let finite: Vec<(f64, f64)> = c.kd.iter().copied().filter(|p| p.1.is_finite()).collect();
+            step_panel(&kd_area, "distillation loss (KD term, per step)", max_t, y_range(finite.iter().map(|p| p.1)), &finite, MAGENTA, |v| format!("{v:.2}"))?;
         }
         let max_lr = c.lr.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-12);
-        let mut chart = ChartBuilder::on(&lr_area)
-            .caption("learning rate (weights)", (FONT, 15))
-            .margin(10)
-            .margin_right(LEGEND_WIDTH)
-            .x_label_area_size(30)
-            .y_label_area_size(55)
-            .build_cartesian_2d(0.0..max_t, 0.0..max_lr * 1.05)
-            .map_err(|x| e(&x))?;
-        chart
-            .configure_mesh()
-            .x_desc("training tokens")
-            .x_label_formatter(&tokens_label)
-            .y_label_formatter(&|v| format!("{v:.1e}"))
-            .draw()
-            .map_err(|x| e(&x))?;
-        chart.draw_series(LineSeries::new(c.lr.iter().copied(), &GREEN)).map_err(|x| e(&x))?;
+        step_panel(&lr_area, "learning rate (weights)", max_t, 0.0..max_lr * 1.05, &c.lr, GREEN, |v| format!("{v:.1e}"))?;
         Ok(())
     })
+}
+
+/// A per-step curve against training tokens in its own panel, aligned with the loss chart above
+/// (the same right margin for the legend column).
+fn step_panel(
+    area: &DrawingArea<BitMapBackend, Shift>,
+    caption: &str,
+    max_t: f64,
+    y: std::ops::Range<f64>,
+    points: &[(f64, f64)],
+    color: RGBColor,
+    y_label: impl Fn(&f64) -> String,
+) -> Result<(), String> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, (FONT, 15))
+        .margin(10)
+        .margin_right(LEGEND_WIDTH)
+        .x_label_area_size(30)
+        .y_label_area_size(55)
+        .build_cartesian_2d(0.0..max_t, y)
+        .map_err(|x| e(&x))?;
+    chart.configure_mesh().x_desc("training tokens").x_label_formatter(&tokens_label).y_label_formatter(&y_label).draw().map_err(|x| e(&x))?;
+    chart.draw_series(LineSeries::new(points.iter().copied(), color)).map_err(|x| e(&x))?;
+    Ok(())
 }
 
 /// A sweep value as a short axis label: TOML inline tables and strings without their

@@ -408,7 +408,8 @@ fn write_results(sweep: &SweepConfig, rows: &[SweepRow]) -> Result<(), String> {
     std::fs::write(sweep.output.join("results.md"), md).map_err(|e| e.to_string())?;
     // Each axis's values in the order the points list them.
     let mut axes: Vec<(String, Vec<String>)> = keys.iter().map(|k| (k.to_string(), Vec::new())).collect();
-    for point in sweep.points() {
+    let points = sweep.points();
+    for point in &points {
         for (k, values) in axes.iter_mut() {
             let v = point.iter().find_map(|a| a.strip_prefix(&format!("{k}="))).unwrap_or("").to_string();
             if !values.contains(&v) {
@@ -424,7 +425,7 @@ fn write_results(sweep: &SweepConfig, rows: &[SweepRow]) -> Result<(), String> {
             sweep.metric,
             if sweep.goal == Goal::Min { "lower" } else { "higher" },
             finished.len(),
-            sweep.points().len(),
+            points.len(),
             best.run,
             best.metric.unwrap_or(f64::NAN)
         ),
