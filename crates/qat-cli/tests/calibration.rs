@@ -17,7 +17,7 @@ fn evaluate_only(dir: &Path, quant: &str, calibration: &str) -> f64 {
     std::fs::write(&p, text).unwrap();
     let mut cfg = RunConfig::load(&p, &[]).unwrap();
     cfg.train.max_steps = 0;
-    let s = train(&cfg, &RunOptions::default()).unwrap();
+    let s = train(&cfg, &RunOptions::default()).unwrap().summary;
     assert!(s.steps == 0);
     assert_eq!(out.join("calibration.json").exists(), calibration.contains("[calibration]"));
     assert_eq!(out.join("blockwise.json").exists(), calibration.contains("[blockwise]"));
@@ -146,4 +146,37 @@ fn interrupted_blockwise_stage_resumes_identically() {
     // saved state is refused.
     let e = train(&config(&tmp.path().join("c")), &RunOptions { resume: true, ..Default::default() }).unwrap_err();
     assert!(e.contains("no checkpoint to resume from"), "{e}");
+}
+
+/// `train_weights = false` / `train_scales = false` freeze their group in the end-to-end stage,
+/// also after GPTQ replaced every weight and scale: compared with the same run stopped before
+/// its first step, the frozen group is unchanged bit for bit and the other one moved.
+#[test]
+fn frozen_groups_stay_frozen_after_gptq() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stages = "[quant]\nscheme = \"int\"\nbits = 4\ninit = \"mse\"\n[calibration]\nmethod = \"gptq\"\nrows = 16";
+    let params = |name: &str, freeze: &str, steps: usize| {
+        let out = tmp.path().join(name);
+        let p = tmp.path().join(format!("{name}.toml"));
+        std::fs::write(&p, common::stories_config(&out, stages).replace("[train]\n", &format!("[train]\n{freeze}\n"))).unwrap();
+        let mut cfg = RunConfig::load(&p, &[]).unwrap();
+        cfg.train.max_steps = steps;
+        train(&cfg, &RunOptions::default()).unwrap();
+        qat_train::params::read_safetensors(&out.join("qat_params.safetensors")).unwrap()
+    };
+    let start = params("start", "", 0);
+    for (name, freeze, frozen_scales) in [("scales-only", "train_weights = false", false), ("weights-only", "train_scales = false", true)] {
+        let end = params(name, freeze, 3);
+        let (mut moved_scales, mut moved_weights) = (0, 0);
+        for (path, (_, before)) in &start {
+            let is_scale = path.ends_with(".quant.scale");
+            let changed = end[path].1 != *before;
+            if is_scale == frozen_scales {
+                assert!(!changed, "{name}: frozen parameter {path} changed");
+            }
+            *(if is_scale { &mut moved_scales } else { &mut moved_weights }) += changed as usize;
+        }
+        eprintln!("{name}: {moved_scales} scale and {moved_weights} weight tensors changed");
+        assert!(if frozen_scales { moved_weights > 0 } else { moved_scales > 0 }, "{name}: the trained group did not move");
+    }
 }

@@ -16,7 +16,7 @@ fn run(tmp: &Path, name: &str, overrides: &[&str]) -> qat_train::RunSummary {
     cfg.model.path = common::stories_model();
     cfg.data.sources[0].path = common::stories_text();
     cfg.data.cache_dir = Some(tmp.join("cache"));
-    train(&cfg, &RunOptions::default()).unwrap()
+    train(&cfg, &RunOptions::default()).unwrap().summary
 }
 
 #[test]

@@ -29,12 +29,20 @@ fn qat_recovers_most_of_the_rtn_gap() {
     cfg.model.path = common::stories_model();
     cfg.data.sources[0].path = common::stories_text();
     cfg.data.cache_dir = Some(tmp.path().join("cache"));
-    let s = train(&cfg, &RunOptions::default()).unwrap();
+    let trained = train(&cfg, &RunOptions::default()).unwrap();
+    let s = &trained.summary;
     let (fp, rtn, qat) = (s.fp_eval["val_loss"].as_f64().unwrap(), s.first_eval["val_loss"].as_f64().unwrap(), s.final_eval["val_loss"].as_f64().unwrap());
     eprintln!("val loss: FP {fp:.4}, RTN SEQ-2 {rtn:.4}, QAT {qat:.4}; recovered {:.3}", s.val_gap_recovered.unwrap());
     assert!(rtn > fp + 1.0, "2-bit RTN should hurt badly: FP {fp}, RTN {rtn}");
     assert!(s.val_gap_recovered.unwrap() > 0.75, "QAT recovered only {:?} of the gap", s.val_gap_recovered);
+    // The caller writes the Hugging Face checkpoint: from the returned model, or (a run that had
+    // finished before) rebuilt from the run directory, with the same bytes.
+    qat_train::save_final(&cfg, s, trained.model.as_ref()).unwrap();
     assert!(out.join("final/model.safetensors").exists() && out.join("final/qat_quant.json").exists());
+    let written = std::fs::read(out.join("final/model.safetensors")).unwrap();
+    std::fs::remove_dir_all(out.join("final")).unwrap();
+    qat_train::save_final(&cfg, s, None).unwrap();
+    assert!(std::fs::read(out.join("final/model.safetensors")).unwrap() == written, "the rebuilt final model differs");
 }
 
 #[test]
@@ -89,12 +97,12 @@ fn scale_rounding_in_training_keeps_scales_exportable() {
 fn assert_resume_identical(extra: &str) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    let full = train(&load(&config(&a, extra), tmp.path()).unwrap(), &RunOptions::default()).unwrap();
+    let full = train(&load(&config(&a, extra), tmp.path()).unwrap(), &RunOptions::default()).unwrap().summary;
     let cfg_b = load(&config(&b, extra), tmp.path()).unwrap();
     let e = train(&cfg_b, &RunOptions { stop_after: Some(4), ..Default::default() }).unwrap_err();
     assert!(e.contains("stopped after 4"), "{e}");
     // Step 4 is past the step-3 checkpoint: resume restarts from step 3.
-    let resumed = train(&RunConfig::load(&b.join("config.toml"), &[]).unwrap(), &RunOptions { resume: true, ..Default::default() }).unwrap();
+    let resumed = train(&RunConfig::load(&b.join("config.toml"), &[]).unwrap(), &RunOptions { resume: true, ..Default::default() }).unwrap().summary;
     assert_eq!(full.losses.len(), 6);
     assert_eq!(full.losses, resumed.losses, "loss sequences differ");
     let pa = std::fs::read(a.join("qat_params.safetensors")).unwrap();
@@ -102,7 +110,8 @@ fn assert_resume_identical(extra: &str) -> tempfile::TempDir {
     assert!(pa == pb, "final weights and scales differ");
     // The same config again: the finished run reports its summary and trains nothing.
     let again = train(&cfg_b, &RunOptions::default()).unwrap();
-    assert_eq!(again.losses, full.losses);
+    assert!(again.model.is_none(), "a finished run trains nothing");
+    assert_eq!(again.summary.losses, full.losses);
     assert_eq!(std::fs::read(b.join("qat_params.safetensors")).unwrap(), pb, "a finished run is not touched");
     // Another config over the same directory is refused, whatever the directory holds.
     let mut other = cfg_b.clone();
@@ -248,7 +257,7 @@ fn bf16_autocast_tracks_f32() {
     let tmp = tempfile::tempdir().unwrap();
     let run = |name: &str, model_keys: &str| {
         let text = config(&tmp.path().join(name), "").replace("[model]\n", &format!("[model]\n{model_keys}\n"));
-        train(&load(&text, tmp.path()).unwrap(), &RunOptions::default()).unwrap()
+        train(&load(&text, tmp.path()).unwrap(), &RunOptions::default()).unwrap().summary
     };
     let full = run("f32", "");
     let half = run("bf16", "compute_dtype = \"bf16\"");

@@ -11,8 +11,14 @@ use qat_gguf::{GgmlType, blocks};
 use qat_quant::exact::unit_per_step;
 use qat_quant::{QuantizedWeight, Scheme};
 
+use crate::ExportError;
+
 /// The ggml type an exact export of `qw` uses, and why when it is not the natural one.
-pub fn choose_type(qw: &QuantizedWeight) -> Result<(GgmlType, Option<String>), String> {
+pub fn choose_type(qw: &QuantizedWeight) -> Result<(GgmlType, Option<String>), ExportError> {
+    exact_type(qw).map_err(ExportError::Encoding)
+}
+
+fn exact_type(qw: &QuantizedWeight) -> Result<(GgmlType, Option<String>), String> {
     let row = qw.dims[1];
     let spec = &qw.spec;
     // Elements sharing one scale along a row (a whole row unless grouped).
@@ -198,7 +204,11 @@ fn encode_q3_k_sub_scales(qw: &QuantizedWeight) -> Result<Vec<u8>, String> {
 
 /// Encodes `qw` as `ty`. Row-major; every block lies within one scale group, except k-quant
 /// super-blocks, which carry their groups' sub-scales.
-pub fn encode(qw: &QuantizedWeight, ty: GgmlType) -> Result<Vec<u8>, String> {
+pub fn encode(qw: &QuantizedWeight, ty: GgmlType) -> Result<Vec<u8>, ExportError> {
+    encode_exact(qw, ty).map_err(ExportError::Encoding)
+}
+
+fn encode_exact(qw: &QuantizedWeight, ty: GgmlType) -> Result<Vec<u8>, String> {
     let n = qw.levels.len();
     let out = match (qw.super_scales.is_empty(), ty) {
         (true, _) => encode_blocks(qw, ty)?,
@@ -406,8 +416,8 @@ mod tests {
     #[test]
     fn inexact_units_are_refused() {
         let w = qw(Scheme::Int, 4, vec![1.0; 32], 0.1, 32);
-        assert!(encode(&w, GgmlType::Q4_0).unwrap_err().contains("not an f16 value"));
+        assert!(encode(&w, GgmlType::Q4_0).unwrap_err().to_string().contains("not an f16 value"));
         let w = qw(Scheme::Seq, 2, vec![0.5; 100], 0.25, 100);
-        assert!(choose_type(&w).unwrap_err().contains("32-element"));
+        assert!(choose_type(&w).unwrap_err().to_string().contains("32-element"));
     }
 }

@@ -11,16 +11,19 @@ use qat_quant::QuantizedWeight;
 use serde_json::Value as Json;
 
 use crate::encode::{choose_type, encode};
+use crate::ExportError;
 use crate::round::HfDtype;
 
 /// Type of tensors that are not quantized (embeddings, an unquantized lm_head, biases).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum), value(rename_all = "lower"))]
 pub enum HighPrecision {
     F32,
     F16,
     Bf16,
     #[serde(rename = "q8_0")]
+    #[cfg_attr(feature = "clap", value(name = "q8_0"))]
     Q8_0,
 }
 
@@ -46,12 +49,9 @@ pub struct GgufReport {
     pub bits_per_weight: f64,
 }
 
-fn json_err(path: &Path, msg: impl std::fmt::Display) -> String {
-    format!("{}: {msg}", path.display())
-}
 
 /// llama.cpp's pre-tokenizer name for a tokenizer.json, by the structure of its pre-tokenizer.
-fn pre_tokenizer_name(tok: &Json, model_type: &str) -> Result<&'static str, String> {
+fn pre_tokenizer_name(tok: &Json, model_type: &str) -> Result<&'static str, ExportError> {
     let pre = &tok["pre_tokenizer"];
     let kinds: Vec<&str> = match pre["type"].as_str() {
         Some("Sequence") => pre["pretokenizers"].as_array().map(|a| a.iter().filter_map(|p| p["type"].as_str()).collect()).unwrap_or_default(),
@@ -65,7 +65,7 @@ fn pre_tokenizer_name(tok: &Json, model_type: &str) -> Result<&'static str, Stri
         (_, ["ByteLevel"]) => "gpt-2",
         (_, ["Split", "ByteLevel"]) => "llama-bpe",
         _ => {
-            return Err(format!("cannot tell llama.cpp's pre-tokenizer for pre_tokenizer {pre}"));
+            return Err(ExportError::Unsupported(format!("cannot tell llama.cpp's pre-tokenizer for pre_tokenizer {pre}")));
         }
     })
 }
@@ -80,11 +80,11 @@ const BYTE: i32 = 6;
 
 /// The merges of a BPE `tokenizer.json` as `(left, right)` pairs, in rank order (either of
 /// its two spellings: `"left right"` strings or two-element arrays).
-fn bpe_merges(m: &Json, path: &Path) -> Result<Vec<(String, String)>, String> {
-    let unreadable = |i: usize| json_err(path, format!("model.merges[{i}] is not a pair of tokens"));
+fn bpe_merges(m: &Json, path: &Path) -> Result<Vec<(String, String)>, ExportError> {
+    let unreadable = |i: usize| ExportError::file(path, format!("model.merges[{i}] is not a pair of tokens"));
     m["merges"]
         .as_array()
-        .ok_or_else(|| json_err(path, "model.merges missing"))?
+        .ok_or_else(|| ExportError::file(path, "model.merges missing"))?
         .iter()
         .enumerate()
         .map(|(i, x)| match x {
@@ -117,15 +117,15 @@ fn adds_space_prefix(tok: &Json) -> bool {
 /// Tokenizer metadata (`tokenizer.ggml.*`) from a BPE `tokenizer.json`: byte-level BPE
 /// (GPT-2 style, llama.cpp's `gpt2` model with merges) or SentencePiece-style BPE with byte
 /// fallback (Llama 2 style, llama.cpp's `llama` model, where merge order becomes token scores).
-fn tokenizer_metadata(w: &mut GgufWriter, src: &Path, model: &CausalLm) -> Result<(), String> {
+fn tokenizer_metadata(w: &mut GgufWriter, src: &Path, model: &CausalLm) -> Result<(), ExportError> {
     let path = src.join("tokenizer.json");
-    let tok: Json = serde_json::from_str(&std::fs::read_to_string(&path).map_err(|e| json_err(&path, e))?).map_err(|e| json_err(&path, e))?;
+    let tok: Json = serde_json::from_str(&std::fs::read_to_string(&path).map_err(|e| ExportError::file(&path, e))?).map_err(|e| ExportError::file(&path, e))?;
     let m = &tok["model"];
     if m["type"].as_str() != Some("BPE") {
-        return Err(json_err(&path, format!("model.type {}: only BPE tokenizers can be written to GGUF", m["type"])));
+        return Err(ExportError::file(&path, format!("model.type {}: only BPE tokenizers can be written to GGUF", m["type"])));
     }
     let sentencepiece = m["byte_fallback"].as_bool() == Some(true);
-    let vocab = m["vocab"].as_object().ok_or_else(|| json_err(&path, "model.vocab missing"))?;
+    let vocab = m["vocab"].as_object().ok_or_else(|| ExportError::file(&path, "model.vocab missing"))?;
     let mut tokens: BTreeMap<u64, String> = vocab.iter().filter_map(|(k, v)| Some((v.as_u64()?, k.clone()))).collect();
     let mut types: BTreeMap<u64, i32> = BTreeMap::new();
     if sentencepiece {
@@ -166,7 +166,7 @@ fn tokenizer_metadata(w: &mut GgufWriter, src: &Path, model: &CausalLm) -> Resul
         w.set("tokenizer.ggml.add_space_prefix", Value::Bool(adds_space_prefix(&tok)));
     } else {
         w.set("tokenizer.ggml.model", Value::String("gpt2".into()));
-        w.set("tokenizer.ggml.pre", Value::String(pre_tokenizer_name(&tok, model.config.arch.model_type()).map_err(|e| json_err(&path, e))?.into()));
+        w.set("tokenizer.ggml.pre", Value::String(pre_tokenizer_name(&tok, model.config.arch.model_type()).map_err(|e| ExportError::file(&path, e))?.into()));
         w.set("tokenizer.ggml.merges", Value::strings(merges.iter().map(|(a, b)| format!("{a} {b}"))));
     }
     w.set("tokenizer.ggml.tokens", Value::strings(list));
@@ -183,7 +183,7 @@ fn tokenizer_metadata(w: &mut GgufWriter, src: &Path, model: &CausalLm) -> Resul
     }
     let tc_path = src.join("tokenizer_config.json");
     if let Ok(text) = std::fs::read_to_string(&tc_path) {
-        let tc: Json = serde_json::from_str(&text).map_err(|e| json_err(&tc_path, e))?;
+        let tc: Json = serde_json::from_str(&text).map_err(|e| ExportError::file(&tc_path, e))?;
         w.set("tokenizer.ggml.add_bos_token", Value::Bool(tc["add_bos_token"].as_bool().unwrap_or(false)));
         if let Some(t) = tc["chat_template"].as_str() {
             w.set("tokenizer.chat_template", Value::String(t.into()));
@@ -192,9 +192,9 @@ fn tokenizer_metadata(w: &mut GgufWriter, src: &Path, model: &CausalLm) -> Resul
     Ok(())
 }
 
-fn arch_metadata(w: &mut GgufWriter, model: &CausalLm, name: &str) -> Result<&'static str, String> {
+fn arch_metadata(w: &mut GgufWriter, model: &CausalLm, name: &str) -> Result<&'static str, ExportError> {
     let c = &model.config;
-    let arch = gguf_arch(c.arch.model_type()).ok_or_else(|| format!("{} has no GGUF architecture", c.arch.model_type()))?;
+    let arch = gguf_arch(c.arch.model_type()).ok_or_else(|| ExportError::Unsupported(format!("{} has no GGUF architecture", c.arch.model_type())))?;
     let k = |s: &str| format!("{arch}.{s}");
     w.set("general.architecture", Value::String(arch.into()));
     w.set("general.name", Value::String(name.into()));
@@ -214,7 +214,7 @@ fn arch_metadata(w: &mut GgufWriter, model: &CausalLm, name: &str) -> Result<&'s
     w.set(k("vocab_size"), Value::U32(c.vocab_size as u32));
     if c.rope_llama3.is_some() && c.arch != Arch::Llama {
         // llama.cpp reads the factors (the `rope_freqs` tensor) only for its llama architecture.
-        return Err(format!("Llama 3 RoPE scaling on a {} model cannot be expressed in GGUF", c.arch.model_type()));
+        return Err(ExportError::Unsupported(format!("Llama 3 RoPE scaling on a {} model cannot be expressed in GGUF", c.arch.model_type())));
     }
     if c.arch == Arch::HunyuanDense {
         w.set(k("rope.scaling.type"), Value::String("none".into()));
@@ -238,7 +238,7 @@ fn permuted(qw: &QuantizedWeight, heads: usize) -> QuantizedWeight {
 /// the run started from).
 /// `hf_dtype` is the storage of the matching HF export: unquantized tensors are rounded to it
 /// first, so that both files hold the same values.
-pub fn export_gguf(model: &CausalLm, src: &Path, out: &Path, hp: HighPrecision, hf_dtype: HfDtype, name: &str) -> Result<GgufReport, String> {
+pub fn export_gguf(model: &CausalLm, src: &Path, out: &Path, hp: HighPrecision, hf_dtype: HfDtype, name: &str) -> Result<GgufReport, ExportError> {
     let mut w = GgufWriter::new();
     arch_metadata(&mut w, model, name)?;
     tokenizer_metadata(&mut w, src, model)?;
@@ -248,7 +248,7 @@ pub fn export_gguf(model: &CausalLm, src: &Path, out: &Path, hp: HighPrecision, 
     let mut reports = Vec::new();
     let mut n_params = 0u64;
     for (hf, shape, values) in model.hf_tensors() {
-        let gname = gguf_name(mt, &hf).ok_or_else(|| format!("tensor {hf} has no GGUF name"))?;
+        let gname = gguf_name(mt, &hf).ok_or_else(|| ExportError::Unsupported(format!("tensor {hf} has no GGUF name")))?;
         let heads = permute_heads(mt, &hf, cfg.num_attention_heads, cfg.num_key_value_heads);
         let module = hf.strip_suffix(".weight").map(|s| s.strip_prefix("model.").unwrap_or(s));
         let quantized = module.and_then(|m| linears.get(m)).and_then(|l| l.quantized_weight());
@@ -258,8 +258,8 @@ pub fn export_gguf(model: &CausalLm, src: &Path, out: &Path, hp: HighPrecision, 
                     Some(h) => permuted(&qw, h),
                     None => qw,
                 };
-                let (ty, fallback) = choose_type(&qw).map_err(|e| format!("{hf}: {e}"))?;
-                (ty, encode(&qw, ty).map_err(|e| format!("{hf}: {e}"))?, fallback)
+                let (ty, fallback) = choose_type(&qw).map_err(|e| e.in_tensor(&hf))?;
+                (ty, encode(&qw, ty).map_err(|e| e.in_tensor(&hf))?, fallback)
             }
             None => {
                 let cols = if shape.len() == 2 { shape[1] } else { 1 };
@@ -283,29 +283,29 @@ pub fn export_gguf(model: &CausalLm, src: &Path, out: &Path, hp: HighPrecision, 
                     }
                 };
                 if ty == GgmlType::F16 && values.iter().any(|v| v.is_finite() && v.abs() > 65504.0) {
-                    return Err(format!("{hf}: values exceed the f16 range; export with --hp-type bf16"));
+                    return Err(ExportError::Unsupported("values exceed the f16 range; export with --hp-type bf16".into()).in_tensor(hf));
                 }
                 let fallback =
                     (hp == HighPrecision::Q8_0 && ty == GgmlType::F16 && shape.len() == 2).then(|| format!("F16: rows of {cols} do not fit Q8_0 blocks"));
-                (ty, blocks::quantize(ty, &values).map_err(|e| format!("{hf}: {e}"))?, fallback)
+                (ty, blocks::quantize(ty, &values).map_err(|e| ExportError::Encoding(e).in_tensor(&hf))?, fallback)
             }
         };
         n_params += shape.iter().product::<usize>() as u64;
         reports.push(TensorReport { name: gname.clone(), shape: shape.clone(), ggml_type: format!("{ty:?}"), bytes: bytes.len() as u64, fallback });
-        w.add_tensor(gname, &shape, ty, bytes).map_err(|e| e.to_string())?;
+        w.add_tensor(gname, &shape, ty, bytes)?;
     }
     if let Some(factors) = cfg.rope_freq_factors() {
         // Llama 3 RoPE scaling: llama.cpp divides each frequency by these factors.
         let values: Vec<f32> = factors.iter().map(|&f| f as f32).collect();
-        let bytes = blocks::quantize(GgmlType::F32, &values).map_err(|e| format!("{ROPE_FREQS}: {e}"))?;
+        let bytes = blocks::quantize(GgmlType::F32, &values).map_err(|e| ExportError::Encoding(e).in_tensor(ROPE_FREQS))?;
         reports.push(TensorReport { name: ROPE_FREQS.into(), shape: vec![values.len()], ggml_type: "F32".into(), bytes: bytes.len() as u64, fallback: None });
-        w.add_tensor(ROPE_FREQS, &[values.len()], GgmlType::F32, bytes).map_err(|e| e.to_string())?;
+        w.add_tensor(ROPE_FREQS, &[values.len()], GgmlType::F32, bytes)?;
     }
     if let Some(dir) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|e| ExportError::file(dir, e))?;
     }
-    w.write(out).map_err(|e| e.to_string())?;
-    let file_bytes = std::fs::metadata(out).map_err(|e| e.to_string())?.len();
+    w.write(out)?;
+    let file_bytes = std::fs::metadata(out).map_err(|e| ExportError::file(out, e))?.len();
     let data_bytes: u64 = reports.iter().map(|r| r.bytes).sum();
     Ok(GgufReport { tensors: reports, file_bytes, n_params, bits_per_weight: data_bytes as f64 * 8.0 / n_params as f64 })
 }
@@ -319,9 +319,9 @@ mod tests {
         let p = Path::new("tokenizer.json");
         let m = serde_json::json!({"merges": ["Ġ t", ["h", "e"]]});
         assert_eq!(bpe_merges(&m, p).unwrap(), [("Ġ".to_string(), "t".to_string()), ("h".to_string(), "e".to_string())]);
-        let e = bpe_merges(&serde_json::json!({"merges": ["a b", "nospace"]}), p).unwrap_err();
+        let e = bpe_merges(&serde_json::json!({"merges": ["a b", "nospace"]}), p).unwrap_err().to_string();
         assert!(e.contains("tokenizer.json") && e.contains("model.merges[1]"), "{e}");
-        assert!(bpe_merges(&serde_json::json!({}), p).unwrap_err().contains("model.merges missing"));
+        assert!(bpe_merges(&serde_json::json!({}), p).unwrap_err().to_string().contains("model.merges missing"));
     }
 
     #[test]

@@ -8,7 +8,7 @@ pub use qat_quant::HfDtype;
 pub type RoundingReport = qat_quant::ScaleChange;
 
 /// Rounds every quantizer scale of `model` for an exact export.
-pub fn round_scales(model: CausalLm, dtype: HfDtype) -> Result<(CausalLm, RoundingReport), String> {
+pub fn round_scales(model: CausalLm, dtype: HfDtype) -> Result<(CausalLm, RoundingReport), qat_quant::QuantError> {
     let (model, report) = model.round_scales(dtype)?;
     // The new scale parameters must not record autodiff graphs during export.
     Ok((burn::module::Module::valid(&model), report))

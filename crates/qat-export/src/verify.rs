@@ -7,6 +7,8 @@ use qat_gguf::GgufFile;
 use qat_gguf::hf::{hf_model_type, hf_name, permute_heads, unpermute_rows};
 use qat_model::Checkpoint;
 
+use crate::ExportError;
+
 /// Per-tensor comparison.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TensorCheck {
@@ -30,13 +32,13 @@ impl VerifyReport {
 }
 
 /// Compares every tensor of `hf_dir` with `gguf`.
-pub fn verify_export(hf_dir: &Path, gguf: &Path) -> Result<VerifyReport, String> {
-    let ckpt = Checkpoint::open(hf_dir).map_err(|e| e.to_string())?;
-    let g = GgufFile::open(gguf).map_err(|e| e.to_string())?;
-    let arch = g.get_str("general.architecture").map_err(|e| e.to_string())?;
-    let mt = hf_model_type(arch).ok_or_else(|| format!("{}: architecture {arch} not supported", gguf.display()))?;
+pub fn verify_export(hf_dir: &Path, gguf: &Path) -> Result<VerifyReport, ExportError> {
+    let ckpt = Checkpoint::open(hf_dir)?;
+    let g = GgufFile::open(gguf)?;
+    let arch = g.get_str("general.architecture").map_err(|e| ExportError::file(gguf, e))?;
+    let mt = hf_model_type(arch).ok_or_else(|| ExportError::file(gguf, format!("architecture {arch} not supported")))?;
     if mt != ckpt.config.arch.model_type() {
-        return Err(format!("{} is {mt}, {} is {}", gguf.display(), hf_dir.display(), ckpt.config.arch.model_type()));
+        return Err(ExportError::Mismatch(format!("{} is {mt}, {} is {}", gguf.display(), hf_dir.display(), ckpt.config.arch.model_type())));
     }
     let (nh, nkv) = (ckpt.config.num_attention_heads, ckpt.config.num_key_value_heads);
     let mut tensors = Vec::new();
@@ -46,7 +48,7 @@ pub fn verify_export(hf_dir: &Path, gguf: &Path) -> Result<VerifyReport, String>
         if info.name == crate::gguf::ROPE_FREQS {
             // Not a checkpoint tensor: compare with the factors the HF config implies.
             let want: Vec<f32> = ckpt.config.rope_freq_factors().unwrap_or_default().iter().map(|&f| f as f32).collect();
-            let got = g.dequantize(&info.name).map_err(|e| e.to_string())?;
+            let got = g.dequantize(&info.name)?;
             let mismatches =
                 if got.len() == want.len() { got.iter().zip(&want).filter(|(a, b)| a.to_bits() != b.to_bits()).count() } else { got.len().max(want.len()) };
             tensors.push(TensorCheck { name: info.name.clone(), ggml_type: format!("{:?}", info.ggml_type), mismatches, max_abs_diff: 0.0 });
@@ -61,13 +63,13 @@ pub fn verify_export(hf_dir: &Path, gguf: &Path) -> Result<VerifyReport, String>
             continue;
         };
         seen.insert(name.clone());
-        let mut got = g.dequantize(&info.name).map_err(|e| e.to_string())?;
+        let mut got = g.dequantize(&info.name)?;
         if let Some(h) = permute_heads(mt, &name, nh, nkv) {
             got = unpermute_rows(&got, shape[0], if shape.len() == 2 { shape[1] } else { 1 }, h);
         }
         let want = ckpt.read_f32(&name)?;
         if got.len() != want.len() || info.shape() != shape {
-            return Err(format!("{name}: shape {:?} in GGUF, {:?} in {}", info.shape(), shape, hf_dir.display()));
+            return Err(ExportError::Mismatch(format!("shape {:?} in GGUF, {:?} in {}", info.shape(), shape, hf_dir.display())).in_tensor(name));
         }
         let mut check = TensorCheck { name, ggml_type: format!("{:?}", info.ggml_type), mismatches: 0, max_abs_diff: 0.0 };
         for (a, b) in got.iter().zip(&want) {

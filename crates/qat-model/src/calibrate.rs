@@ -11,7 +11,7 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::{Int, Tensor};
-use qat_quant::{GptqOptions, Hessian, HfDtype, QLinear, gptq};
+use qat_quant::{GptqOptions, Hessian, HfDtype, QLinear, QuantError, gptq};
 
 use crate::transformer::{AttentionBatch, CausalLm};
 
@@ -47,9 +47,9 @@ fn quantize_linear(
     opts: &GptqOptions,
     round: Option<HfDtype>,
     report: &mut Vec<ModuleLoss>,
-) -> Result<(), String> {
+) -> Result<(), QuantError> {
     let Some(q) = lin.quant.as_mut() else { return Ok(()) };
-    let r = gptq(lin.weight.val(), h, &q.spec, opts, round).map_err(|e| format!("{name}: {e}"))?;
+    let r = gptq(lin.weight.val(), h, &q.spec, opts, round).map_err(|e| e.in_tensor(&name))?;
     lin.weight = Param::from_tensor(r.weight);
     q.scale = Some(Param::from_tensor(r.alpha));
     report.push(ModuleLoss { module: name, loss: r.loss });
@@ -65,9 +65,9 @@ pub fn gptq_model(
     opts: &GptqOptions,
     round: Option<HfDtype>,
     mut on_block: impl FnMut(usize, usize),
-) -> Result<(CausalLm, Vec<ModuleLoss>), String> {
+) -> Result<(CausalLm, Vec<ModuleLoss>), QuantError> {
     if batches.is_empty() {
-        return Err("calibration: no batches".into());
+        return Err(QuantError::Gptq("no calibration batches".into()));
     }
     let mut report = Vec::new();
     let ropes: Vec<_> = batches.iter().map(|b| model.rope_tables(b.attention.positions.clone())).collect();

@@ -67,7 +67,12 @@ impl Checkpoint {
     }
 
     /// The tensor converted to f32 (from f32, f16 or bf16).
-    pub fn read_f32(&self, name: &str) -> Result<Vec<f32>, String> {
+    pub fn read_f32(&self, name: &str) -> Result<Vec<f32>, ModelError> {
+        self.tensor_f32(name).map_err(|msg| ModelError::Safetensors { path: self.dir.display().to_string(), msg })
+    }
+
+    /// [`Self::read_f32`] with the problem as one line (for [`Self::read_all`]'s list).
+    fn tensor_f32(&self, name: &str) -> Result<Vec<f32>, String> {
         let e = self.entries.get(name).ok_or_else(|| format!("`{name}` is missing"))?;
         let bytes = &self.files[e.file].1[e.start..e.end];
         Ok(match e.dtype {
@@ -90,7 +95,7 @@ impl Checkpoint {
                 None if optional.contains(name) => {}
                 None => problems.push(format!("  missing tensor `{name}` (expected shape {shape:?})")),
                 Some(e) if &e.shape != shape => problems.push(format!("  tensor `{name}` has shape {:?}, expected {shape:?}", e.shape)),
-                Some(_) => match self.read_f32(name) {
+                Some(_) => match self.tensor_f32(name) {
                     Ok(v) => {
                         out.insert(name.clone(), v);
                     }

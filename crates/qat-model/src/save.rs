@@ -12,6 +12,7 @@ use crate::{CausalLm, ModelError};
 /// Storage dtype of the written safetensors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum), value(rename_all = "lower"))]
 pub enum SaveDtype {
     F32,
     /// Round to nearest even, as `torch.Tensor.to(torch.bfloat16)`.

@@ -4,11 +4,11 @@
 //! Field names follow the checkpoint keys (`model.layers.{i}.self_attn.q_proj.weight`), so
 //! [`CausalLm::hf_tensor_names`] is the single list both loading and export use.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use burn::module::{Module, Param};
+use burn::module::{Module, Param, ParamId};
 use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
-use qat_quant::{QLinear, matmul_in};
+use qat_quant::{QLinear, QuantError, QuantSpec, matmul_in};
 
 use crate::config::{ModelConfig, QkNorm};
 use crate::{Checkpoint, ModelError};
@@ -314,6 +314,39 @@ pub struct DecoderLayer {
 }
 
 impl DecoderLayer {
+    /// The block's linear layers by module path within the block, in checkpoint order.
+    pub fn linears(&self) -> [(&'static str, &QLinear); 7] {
+        let (a, m) = (&self.self_attn, &self.mlp);
+        [
+            ("self_attn.q_proj", &a.q_proj),
+            ("self_attn.k_proj", &a.k_proj),
+            ("self_attn.v_proj", &a.v_proj),
+            ("self_attn.o_proj", &a.o_proj),
+            ("mlp.gate_proj", &m.gate_proj),
+            ("mlp.up_proj", &m.up_proj),
+            ("mlp.down_proj", &m.down_proj),
+        ]
+    }
+
+    /// [`Self::linears`], mutable.
+    fn linears_mut(&mut self) -> [(&'static str, &mut QLinear); 7] {
+        let (a, m) = (&mut self.self_attn, &mut self.mlp);
+        [
+            ("self_attn.q_proj", &mut a.q_proj),
+            ("self_attn.k_proj", &mut a.k_proj),
+            ("self_attn.v_proj", &mut a.v_proj),
+            ("self_attn.o_proj", &mut a.o_proj),
+            ("mlp.gate_proj", &mut m.gate_proj),
+            ("mlp.up_proj", &mut m.up_proj),
+            ("mlp.down_proj", &mut m.down_proj),
+        ]
+    }
+
+    /// The block's learnable quantizer scales by parameter id ([`QLinear::scale_param`]).
+    pub fn scale_params(&self) -> HashMap<ParamId, QuantSpec> {
+        self.linears().into_iter().filter_map(|(_, l)| l.scale_param()).collect()
+    }
+
     /// `x + attn(norm(x))`, then `+ mlp(norm(·))`.
     ///
     /// # Shapes
@@ -529,13 +562,7 @@ impl CausalLm {
     pub fn linears(&self) -> Vec<(String, &QLinear)> {
         let mut v = vec![("embed_tokens".to_string(), &self.embed_tokens)];
         for (i, l) in self.layers.iter().enumerate() {
-            let a = &l.self_attn;
-            for (n, p) in [("q_proj", &a.q_proj), ("k_proj", &a.k_proj), ("v_proj", &a.v_proj), ("o_proj", &a.o_proj)] {
-                v.push((format!("layers.{i}.self_attn.{n}"), p));
-            }
-            for (n, p) in [("gate_proj", &l.mlp.gate_proj), ("up_proj", &l.mlp.up_proj), ("down_proj", &l.mlp.down_proj)] {
-                v.push((format!("layers.{i}.mlp.{n}"), p));
-            }
+            v.extend(l.linears().into_iter().map(|(n, p)| (format!("layers.{i}.{n}"), p)));
         }
         if let Some(h) = &self.lm_head {
             v.push(("lm_head".to_string(), h));
@@ -543,28 +570,36 @@ impl CausalLm {
         v
     }
 
+    /// The learnable quantizer scales by parameter id ([`QLinear::scale_param`]): the optimizer's
+    /// scale group, what `train_scales = false` freezes, and the specs that keep them on
+    /// export's grid.
+    pub fn scale_params(&self) -> HashMap<ParamId, QuantSpec> {
+        self.linears().into_iter().filter_map(|(_, l)| l.scale_param()).collect()
+    }
+
     /// Rebuilds the model with `f` applied to every linear layer, in [`Self::linears`] order.
     pub fn map_linears(mut self, mut f: impl FnMut(&str, QLinear) -> QLinear) -> Self {
         replace_with(&mut self.embed_tokens, |q| f("embed_tokens", q));
         for (i, l) in self.layers.iter_mut().enumerate() {
-            let a = &mut l.self_attn;
-            for (n, p) in [("q_proj", &mut a.q_proj), ("k_proj", &mut a.k_proj), ("v_proj", &mut a.v_proj), ("o_proj", &mut a.o_proj)] {
-                replace_with(p, |q| f(&format!("layers.{i}.self_attn.{n}"), q));
-            }
-            let m = &mut l.mlp;
-            for (n, p) in [("gate_proj", &mut m.gate_proj), ("up_proj", &mut m.up_proj), ("down_proj", &mut m.down_proj)] {
-                replace_with(p, |q| f(&format!("layers.{i}.mlp.{n}"), q));
+            for (n, p) in l.linears_mut() {
+                replace_with(p, |q| f(&format!("layers.{i}.{n}"), q));
             }
         }
         self.lm_head = self.lm_head.map(|h| f("lm_head", h));
         self
     }
 
+    /// What `policy` resolves to for this model's linear layers: the scheme of each, and the bits
+    /// per weight.
+    pub fn policy_table(&self, policy: &qat_quant::Policy) -> Result<qat_quant::PolicyTable, QuantError> {
+        let modules: Vec<(String, [usize; 2])> = self.linears().into_iter().map(|(n, l)| (n, l.dims())).collect();
+        policy.resolve(&modules, self.config.n_params())
+    }
+
     /// Attaches fake quantizers as `policy` says (scales initialised from the weights) and
     /// returns the resolved per-module table.
-    pub fn quantize(self, policy: &qat_quant::Policy) -> Result<(Self, qat_quant::PolicyTable), String> {
-        let modules: Vec<(String, [usize; 2])> = self.linears().into_iter().map(|(n, l)| (n, l.dims())).collect();
-        let table = policy.resolve(&modules, self.config.n_params())?;
+    pub fn quantize(self, policy: &qat_quant::Policy) -> Result<(Self, qat_quant::PolicyTable), QuantError> {
+        let table = self.policy_table(policy)?;
         let mut specs = table.rows.iter().map(|r| r.2);
         let model = self.map_linears(|_, l| match specs.next().flatten() {
             Some(spec) => l.quantized(spec, policy.act_int8),
@@ -576,14 +611,14 @@ impl CausalLm {
     /// Moves every quantizer scale onto the grid that export stores exactly in `dtype`
     /// ([`qat_quant::exact`]): once at export, or at the start of a run that keeps its scales
     /// there (`[quant] round_scales`).
-    pub fn round_scales(self, dtype: qat_quant::HfDtype) -> Result<(Self, qat_quant::ScaleChange), String> {
+    pub fn round_scales(self, dtype: qat_quant::HfDtype) -> Result<(Self, qat_quant::ScaleChange), QuantError> {
         let mut change = qat_quant::ScaleChange::default();
         let mut error = None;
         let model = self.map_linears(|path, mut l| {
             match l.round_scale(dtype) {
                 Ok(c) => change.merge(&c),
                 Err(e) => {
-                    error.get_or_insert(format!("{path}: {e}"));
+                    error.get_or_insert(e.in_tensor(path));
                 }
             }
             l

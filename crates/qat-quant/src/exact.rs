@@ -7,6 +7,7 @@
 //! whose step gives exactly that `u`. Export rounds the trained scales once; training can keep
 //! them on this grid at every step (`[quant] round_scales`).
 
+use crate::QuantError;
 use crate::scheme::{QuantSpec, SUPER_BLOCK, Scheme};
 
 /// Levels in units `u`, and `u = step · unit_per_step` for each scheme.
@@ -21,6 +22,7 @@ pub fn unit_per_step(scheme: Scheme) -> f32 {
 /// Storage of the HF export, which decides how many bits a unit may have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum), value(rename_all = "lower"))]
 pub enum HfDtype {
     Bf16,
     F32,
@@ -46,9 +48,9 @@ pub fn unit_bits(spec: &QuantSpec, dtype: HfDtype) -> u32 {
 }
 
 /// `x > 0` rounded to `bits` significant bits (half to even) and onto the f16 grid.
-pub fn round_unit(x: f32, bits: u32) -> Result<f32, String> {
+pub fn round_unit(x: f32, bits: u32) -> Result<f32, QuantError> {
     if !(x.is_finite() && x > 0.0) {
-        return Err(format!("scale unit {x} is not a positive finite number"));
+        return Err(QuantError::Scale(format!("scale unit {x} is not a positive finite number")));
     }
     let shift = 24 - bits;
     let b = x.to_bits();
@@ -69,7 +71,7 @@ pub fn round_unit(x: f32, bits: u32) -> Result<f32, String> {
         r
     };
     if r > 65504.0 {
-        return Err(format!("scale unit {x} exceeds the f16 range"));
+        return Err(QuantError::Scale(format!("scale unit {x} exceeds the f16 range")));
     }
     debug_assert_eq!(half::f16::from_f32(r).to_f32(), r);
     Ok(r)
@@ -149,23 +151,23 @@ pub fn snap_sub_scales(alpha: &[f32], values: usize, spec: &QuantSpec) -> (Vec<f
 /// [`round_alpha`]; for [`Scheme::Asym`] the pairs `(s, m)` onto f16 (ggml's type-1 blocks store
 /// both as f16, and `s·q` is then exact in f32, so `s·q + m` rounds once, the same in f32
 /// safetensors, in ggml and in training). A bf16 export cannot hold `s·q + m` exactly: an error.
-pub fn round_scales(spec: &QuantSpec, values: &[f32], dtype: HfDtype) -> Result<Vec<f32>, String> {
+pub fn round_scales(spec: &QuantSpec, values: &[f32], dtype: HfDtype) -> Result<Vec<f32>, QuantError> {
     if spec.scheme != Scheme::Asym {
         return values.iter().map(|&a| round_alpha(spec, a, dtype)).collect();
     }
     if dtype != HfDtype::F32 {
-        return Err(format!("{} values s·q + m are exact in f32 only: export with --hf-dtype f32 (round_scales = \"f32\")", spec.label()));
+        return Err(QuantError::Scale(format!("{} values s·q + m are exact in f32 only: export with --hf-dtype f32 (round_scales = \"f32\")", spec.label())));
     }
     if spec.sub_scale_bits > 0 {
         // Snapped onto the k-quant grid by the forward pass itself (snap_sub_scales).
         return match values.iter().find(|x| !x.is_finite()) {
-            Some(x) => Err(format!("scale value {x} is not finite")),
+            Some(x) => Err(QuantError::Scale(format!("scale value {x} is not finite"))),
             None => Ok(values.to_vec()),
         };
     }
     let to_f16 = |x: f32| {
         let r = half::f16::from_f32(x).to_f32();
-        if r.is_finite() { Ok(r) } else { Err(format!("scale value {x} is outside the f16 range")) }
+        if r.is_finite() { Ok(r) } else { Err(QuantError::Scale(format!("scale value {x} is outside the f16 range"))) }
     };
     values.chunks(2).flat_map(|pair| [to_f16(pair[0].max(crate::quantizer::ALPHA_MIN as f32)), to_f16(pair[1])]).collect()
 }
@@ -174,13 +176,13 @@ pub fn round_scales(spec: &QuantSpec, values: &[f32], dtype: HfDtype) -> Result<
 /// `dtype` (symmetric schemes; [`round_scales`] for any). A scale that training pushed below the quantizer's floor is rounded from that floor,
 /// the value the quantizer uses. k-quant scales are left as they are: the forward pass snaps
 /// them onto the exact grid itself ([`snap_sub_scales`]).
-pub fn round_alpha(spec: &QuantSpec, alpha: f32, dtype: HfDtype) -> Result<f32, String> {
+pub fn round_alpha(spec: &QuantSpec, alpha: f32, dtype: HfDtype) -> Result<f32, QuantError> {
     if spec.sub_scale_bits > 0 {
-        return if alpha.is_finite() { Ok(alpha) } else { Err(format!("scale {alpha} is not finite")) };
+        return if alpha.is_finite() { Ok(alpha) } else { Err(QuantError::Scale(format!("scale {alpha} is not finite"))) };
     }
     let bits = unit_bits(spec, dtype);
     if bits < 4 {
-        return Err(format!("{} values need a {bits}-bit scale to be exact in bf16; use f32", spec.label()));
+        return Err(QuantError::Scale(format!("{} values need a {bits}-bit scale to be exact in bf16; use f32", spec.label())));
     }
     let alpha = if alpha.is_nan() { alpha } else { alpha.max(crate::quantizer::ALPHA_MIN as f32) };
     let u = round_unit(unit_of_alpha(spec, alpha), bits)?;

@@ -24,6 +24,7 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::QuantError;
 use crate::exact::{HfDtype, round_scales, snap_sub_scales};
 use crate::quantizer::{init_scale_weighted, quantize};
 use crate::scheme::{Granularity, QuantSpec, SUPER_BLOCK, Scheme};
@@ -99,12 +100,12 @@ pub struct GptqResult {
 
 /// In-place lower Cholesky factor of a symmetric positive definite `a` (`n×n`, row-major);
 /// `A = L·Lᵀ`. Fails when a pivot is not positive.
-fn cholesky_lower(a: &mut [f64], n: usize) -> Result<(), String> {
+fn cholesky_lower(a: &mut [f64], n: usize) -> Result<(), QuantError> {
     for j in 0..n {
         let row_j = a[j * n..j * n + j].to_vec();
         let d = a[j * n + j] - row_j.iter().map(|v| v * v).sum::<f64>();
         if !(d > 0.0 && d.is_finite()) {
-            return Err(format!("the damped Hessian is not positive definite (pivot {j} is {d:e}); raise damp"));
+            return Err(QuantError::Gptq(format!("the damped Hessian is not positive definite (pivot {j} is {d:e}); raise damp")));
         }
         let d = d.sqrt();
         a[j * n + j] = d;
@@ -121,7 +122,7 @@ fn cholesky_lower(a: &mut [f64], n: usize) -> Result<(), String> {
 /// The upper Cholesky factor `U` of `H⁻¹` (`H⁻¹ = UᵀU`), row-major.
 ///
 /// With `H = L·Lᵀ`: `H⁻¹ = L⁻ᵀ·L⁻¹`, formed and factored again, as the reference does.
-fn inverse_upper_cholesky(h: &[f64], n: usize) -> Result<Vec<f64>, String> {
+fn inverse_upper_cholesky(h: &[f64], n: usize) -> Result<Vec<f64>, QuantError> {
     let mut l = h.to_vec();
     cholesky_lower(&mut l, n)?;
     // L⁻¹ row by row: row i = (e_i − Σ_{k<i} L_ik · row k) / L_ii (lower triangular).
@@ -188,16 +189,16 @@ fn window_scales(
     spec: &QuantSpec,
     round: Option<HfDtype>,
     device: &Device,
-) -> Result<(Vec<f32>, Vec<f32>), String> {
+) -> Result<(Vec<f32>, Vec<f32>), QuantError> {
     let t = Tensor::<2>::from_data(TensorData::new(w.to_vec(), [out, window]), device);
     let window_spec = match spec.granularity {
         Granularity::Tensor => *spec,
         Granularity::Group if spec.sub_scale_bits > 0 => QuantSpec { sub_scale_bits: 0, ..*spec },
         _ => QuantSpec { granularity: Granularity::Channel, group_size: 0, sub_scale_bits: 0, ..*spec },
     };
-    let alpha = init_scale_weighted(t, &window_spec, Some(h_diag)).ok_or("GPTQ needs a learned-scale scheme (not bitnet)")?;
+    let alpha = init_scale_weighted(t, &window_spec, Some(h_diag)).ok_or_else(|| QuantError::Gptq("GPTQ needs a learned-scale scheme (not bitnet)".into()))?;
     let per = alpha.dims()[1];
-    let mut alpha = alpha.into_data().convert::<f32>().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
+    let mut alpha = alpha.into_data().convert::<f32>().try_to_vec::<f32>()?;
     if let Some(dtype) = round {
         alpha = round_scales(spec, &alpha, dtype)?;
     }
@@ -212,23 +213,23 @@ fn window_scales(
 ///
 /// `round`: keep every scale on the grid that the export in that dtype stores exactly, so that
 /// the error compensation sees the values that will be deployed.
-pub fn gptq(weight: Tensor<2>, h: &Hessian, spec: &QuantSpec, opts: &GptqOptions, round: Option<HfDtype>) -> Result<GptqResult, String> {
+pub fn gptq(weight: Tensor<2>, h: &Hessian, spec: &QuantSpec, opts: &GptqOptions, round: Option<HfDtype>) -> Result<GptqResult, QuantError> {
     if spec.scheme == Scheme::Bitnet {
-        return Err("GPTQ needs a learned-scale scheme; bitnet recomputes its scale from the weights".into());
+        return Err(QuantError::Gptq("GPTQ needs a learned-scale scheme; bitnet recomputes its scale from the weights".into()));
     }
     let [out, n] = weight.dims();
     spec.validate_shape("gptq", [out, n])?;
     if h.dim() != n {
-        return Err(format!("Hessian of dimension {} for a weight with {n} input columns", h.dim()));
+        return Err(QuantError::Gptq(format!("Hessian of dimension {} for a weight with {n} input columns", h.dim())));
     }
     if h.samples() == 0 {
-        return Err("no calibration inputs reached this layer".into());
+        return Err(QuantError::Gptq("no calibration inputs reached this layer".into()));
     }
     if !(opts.damp.is_finite() && opts.damp > 0.0) || opts.block_size == 0 {
-        return Err(format!("gptq: damp must be > 0 and block_size > 0 (got {} and {})", opts.damp, opts.block_size));
+        return Err(QuantError::Gptq(format!("damp must be > 0 and block_size > 0 (got {} and {})", opts.damp, opts.block_size)));
     }
     let device = weight.device();
-    let mut w = weight.into_data().convert::<f32>().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
+    let mut w = weight.into_data().convert::<f32>().try_to_vec::<f32>()?;
     let mut hm = h.matrix();
 
     // Dead inputs: no information, weight set to zero.
@@ -337,7 +338,7 @@ pub fn gptq(weight: Tensor<2>, h: &Hessian, spec: &QuantSpec, opts: &GptqOptions
             let e_t = Tensor::<2>::from_data(TensorData::new(err, [out, bs]), &device);
             let u_blk: Vec<f32> = (i1..i2).flat_map(|i| u[i * n + i2..i * n + n].iter().copied()).collect();
             let u_t = Tensor::<2>::from_data(TensorData::new(u_blk, [bs, n - i2]), &device);
-            let upd = e_t.matmul(u_t).into_data().convert::<f32>().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
+            let upd = e_t.matmul(u_t).into_data().convert::<f32>().try_to_vec::<f32>()?;
             let m = n - i2;
             for r in 0..out {
                 for (wv, dv) in w[r * n + i2..r * n + n].iter_mut().zip(&upd[r * m..r * m + m]) {

@@ -1,8 +1,9 @@
 //! The linear layer of every decoder projection, optionally fake-quantized.
 
-use burn::module::{Module, Param};
+use burn::module::{Module, Param, ParamId};
 use burn::tensor::{FloatDType, Tensor};
 
+use crate::QuantError;
 use crate::exact::{HfDtype, round_scales};
 use crate::quantizer::{QuantizedWeight, fake_quantize, init_scale, quantize};
 use crate::scheme::QuantSpec;
@@ -80,6 +81,13 @@ impl QLinear {
         self
     }
 
+    /// The learnable quantizer scale's parameter id with its quantizer, if the layer has one:
+    /// how the optimizer and freezing find the scale group by structure, not by name.
+    pub fn scale_param(&self) -> Option<(ParamId, QuantSpec)> {
+        let q = self.quant.as_ref()?;
+        Some((q.scale.as_ref()?.id, q.spec))
+    }
+
     /// The weight the forward pass uses: fake-quantized when a quantizer is attached.
     pub fn effective_weight(&self) -> Tensor<2> {
         match &self.quant {
@@ -90,13 +98,13 @@ impl QLinear {
 
     /// Moves the quantizer's scales onto the grid that export stores exactly
     /// ([`crate::exact`]); the new scales are fresh parameters on the same device.
-    pub fn round_scale(&mut self, dtype: HfDtype) -> Result<ScaleChange, String> {
+    pub fn round_scale(&mut self, dtype: HfDtype) -> Result<ScaleChange, QuantError> {
         let mut change = ScaleChange::default();
         let Some(q) = self.quant.as_mut() else { return Ok(change) };
         let Some(scale) = q.scale.as_ref() else { return Ok(change) };
         let t = scale.val();
         let (dims, device) = (t.dims(), t.device());
-        let alphas = t.into_data().convert::<f32>().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
+        let alphas = t.into_data().convert::<f32>().try_to_vec::<f32>()?;
         let out = round_scales(&q.spec, &alphas, dtype)?;
         for (&a, &r) in alphas.iter().zip(&out) {
             change.scales += 1;

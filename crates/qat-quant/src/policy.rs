@@ -5,11 +5,13 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::QuantError;
 use crate::scheme::{GradVariant, Granularity, QuantSpec, ScaleInit, Scheme};
 
 /// A scheme, or `none` for full precision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum), value(rename_all = "lower"))]
 pub enum SchemeChoice {
     None,
     Seq,
@@ -262,10 +264,10 @@ impl Policy {
 
     /// Resolves the policy for the model's linear layers (`(path, [out, in])`, e.g.
     /// `layers.3.mlp.down_proj`, `lm_head`). `total_params` counts every model parameter.
-    pub fn resolve(&self, modules: &[(String, [usize; 2])], total_params: usize) -> Result<PolicyTable, String> {
+    pub fn resolve(&self, modules: &[(String, [usize; 2])], total_params: usize) -> Result<PolicyTable, QuantError> {
         let mut globs = Vec::new();
         for (i, r) in self.rules.iter().enumerate() {
-            let g = globset::Glob::new(&r.pattern).map_err(|e| format!("quant.rules[{i}].match = {:?}: {e}", r.pattern))?;
+            let g = globset::Glob::new(&r.pattern).map_err(|e| QuantError::config(&format!("quant.rules[{i}].match = {:?}", r.pattern), e.to_string()))?;
             globs.push(g.compile_matcher());
         }
         let mut used = vec![false; self.rules.len()];
@@ -290,7 +292,7 @@ impl Policy {
             rows.push((path.clone(), *dims, spec));
         }
         if let Some(i) = used.iter().position(|u| !u) {
-            return Err(format!("quant.rules[{i}].match = {:?} matches no module", self.rules[i].pattern));
+            return Err(QuantError::config(&format!("quant.rules[{i}].match = {:?}", self.rules[i].pattern), "matches no module"));
         }
         let in_linears: usize = modules.iter().map(|(_, [o, i])| o * i).sum();
         Ok(PolicyTable { rows, other_params: total_params.saturating_sub(in_linears) })

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::QuantError;
+
 /// The quantization grid (`shared/docs/quantization.md` §1–3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -25,6 +27,7 @@ pub enum Scheme {
 /// Which weights share a scale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum), value(rename_all = "lower"))]
 pub enum Granularity {
     /// One scale per output row (the default).
     Channel,
@@ -48,6 +51,7 @@ pub enum GradVariant {
 /// between adjacent levels) and the largest level magnitude `Lmax` of the grid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum), value(rename_all = "lower"))]
 pub enum ScaleInit {
     /// quantization.md's rule per scheme: `α = max|w|` (SEQ, ternary), `max|w|/Qp` (int),
     /// `mean|w|` (binary).
@@ -194,7 +198,7 @@ impl QuantSpec {
     }
 
     /// Checks the combination; `what` names the config location in errors.
-    pub fn validate(&self, what: &str) -> Result<(), String> {
+    pub fn validate(&self, what: &str) -> Result<(), QuantError> {
         let bits_ok = match self.scheme {
             Scheme::Seq => matches!(self.bits, 2 | 3),
             Scheme::Int | Scheme::Asym => (2..=8).contains(&self.bits),
@@ -208,36 +212,35 @@ impl QuantSpec {
                 Scheme::Ternary | Scheme::Bitnet => "2 (1.58-bit levels stored in 2 bits)",
                 Scheme::Binary => "1",
             };
-            return Err(format!("{what}: bits = {} is not valid for scheme {:?} (allowed: {allowed})", self.bits, self.scheme));
+            return Err(QuantError::config(what, format!("bits = {} is not valid for scheme {:?} (allowed: {allowed})", self.bits, self.scheme)));
         }
         if self.granularity == Granularity::Group && self.group_size == 0 {
-            return Err(format!("{what}: granularity = \"group\" needs group_size > 0"));
+            return Err(QuantError::config(what, "granularity = \"group\" needs group_size > 0"));
         }
         if self.grad == GradVariant::Angelslim && !matches!(self.scheme, Scheme::Seq | Scheme::Ternary) {
-            return Err(format!("{what}: grad = \"angelslim\" is defined for seq and ternary only"));
+            return Err(QuantError::config(what, "grad = \"angelslim\" is defined for seq and ternary only"));
         }
         if self.scheme == Scheme::Asym && !matches!(self.init, ScaleInit::Max | ScaleInit::Mse) {
-            return Err(format!("{what}: scheme = \"asym\" initialises from the weights' range: init = \"max\" or \"mse\""));
+            return Err(QuantError::config(what, "scheme = \"asym\" initialises from the weights' range: init = \"max\" or \"mse\""));
         }
         if self.sub_scale_bits != 0 && self.k_quant().is_none() {
-            return Err(format!(
-                "{what}: sub_scale_bits = {} is supported for ggml's k-quant layouts only (granularity = \"group\"): Q2_K (scheme = \"seq\" or \"asym\", bits = 2, group_size = 16, sub_scale_bits = 4), Q3_K (scheme = \"int\", bits = 3, group_size = 16, sub_scale_bits = 6), Q4_K and Q5_K (scheme = \"asym\", bits = 4 or 5, group_size = 32, sub_scale_bits = 6)",
+            return Err(QuantError::config(what, format!("sub_scale_bits = {} is supported for ggml's k-quant layouts only (granularity = \"group\"): Q2_K (scheme = \"seq\" or \"asym\", bits = 2, group_size = 16, sub_scale_bits = 4), Q3_K (scheme = \"int\", bits = 3, group_size = 16, sub_scale_bits = 6), Q4_K and Q5_K (scheme = \"asym\", bits = 4 or 5, group_size = 32, sub_scale_bits = 6)",
                 self.sub_scale_bits
-            ));
+            )));
         }
         if self.scheme == Scheme::Bitnet && self.granularity != Granularity::Tensor {
-            return Err(format!("{what}: bitnet uses one per-tensor scale; set granularity = \"tensor\""));
+            return Err(QuantError::config(what, "bitnet uses one per-tensor scale; set granularity = \"tensor\""));
         }
         Ok(())
     }
 
     /// Checks the spec against a `[out, in]` weight.
-    pub fn validate_shape(&self, what: &str, dims: [usize; 2]) -> Result<(), String> {
+    pub fn validate_shape(&self, what: &str, dims: [usize; 2]) -> Result<(), QuantError> {
         if self.granularity == Granularity::Group && !dims[1].is_multiple_of(self.group_size) {
-            return Err(format!("{what}: group_size {} does not divide in_features {}", self.group_size, dims[1]));
+            return Err(QuantError::config(what, format!("group_size {} does not divide in_features {}", self.group_size, dims[1])));
         }
         if self.sub_scale_bits > 0 && !dims[1].is_multiple_of(SUPER_BLOCK) {
-            return Err(format!("{what}: k-quant sub-scales need rows of a multiple of {SUPER_BLOCK} weights, not {}", dims[1]));
+            return Err(QuantError::config(what, format!("k-quant sub-scales need rows of a multiple of {SUPER_BLOCK} weights, not {}", dims[1])));
         }
         Ok(())
     }

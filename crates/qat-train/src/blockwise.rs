@@ -26,6 +26,7 @@ use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 use qat_model::{CalibrationBatch, CausalLm};
+use qat_quant::HfDtype;
 use serde::Serialize;
 
 use crate::activations::Activations;
@@ -57,8 +58,8 @@ pub fn reconstruction_loss(kind: ReconstructionLoss, a: Tensor<3>, b: Tensor<3>)
 
 /// Reconstructs every block of `model` (on an autodiff device, fake-quantized) against
 /// `teacher` (the full-precision model, on the plain device). `train` and `val` are calibration
-/// batches on the plain device; each training batch is one optimizer step. `rounding`: keep
-/// scales on export's grid (paths relative to a block, `self_attn.q_proj.quant.scale`).
+/// batches on the plain device; each training batch is one optimizer step. `round_scales`: keep
+/// scales on the grid export stores exactly in that dtype.
 /// `state_dir` holds the finished blocks (see the module doc); `stop_after` ends the stage with
 /// an error after that many blocks trained in this call (as an interruption would). `on_block`
 /// sees each block's report as it finishes, or is loaded.
@@ -69,7 +70,7 @@ pub fn reconstruct(
     train: &[CalibrationBatch],
     val: &[CalibrationBatch],
     cfg: &BlockwiseSection,
-    rounding: impl Fn(usize) -> Option<ScaleRounding>,
+    round_scales: Option<HfDtype>,
     state_dir: &Path,
     stop_after: Option<usize>,
     mut on_block: impl FnMut(&BlockReport),
@@ -134,8 +135,10 @@ pub fn reconstruct(
         let mut layer = model.layers[i].clone();
         let initial_loss = held_out(&layer);
         let mut best = (initial_loss, layer.clone(), 0usize);
-        let mut opt = AdamW::new(GroupHyper { lr: cfg.lr, weight_decay: 0.0 }, GroupHyper { lr: cfg.scale_lr, weight_decay: 0.0 }, [0.9, 0.999], 1e-8);
-        opt.rounding = rounding(i);
+        let scale_params = layer.scale_params();
+        let scale_ids = scale_params.keys().copied().collect();
+        let mut opt = AdamW::new(GroupHyper { lr: cfg.lr, weight_decay: 0.0 }, GroupHyper { lr: cfg.scale_lr, weight_decay: 0.0 }, scale_ids, [0.9, 0.999], 1e-8);
+        opt.rounding = round_scales.map(|dtype| ScaleRounding { dtype, specs: scale_params });
         let mut step = 0;
         let mut epochs_run = 0;
         for epoch in 1..=cfg.epochs {

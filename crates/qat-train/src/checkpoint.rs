@@ -6,13 +6,27 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use qat_data::MixerState;
 use qat_model::CausalLm;
+use serde::{Deserialize, Serialize};
 
 use crate::optim::AdamW;
 use crate::params;
-use crate::train::TrainState;
-
 use crate::params::Named;
+
+/// Progress and state carried in a checkpoint besides weights and moments.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainState {
+    pub step: usize,
+    pub optimizer_step: u64,
+    pub mixer: MixerState,
+    pub skipped_steps: usize,
+    pub consecutive_bad: usize,
+    pub elapsed_seconds: f64,
+    pub fp_eval: serde_json::Value,
+    pub first_eval: serde_json::Value,
+    pub losses: Vec<f64>,
+}
 
 /// The step a checkpoint directory (`step-N`) holds.
 pub fn step_of(p: &Path) -> Option<usize> {
@@ -38,7 +52,7 @@ pub fn latest(root: &Path) -> Result<Option<PathBuf>, String> {
 }
 
 /// Writes a checkpoint for `state.step` and removes all but the newest `keep`.
-pub fn save(root: &Path, model: &CausalLm, opt: &AdamW, state: &crate::train::TrainState, config_text: &str, keep: usize) -> Result<PathBuf, String> {
+pub fn save(root: &Path, model: &CausalLm, opt: &AdamW, state: &TrainState, config_text: &str, keep: usize) -> Result<PathBuf, String> {
     let params = params::collect(model);
     // A diverged model must not replace the last good checkpoint.
     if let Some((name, _)) = params.iter().find(|(_, (_, v))| v.iter().any(|x| !x.is_finite())) {

@@ -20,4 +20,4 @@ pub mod tensorboard;
 pub mod train;
 
 pub use config::RunConfig;
-pub use train::{RunOptions, RunSummary, train};
+pub use train::{RunOptions, RunSummary, Trained, save_final, train};

@@ -2,7 +2,7 @@
 //! and state stored by parameter path so that a checkpoint restores it exactly.
 //!
 //! Written here rather than through burn-optim because the run needs, together: per-group
-//! learning rate and weight decay chosen by module path, clipping by the global norm (Burn's
+//! learning rate and weight decay for the quantizer scales (found by parameter id), clipping by the global norm (Burn's
 //! built-in clipping is per tensor, see burn-notes.md), and moments saved by path next to the
 //! weights. The update is PyTorch's `torch.optim.AdamW` (decoupled decay, bias-corrected).
 //!
@@ -19,9 +19,9 @@
 //! that updates smaller than the grid spacing still accumulate; the gradient of the rounded
 //! scale updates the master (straight-through).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
 use qat_quant::{HfDtype, QuantSpec};
@@ -66,6 +66,9 @@ pub struct GroupHyper {
 pub struct AdamW {
     pub weights: GroupHyper,
     pub scales: GroupHyper,
+    /// The parameters of the scale group (`CausalLm::scale_params`); every other parameter is a
+    /// weight.
+    pub scale_ids: HashSet<ParamId>,
     pub betas: [f64; 2],
     pub eps: f64,
     pub step: u64,
@@ -81,13 +84,13 @@ pub struct AdamW {
 #[derive(Debug, Clone)]
 pub struct ScaleRounding {
     pub dtype: HfDtype,
-    /// The quantizer of each scale parameter, by its path.
-    pub specs: BTreeMap<String, QuantSpec>,
+    /// The quantizer of each scale parameter (`CausalLm::scale_params`).
+    pub specs: HashMap<ParamId, QuantSpec>,
 }
 
 impl ScaleRounding {
-    fn round(&self, path: &str, values: &[f32]) -> Vec<f32> {
-        let spec = self.specs.get(path).unwrap_or_else(|| panic!("scale parameter {path} has no quantizer spec"));
+    fn round(&self, id: ParamId, path: &str, values: &[f32]) -> Vec<f32> {
+        let spec = self.specs.get(&id).unwrap_or_else(|| panic!("scale parameter {path} has no quantizer spec"));
         // Every spec's grid was checked when the model was first rounded; steps with non-finite
         // gradients are skipped before the update, so the masters stay finite.
         qat_quant::exact::round_scales(spec, values, self.dtype).expect("roundable scale")
@@ -146,12 +149,6 @@ fn host_values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 tensor")
 }
 
-/// Quantizer scales (steps, and the minimums of asymmetric grids) are the parameters named
-/// `…quant.scale`.
-pub fn is_scale(path: &str) -> bool {
-    path.ends_with("quant.scale")
-}
-
 struct NormVisitor<'a> {
     grads: &'a GradientsParams,
     sum: Option<Tensor<1>>,
@@ -205,7 +202,8 @@ impl ModuleMapper for StepMapper<'_> {
         let shape = p.shape();
         let n = shape.num_elements();
         let o = &mut *self.opt;
-        let h = if is_scale(&path) { o.scales } else { o.weights };
+        let is_scale = o.scale_ids.contains(&id);
+        let h = if is_scale { o.scales } else { o.weights };
         let lr = h.lr * self.lr_factor;
         let [b1, b2] = o.betas;
         let t = o.step as i32;
@@ -219,7 +217,7 @@ impl ModuleMapper for StepMapper<'_> {
             bias2_sqrt: (1.0 - b2.powi(t)).sqrt() as f32,
             grad_factor: self.grad_factor as f32,
         };
-        let rounding = o.rounding.as_ref().filter(|_| is_scale(&path));
+        let rounding = o.rounding.as_ref().filter(|_| is_scale);
         // Rounded scales need their host-side masters; they are small.
         let on_host = rounding.is_some()
             || match o.placement {
@@ -254,7 +252,7 @@ impl ModuleMapper for StepMapper<'_> {
         o.moments.insert(path.clone(), Moments::Host(m, v));
         let values = match rounding {
             Some(r) => {
-                let rounded = r.round(&path, &values);
+                let rounded = r.round(id, &path, &values);
                 o.masters.insert(path, values);
                 rounded
             }
@@ -269,8 +267,8 @@ impl ModuleMapper for StepMapper<'_> {
 }
 
 impl AdamW {
-    pub fn new(weights: GroupHyper, scales: GroupHyper, betas: [f64; 2], eps: f64) -> Self {
-        AdamW { weights, scales, betas, eps, step: 0, moments: BTreeMap::new(), placement: Placement::Auto, rounding: None, masters: BTreeMap::new() }
+    pub fn new(weights: GroupHyper, scales: GroupHyper, scale_ids: HashSet<ParamId>, betas: [f64; 2], eps: f64) -> Self {
+        AdamW { weights, scales, scale_ids, betas, eps, step: 0, moments: BTreeMap::new(), placement: Placement::Auto, rounding: None, masters: BTreeMap::new() }
     }
 
     /// One update of every parameter that has a gradient: the learning rates scaled by

@@ -14,6 +14,7 @@ use crate::optim::{AdamW, GroupHyper};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum), value(rename_all = "lower"))]
 pub enum BenchMode {
     /// Forward pass without autodiff (evaluation, the distillation teacher).
     Forward,
@@ -159,7 +160,7 @@ pub fn bench(
                 _ => None,
             };
             let h = GroupHyper { lr: 1e-5, weight_decay: 0.0 };
-            let mut opt = AdamW::new(h, h, [0.9, 0.95], 1e-8);
+            let mut opt = AdamW::new(h, h, model.scale_params().into_keys().collect(), [0.9, 0.95], 1e-8);
             for i in 0..warmup + iters {
                 if mode != BenchMode::Plain {
                     let t = Instant::now();

@@ -17,7 +17,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{RunConfig, apply_override};
-use crate::train::{RunOptions, RunSummary, train};
+use crate::train::{RunOptions, RunSummary, save_final, train};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -250,7 +250,11 @@ fn run_point(sweep: &SweepConfig, base_text: &str, i: usize, point: &[String], d
         let cfg = RunConfig::load(&tmp, &[]).map_err(|e| e.to_string());
         let _ = std::fs::remove_file(&tmp);
         // A run directory holding state of this config is continued (or, finished, read back).
-        train(&cfg?, &RunOptions { progress_bar: progress, ..Default::default() })
+        let cfg = cfg?;
+        let run = train(&cfg, &RunOptions { progress_bar: progress, ..Default::default() })?;
+        save_final(&cfg, &run.summary, run.model.as_ref())?;
+        crate::plot::plot_run(&cfg.output.dir)?;
+        Ok(run.summary)
     })();
     match result {
         Ok(s) => finished_row(sweep, run_name, point, &s),

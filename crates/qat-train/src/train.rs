@@ -1,10 +1,11 @@
 //! `qat train`: one function that reads top to bottom — setup, then the step loop with
 //! evaluation and checkpoints, then the final report.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::module::{Module, ModuleMapper, Param};
+use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -15,8 +16,9 @@ use qat_tokenizer::Tokenizer;
 
 use crate::config::{KdKind, RunConfig};
 use crate::metrics::{Evaluation, MetricsLog, Record, TrainStep};
-use crate::optim::{AdamW, GroupHyper, ScaleRounding, grad_norm, is_scale, lr_factor};
-use crate::{checkpoint, loss, params};
+use crate::optim::{AdamW, GroupHyper, ScaleRounding, grad_norm, lr_factor};
+use crate::checkpoint::{self, TrainState};
+use crate::{loss, params};
 
 /// How a run ended and what it measured.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -41,18 +43,13 @@ pub struct RunSummary {
     pub losses: Vec<f64>,
 }
 
-/// Progress and state carried in a checkpoint besides weights and moments.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TrainState {
-    pub step: usize,
-    pub optimizer_step: u64,
-    pub mixer: MixerState,
-    pub skipped_steps: usize,
-    pub consecutive_bad: usize,
-    pub elapsed_seconds: f64,
-    pub fp_eval: serde_json::Value,
-    pub first_eval: serde_json::Value,
-    pub losses: Vec<f64>,
+/// What [`train`] gives its caller, which writes the outputs it wants ([`save_final`],
+/// [`crate::plot::plot_run`]).
+#[derive(Debug)]
+pub struct Trained {
+    pub summary: RunSummary,
+    /// The trained model (no autodiff graphs); `None` when the run had finished before this call.
+    pub model: Option<CausalLm>,
 }
 
 /// Options of one invocation that are not part of the run config.
@@ -95,22 +92,17 @@ pub fn parse_device(name: &str) -> Result<Device, String> {
     }
 }
 
-/// Sets `require_grad` by parameter path: scales if `scales`, everything else if `weights`.
-struct Freeze {
+/// Sets `require_grad`: on the quantizer scales (`scale_ids`) if `scales`, on everything else
+/// if `weights`.
+struct Freeze<'a> {
     weights: bool,
     scales: bool,
-    path: Vec<String>,
+    scale_ids: &'a HashSet<ParamId>,
 }
 
-impl ModuleMapper for Freeze {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
+impl ModuleMapper for Freeze<'_> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let train = if is_scale(&self.path.join(".")) { self.scales } else { self.weights };
+        let train = if self.scale_ids.contains(&param.id) { self.scales } else { self.weights };
         let (id, t, mapper) = param.consume();
         let t = if train { t.require_grad() } else { t.set_require_grad(false) };
         Param::from_mapped_value(id, t, mapper)
@@ -239,16 +231,8 @@ fn blockwise_stage(
     let mut sets = first_rows(mixer, &[bw.rows, bw.val_rows], bw.batch_size, device)?;
     let (train_rows, val_rows) = (sets.remove(0), sets.remove(0));
     let teacher = CausalLm::from_checkpoint(ckpt, device).map_err(|e| e.to_string())?;
-    let specs: Vec<(String, qat_quant::QuantSpec)> = model.linears().into_iter().filter_map(|(name, l)| Some((name, l.quant.as_ref()?.spec))).collect();
-    let rounding = |block: usize| {
-        let prefix = format!("layers.{block}.");
-        cfg.quant.round_scales.map(|dtype| ScaleRounding {
-            dtype,
-            specs: specs.iter().filter_map(|(n, s)| Some((format!("{}.quant.scale", n.strip_prefix(&prefix)?), *s))).collect(),
-        })
-    };
     eprintln!("blockwise: {} rows of {} tokens, {} held out, up to {} epochs per block", bw.rows, cfg.data.seq_len, bw.val_rows, bw.epochs);
-    let (model, reports) = crate::blockwise::reconstruct(model, &teacher, &train_rows, &val_rows, bw, rounding, state_dir, stop_after, |r| {
+    let (model, reports) = crate::blockwise::reconstruct(model, &teacher, &train_rows, &val_rows, bw, cfg.quant.round_scales, state_dir, stop_after, |r| {
         eprintln!(
             "  block {}: held-out loss {:.4e} -> {:.4e} (epoch {} of {}, {:.1} s)",
             r.block, r.initial_loss, r.final_loss, r.best_epoch, r.epochs_run, r.seconds
@@ -329,7 +313,7 @@ impl Held {
 }
 
 /// Runs (or resumes) a training run.
-pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
+pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<Trained, String> {
     // ---- setup -------------------------------------------------------------------------
     let run_dir = cfg.output.dir.clone();
     let ckpt_root = run_dir.join("checkpoints");
@@ -368,7 +352,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
         let summary: RunSummary = serde_json::from_str(&std::fs::read_to_string(&summary_path).map_err(|e| format!("{}: {e}", summary_path.display()))?)
             .map_err(|e| format!("{}: {e}", summary_path.display()))?;
         eprintln!("{} already finished ({} steps); nothing to do", run_dir.display(), summary.steps);
-        return Ok(summary);
+        return Ok(Trained { summary, model: None });
     }
     if opts.resume && held.is_none() {
         return Err(format!("{}: no checkpoint to resume from", run_dir.display()));
@@ -394,24 +378,12 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
             Some(dtype) => m.round_scales(dtype)?.0,
             None => m,
         };
-        m.map(&mut Freeze { weights: cfg.train.train_weights, scales: cfg.train.train_scales, path: Vec::new() })
-            .with_compute_dtype(cfg.model.compute_dtype.float_dtype())
+        m.with_compute_dtype(cfg.model.compute_dtype.float_dtype())
     };
     let teacher = match cfg.loss.kd {
         KdKind::None => None,
         _ => Some(CausalLm::from_checkpoint(&ckpt, &device).map_err(|e| e.to_string())?.with_compute_dtype(cfg.model.compute_dtype.float_dtype())),
     };
-    let t = &cfg.train;
-    let mut opt = AdamW::new(
-        GroupHyper { lr: t.lr, weight_decay: t.weight_decay },
-        GroupHyper { lr: t.scale_lr.unwrap_or(t.lr), weight_decay: t.scale_weight_decay },
-        t.betas,
-        t.eps,
-    );
-    opt.rounding = cfg.quant.round_scales.map(|dtype| ScaleRounding {
-        dtype,
-        specs: model.linears().into_iter().filter_map(|(name, l)| Some((format!("{name}.quant.scale"), l.quant.as_ref()?.spec))).collect(),
-    });
     let total = cfg.total_steps();
     let warmup = (t.warmup_fraction * total as f64).round() as usize;
     let mut state = TrainState {
@@ -440,6 +412,20 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
         model = m;
         finish_stage(&run_dir, "blockwise", report, &model, total > 0, |m| evaluate(m, &tok, &mixer, cfg))?;
     }
+    // The end-to-end stage's parameter groups, by structure: the stages above may have
+    // replaced parameters (GPTQ writes new weights and scales).
+    let t = &cfg.train;
+    let scale_params = model.scale_params();
+    let scale_ids: HashSet<ParamId> = scale_params.keys().copied().collect();
+    model = model.map(&mut Freeze { weights: t.train_weights, scales: t.train_scales, scale_ids: &scale_ids });
+    let mut opt = AdamW::new(
+        GroupHyper { lr: t.lr, weight_decay: t.weight_decay },
+        GroupHyper { lr: t.scale_lr.unwrap_or(t.lr), weight_decay: t.scale_weight_decay },
+        scale_ids,
+        t.betas,
+        t.eps,
+    );
+    opt.rounding = cfg.quant.round_scales.map(|dtype| ScaleRounding { dtype, specs: scale_params });
     if let Some(dir) = &latest {
         let checkpoint::Loaded { params: p, moments, masters, train: st } = checkpoint::load(dir)?;
         model = params::load(model, &p)?;
@@ -580,17 +566,11 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
     let final_eval = evaluate(&model.valid().materialize_quant(), &tok, &mixer, cfg)?;
     metrics.write(&Record::Eval(Evaluation { step: state.step, tokens: mixer.state.total_tokens, eval: final_eval.clone() }))?;
     let final_model = run_dir.join("final");
+    // A final model of an earlier attempt of this run is stale.
     if final_model.exists() {
         std::fs::remove_dir_all(&final_model).map_err(|e| format!("{}: {e}", final_model.display()))?;
     }
     let valid = model.valid();
-    let sidecar = serde_json::json!({
-        "method": "qat", "policy": cfg.quant, "steps": state.step, "tokens": mixer.state.total_tokens,
-        "bits_per_weight_quantized": policy_table.quantized_bits_per_weight(), "bits_per_weight_model": policy_table.model_bits_per_weight(),
-    });
-    valid
-        .save_hf(Some(&cfg.model.path), &final_model, qat_model::SaveDtype::F32, &[("qat_quant.json", serde_json::to_string_pretty(&sidecar).expect("JSON"))])
-        .map_err(|e| e.to_string())?;
     params::write_safetensors(&run_dir.join("qat_params.safetensors"), &params::collect(&valid))?;
     let wall = elapsed_before + started.elapsed().as_secs_f64();
     let run_tokens = mixer.state.total_tokens - tokens_before;
@@ -614,8 +594,32 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
     };
     std::fs::write(run_dir.join("summary.json"), serde_json::to_string_pretty(&summary).expect("JSON")).map_err(|e| e.to_string())?;
     remove_stage_state(&blockwise_dir)?;
-    crate::plot::plot_run(&run_dir)?;
-    Ok(summary)
+    Ok(Trained { summary, model: Some(valid) })
+}
+
+/// Writes the Hugging Face checkpoint of a finished run, `RUN_DIR/final/` (fake-quantized
+/// weights in f32, with `qat_quant.json` saying how they were made), unless it is there.
+/// `model` is what [`train`] returned; `None` (the run had finished before) rebuilds it from the
+/// run directory.
+pub fn save_final(cfg: &RunConfig, summary: &RunSummary, model: Option<&CausalLm>) -> Result<(), String> {
+    if summary.final_model.exists() {
+        return Ok(());
+    }
+    let loaded;
+    let model = match model {
+        Some(m) => m,
+        None => {
+            loaded = load_trained(&cfg.output.dir, &Device::flex())?.0;
+            &loaded
+        }
+    };
+    let table = model.policy_table(&cfg.quant)?;
+    let sidecar = serde_json::json!({
+        "method": "qat", "policy": cfg.quant, "steps": summary.steps, "tokens": summary.tokens,
+        "bits_per_weight_quantized": table.quantized_bits_per_weight(), "bits_per_weight_model": table.model_bits_per_weight(),
+    });
+    let sidecar = serde_json::to_string_pretty(&sidecar).expect("JSON");
+    model.save_hf(Some(&cfg.model.path), &summary.final_model, qat_model::SaveDtype::F32, &[("qat_quant.json", sidecar)]).map_err(|e| e.to_string())
 }
 
 /// Deletes the finished blocks of block-wise reconstruction once a checkpoint (or the finished

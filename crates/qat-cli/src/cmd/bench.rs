@@ -11,7 +11,7 @@ pub struct Args {
     /// Checkpoint directory (Hugging Face layout).
     model: PathBuf,
     /// forward, plain, qat or kd (one per process, so that peak memory is per mode).
-    #[arg(long, default_value = "qat", value_parser = super::quantize::parse_enum::<BenchMode>)]
+    #[arg(long, default_value = "qat", value_enum)]
     mode: BenchMode,
     #[arg(long, default_value_t = 1)]
     batch: usize,
@@ -22,14 +22,14 @@ pub struct Args {
     #[arg(long, default_value_t = 3)]
     iters: usize,
     /// Quantizer of the qat mode (default SEQ-2 per channel).
-    #[arg(long, value_parser = super::quantize::parse_enum::<SchemeChoice>)]
+    #[arg(long, value_enum)]
     scheme: Option<SchemeChoice>,
     #[arg(long)]
     bits: Option<u32>,
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Precision of matrix products: f32, bf16 or f16 (autocast, as `model.compute_dtype`).
-    #[arg(long, default_value = "f32", value_parser = super::quantize::parse_enum::<qat_train::config::ComputeDtype>)]
+    #[arg(long, default_value = "f32", value_enum)]
     compute_dtype: qat_train::config::ComputeDtype,
     /// Print JSON only.
     #[arg(long)]

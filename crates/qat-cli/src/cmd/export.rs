@@ -12,29 +12,28 @@ pub struct Args {
     /// A run directory, a checkpoint directory, or (with --scheme) a Hugging Face checkpoint.
     source: PathBuf,
     /// hf (pseudo-quantized safetensors) or gguf.
-    #[arg(long, value_parser = super::quantize::parse_enum::<Format>)]
+    #[arg(long, value_enum)]
     format: Format,
     #[arg(long)]
     out: PathBuf,
     /// Storage of the HF export: bf16 (default) or f32.
-    #[arg(long, default_value = "bf16", value_parser = super::quantize::parse_enum::<HfDtype>)]
+    #[arg(long, default_value = "bf16", value_enum)]
     hf_dtype: HfDtype,
     /// GGUF type of unquantized matrices (embeddings): bf16, f16, q8_0, or f32. Default: the
     /// --hf-dtype (bf16 or f32), so the GGUF and the HF export hold the same values.
-    #[arg(long, value_parser = super::quantize::parse_enum::<HighPrecision>)]
+    #[arg(long, value_enum)]
     hp_type: Option<HighPrecision>,
     /// Keep the trained scales as they are (the HF and GGUF exports may then differ).
     #[arg(long)]
     no_scale_rounding: bool,
     /// Round-to-nearest quantize a Hugging Face checkpoint with this scheme instead of a run.
-    #[arg(long, value_parser = super::quantize::parse_enum::<SchemeChoice>)]
+    #[arg(long, value_enum)]
     scheme: Option<SchemeChoice>,
     #[arg(long)]
     bits: Option<u32>,
 }
 
-#[derive(Debug, Clone, Copy, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Format {
     Hf,
     Gguf,

@@ -30,3 +30,29 @@ pub fn load_model(dir: &std::path::Path, device: &Device) -> anyhow::Result<qat_
     let ckpt = qat_model::Checkpoint::open(dir).with_context(|| format!("opening checkpoint {}", dir.display()))?;
     Ok(qat_model::CausalLm::from_checkpoint(&ckpt, device)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::ValueEnum;
+
+    /// Every word a flag accepts parses through serde (the run config's TOML) to the same value.
+    fn flag_words_are_config_words<T: ValueEnum + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>() {
+        for v in T::value_variants() {
+            let word = v.to_possible_value().expect("no skipped variants").get_name().to_string();
+            let parsed: T = serde_json::from_value(serde_json::Value::String(word.clone())).unwrap_or_else(|e| panic!("`{word}` is a flag word but not a config word: {e}"));
+            assert_eq!(&parsed, v, "`{word}`");
+        }
+    }
+
+    #[test]
+    fn cli_enums_accept_the_config_words() {
+        flag_words_are_config_words::<qat_quant::HfDtype>();
+        flag_words_are_config_words::<qat_quant::SchemeChoice>();
+        flag_words_are_config_words::<qat_quant::Granularity>();
+        flag_words_are_config_words::<qat_quant::ScaleInit>();
+        flag_words_are_config_words::<qat_export::HighPrecision>();
+        flag_words_are_config_words::<qat_train::speed::BenchMode>();
+        flag_words_are_config_words::<qat_train::config::ComputeDtype>();
+        flag_words_are_config_words::<qat_model::SaveDtype>();
+    }
+}

@@ -18,18 +18,18 @@ pub struct Args {
     #[arg(long)]
     policy: Option<PathBuf>,
     /// Scheme for all decoder linears (overrides the policy file's).
-    #[arg(long, value_parser = parse_enum::<SchemeChoice>)]
+    #[arg(long, value_enum)]
     scheme: Option<SchemeChoice>,
     #[arg(long)]
     bits: Option<u32>,
-    #[arg(long, value_parser = parse_enum::<Granularity>)]
+    #[arg(long, value_enum)]
     granularity: Option<Granularity>,
     #[arg(long)]
     group_size: Option<usize>,
-    #[arg(long, value_parser = parse_enum::<ScaleInit>)]
+    #[arg(long, value_enum)]
     init: Option<ScaleInit>,
     /// `rtn` (round to nearest) or `gptq`.
-    #[arg(long, default_value = "rtn", value_parser = parse_enum::<Method>)]
+    #[arg(long, default_value = "rtn", value_enum)]
     method: Method,
     /// Run config whose `[data]` mix gives the GPTQ calibration rows (and whose
     /// `[calibration]` section, if any, its settings).
@@ -40,18 +40,13 @@ pub struct Args {
     #[arg(long)]
     rows: Option<usize>,
     /// Storage dtype of the written weights: f32 (exact) or bf16.
-    #[arg(long, default_value = "f32", value_parser = parse_enum::<SaveDtype>)]
+    #[arg(long, default_value = "f32", value_enum)]
     dtype: SaveDtype,
     #[arg(long, default_value = "cpu")]
     device: String,
 }
 
-/// Parses a lowercase config word into a serde enum, so CLI and TOML accept the same words.
-pub fn parse_enum<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
-    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|e| e.to_string())
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
     Rtn,

@@ -37,7 +37,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         _ => bail!("give a config file, or --resume RUN_DIR"),
     };
     let opts = RunOptions { resume, stop_after: a.stop_after, progress_bar: !a.quiet, ..Default::default() };
-    let s = qat_train::train(&cfg, &opts).map_err(anyhow::Error::msg)?;
+    let run = qat_train::train(&cfg, &opts).map_err(anyhow::Error::msg)?;
+    qat_train::save_final(&cfg, &run.summary, run.model.as_ref()).map_err(anyhow::Error::msg)?;
+    qat_train::plot::plot_run(&cfg.output.dir).map_err(anyhow::Error::msg)?;
+    let s = run.summary;
     println!(
         "done: {} steps ({} skipped), {} tokens in {:.1}s ({:.0} tokens/s), peak RSS {:.0} MiB",
         s.steps, s.skipped_steps, s.tokens, s.wall_seconds, s.tokens_per_second, s.peak_rss_mib
