@@ -128,7 +128,7 @@ fn interrupted_blockwise_stage_resumes_identically() {
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     train(&config(&a), &RunOptions::default()).unwrap();
     assert!(!a.join("blockwise").exists(), "the stage's state is removed when the run finishes");
-    let e = train(&config(&b), &RunOptions { stop_after_blocks: Some(2), ..Default::default() }).unwrap_err();
+    let e = train(&config(&b), &RunOptions { stop_after_blocks: Some(2), ..Default::default() }).unwrap_err().to_string();
     assert!(e.contains("stopped after 2 blocks"), "{e}");
     assert!(b.join("blockwise/block-001.json").exists() && !b.join("blockwise/block-002.json").exists());
     let left: Vec<_> = std::fs::read_dir(b.join("blockwise/activations")).map(|d| d.filter_map(|e| e.ok()).collect()).unwrap_or_default();
@@ -144,7 +144,7 @@ fn interrupted_blockwise_stage_resumes_identically() {
     assert_eq!(report(&a), report(&b));
     // A fresh start over the directory does not pick up old blocks, and resume without any
     // saved state is refused.
-    let e = train(&config(&tmp.path().join("c")), &RunOptions { resume: true, ..Default::default() }).unwrap_err();
+    let e = train(&config(&tmp.path().join("c")), &RunOptions { resume: true, ..Default::default() }).unwrap_err().to_string();
     assert!(e.contains("no checkpoint to resume from"), "{e}");
 }
 

@@ -99,7 +99,7 @@ fn assert_resume_identical(extra: &str) -> tempfile::TempDir {
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     let full = train(&load(&config(&a, extra), tmp.path()).unwrap(), &RunOptions::default()).unwrap().summary;
     let cfg_b = load(&config(&b, extra), tmp.path()).unwrap();
-    let e = train(&cfg_b, &RunOptions { stop_after: Some(4), ..Default::default() }).unwrap_err();
+    let e = train(&cfg_b, &RunOptions { stop_after: Some(4), ..Default::default() }).unwrap_err().to_string();
     assert!(e.contains("stopped after 4"), "{e}");
     // Step 4 is past the step-3 checkpoint: resume restarts from step 3.
     let resumed = train(&RunConfig::load(&b.join("config.toml"), &[]).unwrap(), &RunOptions { resume: true, ..Default::default() }).unwrap().summary;
@@ -116,7 +116,7 @@ fn assert_resume_identical(extra: &str) -> tempfile::TempDir {
     // Another config over the same directory is refused, whatever the directory holds.
     let mut other = cfg_b.clone();
     other.train.lr *= 2.0;
-    let e = train(&other, &RunOptions::default()).unwrap_err();
+    let e = train(&other, &RunOptions::default()).unwrap_err().to_string();
     assert!(e.contains("holds a finished run of a different config"), "{e}");
     tmp
 }
@@ -197,10 +197,10 @@ fn bad_configs_fail_before_training() {
     let empty = tmp.path().join("empty.txt");
     std::fs::write(&empty, "\n\n\n").unwrap();
     let cfg = load(&good.replace(&common::stories_text().display().to_string(), &empty.display().to_string()), tmp.path()).unwrap();
-    let e = train(&cfg, &RunOptions::default()).unwrap_err();
+    let e = train(&cfg, &RunOptions::default()).unwrap_err().to_string();
     assert!(e.contains("empty.txt") && e.contains("empty"), "{e}");
     let cfg = load(&config(&tmp.path().join("run2"), "").replace("seq_len = 64", "seq_len = 4096"), tmp.path()).unwrap();
-    let e = train(&cfg, &RunOptions::default()).unwrap_err();
+    let e = train(&cfg, &RunOptions::default()).unwrap_err().to_string();
     assert!(e.contains("seq_len = 4096") && e.contains("max_position_embeddings"), "{e}");
     assert!(!tmp.path().join("run2/checkpoints").exists() && !out.join("checkpoints").exists());
 }
@@ -233,7 +233,7 @@ fn divergence_is_skipped_counted_and_never_checkpointed() {
         .replace("lr = 2e-3", "lr = 1e39")
         .replace("every = 3", "every = 1");
     let cfg = load(&text, tmp.path()).unwrap();
-    let e = train(&cfg, &RunOptions::default()).unwrap_err();
+    let e = train(&cfg, &RunOptions::default()).unwrap_err().to_string();
     assert!(e.contains("is not finite at step 1") && e.contains("checkpoint not written"), "{e}");
     assert!(qat_train::checkpoint::list(&out.join("checkpoints")).unwrap().is_empty());
 
@@ -243,7 +243,7 @@ fn divergence_is_skipped_counted_and_never_checkpointed() {
         .replace("max_steps = 6", "max_steps = 10\nmax_consecutive_bad_steps = 3")
         .replace("lr = 2e-3", "lr = 1e39")
         .replace("every = 3", "every = 0");
-    let e = train(&load(&text, tmp.path()).unwrap(), &RunOptions::default()).unwrap_err();
+    let e = train(&load(&text, tmp.path()).unwrap(), &RunOptions::default()).unwrap_err().to_string();
     assert!(e.contains("3 consecutive steps had a non-finite loss"), "{e}");
     let metrics = std::fs::read_to_string(out2.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.matches("\"skipped\"").count(), 3, "{metrics}");

@@ -10,8 +10,8 @@ use qat_model::{Arch, CausalLm};
 use qat_quant::QuantizedWeight;
 use serde_json::Value as Json;
 
-use crate::encode::{choose_type, encode};
 use crate::ExportError;
+use crate::encode::{choose_type, encode};
 use crate::round::HfDtype;
 
 /// Type of tensors that are not quantized (embeddings, an unquantized lm_head, biases).
@@ -48,7 +48,6 @@ pub struct GgufReport {
     pub n_params: u64,
     pub bits_per_weight: f64,
 }
-
 
 /// llama.cpp's pre-tokenizer name for a tokenizer.json, by the structure of its pre-tokenizer.
 fn pre_tokenizer_name(tok: &Json, model_type: &str) -> Result<&'static str, ExportError> {

@@ -398,6 +398,6 @@ mod tests {
             }
         }
         let mut bad = vec![1.0, 2.0, 2.0, 1.0];
-        assert!(cholesky_lower(&mut bad, 2).unwrap_err().contains("positive definite"));
+        assert!(cholesky_lower(&mut bad, 2).unwrap_err().to_string().contains("positive definite"));
     }
 }

@@ -224,9 +224,13 @@ impl QuantSpec {
             return Err(QuantError::config(what, "scheme = \"asym\" initialises from the weights' range: init = \"max\" or \"mse\""));
         }
         if self.sub_scale_bits != 0 && self.k_quant().is_none() {
-            return Err(QuantError::config(what, format!("sub_scale_bits = {} is supported for ggml's k-quant layouts only (granularity = \"group\"): Q2_K (scheme = \"seq\" or \"asym\", bits = 2, group_size = 16, sub_scale_bits = 4), Q3_K (scheme = \"int\", bits = 3, group_size = 16, sub_scale_bits = 6), Q4_K and Q5_K (scheme = \"asym\", bits = 4 or 5, group_size = 32, sub_scale_bits = 6)",
-                self.sub_scale_bits
-            )));
+            return Err(QuantError::config(
+                what,
+                format!(
+                    "sub_scale_bits = {} is supported for ggml's k-quant layouts only (granularity = \"group\"): Q2_K (scheme = \"seq\" or \"asym\", bits = 2, group_size = 16, sub_scale_bits = 4), Q3_K (scheme = \"int\", bits = 3, group_size = 16, sub_scale_bits = 6), Q4_K and Q5_K (scheme = \"asym\", bits = 4 or 5, group_size = 32, sub_scale_bits = 6)",
+                    self.sub_scale_bits
+                ),
+            ));
         }
         if self.scheme == Scheme::Bitnet && self.granularity != Granularity::Tensor {
             return Err(QuantError::config(what, "bitnet uses one per-tensor scale; set granularity = \"tensor\""));

@@ -9,6 +9,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::TrainError;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -39,20 +40,20 @@ pub struct DiskSet {
 
 impl Activations {
     /// The set of `batches`, kept as `placement` says; on disk as `dir/name.f32`.
-    pub fn collect(placement: Placement, dir: &Path, name: &str, batches: impl Iterator<Item = Tensor<3>>) -> Result<Self, String> {
+    pub fn collect(placement: Placement, dir: &Path, name: &str, batches: impl Iterator<Item = Tensor<3>>) -> Result<Self, TrainError> {
         if placement == Placement::Memory {
             return Ok(Activations::Memory(batches.collect()));
         }
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|e| TrainError::file(dir, e))?;
         let path = dir.join(format!("{name}.f32"));
         let tmp = path.with_extension("tmp");
-        let err = |e: std::io::Error| format!("{}: {e}", tmp.display());
+        let err = |e: std::io::Error| TrainError::file(&tmp, e);
         let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(err)?);
         let (mut spans, mut offset, mut device) = (Vec::new(), 0usize, None);
         for t in batches {
             device.get_or_insert_with(|| t.device());
             let shape = t.dims();
-            let values = t.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| format!("{e:?}"))?;
+            let values = t.into_data().convert::<f32>().try_into_vec::<f32>()?;
             for v in &values {
                 out.write_all(&v.to_le_bytes()).map_err(err)?;
             }
@@ -60,11 +61,11 @@ impl Activations {
             offset += values.len() * 4;
         }
         out.into_inner().map_err(|e| err(e.into_error()))?.sync_all().map_err(err)?;
-        std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::rename(&tmp, &path).map_err(|e| TrainError::file(&path, e))?;
+        let file = std::fs::File::open(&path).map_err(|e| TrainError::file(&path, e))?;
         // SAFETY: the file was written above and is private to this stage; nothing truncates it
         // while it is mapped (it is removed only when the set is dropped).
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("{}: {e}", path.display()))?;
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| TrainError::file(&path, e))?;
         Ok(Activations::Disk(DiskSet { path, map, spans, device: device.unwrap_or_default() }))
     }
 

@@ -29,6 +29,7 @@ use qat_model::{CalibrationBatch, CausalLm};
 use qat_quant::HfDtype;
 use serde::Serialize;
 
+use crate::TrainError;
 use crate::activations::Activations;
 use crate::config::{BlockwiseSection, ReconstructionLoss, Schedule};
 use crate::optim::{AdamW, GroupHyper, ScaleRounding, lr_factor};
@@ -74,11 +75,11 @@ pub fn reconstruct(
     state_dir: &Path,
     stop_after: Option<usize>,
     mut on_block: impl FnMut(&BlockReport),
-) -> Result<(CausalLm, Vec<BlockReport>), String> {
+) -> Result<(CausalLm, Vec<BlockReport>), TrainError> {
     let mut trained = 0;
-    std::fs::create_dir_all(state_dir).map_err(|e| format!("{}: {e}", state_dir.display()))?;
+    std::fs::create_dir_all(state_dir).map_err(|e| TrainError::file(state_dir, e))?;
     if train.is_empty() || val.is_empty() {
-        return Err("blockwise: no training or held-out rows".into());
+        return Err(TrainError::Run("blockwise: no training or held-out rows".into()));
     }
     let all: Vec<&CalibrationBatch> = train.iter().chain(val).collect();
     let n_train = train.len();
@@ -111,10 +112,10 @@ pub fn reconstruct(
         };
         if report_path.is_file() {
             // Finished before a restart: its saved parameters, and its inputs for the next block.
-            let report: BlockReport = serde_json::from_str(&std::fs::read_to_string(&report_path).map_err(|e| format!("{}: {e}", report_path.display()))?)
-                .map_err(|e| format!("{}: {e}", report_path.display()))?;
-            let layer = crate::params::load(model.layers[i].clone(), &crate::params::read_safetensors(&params_path)?)
-                .map_err(|e| format!("{}: {e}", params_path.display()))?;
+            let report: BlockReport = serde_json::from_str(&std::fs::read_to_string(&report_path).map_err(|e| TrainError::file(&report_path, e))?)
+                .map_err(|e| TrainError::file(&report_path, e))?;
+            let layer =
+                crate::params::load(model.layers[i].clone(), &crate::params::read_safetensors(&params_path)?).map_err(|e| TrainError::file(&params_path, e))?;
             x_q = advance(&x_q, &layer, i)?;
             x_fp = y;
             model.layers[i] = layer;
@@ -123,13 +124,13 @@ pub fn reconstruct(
             continue;
         }
         if stop_after == Some(trained) {
-            return Err(format!("blockwise: stopped after {trained} blocks as requested; resume with --resume"));
+            return Err(TrainError::Stopped(format!("blockwise: stopped after {trained} blocks as requested; resume with --resume")));
         }
         if let Some(signal) = crate::interrupt::requested() {
-            return Err(format!(
+            return Err(TrainError::Stopped(format!(
                 "blockwise: stopped by {signal} before block {i} (finished blocks are in {}); run the same command to continue",
                 state_dir.display()
-            ));
+            )));
         }
         trained += 1;
         let mut layer = model.layers[i].clone();
@@ -137,7 +138,8 @@ pub fn reconstruct(
         let mut best = (initial_loss, layer.clone(), 0usize);
         let scale_params = layer.scale_params();
         let scale_ids = scale_params.keys().copied().collect();
-        let mut opt = AdamW::new(GroupHyper { lr: cfg.lr, weight_decay: 0.0 }, GroupHyper { lr: cfg.scale_lr, weight_decay: 0.0 }, scale_ids, [0.9, 0.999], 1e-8);
+        let mut opt =
+            AdamW::new(GroupHyper { lr: cfg.lr, weight_decay: 0.0 }, GroupHyper { lr: cfg.scale_lr, weight_decay: 0.0 }, scale_ids, [0.9, 0.999], 1e-8);
         opt.rounding = round_scales.map(|dtype| ScaleRounding { dtype, specs: scale_params });
         let mut step = 0;
         let mut epochs_run = 0;
@@ -148,7 +150,9 @@ pub fn reconstruct(
                 let out = layer.forward(Tensor::from_inner(x_q.get(j)), &rope, &bias, None);
                 let loss = reconstruction_loss(cfg.loss, out, Tensor::from_inner(y.get(j)));
                 if !loss.clone().into_scalar::<f32>().is_finite() {
-                    return Err(format!("blockwise: block {i} epoch {epoch}: the reconstruction loss is not finite; lower blockwise.lr / scale_lr"));
+                    return Err(TrainError::Run(format!(
+                        "blockwise: block {i} epoch {epoch}: the reconstruction loss is not finite; lower blockwise.lr / scale_lr"
+                    )));
                 }
                 let grads = GradientsParams::from_grads(loss.backward(), &layer);
                 layer = opt.step(layer, &grads, lr_factor(step, total_steps, 0, Schedule::Cosine, 0.0), 1.0);
@@ -170,10 +174,10 @@ pub fn reconstruct(
         // Parameters first, then the report that marks the block finished; each atomically.
         let tmp = params_path.with_extension("tmp");
         crate::params::write_safetensors(&tmp, &crate::params::collect(&model.layers[i]))?;
-        std::fs::rename(&tmp, &params_path).map_err(|e| format!("{}: {e}", params_path.display()))?;
+        std::fs::rename(&tmp, &params_path).map_err(|e| TrainError::file(&params_path, e))?;
         let tmp = report_path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_string(&report).map_err(|e| e.to_string())?).map_err(|e| format!("{}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, &report_path).map_err(|e| format!("{}: {e}", report_path.display()))?;
+        std::fs::write(&tmp, serde_json::to_string(&report).expect("JSON")).map_err(|e| TrainError::file(&tmp, e))?;
+        std::fs::rename(&tmp, &report_path).map_err(|e| TrainError::file(&report_path, e))?;
         on_block(&report);
         reports.push(report);
     }

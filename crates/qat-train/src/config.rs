@@ -364,7 +364,7 @@ pub struct ConfigError {
 
 /// Applies `section.key=value` to a TOML tree; the value is parsed as TOML (so `1e-4`,
 /// `true`, `"text"`, `[1, 2]`) or taken as a bare string.
-pub fn apply_override(root: &mut toml::Table, assignment: &str) -> Result<(), String> {
+pub(crate) fn apply_override(root: &mut toml::Table, assignment: &str) -> Result<(), String> {
     let (key, value) = assignment.split_once('=').ok_or_else(|| format!("--set {assignment}: expected key=value"))?;
     let key = key.trim();
     let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {value}")) {
@@ -455,7 +455,7 @@ impl RunConfig {
     }
 
     /// Checks values and that every referenced file exists, before anything is loaded.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         let t = &self.train;
         if t.batch_size == 0 {
             return Err("train.batch_size must be positive".into());

@@ -7,6 +7,7 @@
 //! says so; the same command then continues from there. A second signal of the same kind
 //! terminates at once, so a user who does not want to wait still can.
 
+use crate::TrainError;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -22,7 +23,7 @@ static RECEIVED: OnceLock<Result<[Arc<AtomicBool>; 2], String>> = OnceLock::new(
 
 /// Installs the handlers (once per process; later calls return the first result). Before
 /// this, the signals keep their default action (terminate).
-pub fn install() -> Result<(), String> {
+pub fn install() -> Result<(), TrainError> {
     RECEIVED
         .get_or_init(|| {
             let flags = [Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false))];
@@ -35,7 +36,7 @@ pub fn install() -> Result<(), String> {
         })
         .as_ref()
         .map(|_| ())
-        .map_err(Clone::clone)
+        .map_err(|e| TrainError::Run(e.clone()))
 }
 
 /// The name of the signal that asked the run to stop, if one did.

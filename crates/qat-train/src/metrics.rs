@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
+use crate::TrainError;
 use serde::{Deserialize, Serialize};
 
 /// One line of `metrics.jsonl`, tagged by `"type"`.
@@ -76,9 +77,9 @@ pub struct MetricsLog {
 }
 
 impl MetricsLog {
-    pub fn write(&mut self, rec: &Record) -> Result<(), String> {
-        let v = serde_json::to_value(rec).map_err(|e| format!("metrics record: {e}"))?;
-        writeln!(self.file, "{v}").and_then(|()| self.file.flush()).map_err(|e| format!("writing metrics: {e}"))?;
+    pub fn write(&mut self, rec: &Record) -> Result<(), TrainError> {
+        let v = serde_json::to_value(rec).expect("a metrics record is JSON");
+        writeln!(self.file, "{v}").and_then(|()| self.file.flush()).map_err(|e| TrainError::Run(format!("writing metrics: {e}")))?;
         match &mut self.tensorboard {
             Some(tb) => tb.record(&v),
             None => Ok(()),
@@ -87,7 +88,7 @@ impl MetricsLog {
 }
 
 /// Drops the records after `step` (written by an interrupted run past its last checkpoint).
-pub fn truncate(path: &Path, step: usize) -> Result<(), String> {
+pub fn truncate(path: &Path, step: usize) -> Result<(), TrainError> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(());
     };
@@ -96,7 +97,7 @@ pub fn truncate(path: &Path, step: usize) -> Result<(), String> {
     if !out.is_empty() {
         out.push('\n');
     }
-    std::fs::write(path, out).map_err(|e| format!("{}: {e}", path.display()))
+    std::fs::write(path, out).map_err(|e| TrainError::file(path, e))
 }
 
 #[cfg(test)]

@@ -268,7 +268,18 @@ impl ModuleMapper for StepMapper<'_> {
 
 impl AdamW {
     pub fn new(weights: GroupHyper, scales: GroupHyper, scale_ids: HashSet<ParamId>, betas: [f64; 2], eps: f64) -> Self {
-        AdamW { weights, scales, scale_ids, betas, eps, step: 0, moments: BTreeMap::new(), placement: Placement::Auto, rounding: None, masters: BTreeMap::new() }
+        AdamW {
+            weights,
+            scales,
+            scale_ids,
+            betas,
+            eps,
+            step: 0,
+            moments: BTreeMap::new(),
+            placement: Placement::Auto,
+            rounding: None,
+            masters: BTreeMap::new(),
+        }
     }
 
     /// One update of every parameter that has a gradient: the learning rates scaled by

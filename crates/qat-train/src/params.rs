@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::TrainError;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Tensor, TensorData};
 
@@ -73,29 +74,29 @@ impl ModuleMapper for Load<'_> {
 }
 
 /// Replaces every parameter of `module` with the value stored under its path.
-pub fn load<M: Module>(module: M, values: &Named) -> Result<M, String> {
+pub fn load<M: Module>(module: M, values: &Named) -> Result<M, TrainError> {
     let mut l = Load { path: Vec::new(), values, missing: Vec::new() };
     let m = module.map(&mut l);
-    if l.missing.is_empty() { Ok(m) } else { Err(format!("parameters missing or mis-shaped in the checkpoint: {}", l.missing.join(", "))) }
+    if l.missing.is_empty() { Ok(m) } else { Err(TrainError::Run(format!("parameters missing or mis-shaped in the checkpoint: {}", l.missing.join(", ")))) }
 }
 
 /// Writes named f32 tensors as safetensors (caller makes the write atomic).
-pub fn write_safetensors(path: &Path, tensors: &Named) -> Result<(), String> {
+pub fn write_safetensors(path: &Path, tensors: &Named) -> Result<(), TrainError> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
         tensors.iter().map(|(n, (s, v))| (n.clone(), s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect())).collect();
     let views: Vec<_> =
         bytes.iter().map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).expect("sizes match"))).collect();
-    safetensors::serialize_to_file(views, None, path).map_err(|e| format!("{}: {e}", path.display()))
+    safetensors::serialize_to_file(views, None, path).map_err(|e| TrainError::file(path, e))
 }
 
 /// Reads an f32 safetensors file written by [`write_safetensors`].
-pub fn read_safetensors(path: &Path) -> Result<Named, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn read_safetensors(path: &Path) -> Result<Named, TrainError> {
+    let bytes = std::fs::read(path).map_err(|e| TrainError::file(path, e))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| TrainError::file(path, e))?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
         if view.dtype() != safetensors::Dtype::F32 {
-            return Err(format!("{}: tensor {name} is not f32", path.display()));
+            return Err(TrainError::Run(format!("{}: tensor {name} is not f32", path.display())));
         }
         let v = view.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
         out.insert(name, (view.shape().to_vec(), v));

@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::sync::Once;
 
+use crate::TrainError;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -22,7 +23,7 @@ fn register_font() {
 }
 
 /// Draws a `width`×`height` PNG at `path` with `draw`, atomically.
-fn draw_png(path: &Path, (width, height): (u32, u32), draw: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> Result<(), String>) -> Result<(), String> {
+fn draw_png(path: &Path, (width, height): (u32, u32), draw: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> Result<(), String>) -> Result<(), TrainError> {
     register_font();
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.{}.png", std::process::id()));
@@ -33,10 +34,10 @@ fn draw_png(path: &Path, (width, height): (u32, u32), draw: impl FnOnce(&Drawing
         root.present().map_err(|e| e.to_string())
     })();
     match result {
-        Ok(()) => std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display())),
+        Ok(()) => std::fs::rename(&tmp, path).map_err(|e| TrainError::file(path, e)),
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
-            Err(format!("drawing {}: {e}", path.display()))
+            Err(TrainError::Run(format!("drawing {}: {e}", path.display())))
         }
     }
 }
@@ -133,8 +134,9 @@ fn gap_title(run: &str, c: &RunCurves) -> String {
 /// sources, and each source) against tokens with the full-precision and starting validation CE
 /// as horizontal lines, the gap closed in the title; the distillation loss and the learning
 /// rate in their own panels.
-pub fn plot_run(run_dir: &Path) -> Result<(), String> {
-    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).map_err(|e| e.to_string())?;
+pub fn plot_run(run_dir: &Path) -> Result<(), TrainError> {
+    let metrics = run_dir.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&metrics).map_err(|e| TrainError::file(&metrics, e))?;
     let c = read_curves(&text);
     if c.ce.is_empty() {
         return Ok(());
@@ -241,7 +243,7 @@ pub fn plot_sweep(
     reference: Option<f64>,
     axes: &[(String, Vec<String>)],
     runs: &[(Vec<String>, f64)],
-) -> Result<(), String> {
+) -> Result<(), TrainError> {
     if runs.is_empty() || axes.is_empty() {
         return Ok(());
     }

@@ -18,6 +18,7 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
+use crate::TrainError;
 use crate::sweep::{PointState, SweepConfig, point_state};
 
 /// The `[slurm]` table of a sweep file (each also a `qat sweep` option).
@@ -78,7 +79,7 @@ fn shell_quote(s: &str) -> String {
 }
 
 /// The batch script for `tasks` (see the module doc); `qat` is the binary the tasks run.
-pub fn job_script(sweep: &SweepConfig, sweep_file: &Path, qat: &Path, workdir: &Path, tasks: &[usize]) -> Result<String, String> {
+pub fn job_script(sweep: &SweepConfig, sweep_file: &Path, qat: &Path, workdir: &Path, tasks: &[usize]) -> Result<String, TrainError> {
     let o = &sweep.slurm;
     let list: Vec<String> = tasks.iter().map(|t| t.to_string()).collect();
     let logs = slurm_dir(sweep).join("task-%3a.out");
@@ -103,14 +104,14 @@ pub fn job_script(sweep: &SweepConfig, sweep_file: &Path, qat: &Path, workdir: &
     for (key, value) in options {
         if let Some(v) = value {
             if v.contains(char::is_whitespace) {
-                return Err(format!("slurm.{}: `{v}` contains whitespace", key.replace('-', "_")));
+                return Err(TrainError::Run(format!("slurm.{}: `{v}` contains whitespace", key.replace('-', "_"))));
             }
             lines.push(format!("#SBATCH --{key}={v}"));
         }
     }
     for e in &o.extra {
         if e.contains('\n') {
-            return Err(format!("slurm.extra: `{e}` spans lines"));
+            return Err(TrainError::Run(format!("slurm.extra: `{e}` spans lines")));
         }
         lines.push(format!("#SBATCH {e}"));
     }
@@ -132,9 +133,9 @@ pub fn job_script(sweep: &SweepConfig, sweep_file: &Path, qat: &Path, workdir: &
 }
 
 /// Submits the unfinished points; `None` when every point has finished (nothing submitted).
-pub fn submit(sweep: &SweepConfig, sweep_file: &Path) -> Result<Option<Submission>, String> {
+pub fn submit(sweep: &SweepConfig, sweep_file: &Path) -> Result<Option<Submission>, TrainError> {
     if !sweep.devices.is_empty() {
-        return Err("`devices` is for the local launcher; under Slurm each task gets its GPUs from `slurm.gpus`".into());
+        return Err(TrainError::Run("`devices` is for the local launcher; under Slurm each task gets its GPUs from `slurm.gpus`".into()));
     }
     let mut tasks = Vec::new();
     for (i, point) in sweep.points().iter().enumerate() {
@@ -146,44 +147,43 @@ pub fn submit(sweep: &SweepConfig, sweep_file: &Path) -> Result<Option<Submissio
         return Ok(None);
     }
     let dir = slurm_dir(sweep);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let qat = std::env::current_exe().map_err(|e| format!("the qat binary's path: {e}"))?;
-    let sweep_file = std::path::absolute(sweep_file).map_err(|e| format!("{}: {e}", sweep_file.display()))?;
-    let workdir = std::env::current_dir().map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&dir).map_err(|e| TrainError::file(&dir, e))?;
+    let qat = std::env::current_exe().map_err(|e| TrainError::Run(format!("the qat binary's path: {e}")))?;
+    let sweep_file = std::path::absolute(sweep_file).map_err(|e| TrainError::file(sweep_file, e))?;
+    let workdir = std::env::current_dir().map_err(|e| TrainError::Run(format!("the working directory: {e}")))?;
     let script = dir.join("sweep.sbatch");
-    std::fs::write(&script, job_script(sweep, &sweep_file, &qat, &workdir, &tasks)?).map_err(|e| format!("{}: {e}", script.display()))?;
-    let out = Command::new("sbatch").arg("--parsable").arg(&script).output().map_err(|e| format!("sbatch: {e} (is Slurm installed and on PATH?)"))?;
+    std::fs::write(&script, job_script(sweep, &sweep_file, &qat, &workdir, &tasks)?).map_err(|e| TrainError::file(&script, e))?;
+    let out = Command::new("sbatch")
+        .arg("--parsable")
+        .arg(&script)
+        .output()
+        .map_err(|e| TrainError::Run(format!("sbatch: {e} (is Slurm installed and on PATH?)")))?;
     if !out.status.success() {
-        return Err(format!("sbatch {}: {}", script.display(), String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(TrainError::Run(format!("sbatch {}: {}", script.display(), String::from_utf8_lossy(&out.stderr).trim())));
     }
     // `--parsable` prints `JOBID` or `JOBID;CLUSTER`.
     let text = String::from_utf8_lossy(&out.stdout);
     let job_id = text.trim().split(';').next().unwrap_or("").to_string();
     if job_id.is_empty() || !job_id.chars().all(|c| c.is_ascii_digit()) {
-        return Err(format!("sbatch printed `{}`, not a job id", text.trim()));
+        return Err(TrainError::Run(format!("sbatch printed `{}`, not a job id", text.trim())));
     }
     let submission = Submission { job_id, tasks, script };
     let log = dir.join("jobs.jsonl");
-    let mut line = serde_json::to_string(&submission).map_err(|e| e.to_string())?;
+    let mut line = serde_json::to_string(&submission).expect("JSON");
     line.push('\n');
     use std::io::Write;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)
-        .and_then(|mut f| f.write_all(line.as_bytes()))
-        .map_err(|e| format!("{}: {e}", log.display()))?;
+    std::fs::OpenOptions::new().create(true).append(true).open(&log).and_then(|mut f| f.write_all(line.as_bytes())).map_err(|e| TrainError::file(&log, e))?;
     Ok(Some(submission))
 }
 
 /// Every recorded submission of the sweep, oldest first.
-pub fn submissions(sweep: &SweepConfig) -> Result<Vec<Submission>, String> {
+pub fn submissions(sweep: &SweepConfig) -> Result<Vec<Submission>, TrainError> {
     let log = slurm_dir(sweep).join("jobs.jsonl");
     if !log.exists() {
         return Ok(Vec::new());
     }
-    let text = std::fs::read_to_string(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-    text.lines().enumerate().map(|(n, l)| serde_json::from_str(l).map_err(|e| format!("{}:{}: {e}", log.display(), n + 1))).collect()
+    let text = std::fs::read_to_string(&log).map_err(|e| TrainError::file(&log, e))?;
+    text.lines().enumerate().map(|(n, l)| serde_json::from_str(l).map_err(|e| TrainError::Run(format!("{}:{}: {e}", log.display(), n + 1)))).collect()
 }
 
 /// Slurm's view of the array tasks of `job_id`: index → state text. From `squeue` while tasks
@@ -192,12 +192,12 @@ pub fn submissions(sweep: &SweepConfig) -> Result<Vec<Submission>, String> {
 fn scheduler_states(job_id: &str) -> (std::collections::BTreeMap<usize, String>, Vec<String>) {
     let mut states = std::collections::BTreeMap::new();
     let mut notes = Vec::new();
-    let run = |cmd: &str, args: &[&str]| -> Result<String, String> {
-        let out = Command::new(cmd).args(args).output().map_err(|e| format!("{cmd}: {e}"))?;
+    let run = |cmd: &str, args: &[&str]| -> Result<String, TrainError> {
+        let out = Command::new(cmd).args(args).output().map_err(|e| TrainError::Run(format!("{cmd}: {e}")))?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
-            Err(format!("{cmd}: {}", String::from_utf8_lossy(&out.stderr).trim()))
+            Err(TrainError::Run(format!("{cmd}: {}", String::from_utf8_lossy(&out.stderr).trim())))
         }
     };
     match run("sacct", &["-n", "-P", "-X", "-j", job_id, "-o", "JobID,State,ExitCode"]) {
@@ -232,7 +232,7 @@ fn scheduler_states(job_id: &str) -> (std::collections::BTreeMap<usize, String>,
 
 /// `qat sweep --status`: each point's state from its run directory and, for the last
 /// submission, from Slurm.
-pub fn status(sweep: &SweepConfig) -> Result<String, String> {
+pub fn status(sweep: &SweepConfig) -> Result<String, TrainError> {
     let last = submissions(sweep)?.pop();
     let (scheduler, notes) = last.as_ref().map(|s| scheduler_states(&s.job_id)).unwrap_or_default();
     let mut out = match &last {

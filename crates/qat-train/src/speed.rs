@@ -9,6 +9,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use qat_model::{AttentionBatch, CausalLm, Checkpoint};
 use qat_quant::Policy;
 
+use crate::TrainError;
 use crate::loss;
 use crate::optim::{AdamW, GroupHyper};
 
@@ -92,8 +93,8 @@ impl Stopwatch {
     /// Ends the current stage. A GPU runs queued work asynchronously, so the device is
     /// synchronized first: the time between two laps is then the stage's compute on every
     /// backend (the CPU backend runs each operation when it is called; its sync is free).
-    fn lap(&mut self, stage: &'static str) -> Result<(), String> {
-        self.device.sync().map_err(|e| format!("device error during {stage}: {e:?}"))?;
+    fn lap(&mut self, stage: &'static str) -> Result<(), TrainError> {
+        self.device.sync().map_err(|e| TrainError::Run(format!("device error during {stage}: {e:?}")))?;
         let dt = self.last.elapsed().as_secs_f64();
         if let Some(u) = self.device.memory_pool_usage() {
             self.peak_device_bytes = Some(self.peak_device_bytes.unwrap_or(0).max(u.bytes_reserved));
@@ -123,12 +124,12 @@ pub fn bench(
     policy: &Policy,
     shape: BenchShape,
     compute: Option<burn::tensor::FloatDType>,
-) -> Result<BenchResult, String> {
+) -> Result<BenchResult, TrainError> {
     let BenchShape { batch, seq_len, warmup, iters } = shape;
     if iters == 0 {
-        return Err("--iters must be at least 1".into());
+        return Err(TrainError::Run("--iters must be at least 1".into()));
     }
-    let ckpt = Checkpoint::open(model_dir).map_err(|e| e.to_string())?;
+    let ckpt = Checkpoint::open(model_dir)?;
     let n_params = ckpt.config.n_params() as f64;
     let vocab = ckpt.config.vocab_size;
     let ids: Vec<i64> = (0..batch * seq_len).map(|i| ((i * 7919 + 13) % vocab) as i64).collect();
@@ -138,7 +139,7 @@ pub fn bench(
     let mut fake_quant_seconds = 0.0;
     match mode {
         BenchMode::Forward => {
-            let model = CausalLm::from_checkpoint(&ckpt, device).map_err(|e| e.to_string())?.with_compute_dtype(compute);
+            let model = CausalLm::from_checkpoint(&ckpt, device)?.with_compute_dtype(compute);
             for i in 0..warmup + iters {
                 watch.start(i >= warmup);
                 let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [batch, seq_len]), device);
@@ -151,12 +152,12 @@ pub fn bench(
         }
         BenchMode::Plain | BenchMode::Qat | BenchMode::Kd => {
             let ad = device.clone().autodiff();
-            let mut model = CausalLm::from_checkpoint(&ckpt, &ad).map_err(|e| e.to_string())?.with_compute_dtype(compute);
+            let mut model = CausalLm::from_checkpoint(&ckpt, &ad)?.with_compute_dtype(compute);
             if mode != BenchMode::Plain {
                 model = model.quantize(policy)?.0;
             }
             let teacher = match mode {
-                BenchMode::Kd => Some(CausalLm::from_checkpoint(&ckpt, device).map_err(|e| e.to_string())?.with_compute_dtype(compute)),
+                BenchMode::Kd => Some(CausalLm::from_checkpoint(&ckpt, device)?.with_compute_dtype(compute)),
                 _ => None,
             };
             let h = GroupHyper { lr: 1e-5, weight_decay: 0.0 };

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::{Deserialize, Serialize};
 
+use crate::TrainError;
 use crate::config::{RunConfig, apply_override};
 use crate::train::{RunOptions, RunSummary, save_final, train};
 
@@ -96,35 +97,35 @@ fn value_text(v: &toml::Value) -> String {
 }
 
 impl SweepConfig {
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut c: SweepConfig = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        let base = crate::config::directory_of(path)?;
+    pub fn load(path: &Path) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::file(path, e))?;
+        let mut c: SweepConfig = toml::from_str(&text).map_err(|e| TrainError::file(path, e))?;
+        let base = crate::config::directory_of(path).map_err(|e| TrainError::file(path, e))?;
         for p in [&mut c.base, &mut c.output] {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
         }
         if c.axes.is_empty() {
-            return Err(format!("{}: `axes` is empty", path.display()));
+            return Err(TrainError::Run(format!("{}: `axes` is empty", path.display())));
         }
         for (i, a) in c.axes.iter().enumerate() {
             let ranged = a.min.is_some() && a.max.is_some();
             match c.mode {
                 SweepMode::Grid if a.values.is_empty() => {
-                    return Err(format!("{}: axes[{i}] ({}) needs `values` in grid mode", path.display(), a.key));
+                    return Err(TrainError::Run(format!("{}: axes[{i}] ({}) needs `values` in grid mode", path.display(), a.key)));
                 }
                 SweepMode::Random if a.values.is_empty() && !ranged => {
-                    return Err(format!("{}: axes[{i}] ({}) needs `values` or `min` and `max`", path.display(), a.key));
+                    return Err(TrainError::Run(format!("{}: axes[{i}] ({}) needs `values` or `min` and `max`", path.display(), a.key)));
                 }
                 _ => {}
             }
             if a.log && a.min.is_some_and(|m| m <= 0.0) {
-                return Err(format!("{}: axes[{i}] ({}): a log range needs min > 0", path.display(), a.key));
+                return Err(TrainError::Run(format!("{}: axes[{i}] ({}): a log range needs min > 0", path.display(), a.key)));
             }
         }
         if c.mode == SweepMode::Random && c.samples == 0 {
-            return Err(format!("{}: random mode needs `samples` > 0", path.display()));
+            return Err(TrainError::Run(format!("{}: random mode needs `samples` > 0", path.display())));
         }
         Ok(c)
     }
@@ -189,16 +190,16 @@ impl SweepRow {
 
 /// Runs the sweep and writes `results.csv`, `results.md` and `results.png` in its output
 /// directory (rewritten as runs finish).
-pub fn run_sweep(sweep: &SweepConfig, progress: bool) -> Result<Vec<SweepRow>, String> {
-    std::fs::create_dir_all(&sweep.output).map_err(|e| format!("{}: {e}", sweep.output.display()))?;
-    let base_text = std::fs::read_to_string(&sweep.base).map_err(|e| format!("{}: {e}", sweep.base.display()))?;
+pub fn run_sweep(sweep: &SweepConfig, progress: bool) -> Result<Vec<SweepRow>, TrainError> {
+    std::fs::create_dir_all(&sweep.output).map_err(|e| TrainError::file(&sweep.output, e))?;
+    let base_text = std::fs::read_to_string(&sweep.base).map_err(|e| TrainError::file(&sweep.base, e))?;
     let points = sweep.points();
     let devices: Vec<Option<&str>> = if sweep.devices.is_empty() { vec![None] } else { sweep.devices.iter().map(|d| Some(d.as_str())).collect() };
     // Progress bars of parallel runs would overwrite each other.
     let progress = progress && devices.len() == 1;
     let next = AtomicUsize::new(0);
     let rows: Mutex<Vec<Option<SweepRow>>> = Mutex::new(vec![None; points.len()]);
-    let write_error: Mutex<Option<String>> = Mutex::new(None);
+    let write_error: Mutex<Option<TrainError>> = Mutex::new(None);
     std::thread::scope(|s| {
         let (next, rows, write_error, points, base_text) = (&next, &rows, &write_error, &points, &base_text);
         for &device in &devices {
@@ -236,18 +237,18 @@ fn run_point(sweep: &SweepConfig, base_text: &str, i: usize, point: &[String], d
     overrides.push(format!("output.dir={:?}", run_dir.display().to_string()));
     eprintln!("[{run_name}] {}{}", point.join(" "), device.map(|d| format!(" (on {d})")).unwrap_or_default());
     let failure_path = run_dir.join(FAILURE_FILE);
-    let result = (|| -> Result<RunSummary, String> {
+    let result = (|| -> Result<RunSummary, TrainError> {
         if failure_path.exists() {
-            std::fs::remove_file(&failure_path).map_err(|e| format!("{}: {e}", failure_path.display()))?;
+            std::fs::remove_file(&failure_path).map_err(|e| TrainError::file(&failure_path, e))?;
         }
         // The base file's own directory anchors its relative paths.
-        let mut table: toml::Table = toml::from_str(base_text).map_err(|e| format!("{}: {e}", sweep.base.display()))?;
+        let mut table: toml::Table = toml::from_str(base_text).map_err(|e| TrainError::file(&sweep.base, e))?;
         for o in &overrides {
-            apply_override(&mut table, o)?;
+            apply_override(&mut table, o).map_err(|e| TrainError::file(&sweep.base, e))?;
         }
         let tmp = sweep.base.with_file_name(format!(".sweep-{run_name}-{}.toml", std::process::id()));
-        std::fs::write(&tmp, toml::to_string(&table).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-        let cfg = RunConfig::load(&tmp, &[]).map_err(|e| e.to_string());
+        std::fs::write(&tmp, toml::to_string(&table).expect("TOML")).map_err(|e| TrainError::file(&tmp, e))?;
+        let cfg = RunConfig::load(&tmp, &[]);
         let _ = std::fs::remove_file(&tmp);
         // A run directory holding state of this config is continued (or, finished, read back).
         let cfg = cfg?;
@@ -265,7 +266,7 @@ fn run_point(sweep: &SweepConfig, base_text: &str, i: usize, point: &[String], d
         }
         Err(e) => {
             eprintln!("[{run_name}] failed: {e}");
-            if let Err(w) = std::fs::create_dir_all(&run_dir).and_then(|()| std::fs::write(&failure_path, &e)) {
+            if let Err(w) = std::fs::create_dir_all(&run_dir).and_then(|()| std::fs::write(&failure_path, e.to_string())) {
                 eprintln!("[{run_name}] could not record the failure in {}: {w}", failure_path.display());
             }
             SweepRow::without_result(run_name, point, format!("failed: {e}"))
@@ -309,17 +310,17 @@ pub enum PointState {
     NotStarted,
 }
 
-pub fn point_state(sweep: &SweepConfig, i: usize, point: &[String]) -> Result<PointState, String> {
+pub fn point_state(sweep: &SweepConfig, i: usize, point: &[String]) -> Result<PointState, TrainError> {
     let dir = run_dir(sweep, i);
     let summary_path = dir.join("summary.json");
     if summary_path.is_file() {
-        let text = std::fs::read_to_string(&summary_path).map_err(|e| format!("{}: {e}", summary_path.display()))?;
-        let s: RunSummary = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", summary_path.display()))?;
+        let text = std::fs::read_to_string(&summary_path).map_err(|e| TrainError::file(&summary_path, e))?;
+        let s: RunSummary = serde_json::from_str(&text).map_err(|e| TrainError::file(&summary_path, e))?;
         return Ok(PointState::Finished(finished_row(sweep, format!("run-{i:03}"), point, &s)));
     }
     let failure_path = dir.join(FAILURE_FILE);
     if failure_path.is_file() {
-        return Ok(PointState::Failed(std::fs::read_to_string(&failure_path).map_err(|e| format!("{}: {e}", failure_path.display()))?));
+        return Ok(PointState::Failed(std::fs::read_to_string(&failure_path).map_err(|e| TrainError::file(&failure_path, e))?));
     }
     match crate::checkpoint::latest(&dir.join("checkpoints"))? {
         // `latest` lists only `step-N` directories.
@@ -331,8 +332,8 @@ pub fn point_state(sweep: &SweepConfig, i: usize, point: &[String]) -> Result<Po
 /// The results table from the run directories as they are (`qat sweep --collect`): finished
 /// points with their metric, failed ones with their error, the rest as not finished. Writes
 /// `results.csv`, `results.md` and `results.png` as a local sweep does.
-pub fn collect(sweep: &SweepConfig) -> Result<Vec<SweepRow>, String> {
-    std::fs::create_dir_all(&sweep.output).map_err(|e| format!("{}: {e}", sweep.output.display()))?;
+pub fn collect(sweep: &SweepConfig) -> Result<Vec<SweepRow>, TrainError> {
+    std::fs::create_dir_all(&sweep.output).map_err(|e| TrainError::file(&sweep.output, e))?;
     let rows = sweep
         .points()
         .iter()
@@ -345,21 +346,21 @@ pub fn collect(sweep: &SweepConfig) -> Result<Vec<SweepRow>, String> {
                 PointState::Partial { .. } | PointState::NotStarted => blank(NOT_FINISHED.into()),
             })
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Vec<_>, TrainError>>()?;
     write_results(sweep, &rows)?;
     Ok(rows)
 }
 
 /// Runs point `i` alone (one array task of a cluster sweep): trains, resumes or reads it back.
 /// Its row's status says how it ended (`ok`, `interrupted`, `failed: …`).
-pub fn run_task(sweep: &SweepConfig, i: usize) -> Result<SweepRow, String> {
+pub fn run_task(sweep: &SweepConfig, i: usize) -> Result<SweepRow, TrainError> {
     let points = sweep.points();
-    let point = points.get(i).ok_or_else(|| format!("task {i}: the sweep has {} points (0..{})", points.len(), points.len()))?;
-    let base_text = std::fs::read_to_string(&sweep.base).map_err(|e| format!("{}: {e}", sweep.base.display()))?;
+    let point = points.get(i).ok_or_else(|| TrainError::Run(format!("task {i}: the sweep has {} points (0..{})", points.len(), points.len())))?;
+    let base_text = std::fs::read_to_string(&sweep.base).map_err(|e| TrainError::file(&sweep.base, e))?;
     Ok(run_point(sweep, &base_text, i, point, None, false))
 }
 
-fn write_results(sweep: &SweepConfig, rows: &[SweepRow]) -> Result<(), String> {
+fn write_results(sweep: &SweepConfig, rows: &[SweepRow]) -> Result<(), TrainError> {
     let keys: Vec<&str> = sweep.axes.iter().map(|a| a.key.as_str()).collect();
     let value_of = |r: &SweepRow, k: &str| r.assignments.iter().find_map(|a| a.strip_prefix(&format!("{k}="))).unwrap_or("").to_string();
     let mut csv = format!("run,{},{},tokens,wall_seconds,status\n", keys.join(","), sweep.metric);
@@ -375,7 +376,8 @@ fn write_results(sweep: &SweepConfig, rows: &[SweepRow]) -> Result<(), String> {
             r.status.replace([',', '\n'], " ")
         ));
     }
-    std::fs::write(sweep.output.join("results.csv"), csv).map_err(|e| e.to_string())?;
+    let path = sweep.output.join("results.csv");
+    std::fs::write(&path, csv).map_err(|e| TrainError::file(&path, e))?;
     let mut ranked: Vec<&SweepRow> = rows.iter().collect();
     ranked.sort_by(|a, b| match (a.metric, b.metric) {
         (Some(x), Some(y)) => {
@@ -409,7 +411,8 @@ fn write_results(sweep: &SweepConfig, rows: &[SweepRow]) -> Result<(), String> {
             if r.status == "ok" { "ok" } else { "failed" }
         ));
     }
-    std::fs::write(sweep.output.join("results.md"), md).map_err(|e| e.to_string())?;
+    let path = sweep.output.join("results.md");
+    std::fs::write(&path, md).map_err(|e| TrainError::file(&path, e))?;
     // Each axis's values in the order the points list them.
     let mut axes: Vec<(String, Vec<String>)> = keys.iter().map(|k| (k.to_string(), Vec::new())).collect();
     let points = sweep.points();

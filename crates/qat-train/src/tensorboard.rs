@@ -10,6 +10,7 @@
 //! `SessionLog { status: START }` at the first step it will write, which makes TensorBoard drop
 //! the older file's events from that step on — as `metrics.jsonl` is truncated there.
 
+use crate::TrainError;
 use std::io::Write;
 use std::path::Path;
 
@@ -75,17 +76,17 @@ pub struct EventWriter {
 impl EventWriter {
     /// A new event file in `dir` (`events.out.tfevents.<seconds>.qat.<pid>`), its version
     /// event written.
-    pub fn create(dir: &Path) -> Result<Self, String> {
+    pub fn create(dir: &Path) -> Result<Self, TrainError> {
         let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         Self::with_clock(dir, Box::new(now))
     }
 
     /// As [`EventWriter::create`] with the wall times taken from `clock` (tests).
-    pub fn with_clock(dir: &Path, clock: Box<dyn Fn() -> f64>) -> Result<Self, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    pub fn with_clock(dir: &Path, clock: Box<dyn Fn() -> f64>) -> Result<Self, TrainError> {
+        std::fs::create_dir_all(dir).map_err(|e| TrainError::file(dir, e))?;
         let t0 = clock();
         let path = dir.join(format!("events.out.tfevents.{}.qat.{}", t0 as u64, std::process::id()));
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| TrainError::file(&path, e))?;
         let mut w = EventWriter { file, path, clock };
         w.write(Event { wall_time: t0, file_version: Some("brain.Event:2".into()), ..Default::default() })?;
         Ok(w)
@@ -95,19 +96,19 @@ impl EventWriter {
         Event { wall_time: (self.clock)(), step: step as i64, ..Default::default() }
     }
 
-    fn write(&mut self, e: Event) -> Result<(), String> {
+    fn write(&mut self, e: Event) -> Result<(), TrainError> {
         use prost::Message;
-        self.file.write_all(&record(&e.encode_to_vec())).and_then(|()| self.file.flush()).map_err(|e| format!("{}: {e}", self.path.display()))
+        self.file.write_all(&record(&e.encode_to_vec())).and_then(|()| self.file.flush()).map_err(|e| TrainError::file(&self.path, e))
     }
 
     /// Marks a restart whose first record is at `step`: TensorBoard discards the earlier
     /// files' events at `step` and after (its purge keeps steps below a `START`).
-    pub fn restart(&mut self, step: usize) -> Result<(), String> {
+    pub fn restart(&mut self, step: usize) -> Result<(), TrainError> {
         self.write(Event { session_log: Some(SessionLog { status: 1 }), ..self.event(step) })
     }
 
     /// Scalars `(tag, value)` at `step`, in one event.
-    pub fn scalars(&mut self, step: usize, values: &[(String, f64)]) -> Result<(), String> {
+    pub fn scalars(&mut self, step: usize, values: &[(String, f64)]) -> Result<(), TrainError> {
         if values.is_empty() {
             return Ok(());
         }
@@ -116,7 +117,7 @@ impl EventWriter {
     }
 
     /// A `metrics.jsonl` record as scalars (module docs).
-    pub fn record(&mut self, rec: &serde_json::Value) -> Result<(), String> {
+    pub fn record(&mut self, rec: &serde_json::Value) -> Result<(), TrainError> {
         let step = rec.get("step").and_then(|s| s.as_u64()).unwrap_or(0) as usize;
         let kind = rec.get("type").and_then(|t| t.as_str()).unwrap_or("train");
         self.scalars(step, &record_scalars(kind, rec))

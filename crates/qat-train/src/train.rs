@@ -14,10 +14,11 @@ use qat_data::{Mixer, MixerState, tokenize_source};
 use qat_model::{AttentionBatch, CausalLm, Checkpoint};
 use qat_tokenizer::Tokenizer;
 
+use crate::TrainError;
+use crate::checkpoint::{self, TrainState};
 use crate::config::{KdKind, RunConfig};
 use crate::metrics::{Evaluation, MetricsLog, Record, TrainStep};
 use crate::optim::{AdamW, GroupHyper, ScaleRounding, grad_norm, lr_factor};
-use crate::checkpoint::{self, TrainState};
 use crate::{loss, params};
 
 /// How a run ended and what it measured.
@@ -69,9 +70,9 @@ pub struct RunOptions {
 /// The compute device: `cpu` (Burn's flex backend), or with the matching cargo feature
 /// `vulkan:N` / `wgpu:N` (the N-th discrete GPU) or `vulkan` / `wgpu` alone (the adapter wgpu
 /// ranks best, or the one `CUBECL_WGPU_DEFAULT_DEVICE` names, e.g. `IntegratedGpu(0)`).
-pub fn parse_device(name: &str) -> Result<Device, String> {
+pub fn parse_device(name: &str) -> Result<Device, TrainError> {
     let (kind, index) = match name.split_once(':') {
-        Some((k, i)) => (k, Some(i.parse::<usize>().map_err(|_| format!("device `{name}`: `{i}` is not a GPU index"))?)),
+        Some((k, i)) => (k, Some(i.parse::<usize>().map_err(|_| TrainError::Run(format!("device `{name}`: `{i}` is not a GPU index")))?)),
         None => (name, None),
     };
     #[cfg(any(feature = "vulkan", feature = "wgpu"))]
@@ -86,9 +87,9 @@ pub fn parse_device(name: &str) -> Result<Device, String> {
         #[allow(unreachable_patterns)]
         "vulkan" | "wgpu" => {
             let _ = index;
-            Err(format!("device `{name}`: this qat was built without the `{kind}` feature (cargo build --release --features {kind})"))
+            Err(TrainError::Run(format!("device `{name}`: this qat was built without the `{kind}` feature (cargo build --release --features {kind})")))
         }
-        other => Err(format!("unknown device `{other}` (cpu, vulkan[:N], wgpu[:N])")),
+        other => Err(TrainError::Run(format!("unknown device `{other}` (cpu, vulkan[:N], wgpu[:N])"))),
     }
 }
 
@@ -118,7 +119,7 @@ pub fn peak_rss_mib() -> f64 {
 }
 
 /// Evaluation of a model snapshot: validation loss per source, perplexity, benchmarks.
-pub fn evaluate(model: &CausalLm, tok: &Tokenizer, mixer: &Mixer, cfg: &RunConfig) -> Result<serde_json::Value, String> {
+pub fn evaluate(model: &CausalLm, tok: &Tokenizer, mixer: &Mixer, cfg: &RunConfig) -> Result<serde_json::Value, TrainError> {
     let device = model.embed_tokens.weight.val().device();
     let mut out = serde_json::Map::new();
     let (mut nll_total, mut n_total) = (0.0f64, 0usize);
@@ -141,8 +142,8 @@ pub fn evaluate(model: &CausalLm, tok: &Tokenizer, mixer: &Mixer, cfg: &RunConfi
         out.insert("val_loss".into(), (nll_total / n_total as f64).into());
     }
     for p in &cfg.eval.perplexity {
-        let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        let mut ids = tok.encode(&text, false).map_err(|e| e.to_string())?;
+        let text = std::fs::read_to_string(p).map_err(|e| TrainError::file(p, e))?;
+        let mut ids = tok.encode(&text, false)?;
         if cfg.eval.perplexity_max_tokens > 0 {
             ids.truncate(cfg.eval.perplexity_max_tokens);
         }
@@ -152,7 +153,7 @@ pub fn evaluate(model: &CausalLm, tok: &Tokenizer, mixer: &Mixer, cfg: &RunConfi
         out.insert(format!("ppl/{name}"), ppl.ppl().into());
     }
     for task in cfg.eval.tasks() {
-        let r = task.evaluate(model, tok, cfg.eval.limit_for(&task), qat_eval::ScoreOptions::default()).map_err(|e| e.to_string())?;
+        let r = task.evaluate(model, tok, cfg.eval.limit_for(&task), qat_eval::ScoreOptions::default())?;
         let name = task.name();
         out.insert(format!("{name}/acc"), r.acc.into());
         out.insert(format!("{name}/acc_stderr"), r.acc_stderr.into());
@@ -170,30 +171,30 @@ pub fn evaluate(model: &CausalLm, tok: &Tokenizer, mixer: &Mixer, cfg: &RunConfi
 
 /// The run's data: every source tokenized (through the cache) and checked against the model's
 /// vocabulary, in a mixer seeded by `train.seed`.
-pub fn load_mixer(cfg: &RunConfig, tok: &Tokenizer, ckpt: &Checkpoint) -> Result<Mixer, String> {
+pub fn load_mixer(cfg: &RunConfig, tok: &Tokenizer, ckpt: &Checkpoint) -> Result<Mixer, TrainError> {
     // The model config's id first: tokenizer files sometimes map "</s>" to a duplicate id.
     let eos = ckpt.config.eos_token_ids.first().copied().or(tok.eos_id());
     let cache = cfg.data.cache_dir.clone().unwrap_or_else(|| PathBuf::from(".qat-cache"));
     let mut sources = Vec::new();
     for s in &cfg.data.sources {
-        let t = tokenize_source(s, tok, eos, Some(&cache)).map_err(|e| e.to_string())?;
+        let t = tokenize_source(s, tok, eos, Some(&cache))?;
         if t.max_token_id() as usize >= ckpt.config.vocab_size {
-            return Err(format!(
+            return Err(TrainError::Run(format!(
                 "{}: the tokenizer produced id {}, outside the model's vocab_size {}",
                 s.path.display(),
                 t.max_token_id(),
                 ckpt.config.vocab_size
-            ));
+            )));
         }
         sources.push(t);
     }
-    Mixer::new(sources, &cfg.data.mix, cfg.data.seq_len, cfg.data.val_fraction, cfg.train.seed).map_err(|e| e.to_string())
+    Ok(Mixer::new(sources, &cfg.data.mix, cfg.data.seq_len, cfg.data.val_fraction, cfg.train.seed)?)
 }
 
 /// The first rows the mixer yields, cut into consecutive sets of `counts[k]` rows in batches of
 /// at most `batch` rows; the mixer's state is put back afterwards, so training sees the same
 /// batches as if these rows had not been drawn.
-pub fn first_rows(mixer: &mut Mixer, counts: &[usize], batch: usize, device: &Device) -> Result<Vec<Vec<qat_model::CalibrationBatch>>, String> {
+pub fn first_rows(mixer: &mut Mixer, counts: &[usize], batch: usize, device: &Device) -> Result<Vec<Vec<qat_model::CalibrationBatch>>, TrainError> {
     let saved = mixer.state.clone();
     let mut sets = Vec::new();
     for &count in counts {
@@ -210,7 +211,7 @@ pub fn first_rows(mixer: &mut Mixer, counts: &[usize], batch: usize, device: &De
         }
         sets.push(batches);
     }
-    mixer.restore(saved).map_err(|e| e.to_string())?;
+    mixer.restore(saved)?;
     Ok(sets)
 }
 
@@ -226,11 +227,11 @@ fn blockwise_stage(
     device: &Device,
     state_dir: &Path,
     stop_after: Option<usize>,
-) -> Result<(CausalLm, serde_json::Value), String> {
+) -> Result<(CausalLm, serde_json::Value), TrainError> {
     let started = Instant::now();
     let mut sets = first_rows(mixer, &[bw.rows, bw.val_rows], bw.batch_size, device)?;
     let (train_rows, val_rows) = (sets.remove(0), sets.remove(0));
-    let teacher = CausalLm::from_checkpoint(ckpt, device).map_err(|e| e.to_string())?;
+    let teacher = CausalLm::from_checkpoint(ckpt, device)?;
     eprintln!("blockwise: {} rows of {} tokens, {} held out, up to {} epochs per block", bw.rows, cfg.data.seq_len, bw.val_rows, bw.epochs);
     let (model, reports) = crate::blockwise::reconstruct(model, &teacher, &train_rows, &val_rows, bw, cfg.quant.round_scales, state_dir, stop_after, |r| {
         eprintln!(
@@ -259,10 +260,10 @@ fn calibrate(
     ckpt: &Checkpoint,
     mixer: &mut Mixer,
     device: &Device,
-) -> Result<(CausalLm, serde_json::Value), String> {
+) -> Result<(CausalLm, serde_json::Value), TrainError> {
     let started = Instant::now();
     let batches = first_rows(mixer, &[cal.rows], cfg.micro_batch_size(), device)?.remove(0);
-    let plain = CausalLm::from_checkpoint(ckpt, device).map_err(|e| e.to_string())?;
+    let plain = CausalLm::from_checkpoint(ckpt, device)?;
     let (plain, _) = plain.quantize(&cfg.quant)?;
     eprintln!("calibration: GPTQ on {} rows of {} tokens", cal.rows, cfg.data.seq_len);
     let (plain, losses) = qat_model::gptq_model(plain, &batches, &cal.gptq_options(), cfg.quant.round_scales, |i, n| eprintln!("  block {i}/{n}"))?;
@@ -285,13 +286,13 @@ fn finish_stage(
     mut report: serde_json::Value,
     model: &CausalLm,
     more_follows: bool,
-    eval: impl Fn(&CausalLm) -> Result<serde_json::Value, String>,
-) -> Result<(), String> {
+    eval: impl Fn(&CausalLm) -> Result<serde_json::Value, TrainError>,
+) -> Result<(), TrainError> {
     if more_follows {
         report["eval"] = eval(&model.valid().materialize_quant())?;
     }
     let path = run_dir.join(format!("{name}.json"));
-    std::fs::write(&path, serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?).map_err(|e| format!("{}: {e}", path.display()))
+    std::fs::write(&path, serde_json::to_string_pretty(&report).expect("JSON")).map_err(|e| TrainError::file(&path, e))
 }
 
 /// What a run directory already holds of a run.
@@ -313,7 +314,7 @@ impl Held {
 }
 
 /// Runs (or resumes) a training run.
-pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<Trained, String> {
+pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<Trained, TrainError> {
     // ---- setup -------------------------------------------------------------------------
     let run_dir = cfg.output.dir.clone();
     let ckpt_root = run_dir.join("checkpoints");
@@ -323,7 +324,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<Trained, String> {
     let blockwise_dir = run_dir.join("blockwise");
     let partial_stage = latest.is_none() && blockwise_dir.is_dir();
     let summary_path = run_dir.join("summary.json");
-    let cfg_text = toml::to_string_pretty(cfg).map_err(|e| e.to_string())?;
+    let cfg_text = toml::to_string_pretty(cfg).expect("a run config is TOML");
     // The same command is the way to continue: a directory holding state of this config resumes
     // (or, finished, reports its summary); state of another config is never overwritten.
     let held = if summary_path.is_file() {
@@ -338,40 +339,44 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<Trained, String> {
     if let Some(what) = held.map(Held::description) {
         // Written at every start once this check passed: the config of the state held.
         let saved_path = run_dir.join("config.toml");
-        let saved =
-            std::fs::read_to_string(&saved_path).map_err(|e| format!("{} holds {what}, but its config: {}: {e}", run_dir.display(), saved_path.display()))?;
+        let saved = std::fs::read_to_string(&saved_path)
+            .map_err(|e| TrainError::Run(format!("{} holds {what}, but its config: {}: {e}", run_dir.display(), saved_path.display())))?;
         if saved != cfg_text {
-            return Err(format!(
+            return Err(TrainError::Run(format!(
                 "{} holds {what} of a different config ({}); choose another output.dir, or delete the directory to start over",
                 run_dir.display(),
                 saved_path.display()
-            ));
+            )));
         }
     }
     if held == Some(Held::Finished) {
-        let summary: RunSummary = serde_json::from_str(&std::fs::read_to_string(&summary_path).map_err(|e| format!("{}: {e}", summary_path.display()))?)
-            .map_err(|e| format!("{}: {e}", summary_path.display()))?;
+        let summary: RunSummary = serde_json::from_str(&std::fs::read_to_string(&summary_path).map_err(|e| TrainError::file(&summary_path, e))?)
+            .map_err(|e| TrainError::file(&summary_path, e))?;
         eprintln!("{} already finished ({} steps); nothing to do", run_dir.display(), summary.steps);
         return Ok(Trained { summary, model: None });
     }
     if opts.resume && held.is_none() {
-        return Err(format!("{}: no checkpoint to resume from", run_dir.display()));
+        return Err(TrainError::Run(format!("{}: no checkpoint to resume from", run_dir.display())));
     }
-    std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
-    std::fs::write(run_dir.join("config.toml"), &cfg_text).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&run_dir).map_err(|e| TrainError::file(&run_dir, e))?;
+    let saved_path = run_dir.join("config.toml");
+    std::fs::write(&saved_path, &cfg_text).map_err(|e| TrainError::file(&saved_path, e))?;
 
     let device = parse_device(&cfg.model.device)?;
     let ad_device = device.clone().autodiff();
-    let ckpt = Checkpoint::open(&cfg.model.path).map_err(|e| e.to_string())?;
+    let ckpt = Checkpoint::open(&cfg.model.path)?;
     if cfg.data.seq_len > ckpt.config.max_position_embeddings {
-        return Err(format!("data.seq_len = {} exceeds the model's max_position_embeddings = {}", cfg.data.seq_len, ckpt.config.max_position_embeddings));
+        return Err(TrainError::Run(format!(
+            "data.seq_len = {} exceeds the model's max_position_embeddings = {}",
+            cfg.data.seq_len, ckpt.config.max_position_embeddings
+        )));
     }
-    let tok = Tokenizer::from_dir(&cfg.model.path).map_err(|e| e.to_string())?;
+    let tok = Tokenizer::from_dir(&cfg.model.path)?;
     let mut mixer = load_mixer(cfg, &tok, &ckpt)?;
 
     let policy_table;
     let mut model = {
-        let m = CausalLm::from_checkpoint(&ckpt, &ad_device).map_err(|e| e.to_string())?;
+        let m = CausalLm::from_checkpoint(&ckpt, &ad_device)?;
         let (m, table) = m.quantize(&cfg.quant)?;
         policy_table = table;
         let m = match cfg.quant.round_scales {
@@ -382,10 +387,10 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<Trained, String> {
     };
     let teacher = match cfg.loss.kd {
         KdKind::None => None,
-        _ => Some(CausalLm::from_checkpoint(&ckpt, &device).map_err(|e| e.to_string())?.with_compute_dtype(cfg.model.compute_dtype.float_dtype())),
+        _ => Some(CausalLm::from_checkpoint(&ckpt, &device)?.with_compute_dtype(cfg.model.compute_dtype.float_dtype())),
     };
     let total = cfg.total_steps();
-    let warmup = (t.warmup_fraction * total as f64).round() as usize;
+    let warmup = (cfg.train.warmup_fraction * total as f64).round() as usize;
     let mut state = TrainState {
         step: 0,
         optimizer_step: 0,
@@ -432,7 +437,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<Trained, String> {
         opt.step = st.optimizer_step;
         opt.moments = moments;
         opt.masters = masters;
-        mixer.restore(st.mixer.clone()).map_err(|e| e.to_string())?;
+        mixer.restore(st.mixer.clone())?;
         crate::metrics::truncate(&metrics_path, st.step)?;
         state = st;
         eprintln!("resumed {} at step {}", run_dir.display(), state.step);
@@ -441,7 +446,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<Trained, String> {
         let _ = std::fs::remove_file(&metrics_path);
         let _ = std::fs::remove_dir_all(run_dir.join("tb"));
     }
-    let file = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(|e| TrainError::file(&metrics_path, e))?;
     let mut tensorboard = cfg.output.tensorboard.then(|| crate::tensorboard::EventWriter::create(&run_dir.join("tb"))).transpose()?;
     if let (Some(tb), Some(_)) = (&mut tensorboard, &latest) {
         tb.restart(state.step + 1)?;
@@ -450,7 +455,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<Trained, String> {
     if state.step == 0 {
         state.fp_eval = match &teacher {
             Some(t) => evaluate(t, &tok, &mixer, cfg)?,
-            None => evaluate(&CausalLm::from_checkpoint(&ckpt, &device).map_err(|e| e.to_string())?, &tok, &mixer, cfg)?,
+            None => evaluate(&CausalLm::from_checkpoint(&ckpt, &device)?, &tok, &mixer, cfg)?,
         };
         state.first_eval = evaluate(&model.valid().materialize_quant(), &tok, &mixer, cfg)?;
         metrics.write(&Record::EvalFp(Evaluation { step: 0, tokens: 0, eval: state.fp_eval.clone() }))?;
@@ -471,11 +476,11 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<Trained, String> {
     let mut steps_this_run = 0;
     while state.step < total {
         if opts.stop_after.is_some_and(|n| steps_this_run == n) {
-            return Err(format!("stopped after {steps_this_run} steps as requested (--stop-after); resume with --resume"));
+            return Err(TrainError::Stopped(format!("stopped after {steps_this_run} steps as requested (--stop-after); resume with --resume")));
         }
         if let Some(signal) = crate::interrupt::requested() {
             // Arrived before this invocation's first step: the state on disk is current.
-            return Err(format!("stopped by {signal} at step {}; run the same command to continue", state.step));
+            return Err(TrainError::Stopped(format!("stopped by {signal} at step {}; run the same command to continue", state.step)));
         }
         let step_start = Instant::now();
         let lr_f = lr_factor(state.step, total, warmup, t.schedule, t.min_lr_ratio);
@@ -508,11 +513,11 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<Trained, String> {
             state.consecutive_bad += 1;
             metrics.write(&Record::Skipped { step: state.step, loss: loss_value.to_string(), grad_norm: norm.to_string() })?;
             if state.consecutive_bad >= t.max_consecutive_bad_steps {
-                return Err(format!(
+                return Err(TrainError::Run(format!(
                     "{} consecutive steps had a non-finite loss or gradient (last loss {loss_value}, grad norm {norm}); stopped. The last good checkpoint in {} is intact",
                     state.consecutive_bad,
                     ckpt_root.display()
-                ));
+                )));
             }
             continue;
         }
@@ -555,7 +560,11 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<Trained, String> {
             if let Some(b) = &bar {
                 b.abandon();
             }
-            return Err(format!("stopped by {signal} at step {}: checkpoint written to {}; run the same command to continue", state.step, ckpt_root.display()));
+            return Err(TrainError::Stopped(format!(
+                "stopped by {signal} at step {}: checkpoint written to {}; run the same command to continue",
+                state.step,
+                ckpt_root.display()
+            )));
         }
     }
     if let Some(b) = &bar {
@@ -568,7 +577,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<Trained, String> {
     let final_model = run_dir.join("final");
     // A final model of an earlier attempt of this run is stale.
     if final_model.exists() {
-        std::fs::remove_dir_all(&final_model).map_err(|e| format!("{}: {e}", final_model.display()))?;
+        std::fs::remove_dir_all(&final_model).map_err(|e| TrainError::file(&final_model, e))?;
     }
     let valid = model.valid();
     params::write_safetensors(&run_dir.join("qat_params.safetensors"), &params::collect(&valid))?;
@@ -592,7 +601,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<Trained, String> {
         final_model,
         losses: state.losses.clone(),
     };
-    std::fs::write(run_dir.join("summary.json"), serde_json::to_string_pretty(&summary).expect("JSON")).map_err(|e| e.to_string())?;
+    std::fs::write(&summary_path, serde_json::to_string_pretty(&summary).expect("JSON")).map_err(|e| TrainError::file(&summary_path, e))?;
     remove_stage_state(&blockwise_dir)?;
     Ok(Trained { summary, model: Some(valid) })
 }
@@ -601,7 +610,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<Trained, String> {
 /// weights in f32, with `qat_quant.json` saying how they were made), unless it is there.
 /// `model` is what [`train`] returned; `None` (the run had finished before) rebuilds it from the
 /// run directory.
-pub fn save_final(cfg: &RunConfig, summary: &RunSummary, model: Option<&CausalLm>) -> Result<(), String> {
+pub fn save_final(cfg: &RunConfig, summary: &RunSummary, model: Option<&CausalLm>) -> Result<(), TrainError> {
     if summary.final_model.exists() {
         return Ok(());
     }
@@ -619,14 +628,15 @@ pub fn save_final(cfg: &RunConfig, summary: &RunSummary, model: Option<&CausalLm
         "bits_per_weight_quantized": table.quantized_bits_per_weight(), "bits_per_weight_model": table.model_bits_per_weight(),
     });
     let sidecar = serde_json::to_string_pretty(&sidecar).expect("JSON");
-    model.save_hf(Some(&cfg.model.path), &summary.final_model, qat_model::SaveDtype::F32, &[("qat_quant.json", sidecar)]).map_err(|e| e.to_string())
+    model.save_hf(Some(&cfg.model.path), &summary.final_model, qat_model::SaveDtype::F32, &[("qat_quant.json", sidecar)])?;
+    Ok(())
 }
 
 /// Deletes the finished blocks of block-wise reconstruction once a checkpoint (or the finished
 /// run) holds their result.
-fn remove_stage_state(dir: &Path) -> Result<(), String> {
+fn remove_stage_state(dir: &Path) -> Result<(), TrainError> {
     if dir.is_dir() {
-        std::fs::remove_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::remove_dir_all(dir).map_err(|e| TrainError::file(dir, e))?;
     }
     Ok(())
 }
@@ -634,7 +644,7 @@ fn remove_stage_state(dir: &Path) -> Result<(), String> {
 /// Loads a trained model from a run directory (`qat_params.safetensors`, or its latest
 /// checkpoint if the run did not finish) or from one checkpoint directory, rebuilt exactly as
 /// the run built it (base checkpoint, quantization policy, trained parameters).
-pub fn load_trained(source: &Path, device: &Device) -> Result<(CausalLm, RunConfig), String> {
+pub fn load_trained(source: &Path, device: &Device) -> Result<(CausalLm, RunConfig), TrainError> {
     let params_file = if source.join("qat_params.safetensors").exists() {
         source.join("qat_params.safetensors")
     } else if source.join("params.safetensors").exists() {
@@ -642,12 +652,15 @@ pub fn load_trained(source: &Path, device: &Device) -> Result<(CausalLm, RunConf
     } else if let Some(c) = checkpoint::latest(&source.join("checkpoints"))? {
         c.join("params.safetensors")
     } else {
-        return Err(format!("{}: not a run or checkpoint directory (no qat_params.safetensors, params.safetensors or checkpoints/)", source.display()));
+        return Err(TrainError::Run(format!(
+            "{}: not a run or checkpoint directory (no qat_params.safetensors, params.safetensors or checkpoints/)",
+            source.display()
+        )));
     };
     let cfg_path = params_file.parent().expect("a file has a parent").join("config.toml");
-    let cfg = RunConfig::load(&cfg_path, &[]).map_err(|e| e.to_string())?;
-    let ckpt = Checkpoint::open(&cfg.model.path).map_err(|e| e.to_string())?;
-    let (model, _) = CausalLm::from_checkpoint(&ckpt, device).map_err(|e| e.to_string())?.quantize(&cfg.quant)?;
+    let cfg = RunConfig::load(&cfg_path, &[])?;
+    let ckpt = Checkpoint::open(&cfg.model.path)?;
+    let (model, _) = CausalLm::from_checkpoint(&ckpt, device)?.quantize(&cfg.quant)?;
     let model = params::load(model, &params::read_safetensors(&params_file)?)?;
     // For evaluation and export: no parameter may record autodiff graphs.
     Ok((model.valid(), cfg))

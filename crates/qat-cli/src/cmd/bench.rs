@@ -48,8 +48,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         &policy,
         BenchShape { batch: a.batch, seq_len: a.seq_len, warmup: a.warmup, iters: a.iters },
         a.compute_dtype.float_dtype(),
-    )
-    .map_err(anyhow::Error::msg)?;
+    )?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {

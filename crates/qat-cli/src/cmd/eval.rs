@@ -78,7 +78,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     let (model, tok_dir) = if a.model.join("config.json").exists() {
         (super::load_model(&a.model, &device)?, a.model.clone())
     } else {
-        let (m, cfg) = qat_train::train::load_trained(&a.model, &device).map_err(anyhow::Error::msg)?;
+        let (m, cfg) = qat_train::train::load_trained(&a.model, &device)?;
         (m.materialize_quant(), cfg.model.path)
     };
     let tok = Tokenizer::from_dir(&tok_dir)?;

@@ -46,11 +46,11 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         Some(scheme) => {
             let mut policy = Policy::default();
             policy.set(&Overrides { scheme: Some(scheme), bits: a.bits, ..Default::default() });
-            let (m, _) = super::load_model(&a.source, &device)?.quantize(&policy).map_err(anyhow::Error::msg)?;
+            let (m, _) = super::load_model(&a.source, &device)?.quantize(&policy)?;
             (m, a.source.clone(), "rtn")
         }
         None => {
-            let (m, cfg) = qat_train::train::load_trained(&a.source, &device).map_err(anyhow::Error::msg)?;
+            let (m, cfg) = qat_train::train::load_trained(&a.source, &device)?;
             (m, cfg.model.path, "qat")
         }
     };
@@ -58,7 +58,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     let (model, rounding) = if a.no_scale_rounding {
         (model, None)
     } else {
-        let (m, r) = qat_export::round_scales(model, hf_dtype).map_err(anyhow::Error::msg)?;
+        let (m, r) = qat_export::round_scales(model, hf_dtype)?;
         println!("scale rounding: {} of {} scales changed, largest relative change {:.3e}", r.changed, r.scales, r.max_relative_change);
         (m, Some(r))
     };
@@ -70,7 +70,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
                 "hf_dtype": a.hf_dtype, "modules": specs.iter().map(|(n, s)| serde_json::json!({"module": n, "quantizer": s})).collect::<Vec<_>>(),
                 "linears": specs.len(),
             });
-            qat_export::export_hf(&model, &base_dir, &a.out, hf_dtype, &sidecar).map_err(anyhow::Error::msg)?;
+            qat_export::export_hf(&model, &base_dir, &a.out, hf_dtype, &sidecar)?;
             println!("wrote {}", a.out.display());
         }
         Format::Gguf => {
@@ -79,7 +79,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
                 HfDtype::F32 => HighPrecision::F32,
             });
             let name = a.source.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            let r = qat_export::export_gguf(&model, &base_dir, &a.out, hp, hf_dtype, &name).map_err(anyhow::Error::msg)?;
+            let r = qat_export::export_gguf(&model, &base_dir, &a.out, hp, hf_dtype, &name)?;
             let mut by_type = std::collections::BTreeMap::new();
             for t in &r.tensors {
                 *by_type.entry(t.ggml_type.clone()).or_insert(0) += 1;

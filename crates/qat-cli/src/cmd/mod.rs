@@ -15,7 +15,7 @@ use burn::tensor::Device;
 
 /// The compute device named on the command line (`cpu`, `vulkan[:N]`, `wgpu[:N]`).
 pub fn device(name: &str) -> anyhow::Result<Device> {
-    qat_train::train::parse_device(name).map_err(anyhow::Error::msg)
+    Ok(qat_train::train::parse_device(name)?)
 }
 
 /// A checkpoint directory from a command-line model argument: the directory, or the Hub cache
@@ -39,7 +39,8 @@ mod tests {
     fn flag_words_are_config_words<T: ValueEnum + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>() {
         for v in T::value_variants() {
             let word = v.to_possible_value().expect("no skipped variants").get_name().to_string();
-            let parsed: T = serde_json::from_value(serde_json::Value::String(word.clone())).unwrap_or_else(|e| panic!("`{word}` is a flag word but not a config word: {e}"));
+            let parsed: T = serde_json::from_value(serde_json::Value::String(word.clone()))
+                .unwrap_or_else(|e| panic!("`{word}` is a flag word but not a config word: {e}"));
             assert_eq!(&parsed, v, "`{word}`");
         }
     }
@@ -47,7 +48,7 @@ mod tests {
     #[test]
     fn cli_enums_accept_the_config_words() {
         flag_words_are_config_words::<qat_quant::HfDtype>();
-        flag_words_are_config_words::<qat_quant::SchemeChoice>();
+        flag_words_are_config_words::<qat_quant::policy::SchemeChoice>();
         flag_words_are_config_words::<qat_quant::Granularity>();
         flag_words_are_config_words::<qat_quant::ScaleInit>();
         flag_words_are_config_words::<qat_export::HighPrecision>();

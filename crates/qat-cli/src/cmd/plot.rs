@@ -13,7 +13,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if !a.run.join("metrics.jsonl").is_file() {
         bail!("{}: no metrics.jsonl (not a run directory, or the run has not started)", a.run.display());
     }
-    qat_train::plot::plot_run(&a.run).map_err(anyhow::Error::msg)?;
+    qat_train::plot::plot_run(&a.run)?;
     let png = a.run.join("training.png");
     if !png.exists() {
         bail!("{}: no training step recorded yet, nothing to draw", a.run.display());

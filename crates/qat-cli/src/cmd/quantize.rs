@@ -66,7 +66,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     policy.set(&Overrides { scheme: a.scheme, bits: a.bits, granularity: a.granularity, group_size: a.group_size, init: a.init, ..Default::default() });
     let dtype = a.dtype;
     let model = super::load_model(&a.model, &device)?;
-    let (model, table) = model.quantize(&policy).map_err(anyhow::Error::msg)?;
+    let (model, table) = model.quantize(&policy)?;
     print!("{table}");
     let mut calibration = serde_json::Value::Null;
     let model = match (a.method, &a.data) {
@@ -77,14 +77,13 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
             let cfg = qat_train::RunConfig::load(cfg_path, &[]).with_context(|| format!("reading {}", cfg_path.display()))?;
             let ckpt = qat_model::Checkpoint::open(&a.model).with_context(|| format!("opening checkpoint {}", a.model.display()))?;
             let tok = qat_tokenizer::Tokenizer::from_dir(&a.model).map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
-            let mut mixer = qat_train::train::load_mixer(&cfg, &tok, &ckpt).map_err(anyhow::Error::msg)?;
+            let mut mixer = qat_train::train::load_mixer(&cfg, &tok, &ckpt)?;
             let rows = a.rows.or(cfg.calibration.as_ref().map(|c| c.rows)).unwrap_or(128);
             anyhow::ensure!(rows > 0, "--rows must be positive");
-            let batches = qat_train::train::first_rows(&mut mixer, &[rows], cfg.micro_batch_size(), &device).map_err(anyhow::Error::msg)?.remove(0);
+            let batches = qat_train::train::first_rows(&mut mixer, &[rows], cfg.micro_batch_size(), &device)?.remove(0);
             let opts = cfg.calibration.as_ref().map(|c| c.gptq_options()).unwrap_or_default();
             let started = std::time::Instant::now();
-            let (model, losses) =
-                qat_model::gptq_model(model, &batches, &opts, policy.round_scales, |i, n| eprintln!("GPTQ block {i}/{n}")).map_err(anyhow::Error::msg)?;
+            let (model, losses) = qat_model::gptq_model(model, &batches, &opts, policy.round_scales, |i, n| eprintln!("GPTQ block {i}/{n}"))?;
             calibration = serde_json::json!({"rows": rows, "tokens": rows * cfg.data.seq_len, "seconds": started.elapsed().as_secs_f64(), "modules": losses});
             model
         }

@@ -89,7 +89,7 @@ fn print_results(s: &SweepConfig, rows: &[sweep::SweepRow]) -> anyhow::Result<()
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let mut s = SweepConfig::load(&a.sweep).map_err(anyhow::Error::msg)?;
+    let mut s = SweepConfig::load(&a.sweep)?;
     if !a.devices.is_empty() {
         s.devices = a.devices.clone();
     }
@@ -101,16 +101,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     if a.status {
-        print!("{}", slurm::status(&s).map_err(anyhow::Error::msg)?);
+        print!("{}", slurm::status(&s)?);
         return Ok(());
     }
     if a.collect {
-        let rows = sweep::collect(&s).map_err(anyhow::Error::msg)?;
+        let rows = sweep::collect(&s)?;
         return print_results(&s, &rows);
     }
-    qat_train::interrupt::install().map_err(anyhow::Error::msg)?;
+    qat_train::interrupt::install()?;
     if let Some(i) = a.task {
-        let row = sweep::run_task(&s, i).map_err(anyhow::Error::msg)?;
+        let row = sweep::run_task(&s, i)?;
         if row.status != "ok" {
             // Interrupted: main maps the error to the exit status the job script requeues on.
             bail!("run-{i:03}: {}", row.status);
@@ -120,13 +120,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     match a.launcher {
         Launcher::Local => {
-            let rows = sweep::run_sweep(&s, !a.quiet).map_err(anyhow::Error::msg)?;
+            let rows = sweep::run_sweep(&s, !a.quiet)?;
             if qat_train::interrupt::requested().is_some() {
                 bail!("sweep stopped by a signal; the points that ran are checkpointed: run the same command to continue");
             }
             print_results(&s, &rows)
         }
-        Launcher::Slurm => match slurm::submit(&s, &a.sweep).map_err(anyhow::Error::msg)? {
+        Launcher::Slurm => match slurm::submit(&s, &a.sweep)? {
             Some(sub) => {
                 println!(
                     "submitted job {} ({} tasks: points {}); `qat sweep {} --status` follows it, `--collect` writes the results",
@@ -139,7 +139,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             }
             None => {
                 eprintln!("every point has finished: collecting");
-                let rows = sweep::collect(&s).map_err(anyhow::Error::msg)?;
+                let rows = sweep::collect(&s)?;
                 print_results(&s, &rows)
             }
         },

@@ -24,7 +24,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    qat_train::interrupt::install().map_err(anyhow::Error::msg)?;
+    qat_train::interrupt::install()?;
     let (cfg, resume) = match (&a.config, &a.resume) {
         (Some(c), None) => (RunConfig::load(c, &a.set)?, false),
         (None, Some(dir)) => {
@@ -37,9 +37,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         _ => bail!("give a config file, or --resume RUN_DIR"),
     };
     let opts = RunOptions { resume, stop_after: a.stop_after, progress_bar: !a.quiet, ..Default::default() };
-    let run = qat_train::train(&cfg, &opts).map_err(anyhow::Error::msg)?;
-    qat_train::save_final(&cfg, &run.summary, run.model.as_ref()).map_err(anyhow::Error::msg)?;
-    qat_train::plot::plot_run(&cfg.output.dir).map_err(anyhow::Error::msg)?;
+    let run = qat_train::train(&cfg, &opts)?;
+    qat_train::save_final(&cfg, &run.summary, run.model.as_ref())?;
+    qat_train::plot::plot_run(&cfg.output.dir)?;
     let s = run.summary;
     println!(
         "done: {} steps ({} skipped), {} tokens in {:.1}s ({:.0} tokens/s), peak RSS {:.0} MiB",

@@ -8,7 +8,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let r = qat_export::verify_export(&a.hf_dir, &a.gguf).map_err(anyhow::Error::msg)?;
+    let r = qat_export::verify_export(&a.hf_dir, &a.gguf)?;
     let mut by_type = std::collections::BTreeMap::new();
     for t in &r.tensors {
         let e = by_type.entry(t.ggml_type.clone()).or_insert((0usize, 0usize));
