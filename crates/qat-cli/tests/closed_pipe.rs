@@ -1,7 +1,7 @@
 //! `qat … | head`: when the reader closes the pipe, qat ends by `SIGPIPE` like other Unix
 //! tools, not with a panic ("failed printing to stdout: Broken pipe").
 
-mod common;
+use qat_testing as common;
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};

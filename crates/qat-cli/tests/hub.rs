@@ -3,7 +3,7 @@
 //! `qat eval` and `qat train` exactly as the directory does. Downloading from the Hub is not
 //! exercised (no Hub access on the test machines).
 
-mod common;
+use qat_testing as common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -4,7 +4,7 @@
 //! (`scontrol requeue`: SIGTERM, checkpoint, the task runs again and resumes) and another is
 //! cancelled mid-run (`scancel`) and continued by submitting the sweep again.
 
-mod common;
+use qat_testing as common;
 
 use std::path::Path;
 use std::process::Command;

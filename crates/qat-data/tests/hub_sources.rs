@@ -78,7 +78,7 @@ fn bad_parquet_sources_name_the_file_and_row() {
 /// stories260K's tokenizer (the committed test fixture of qat-cli) and a ChatML template.
 #[test]
 fn parquet_sources_give_their_twins_tokens() {
-    let stories = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../qat-cli/tests/fixtures/stories260k-hf");
+    let stories = qat_testing::stories_model();
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(stories.join("tokenizer.json"), dir.path().join("tokenizer.json")).unwrap();
     let template = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}";

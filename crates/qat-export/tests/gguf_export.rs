@@ -3,7 +3,6 @@
 //! That llama.cpp runs these files like transformers is checked by scripts/check_gguf_archs.py
 //! (docs/export.md); here the written structure is pinned down.
 
-mod common;
 
 use std::path::{Path, PathBuf};
 
@@ -60,7 +59,7 @@ fn llama3_rope_scaling_is_written_as_rope_freqs() {
 
 #[test]
 fn sentencepiece_vocabulary_becomes_a_llama_tokenizer() {
-    let src = common::stories_model();
+    let src = qat_testing::stories_model();
     let tmp = tempfile::tempdir().unwrap();
     // Unquantized: stories260K's MLP rows (172) fit no ggml block size.
     let (_, g) = export(&src, tmp.path(), SchemeChoice::None, 4);

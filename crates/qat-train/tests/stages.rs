@@ -1,8 +1,6 @@
 //! `[calibration]` and `[blockwise]` on stories260K: GPTQ initialisation beats
 //! round-to-nearest before any training, block-wise reconstruction lowers every block's
-//! reconstruction error, and both write their reports.
-
-mod common;
+//! reconstruction error, both write their reports and resume, and frozen groups stay frozen.
 
 use std::path::Path;
 
@@ -12,7 +10,7 @@ use qat_train::{RunConfig, RunOptions, train};
 /// training step.
 fn evaluate_only(dir: &Path, quant: &str, calibration: &str) -> f64 {
     let out = dir.join(format!("run-{}", quant.len() * 1000 + calibration.len()));
-    let text = common::stories_config(&out, &format!("{quant}\n{calibration}"));
+    let text = qat_testing::stories_config(&out, &format!("{quant}\n{calibration}"));
     let p = dir.join(format!("cfg-{}.toml", text.len()));
     std::fs::write(&p, text).unwrap();
     let mut cfg = RunConfig::load(&p, &[]).unwrap();
@@ -74,42 +72,6 @@ fn blockwise_reconstruction_lowers_every_block_error() {
     }
 }
 
-/// `qat quantize --method gptq` (the binary): calibration rows from a run config's data mix,
-/// the method recorded in the checkpoint; missing `--data` is a clear error.
-#[test]
-fn quantize_command_runs_gptq() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("run.toml");
-    std::fs::write(&cfg, common::stories_config(&tmp.path().join("unused"), "")).unwrap();
-    let model = common::stories_model();
-    let out = tmp.path().join("gptq");
-    let qat = |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_qat")).args(args).output().unwrap();
-    let ok = qat(&[
-        "quantize",
-        model.to_str().unwrap(),
-        "--scheme",
-        "seq",
-        "--bits",
-        "2",
-        "--method",
-        "gptq",
-        "--data",
-        cfg.to_str().unwrap(),
-        "--rows",
-        "8",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
-    let sidecar: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("qat_quant.json")).unwrap()).unwrap();
-    assert_eq!(sidecar["method"], "gptq");
-    assert_eq!(sidecar["calibration"]["tokens"], 8 * 64);
-    let bad = qat(&["quantize", model.to_str().unwrap(), "--method", "gptq", "--out", tmp.path().join("x").to_str().unwrap()]);
-    assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("--data"), "{}", String::from_utf8_lossy(&bad.stderr));
-    assert!(!tmp.path().join("x").exists(), "no output on error");
-}
-
 /// A run stopped during block-wise reconstruction resumes from its last finished block and
 /// ends with the same parameters as an uninterrupted run — the interrupted one keeping its
 /// activations in memory-mapped files (`activations = "disk"`), the other in memory.
@@ -120,7 +82,7 @@ fn interrupted_blockwise_stage_resumes_identically() {
     let config = |out: &Path| {
         let p = tmp.path().join(format!("cfg-{}.toml", out.file_name().unwrap().to_string_lossy()));
         let disk = if out.ends_with("b") { "\nactivations = \"disk\"" } else { "" };
-        std::fs::write(&p, common::stories_config(out, &format!("{stages}{disk}"))).unwrap();
+        std::fs::write(&p, qat_testing::stories_config(out, &format!("{stages}{disk}"))).unwrap();
         let mut cfg = RunConfig::load(&p, &[]).unwrap();
         cfg.train.max_steps = 0;
         cfg
@@ -158,7 +120,7 @@ fn frozen_groups_stay_frozen_after_gptq() {
     let params = |name: &str, freeze: &str, steps: usize| {
         let out = tmp.path().join(name);
         let p = tmp.path().join(format!("{name}.toml"));
-        std::fs::write(&p, common::stories_config(&out, stages).replace("[train]\n", &format!("[train]\n{freeze}\n"))).unwrap();
+        std::fs::write(&p, qat_testing::stories_config(&out, stages).replace("[train]\n", &format!("[train]\n{freeze}\n"))).unwrap();
         let mut cfg = RunConfig::load(&p, &[]).unwrap();
         cfg.train.max_steps = steps;
         train(&cfg, &RunOptions::default()).unwrap();

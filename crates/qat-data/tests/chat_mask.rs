@@ -1,15 +1,14 @@
 //! Only assistant tokens carry loss: a conversation rendered with SmolLM2's ChatML template
-//! (`tests/fixtures/smollm2_tokenizer_config.json`, from the model's GGUF) and its upstream
+//! (`qat-testing`'s `fixtures/smollm2_tokenizer_config.json`, from the model's GGUF) and its upstream
 //! tokenizer.json, checked against the rendered text and then through the data pipeline.
 
-mod common;
 
 use qat_tokenizer::{Message, Tokenizer};
 
 fn smollm2_tokenizer(shared: &std::path::Path) -> (tempfile::TempDir, Tokenizer) {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::copy(shared.join("models/smollm2-135m-instruct-upstream-files/tokenizer.json"), tmp.path().join("tokenizer.json")).unwrap();
-    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/smollm2_tokenizer_config.json"), tmp.path().join("tokenizer_config.json")).unwrap();
+    std::fs::copy(qat_testing::fixtures().join("smollm2_tokenizer_config.json"), tmp.path().join("tokenizer_config.json")).unwrap();
     let tok = Tokenizer::from_dir(tmp.path()).unwrap();
     (tmp, tok)
 }
@@ -17,7 +16,7 @@ fn smollm2_tokenizer(shared: &std::path::Path) -> (tempfile::TempDir, Tokenizer)
 #[test]
 #[ignore = "needs QAT_SHARED (scripts/test.sh)"]
 fn only_assistant_turns_carry_loss() {
-    let shared = common::shared();
+    let shared = qat_testing::shared();
     let (_tmp, tok) = smollm2_tokenizer(&shared);
     let msgs = vec![
         Message::new("system", "Be brief."),
@@ -53,7 +52,7 @@ fn only_assistant_turns_carry_loss() {
 #[test]
 #[ignore = "needs QAT_SHARED (scripts/test.sh)"]
 fn chat_sources_train_only_on_replies() {
-    let shared = common::shared();
+    let shared = qat_testing::shared();
     let (tmp, tok) = smollm2_tokenizer(&shared);
     let path = tmp.path().join("chat.jsonl");
     std::fs::write(&path, "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": \"Hello there\"}]}\n").unwrap();

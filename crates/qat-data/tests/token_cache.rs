@@ -1,7 +1,6 @@
 //! The token cache: a cached source reads back exactly what tokenizing gives, is reused while
 //! nothing changes, is rebuilt when the source or the tokenizer changes or the entry is damaged.
 
-mod common;
 
 use std::path::Path;
 
@@ -23,10 +22,10 @@ fn cache_is_reused_and_invalidated() {
     let tmp = tempfile::tempdir().unwrap();
     let tok_dir = tmp.path().join("tok");
     std::fs::create_dir(&tok_dir).unwrap();
-    std::fs::copy(common::stories_model().join("tokenizer.json"), tok_dir.join("tokenizer.json")).unwrap();
+    std::fs::copy(qat_testing::stories_model().join("tokenizer.json"), tok_dir.join("tokenizer.json")).unwrap();
     let tok = Tokenizer::from_dir(&tok_dir).unwrap();
     let text = tmp.path().join("stories.txt");
-    let stories = std::fs::read_to_string(common::stories_text()).unwrap();
+    let stories = std::fs::read_to_string(qat_testing::stories_text()).unwrap();
     std::fs::write(&text, &stories[..20_000]).unwrap();
     let cfg: SourceConfig = toml::from_str(&format!("path = {:?}\nformat = \"text\"\ncategory = \"text\"", text)).unwrap();
     let cache = tmp.path().join("cache");

@@ -3,7 +3,6 @@
 //! the text is TinyStories with digits removed, because SmolLM2 splits digits before its regex
 //! and a ranks file carries only one regex.
 
-mod common;
 
 use base64::Engine;
 use qat_tokenizer::{Tokenizer, tiktoken};
@@ -13,7 +12,7 @@ const GPT2_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{
 #[test]
 #[ignore = "needs QAT_SHARED (scripts/test.sh)"]
 fn ranks_file_reproduces_the_original_bpe() {
-    let shared = common::shared();
+    let shared = qat_testing::shared();
     let dir = shared.join("models/smollm2-135m-instruct-upstream-files");
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer.json")).unwrap()).unwrap();
     let table = tiktoken::byte_to_unicode();
