@@ -1,0 +1,60 @@
+//! The `qat` binary end to end on stories260K: train a few steps, export the run as Hugging
+//! Face safetensors and as GGUF, check that the two hold the same values, import the GGUF back
+//! and check that again; and bad inputs end with a non-zero exit and a message naming the file,
+//! field or flag.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn qat(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_qat")).current_dir(dir).args(args).output().unwrap()
+}
+
+/// Runs `qat ARGS` in `dir`, which must succeed; its standard output.
+fn succeeds(dir: &Path, args: &[&str]) -> String {
+    let out = qat(dir, args);
+    assert!(out.status.success(), "qat {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `qat ARGS` in `dir`, which must fail with exit code `code`; its standard error.
+fn fails(dir: &Path, args: &[&str], code: i32) -> String {
+    let out = qat(dir, args);
+    assert_eq!(out.status.code(), Some(code), "qat {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn train_export_verify_and_import() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("run.toml"), qat_testing::stories_config(&dir.join("run"), "[quant]\nscheme = \"seq\"\nbits = 2")).unwrap();
+    succeeds(dir, &["train", "run.toml", "--quiet"]);
+    for file in ["final/model.safetensors", "final/qat_quant.json", "qat_params.safetensors", "summary.json", "training.png"] {
+        assert!(dir.join("run").join(file).exists(), "the run did not write {file}");
+    }
+    succeeds(dir, &["export", "run", "--format", "hf", "--out", "hf"]);
+    succeeds(dir, &["export", "run", "--format", "gguf", "--out", "model.gguf"]);
+    let verified = succeeds(dir, &["verify-export", "hf", "model.gguf"]);
+    assert!(verified.contains("OK: all") && !verified.contains("MISMATCH"), "{verified}");
+    // The GGUF read back into a Hugging Face checkpoint holds the same values again.
+    succeeds(dir, &["import", "model.gguf", "imported"]);
+    let verified = succeeds(dir, &["verify-export", "imported", "model.gguf"]);
+    assert!(verified.contains("OK: all") && !verified.contains("MISMATCH"), "{verified}");
+}
+
+#[test]
+fn bad_inputs_exit_non_zero_naming_what_is_wrong() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let e = fails(dir, &["train", "missing.toml"], 1);
+    assert!(e.contains("missing.toml"), "{e}");
+    std::fs::write(dir.join("typo.toml"), qat_testing::stories_config(&dir.join("run"), "").replace("lr = 2e-3", "lrr = 2e-3")).unwrap();
+    let e = fails(dir, &["train", "typo.toml"], 1);
+    assert!(e.contains("typo.toml") && e.contains("lrr"), "{e}");
+    let e = fails(dir, &["export", "run", "--format", "zip", "--out", "x"], 2);
+    assert!(e.contains("zip") && e.contains("hf") && e.contains("gguf"), "the flag's words are listed: {e}");
+    let e = fails(dir, &["verify-export", "nowhere", "missing.gguf"], 1);
+    assert!(e.contains("nowhere"), "{e}");
+    assert!(!dir.join("run").exists(), "a failed command left a run directory");
+}
