@@ -246,10 +246,10 @@ pub fn export_gguf(model: &CausalLm, src: &Path, out: &Path, hp: HighPrecision, 
     let linears: BTreeMap<String, &qat_quant::QLinear> = model.linears().into_iter().collect();
     let mut reports = Vec::new();
     let mut n_params = 0u64;
-    for (hf, shape, values) in model.hf_tensors() {
+    for qat_model::HfTensor { name: hf, path, shape, data: values } in model.hf_tensors() {
         let gname = gguf_name(mt, &hf).ok_or_else(|| ExportError::Unsupported(format!("tensor {hf} has no GGUF name")))?;
         let heads = permute_heads(mt, &hf, cfg.num_attention_heads, cfg.num_key_value_heads);
-        let module = hf.strip_suffix(".weight").map(|s| s.strip_prefix("model.").unwrap_or(s));
+        let module = path.strip_suffix(".weight");
         let quantized = module.and_then(|m| linears.get(m)).and_then(|l| l.quantized_weight());
         let (ty, bytes, fallback) = match quantized {
             Some(qw) => {

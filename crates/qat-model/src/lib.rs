@@ -11,13 +11,14 @@ pub mod config;
 pub mod fused;
 pub mod generate;
 pub mod hub;
+pub mod params;
 pub mod save;
 pub mod transformer;
 
 pub use calibrate::{CalibrationBatch, ModuleLoss, gptq_model};
 pub use checkpoint::Checkpoint;
 pub use config::{Arch, ModelConfig, QkNorm};
-pub use save::SaveDtype;
+pub use save::{HfTensor, SaveDtype};
 pub use transformer::{AttentionBatch, CausalLm, KvCache};
 
 use std::path::Path;

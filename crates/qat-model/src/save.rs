@@ -4,7 +4,6 @@
 
 use std::path::Path;
 
-use burn::tensor::Tensor;
 use half::bf16;
 
 use crate::{CausalLm, ModelError};
@@ -22,49 +21,25 @@ pub enum SaveDtype {
 /// Tokenizer and generation files copied from the source checkpoint when present.
 pub const AUX_FILES: &[&str] = &["tokenizer.json", "tokenizer_config.json", "generation_config.json", "chat_template.jinja", "special_tokens_map.json"];
 
-fn to_vec1(t: Tensor<1>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 data")
-}
-
-fn to_vec2(t: Tensor<2>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 data")
+/// One tensor of a Hugging Face checkpoint of the model.
+pub struct HfTensor {
+    /// The checkpoint's name (`model.layers.3.self_attn.q_proj.weight`).
+    pub name: String,
+    /// The parameter's module path in the model (`layers.3.self_attn.q_proj.weight`).
+    pub path: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
 }
 
 impl CausalLm {
-    /// Every checkpoint tensor as f32, in [`CausalLm::hf_tensor_names`] order; quantized
-    /// linears give their fake-quantized weight.
-    pub fn hf_tensors(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-        let cfg = &self.config;
-        let mut out = Vec::new();
-        let linears: std::collections::HashMap<String, &qat_quant::QLinear> = self.linears().into_iter().collect();
-        for (name, shape) in Self::hf_tensor_names(cfg) {
-            let stem = name.strip_suffix(".weight").or_else(|| name.strip_suffix(".bias")).unwrap_or(&name);
-            let module = stem.strip_prefix("model.").unwrap_or(stem);
-            let data = if let Some(l) = linears.get(module) {
-                if name.ends_with(".bias") { to_vec1(l.bias.as_ref().expect("bias listed by hf_tensor_names").val()) } else { to_vec2(l.effective_weight()) }
-            } else {
-                match name.as_str() {
-                    "model.norm.weight" => to_vec1(self.norm.weight.val()),
-                    "lm_head.weight" => continue, // tied: no tensor
-                    _ => to_vec1(self.norm_by_name(module).unwrap_or_else(|| panic!("{name} is a norm of the model")).weight.val()),
-                }
-            };
-            out.push((name, shape, data));
-        }
-        out
-    }
-
-    fn norm_by_name(&self, module: &str) -> Option<&crate::transformer::RmsNorm> {
-        let rest = module.strip_prefix("layers.")?;
-        let (i, sub) = rest.split_once('.')?;
-        let l = self.layers.get(i.parse::<usize>().ok()?)?;
-        match sub {
-            "input_layernorm" => Some(&l.input_layernorm),
-            "post_attention_layernorm" => Some(&l.post_attention_layernorm),
-            "self_attn.q_norm" | "self_attn.query_layernorm" => l.self_attn.q_norm.as_ref(),
-            "self_attn.k_norm" | "self_attn.key_layernorm" => l.self_attn.k_norm.as_ref(),
-            _ => None,
-        }
+    /// Every checkpoint tensor as f32, in checkpoint order; quantized linears give their
+    /// fake-quantized weight ([`CausalLm::materialize_quant`]). A tied `lm_head` has no tensor.
+    pub fn hf_tensors(&self) -> Vec<HfTensor> {
+        let plain = self.clone().materialize_quant();
+        crate::params::parameters(&plain)
+            .into_iter()
+            .map(|(path, shape, data)| HfTensor { name: Self::hf_name(&self.config, &path), path, shape, data })
+            .collect()
     }
 
     /// Writes the model as a checkpoint directory `out` (which must not exist), copying
@@ -99,12 +74,12 @@ impl CausalLm {
         let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = self
             .hf_tensors()
             .into_iter()
-            .map(|(n, s, v)| {
+            .map(|t| {
                 let bytes = match dtype {
-                    SaveDtype::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                    SaveDtype::Bf16 => v.iter().flat_map(|x| bf16::from_f32(*x).to_le_bytes()).collect(),
+                    SaveDtype::F32 => t.data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                    SaveDtype::Bf16 => t.data.iter().flat_map(|x| bf16::from_f32(*x).to_le_bytes()).collect(),
                 };
-                (n, s, bytes)
+                (t.name, t.shape, bytes)
             })
             .collect();
         let st_dtype = match dtype {

@@ -317,30 +317,20 @@ impl DecoderLayer {
     /// The block's linear layers by module path within the block, in checkpoint order.
     pub fn linears(&self) -> [(&'static str, &QLinear); 7] {
         let (a, m) = (&self.self_attn, &self.mlp);
-        [
-            ("self_attn.q_proj", &a.q_proj),
-            ("self_attn.k_proj", &a.k_proj),
-            ("self_attn.v_proj", &a.v_proj),
-            ("self_attn.o_proj", &a.o_proj),
-            ("mlp.gate_proj", &m.gate_proj),
-            ("mlp.up_proj", &m.up_proj),
-            ("mlp.down_proj", &m.down_proj),
-        ]
+        let layers = [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj, &m.gate_proj, &m.up_proj, &m.down_proj];
+        std::array::from_fn(|i| (Self::LINEARS[i], layers[i]))
     }
 
     /// [`Self::linears`], mutable.
     fn linears_mut(&mut self) -> [(&'static str, &mut QLinear); 7] {
         let (a, m) = (&mut self.self_attn, &mut self.mlp);
-        [
-            ("self_attn.q_proj", &mut a.q_proj),
-            ("self_attn.k_proj", &mut a.k_proj),
-            ("self_attn.v_proj", &mut a.v_proj),
-            ("self_attn.o_proj", &mut a.o_proj),
-            ("mlp.gate_proj", &mut m.gate_proj),
-            ("mlp.up_proj", &mut m.up_proj),
-            ("mlp.down_proj", &mut m.down_proj),
-        ]
+        let layers = [&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.o_proj, &mut m.gate_proj, &mut m.up_proj, &mut m.down_proj];
+        let mut names = Self::LINEARS.into_iter();
+        layers.map(|l| (names.next().expect("seven names"), l))
     }
+
+    /// Module paths of [`Self::linears`] (the field names).
+    const LINEARS: [&'static str; 7] = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"];
 
     /// The block's learnable quantizer scales by parameter id ([`QLinear::scale_param`]).
     pub fn scale_params(&self) -> HashMap<ParamId, QuantSpec> {
@@ -378,105 +368,89 @@ pub struct CausalLm {
 }
 
 impl CausalLm {
-    /// Every checkpoint tensor of this architecture with its shape, in a fixed order.
-    pub fn hf_tensor_names(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
-        let (h, hd) = (cfg.hidden_size, cfg.head_dim);
-        let (q, kv) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
-        let mut v = vec![("model.embed_tokens.weight".to_string(), vec![cfg.vocab_size, h])];
-        for i in 0..cfg.num_hidden_layers {
-            let p = format!("model.layers.{i}");
-            v.push((format!("{p}.input_layernorm.weight"), vec![h]));
-            for (name, out) in [("q_proj", q), ("k_proj", kv), ("v_proj", kv)] {
-                v.push((format!("{p}.self_attn.{name}.weight"), vec![out, h]));
-                if cfg.qkv_bias {
-                    v.push((format!("{p}.self_attn.{name}.bias"), vec![out]));
-                }
-            }
-            v.push((format!("{p}.self_attn.o_proj.weight"), vec![h, q]));
-            if cfg.o_bias {
-                v.push((format!("{p}.self_attn.o_proj.bias"), vec![h]));
-            }
-            if let Some((qn, kn)) = qk_norm_names(cfg.qk_norm) {
-                v.push((format!("{p}.self_attn.{qn}.weight"), vec![hd]));
-                v.push((format!("{p}.self_attn.{kn}.weight"), vec![hd]));
-            }
-            v.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
-            v.push((format!("{p}.mlp.gate_proj.weight"), vec![cfg.intermediate_size, h]));
-            v.push((format!("{p}.mlp.up_proj.weight"), vec![cfg.intermediate_size, h]));
-            v.push((format!("{p}.mlp.down_proj.weight"), vec![h, cfg.intermediate_size]));
+    /// The checkpoint name of the parameter at module path `path` (`layers.3.self_attn.q_proj.weight`):
+    /// `model.` in front, except for `lm_head`, and Hunyuan's names for the q/k norms. Module
+    /// paths are the field names of these structs; this is the only place the two differ, and
+    /// both loading ([`Self::build`]) and saving ([`Self::hf_tensors`]) go through it.
+    pub fn hf_name(cfg: &ModelConfig, path: &str) -> String {
+        if path.starts_with("lm_head.") {
+            return path.to_string();
         }
-        v.push(("model.norm.weight".to_string(), vec![h]));
-        v.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, h]));
-        v
+        // Hunyuan, whose q/k norms follow RoPE, calls them `query_layernorm` / `key_layernorm`.
+        match cfg.qk_norm {
+            QkNorm::AfterRope => format!("model.{}", path.replace(".self_attn.q_norm.", ".self_attn.query_layernorm.").replace(".self_attn.k_norm.", ".self_attn.key_layernorm.")),
+            _ => format!("model.{path}"),
+        }
+    }
+
+    /// Builds the model for `cfg`, asking `src` for every tensor by module path with the shape
+    /// the architecture gives it, in checkpoint order. The one place that lists a model's
+    /// tensors: [`Self::hf_tensor_names`] records what it asks for, and
+    /// [`Self::from_checkpoint`] answers from the checkpoint.
+    fn build(cfg: &ModelConfig, src: &mut impl TensorSource) -> Self {
+        let (h, hd, eps) = (cfg.hidden_size, cfg.head_dim, cfg.rms_norm_eps);
+        let (q, kv, ff) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd, cfg.intermediate_size);
+        let embed_tokens = QLinear::new(src.tensor("embed_tokens.weight", [cfg.vocab_size, h]), None);
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let p = format!("layers.{i}");
+            let mut linear = |name: &str, [out, inp]: [usize; 2], bias: bool| {
+                let w = src.tensor(&format!("{p}.{name}.weight"), [out, inp]);
+                QLinear::new(w, bias.then(|| src.tensor(&format!("{p}.{name}.bias"), [out])))
+            };
+            let input_layernorm = RmsNorm::new(src.tensor(&format!("{p}.input_layernorm.weight"), [h]), eps);
+            let q_proj = linear("self_attn.q_proj", [q, h], cfg.qkv_bias);
+            let k_proj = linear("self_attn.k_proj", [kv, h], cfg.qkv_bias);
+            let v_proj = linear("self_attn.v_proj", [kv, h], cfg.qkv_bias);
+            let o_proj = linear("self_attn.o_proj", [h, q], cfg.o_bias);
+            let qk_norm = cfg.qk_norm != QkNorm::None;
+            let q_norm = qk_norm.then(|| RmsNorm::new(src.tensor(&format!("{p}.self_attn.q_norm.weight"), [hd]), eps));
+            let k_norm = qk_norm.then(|| RmsNorm::new(src.tensor(&format!("{p}.self_attn.k_norm.weight"), [hd]), eps));
+            let post_attention_layernorm = RmsNorm::new(src.tensor(&format!("{p}.post_attention_layernorm.weight"), [h]), eps);
+            let mut linear = |name: &str, [out, inp]: [usize; 2]| QLinear::new(src.tensor(&format!("{p}.{name}.weight"), [out, inp]), None);
+            let mlp = Mlp { gate_proj: linear("mlp.gate_proj", [ff, h]), up_proj: linear("mlp.up_proj", [ff, h]), down_proj: linear("mlp.down_proj", [h, ff]) };
+            let self_attn = Attention {
+                q_proj,
+                k_proj,
+                v_proj,
+                o_proj,
+                q_norm,
+                k_norm,
+                shape: (cfg.num_attention_heads, cfg.num_key_value_heads, hd),
+                norm_after_rope: cfg.qk_norm == QkNorm::AfterRope,
+                compute: None,
+            };
+            layers.push(DecoderLayer { input_layernorm, self_attn, post_attention_layernorm, mlp });
+        }
+        let norm = RmsNorm::new(src.tensor("norm.weight", [h]), eps);
+        let lm_head = (!cfg.tie_word_embeddings).then(|| QLinear::new(src.tensor("lm_head.weight", [cfg.vocab_size, h]), None));
+        CausalLm { embed_tokens, layers, norm, lm_head, config: cfg.clone(), rope: Rope::new(cfg), compute: None }
+    }
+
+    /// Every checkpoint tensor of this architecture with its shape, in checkpoint order (what
+    /// [`Self::build`] asks for; no tied `lm_head`).
+    pub fn hf_tensor_names(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+        let mut names = Names { cfg, names: Vec::new() };
+        Self::build(cfg, &mut names);
+        names.names
     }
 
     /// Loads the model from a checkpoint onto `device` (f32).
     pub fn from_checkpoint(ckpt: &Checkpoint, device: &Device) -> Result<Self, ModelError> {
         let cfg = &ckpt.config;
-        let mut names = Self::hf_tensor_names(cfg);
+        let mut expected = Self::hf_tensor_names(cfg);
         // Tied checkpoints have no lm_head; some untied-by-default configs still ship one equal
-        // to the embeddings, which we then accept and ignore only when tied.
+        // to the embeddings, which we then accept and ignore.
         let mut optional = BTreeSet::new();
         if cfg.tie_word_embeddings {
+            expected.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, cfg.hidden_size]));
             optional.insert("lm_head.weight".to_string());
         }
-        let mut tensors = ckpt.read_all(&names, &optional)?;
-        if cfg.tie_word_embeddings {
-            names.retain(|(n, _)| n != "lm_head.weight");
-            tensors.remove("lm_head.weight");
-        }
-        let shapes: BTreeMap<String, Vec<usize>> = names.into_iter().collect();
-        let model = Self::from_tensors(cfg.clone(), tensors, &shapes, device);
+        let mut tensors = ckpt.read_all(&expected, &optional)?;
+        let model = Self::build(cfg, &mut Loaded { cfg, tensors: &mut tensors, device });
         // Parameters are created requiring gradients, which on a plain device would still make
         // every forward record an autodiff graph that nothing frees: keep plain devices plain.
         Ok(if device.is_autodiff() { model } else { model.valid() })
-    }
-
-    /// Builds the model from f32 tensors keyed by checkpoint name (all present, shapes checked).
-    fn from_tensors(cfg: ModelConfig, mut tensors: BTreeMap<String, Vec<f32>>, shapes: &BTreeMap<String, Vec<usize>>, device: &Device) -> Self {
-        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
-        let mut take = Taker { tensors: &mut tensors, shapes, device };
-        for i in 0..cfg.num_hidden_layers {
-            let p = format!("model.layers.{i}");
-            let mut lin = |name: &str, bias: bool| {
-                let w = take.t2(&format!("{p}.{name}.weight"));
-                let b = bias.then(|| take.t1(&format!("{p}.{name}.bias")));
-                QLinear::new(w, b)
-            };
-            let q_proj = lin("self_attn.q_proj", cfg.qkv_bias);
-            let k_proj = lin("self_attn.k_proj", cfg.qkv_bias);
-            let v_proj = lin("self_attn.v_proj", cfg.qkv_bias);
-            let o_proj = lin("self_attn.o_proj", cfg.o_bias);
-            let mlp = Mlp { gate_proj: lin("mlp.gate_proj", false), up_proj: lin("mlp.up_proj", false), down_proj: lin("mlp.down_proj", false) };
-            let (q_norm, k_norm) = match qk_norm_names(cfg.qk_norm) {
-                Some((qn, kn)) => (
-                    Some(RmsNorm::new(take.t1(&format!("{p}.self_attn.{qn}.weight")), cfg.rms_norm_eps)),
-                    Some(RmsNorm::new(take.t1(&format!("{p}.self_attn.{kn}.weight")), cfg.rms_norm_eps)),
-                ),
-                None => (None, None),
-            };
-            layers.push(DecoderLayer {
-                input_layernorm: RmsNorm::new(take.t1(&format!("{p}.input_layernorm.weight")), cfg.rms_norm_eps),
-                self_attn: Attention {
-                    q_proj,
-                    k_proj,
-                    v_proj,
-                    o_proj,
-                    q_norm,
-                    k_norm,
-                    shape: (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim),
-                    norm_after_rope: cfg.qk_norm == QkNorm::AfterRope,
-                    compute: None,
-                },
-                post_attention_layernorm: RmsNorm::new(take.t1(&format!("{p}.post_attention_layernorm.weight")), cfg.rms_norm_eps),
-                mlp,
-            });
-        }
-        let embed_tokens = QLinear::new(take.t2("model.embed_tokens.weight"), None);
-        let norm = RmsNorm::new(take.t1("model.norm.weight"), cfg.rms_norm_eps);
-        let lm_head = (!cfg.tie_word_embeddings).then(|| QLinear::new(take.t2("lm_head.weight"), None));
-        let rope = Rope::new(&cfg);
-        CausalLm { embed_tokens, layers, norm, lm_head, config: cfg, rope, compute: None }
     }
 
     /// Token embeddings, the input of the first block.
@@ -661,31 +635,36 @@ fn replace_with(slot: &mut QLinear, f: impl FnOnce(QLinear) -> QLinear) {
     *slot = f(old);
 }
 
-fn qk_norm_names(n: QkNorm) -> Option<(&'static str, &'static str)> {
-    match n {
-        QkNorm::None => None,
-        QkNorm::BeforeRope => Some(("q_norm", "k_norm")),
-        QkNorm::AfterRope => Some(("query_layernorm", "key_layernorm")),
+/// What [`CausalLm::build`] asks for a tensor: by module path, with its shape.
+trait TensorSource {
+    fn tensor<const D: usize>(&mut self, path: &str, shape: [usize; D]) -> Tensor<D>;
+}
+
+/// Records the checkpoint names and shapes (and answers with empty tensors).
+struct Names<'a> {
+    cfg: &'a ModelConfig,
+    names: Vec<(String, Vec<usize>)>,
+}
+
+impl TensorSource for Names<'_> {
+    fn tensor<const D: usize>(&mut self, path: &str, shape: [usize; D]) -> Tensor<D> {
+        self.names.push((CausalLm::hf_name(self.cfg, path), shape.to_vec()));
+        Tensor::empty([0; D], &Device::flex())
     }
 }
 
-/// Moves checked tensors out of the loaded map into device tensors.
-struct Taker<'a> {
+/// Moves the tensors [`Checkpoint::read_all`] checked (present, shaped as asked) onto the device.
+struct Loaded<'a> {
+    cfg: &'a ModelConfig,
     tensors: &'a mut BTreeMap<String, Vec<f32>>,
-    shapes: &'a BTreeMap<String, Vec<usize>>,
     device: &'a Device,
 }
 
-impl Taker<'_> {
-    fn data(&mut self, name: &str) -> TensorData {
-        let data = self.tensors.remove(name).unwrap_or_else(|| panic!("`{name}` was checked present by read_all"));
-        TensorData::new(data, self.shapes[name].clone())
-    }
-    fn t1(&mut self, name: &str) -> Tensor<1> {
-        Tensor::from_data(self.data(name), self.device)
-    }
-    fn t2(&mut self, name: &str) -> Tensor<2> {
-        Tensor::from_data(self.data(name), self.device)
+impl TensorSource for Loaded<'_> {
+    fn tensor<const D: usize>(&mut self, path: &str, shape: [usize; D]) -> Tensor<D> {
+        let name = CausalLm::hf_name(self.cfg, path);
+        let data = self.tensors.remove(&name).unwrap_or_else(|| panic!("`{name}` was checked present by read_all"));
+        Tensor::from_data(TensorData::new(data, shape.to_vec()), self.device)
     }
 }
 

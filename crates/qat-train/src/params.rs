@@ -6,38 +6,15 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::TrainError;
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Tensor, TensorData};
 
 /// Tensors by parameter path: shape and f32 values.
 pub type Named = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
-/// Path of each parameter as Burn's module traversal names it.
-struct Collect {
-    path: Vec<String>,
-    out: Named,
-}
-
-impl ModuleVisitor for Collect {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let t = param.val();
-        let shape = t.dims().to_vec();
-        let data = t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 parameter");
-        self.out.insert(self.path.join("."), (shape, data));
-    }
-}
-
-/// Every float parameter of `module` by path.
+/// Every float parameter of `module` by path ([`qat_model::params::parameters`]).
 pub fn collect<M: Module>(module: &M) -> Named {
-    let mut c = Collect { path: Vec::new(), out: BTreeMap::new() };
-    module.visit(&mut c);
-    c.out
+    qat_model::params::parameters(module).into_iter().map(|(path, shape, data)| (path, (shape, data))).collect()
 }
 
 struct Load<'a> {
