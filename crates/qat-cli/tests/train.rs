@@ -36,7 +36,7 @@ fn scale_rounding_in_training_keeps_scales_exportable() {
     // The starting scales, rounded the same way: training moved most of them.
     let cfg = RunConfig::load(&tmp.path().join("a/config.toml"), &[]).unwrap();
     let start = qat_model::CausalLm::from_checkpoint(&qat_model::Checkpoint::open(&cfg.model.path).unwrap(), &device).unwrap();
-    let (start, _) = start.quantize(&cfg.quant).unwrap();
+    let (start, _) = start.prepare_qat(&cfg.quant).unwrap();
     let (start, _) = qat_export::round_scales(start, qat_export::HfDtype::Bf16).unwrap();
     let moved = scales(&start).iter().zip(&after).filter(|(a, b)| a != b).count();
     assert!(moved * 2 > after.len(), "only {moved} of {} scales moved", after.len());

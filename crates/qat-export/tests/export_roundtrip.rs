@@ -41,7 +41,7 @@ fn every_type_round_trips_through_hf_and_gguf() {
         let mut policy = Policy::default();
         policy.set(&Overrides { scheme: Some(scheme), bits: Some(bits), ..Default::default() });
         let model = CausalLm::from_checkpoint(&Checkpoint::open(&src).unwrap(), &device).unwrap();
-        let (model, _) = model.quantize(&policy).unwrap();
+        let (model, _) = model.prepare_qat(&policy).unwrap();
         let (model, report) = qat_export::round_scales(model, dtype).unwrap();
         assert!(report.max_relative_change < 0.02, "{report:?}");
         let name = format!("{scheme:?}{bits}");
@@ -92,7 +92,7 @@ fn q2_k_format_with_quantized_embeddings_exports_exactly() {
     )
     .unwrap();
     let model = CausalLm::from_checkpoint(&Checkpoint::open(&src).unwrap(), &Device::flex()).unwrap();
-    let (model, table) = model.quantize(&policy).unwrap();
+    let (model, table) = model.prepare_qat(&policy).unwrap();
     assert_eq!(table.n_quantized(), 211, "{table}");
     let (model, _) = qat_export::round_scales(model, HfDtype::Bf16).unwrap();
     let (hf, out) = (tmp.path().join("hf"), tmp.path().join("q2k.gguf"));
@@ -122,7 +122,7 @@ fn asymmetric_k_quant_formats_export_exactly() {
     for (format, down) in [("q4_k", "Q4_K"), ("q2_k_asym", "Q2_K")] {
         let policy: Policy = toml::from_str(&format!("format = \"{format}\"\ninit = \"mse\"")).unwrap();
         let model = CausalLm::from_checkpoint(&Checkpoint::open(&src).unwrap(), &Device::flex()).unwrap();
-        let (model, table) = model.quantize(&policy).unwrap();
+        let (model, table) = model.prepare_qat(&policy).unwrap();
         assert_eq!(table.n_quantized(), 210, "{table}");
         let (model, _) = qat_export::round_scales(model, HfDtype::F32).unwrap();
         let (hf, out) = (tmp.path().join(format!("hf-{format}")), tmp.path().join(format!("{format}.gguf")));
@@ -154,7 +154,7 @@ fn q4_1_requantization_reproduces_llama_cpp_blocks() {
     qat_gguf::import::import_gguf(&gguf, &src).unwrap();
     let policy: Policy = toml::from_str("format = \"q4_1\"\n[[rules]]\nmatch = \"embed_tokens\"\nscheme = \"int\"\nformat = \"q8_0\"").unwrap();
     let model = CausalLm::from_checkpoint(&Checkpoint::open(&src).unwrap(), &Device::flex()).unwrap();
-    let (model, _) = model.quantize(&policy).unwrap();
+    let (model, _) = model.prepare_qat(&policy).unwrap();
     let (model, _) = qat_export::round_scales(model, HfDtype::F32).unwrap();
     let out = tmp.path().join("requant.gguf");
     qat_export::export_gguf(&model, &src, &out, HighPrecision::F32, HfDtype::F32, "requant").unwrap();

@@ -22,7 +22,7 @@ fn export(src: &Path, tmp: &Path, scheme: SchemeChoice, bits: u32) -> (CausalLm,
     let mut policy = Policy::default();
     policy.set(&Overrides { scheme: Some(scheme), bits: Some(bits), ..Default::default() });
     let model = CausalLm::from_checkpoint(&Checkpoint::open(src).unwrap(), &Device::flex()).unwrap();
-    let (model, _) = model.quantize(&policy).unwrap();
+    let (model, _) = model.prepare_qat(&policy).unwrap();
     let (model, _) = qat_export::round_scales(model, HfDtype::F32).unwrap();
     let (hf, gguf) = (tmp.join("hf"), tmp.join("model.gguf"));
     qat_export::export_hf(&model, src, &hf, HfDtype::F32, &serde_json::json!({})).unwrap();

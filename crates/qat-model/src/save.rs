@@ -33,9 +33,9 @@ pub struct HfTensor {
 
 impl CausalLm {
     /// Every checkpoint tensor as f32, in checkpoint order; quantized linears give their
-    /// fake-quantized weight ([`CausalLm::materialize_quant`]). A tied `lm_head` has no tensor.
+    /// fake-quantized weight ([`CausalLm::convert_qat`]). A tied `lm_head` has no tensor.
     pub fn hf_tensors(&self) -> Vec<HfTensor> {
-        let plain = self.clone().materialize_quant();
+        let plain = self.clone().convert_qat();
         crate::params::parameters(&plain)
             .into_iter()
             .map(|(path, shape, data)| HfTensor { name: Self::hf_name(&self.config, &path), path, shape, data })

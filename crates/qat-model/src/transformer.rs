@@ -570,9 +570,9 @@ impl CausalLm {
         policy.resolve(&modules, self.config.n_params())
     }
 
-    /// Attaches fake quantizers as `policy` says (scales initialised from the weights) and
-    /// returns the resolved per-module table.
-    pub fn quantize(self, policy: &qat_quant::Policy) -> Result<(Self, qat_quant::PolicyTable), QuantError> {
+    /// QAT's first step (torchao's "prepare"): attaches fake quantizers as `policy` says (scales
+    /// initialised from the weights) and returns the resolved per-module table.
+    pub fn prepare_qat(self, policy: &qat_quant::Policy) -> Result<(Self, qat_quant::PolicyTable), QuantError> {
         let table = self.policy_table(policy)?;
         let mut specs = table.rows.iter().map(|r| r.2);
         let model = self.map_linears(|_, l| match specs.next().flatten() {
@@ -603,9 +603,10 @@ impl CausalLm {
         }
     }
 
-    /// Replaces every fake-quantized weight by its quantized value and drops the quantizers:
-    /// the same outputs, without recomputing the quantization on every forward (evaluation).
-    pub fn materialize_quant(self) -> Self {
+    /// QAT's last step (torchao's "convert"): replaces every fake-quantized weight by its
+    /// quantized value and drops the quantizers: the same outputs, without recomputing the
+    /// quantization on every forward (evaluation, saving).
+    pub fn convert_qat(self) -> Self {
         let plain = !self.embed_tokens.weight.val().device().is_autodiff();
         let model = self.map_linears(|_, l| match l.quant {
             Some(_) => {

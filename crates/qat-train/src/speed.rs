@@ -154,7 +154,7 @@ pub fn bench(
             let ad = device.clone().autodiff();
             let mut model = CausalLm::from_checkpoint(&ckpt, &ad)?.with_compute_dtype(compute);
             if mode != BenchMode::Plain {
-                model = model.quantize(policy)?.0;
+                model = model.prepare_qat(policy)?.0;
             }
             let teacher = match mode {
                 BenchMode::Kd => Some(CausalLm::from_checkpoint(&ckpt, device)?.with_compute_dtype(compute)),

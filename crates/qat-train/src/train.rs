@@ -264,7 +264,7 @@ fn calibrate(
     let started = Instant::now();
     let batches = first_rows(mixer, &[cal.rows], cfg.micro_batch_size(), device)?.remove(0);
     let plain = CausalLm::from_checkpoint(ckpt, device)?;
-    let (plain, _) = plain.quantize(&cfg.quant)?;
+    let (plain, _) = plain.prepare_qat(&cfg.quant)?;
     eprintln!("calibration: GPTQ on {} rows of {} tokens", cal.rows, cfg.data.seq_len);
     let (plain, losses) = qat_model::gptq_model(plain, &batches, &cal.gptq_options(), cfg.quant.round_scales, |i, n| eprintln!("  block {i}/{n}"))?;
     let report = serde_json::json!({
@@ -289,7 +289,7 @@ fn finish_stage(
     eval: impl Fn(&CausalLm) -> Result<serde_json::Value, TrainError>,
 ) -> Result<(), TrainError> {
     if more_follows {
-        report["eval"] = eval(&model.valid().materialize_quant())?;
+        report["eval"] = eval(&model.valid().convert_qat())?;
     }
     let path = run_dir.join(format!("{name}.json"));
     std::fs::write(&path, serde_json::to_string_pretty(&report).expect("JSON")).map_err(|e| TrainError::file(&path, e))
@@ -377,7 +377,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<Trained, TrainError> 
     let policy_table;
     let mut model = {
         let m = CausalLm::from_checkpoint(&ckpt, &ad_device)?;
-        let (m, table) = m.quantize(&cfg.quant)?;
+        let (m, table) = m.prepare_qat(&cfg.quant)?;
         policy_table = table;
         let m = match cfg.quant.round_scales {
             Some(dtype) => m.round_scales(dtype)?.0,
@@ -457,7 +457,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<Trained, TrainError> 
             Some(t) => evaluate(t, &tok, &mixer, cfg)?,
             None => evaluate(&CausalLm::from_checkpoint(&ckpt, &device)?, &tok, &mixer, cfg)?,
         };
-        state.first_eval = evaluate(&model.valid().materialize_quant(), &tok, &mixer, cfg)?;
+        state.first_eval = evaluate(&model.valid().convert_qat(), &tok, &mixer, cfg)?;
         metrics.write(&Record::EvalFp(Evaluation { step: 0, tokens: 0, eval: state.fp_eval.clone() }))?;
         metrics.write(&Record::Eval(Evaluation { step: 0, tokens: 0, eval: state.first_eval.clone() }))?;
     }
@@ -546,7 +546,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<Trained, TrainError> 
         }
         let last = state.step == total;
         if cfg.eval.every > 0 && state.step.is_multiple_of(cfg.eval.every) && !last {
-            let ev = evaluate(&model.valid().materialize_quant(), &tok, &mixer, cfg)?;
+            let ev = evaluate(&model.valid().convert_qat(), &tok, &mixer, cfg)?;
             metrics.write(&Record::Eval(Evaluation { step: state.step, tokens: mixer.state.total_tokens, eval: ev }))?;
         }
         let interrupted = crate::interrupt::requested();
@@ -572,7 +572,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<Trained, TrainError> 
     }
 
     // ---- report ------------------------------------------------------------------------
-    let final_eval = evaluate(&model.valid().materialize_quant(), &tok, &mixer, cfg)?;
+    let final_eval = evaluate(&model.valid().convert_qat(), &tok, &mixer, cfg)?;
     metrics.write(&Record::Eval(Evaluation { step: state.step, tokens: mixer.state.total_tokens, eval: final_eval.clone() }))?;
     let final_model = run_dir.join("final");
     // A final model of an earlier attempt of this run is stale.
@@ -660,7 +660,7 @@ pub fn load_trained(source: &Path, device: &Device) -> Result<(CausalLm, RunConf
     let cfg_path = params_file.parent().expect("a file has a parent").join("config.toml");
     let cfg = RunConfig::load(&cfg_path, &[])?;
     let ckpt = Checkpoint::open(&cfg.model.path)?;
-    let (model, _) = CausalLm::from_checkpoint(&ckpt, device)?.quantize(&cfg.quant)?;
+    let (model, _) = CausalLm::from_checkpoint(&ckpt, device)?.prepare_qat(&cfg.quant)?;
     let model = params::load(model, &params::read_safetensors(&params_file)?)?;
     // For evaluation and export: no parameter may record autodiff graphs.
     Ok((model.valid(), cfg))

@@ -79,7 +79,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         (super::load_model(&a.model, &device)?, a.model.clone())
     } else {
         let (m, cfg) = qat_train::train::load_trained(&a.model, &device)?;
-        (m.materialize_quant(), cfg.model.path)
+        (m.convert_qat(), cfg.model.path)
     };
     let tok = Tokenizer::from_dir(&tok_dir)?;
     anyhow::ensure!(a.window >= 2 && a.stride >= 1 && a.stride <= a.window, "need window >= 2 and 1 <= stride <= window");

@@ -46,7 +46,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         Some(scheme) => {
             let mut policy = Policy::default();
             policy.set(&Overrides { scheme: Some(scheme), bits: a.bits, ..Default::default() });
-            let (m, _) = super::load_model(&a.source, &device)?.quantize(&policy)?;
+            let (m, _) = super::load_model(&a.source, &device)?.prepare_qat(&policy)?;
             (m, a.source.clone(), "rtn")
         }
         None => {

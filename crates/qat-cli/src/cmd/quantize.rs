@@ -66,7 +66,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     policy.set(&Overrides { scheme: a.scheme, bits: a.bits, granularity: a.granularity, group_size: a.group_size, init: a.init, ..Default::default() });
     let dtype = a.dtype;
     let model = super::load_model(&a.model, &device)?;
-    let (model, table) = model.quantize(&policy)?;
+    let (model, table) = model.prepare_qat(&policy)?;
     print!("{table}");
     let mut calibration = serde_json::Value::Null;
     let model = match (a.method, &a.data) {
