@@ -1,8 +1,5 @@
 //! The `qat` binary with config and sweep files named without a directory.
 
-
-use std::path::Path;
-
 use qat_train::sweep::SweepConfig;
 
 /// Config and sweep files named without a directory (`qat train run.toml` in its own folder):

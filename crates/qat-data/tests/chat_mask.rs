@@ -2,7 +2,6 @@
 //! (`qat-testing`'s `fixtures/smollm2_tokenizer_config.json`, from the model's GGUF) and its upstream
 //! tokenizer.json, checked against the rendered text and then through the data pipeline.
 
-
 use qat_tokenizer::{Message, Tokenizer};
 
 fn smollm2_tokenizer(shared: &std::path::Path) -> (tempfile::TempDir, Tokenizer) {

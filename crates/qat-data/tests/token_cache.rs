@@ -1,7 +1,6 @@
 //! The token cache: a cached source reads back exactly what tokenizing gives, is reused while
 //! nothing changes, is rebuilt when the source or the tokenizer changes or the entry is damaged.
 
-
 use std::path::Path;
 
 use qat_data::{SourceConfig, TokenizedSource, tokenize_source};

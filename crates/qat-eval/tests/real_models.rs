@@ -1,6 +1,5 @@
 //! Checks against real pretrained models and references produced outside this project.
 
-
 use std::path::Path;
 
 use burn::tensor::Device;

@@ -2,7 +2,6 @@
 //! read back → identical values, for every exported type (Q2_K, TQ2_0, Q4_0, Q4_1, Q5_0, Q5_1,
 //! Q8_0, BF16, F32).
 
-
 use burn::tensor::Device;
 use qat_export::{HfDtype, HighPrecision};
 use qat_model::{CausalLm, Checkpoint};

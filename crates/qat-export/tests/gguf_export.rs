@@ -3,7 +3,6 @@
 //! That llama.cpp runs these files like transformers is checked by scripts/check_gguf_archs.py
 //! (docs/export.md); here the written structure is pinned down.
 
-
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;

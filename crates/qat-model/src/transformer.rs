@@ -330,7 +330,8 @@ impl DecoderLayer {
     }
 
     /// Module paths of [`Self::linears`] (the field names).
-    const LINEARS: [&'static str; 7] = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"];
+    const LINEARS: [&'static str; 7] =
+        ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"];
 
     /// The block's learnable quantizer scales by parameter id ([`QLinear::scale_param`]).
     pub fn scale_params(&self) -> HashMap<ParamId, QuantSpec> {
@@ -378,7 +379,10 @@ impl CausalLm {
         }
         // Hunyuan, whose q/k norms follow RoPE, calls them `query_layernorm` / `key_layernorm`.
         match cfg.qk_norm {
-            QkNorm::AfterRope => format!("model.{}", path.replace(".self_attn.q_norm.", ".self_attn.query_layernorm.").replace(".self_attn.k_norm.", ".self_attn.key_layernorm.")),
+            QkNorm::AfterRope => format!(
+                "model.{}",
+                path.replace(".self_attn.q_norm.", ".self_attn.query_layernorm.").replace(".self_attn.k_norm.", ".self_attn.key_layernorm.")
+            ),
             _ => format!("model.{path}"),
         }
     }
@@ -390,25 +394,24 @@ impl CausalLm {
     fn build(cfg: &ModelConfig, src: &mut impl TensorSource) -> Self {
         let (h, hd, eps) = (cfg.hidden_size, cfg.head_dim, cfg.rms_norm_eps);
         let (q, kv, ff) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd, cfg.intermediate_size);
-        let embed_tokens = QLinear::new(src.tensor("embed_tokens.weight", [cfg.vocab_size, h]), None);
+        let embed_tokens = linear(src, "embed_tokens", [cfg.vocab_size, h], false);
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let p = format!("layers.{i}");
-            let mut linear = |name: &str, [out, inp]: [usize; 2], bias: bool| {
-                let w = src.tensor(&format!("{p}.{name}.weight"), [out, inp]);
-                QLinear::new(w, bias.then(|| src.tensor(&format!("{p}.{name}.bias"), [out])))
-            };
-            let input_layernorm = RmsNorm::new(src.tensor(&format!("{p}.input_layernorm.weight"), [h]), eps);
-            let q_proj = linear("self_attn.q_proj", [q, h], cfg.qkv_bias);
-            let k_proj = linear("self_attn.k_proj", [kv, h], cfg.qkv_bias);
-            let v_proj = linear("self_attn.v_proj", [kv, h], cfg.qkv_bias);
-            let o_proj = linear("self_attn.o_proj", [h, q], cfg.o_bias);
+            let input_layernorm = norm(src, &format!("{p}.input_layernorm"), h, eps);
+            let q_proj = linear(src, &format!("{p}.self_attn.q_proj"), [q, h], cfg.qkv_bias);
+            let k_proj = linear(src, &format!("{p}.self_attn.k_proj"), [kv, h], cfg.qkv_bias);
+            let v_proj = linear(src, &format!("{p}.self_attn.v_proj"), [kv, h], cfg.qkv_bias);
+            let o_proj = linear(src, &format!("{p}.self_attn.o_proj"), [h, q], cfg.o_bias);
             let qk_norm = cfg.qk_norm != QkNorm::None;
-            let q_norm = qk_norm.then(|| RmsNorm::new(src.tensor(&format!("{p}.self_attn.q_norm.weight"), [hd]), eps));
-            let k_norm = qk_norm.then(|| RmsNorm::new(src.tensor(&format!("{p}.self_attn.k_norm.weight"), [hd]), eps));
-            let post_attention_layernorm = RmsNorm::new(src.tensor(&format!("{p}.post_attention_layernorm.weight"), [h]), eps);
-            let mut linear = |name: &str, [out, inp]: [usize; 2]| QLinear::new(src.tensor(&format!("{p}.{name}.weight"), [out, inp]), None);
-            let mlp = Mlp { gate_proj: linear("mlp.gate_proj", [ff, h]), up_proj: linear("mlp.up_proj", [ff, h]), down_proj: linear("mlp.down_proj", [h, ff]) };
+            let q_norm = qk_norm.then(|| norm(src, &format!("{p}.self_attn.q_norm"), hd, eps));
+            let k_norm = qk_norm.then(|| norm(src, &format!("{p}.self_attn.k_norm"), hd, eps));
+            let post_attention_layernorm = norm(src, &format!("{p}.post_attention_layernorm"), h, eps);
+            let mlp = Mlp {
+                gate_proj: linear(src, &format!("{p}.mlp.gate_proj"), [ff, h], false),
+                up_proj: linear(src, &format!("{p}.mlp.up_proj"), [ff, h], false),
+                down_proj: linear(src, &format!("{p}.mlp.down_proj"), [h, ff], false),
+            };
             let self_attn = Attention {
                 q_proj,
                 k_proj,
@@ -422,9 +425,9 @@ impl CausalLm {
             };
             layers.push(DecoderLayer { input_layernorm, self_attn, post_attention_layernorm, mlp });
         }
-        let norm = RmsNorm::new(src.tensor("norm.weight", [h]), eps);
-        let lm_head = (!cfg.tie_word_embeddings).then(|| QLinear::new(src.tensor("lm_head.weight", [cfg.vocab_size, h]), None));
-        CausalLm { embed_tokens, layers, norm, lm_head, config: cfg.clone(), rope: Rope::new(cfg), compute: None }
+        let final_norm = norm(src, "norm", h, eps);
+        let lm_head = (!cfg.tie_word_embeddings).then(|| linear(src, "lm_head", [cfg.vocab_size, h], false));
+        CausalLm { embed_tokens, layers, norm: final_norm, lm_head, config: cfg.clone(), rope: Rope::new(cfg), compute: None }
     }
 
     /// Every checkpoint tensor of this architecture with its shape, in checkpoint order (what
@@ -639,6 +642,17 @@ fn replace_with(slot: &mut QLinear, f: impl FnOnce(QLinear) -> QLinear) {
 /// What [`CausalLm::build`] asks for a tensor: by module path, with its shape.
 trait TensorSource {
     fn tensor<const D: usize>(&mut self, path: &str, shape: [usize; D]) -> Tensor<D>;
+}
+
+/// The linear layer at module path `path` (`weight: [out, in]`, `bias: [out]`).
+fn linear(src: &mut impl TensorSource, path: &str, [out, inp]: [usize; 2], bias: bool) -> QLinear {
+    let weight = src.tensor(&format!("{path}.weight"), [out, inp]);
+    QLinear::new(weight, bias.then(|| src.tensor(&format!("{path}.bias"), [out])))
+}
+
+/// The RMSNorm at module path `path` (`weight: [dim]`).
+fn norm(src: &mut impl TensorSource, path: &str, dim: usize, eps: f64) -> RmsNorm {
+    RmsNorm::new(src.tensor(&format!("{path}.weight"), [dim]), eps)
 }
 
 /// Records the checkpoint names and shapes (and answers with empty tensors).

@@ -3,7 +3,6 @@
 //! the text is TinyStories with digits removed, because SmolLM2 splits digits before its regex
 //! and a ranks file carries only one regex.
 
-
 use base64::Engine;
 use qat_tokenizer::{Tokenizer, tiktoken};
 

@@ -2,7 +2,6 @@
 //! of the headline experiment): round-to-nearest INT2 collapses, QAT SEQ-2 recovers, and SEQ-2
 //! beats the INT2 {-2,-1,0,1} grid under the same QAT budget.
 
-
 use std::path::{Path, PathBuf};
 
 use qat_train::{RunConfig, RunOptions, train};

@@ -1,9 +1,6 @@
 //! `qat sweep` on stories260K: results table and plot, a failed point recorded without stopping
 //! the sweep, finished runs skipped on restart, and two devices giving the same results as one.
 
-
-use std::path::Path;
-
 use qat_train::sweep::{SweepConfig, run_sweep};
 
 #[test]

@@ -57,6 +57,13 @@ fn calibrated_run_resumes_identically() {
     assert!(tmp.path().join("a/calibration.json").exists());
 }
 
+/// `[quant] round_scales`: the unrounded scales the optimizer carries beside the rounded ones
+/// are checkpointed and restored, so the resumed run ends identical.
+#[test]
+fn scale_rounded_run_resumes_identically() {
+    assert_resume_identical("[quant]\nround_scales = \"bf16\"");
+}
+
 /// Runs 6 steps uninterrupted (in `a`) and interrupted after 4 then resumed (in `b`) and
 /// checks that losses and final parameters are identical.
 fn assert_resume_identical(extra: &str) -> tempfile::TempDir {
