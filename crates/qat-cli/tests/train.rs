@@ -8,9 +8,7 @@ use qat_train::{RunConfig, RunOptions, train};
 use qat_testing::stories_config as config;
 
 fn load(text: &str, dir: &Path) -> Result<RunConfig, String> {
-    let p = dir.join(format!("cfg-{}.toml", text.len()));
-    std::fs::write(&p, text).unwrap();
-    RunConfig::load(&p, &[]).map_err(|e| e.to_string())
+    RunConfig::load(&qat_testing::config_file(dir, text), &[]).map_err(|e| e.to_string())
 }
 
 /// `[quant] round_scales`: every step leaves the scales on export's exact grid (export's own

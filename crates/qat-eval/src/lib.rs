@@ -10,10 +10,12 @@
 
 pub mod choice;
 pub mod perplexity;
+pub mod report;
 pub mod tasks;
 
 pub use choice::{McItem, McResult, ScoreOptions, score_items};
 pub use perplexity::{Perplexity, sliding_perplexity, token_nll};
+pub use report::Report;
 pub use tasks::Task;
 
 /// What can go wrong reading a benchmark: each variant names the file, and the line where one

@@ -119,3 +119,11 @@ values = [2, 3]
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// Writes a run config's `text` to a file in `dir` (named by its length, so that several
+/// configs of a test can sit side by side) and returns its path.
+pub fn config_file(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join(format!("cfg-{}.toml", text.len()));
+    std::fs::write(&path, text).unwrap();
+    path
+}

@@ -24,8 +24,8 @@ pub struct TrainState {
     pub skipped_steps: usize,
     pub consecutive_bad: usize,
     pub elapsed_seconds: f64,
-    pub fp_eval: serde_json::Value,
-    pub first_eval: serde_json::Value,
+    pub fp_eval: qat_eval::Report,
+    pub first_eval: qat_eval::Report,
     pub losses: Vec<f64>,
 }
 

@@ -51,7 +51,7 @@ pub struct TrainStep {
 pub struct Evaluation {
     pub step: usize,
     pub tokens: u64,
-    pub eval: serde_json::Value,
+    pub eval: qat_eval::Report,
 }
 
 impl Record {
@@ -113,7 +113,7 @@ mod tests {
         assert!(matches!(&r, Record::Train(t) if t.kd == Some(0.5) && t.category_tokens["chat"] == 10));
         assert_eq!(serde_json::to_value(&r).unwrap(), serde_json::from_str::<serde_json::Value>(line).unwrap());
         let eval = r#"{"eval":{"val_loss":2.0},"step":0,"tokens":0,"type":"eval_fp"}"#;
-        assert!(matches!(serde_json::from_str::<Record>(eval).unwrap(), Record::EvalFp(e) if e.eval["val_loss"] == 2.0));
+        assert!(matches!(serde_json::from_str::<Record>(eval).unwrap(), Record::EvalFp(e) if e.eval.val_loss == Some(2.0)));
         let skipped = r#"{"grad_norm":"NaN","loss":"inf","step":7,"type":"skipped"}"#;
         assert_eq!(serde_json::from_str::<Record>(skipped).unwrap().step(), 7);
         let text = format!("{line}\nnot json\n{eval}\n");

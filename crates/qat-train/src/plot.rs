@@ -96,19 +96,17 @@ fn read_curves(text: &str) -> RunCurves {
                 }
                 c.lr.push((t.tokens as f64, t.lr));
             }
-            Record::EvalFp(e) => c.fp_val = e.eval["val_loss"].as_f64(),
+            Record::EvalFp(e) => c.fp_val = e.eval.val_loss,
             Record::Eval(e) => {
                 let tokens = e.tokens as f64;
-                if let Some(x) = e.eval["val_loss"].as_f64() {
+                if let Some(x) = e.eval.val_loss {
                     if e.step == 0 {
                         c.start_val = Some(x);
                     }
                     c.val.push((tokens, x));
                 }
-                for (key, x) in e.eval.as_object().into_iter().flatten() {
-                    if let (Some(name), Some(x)) = (key.strip_prefix("val_loss/"), x.as_f64()) {
-                        c.val_by_source.entry(name.to_string()).or_default().push((tokens, x));
-                    }
+                for (name, x) in &e.eval.val_loss_by_source {
+                    c.val_by_source.entry(name.clone()).or_default().push((tokens, *x));
                 }
             }
             Record::Skipped { .. } => {}

@@ -286,8 +286,8 @@ fn finished_row(sweep: &SweepConfig, run: String, point: &[String], s: &RunSumma
         run,
         assignments: point.to_vec(),
         status: "ok".into(),
-        metric: s.final_eval.get(&sweep.metric).and_then(|v| v.as_f64()),
-        full_precision: s.fp_eval.get(&sweep.metric).and_then(|v| v.as_f64()),
+        metric: s.final_eval.metric(&sweep.metric),
+        full_precision: s.fp_eval.metric(&sweep.metric),
         tokens: s.tokens,
         wall_seconds: s.wall_seconds,
     }

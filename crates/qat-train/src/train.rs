@@ -11,6 +11,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use qat_data::{Mixer, MixerState, tokenize_source};
+use qat_eval::Report;
 use qat_model::{AttentionBatch, CausalLm, Checkpoint};
 use qat_tokenizer::Tokenizer;
 
@@ -33,11 +34,11 @@ pub struct RunSummary {
     /// `None` for an evaluation-only run.
     pub final_train_loss: Option<f64>,
     /// The unquantized starting model.
-    pub fp_eval: serde_json::Value,
+    pub fp_eval: Report,
     /// The quantized model before end-to-end training: round-to-nearest with the initial
     /// scales, or as `[calibration]` and `[blockwise]` left it.
-    pub first_eval: serde_json::Value,
-    pub final_eval: serde_json::Value,
+    pub first_eval: Report,
+    pub final_eval: Report,
     /// Share of the validation-loss gap between RTN and full precision closed by training.
     pub val_gap_recovered: Option<f64>,
     pub final_model: PathBuf,
@@ -119,9 +120,9 @@ pub fn peak_rss_mib() -> f64 {
 }
 
 /// Evaluation of a model snapshot: validation loss per source, perplexity, benchmarks.
-pub fn evaluate(model: &CausalLm, tok: &Tokenizer, mixer: &Mixer, cfg: &RunConfig) -> Result<serde_json::Value, TrainError> {
+pub fn evaluate(model: &CausalLm, tok: &Tokenizer, mixer: &Mixer, cfg: &RunConfig) -> Result<Report, TrainError> {
     let device = model.embed_tokens.weight.val().device();
-    let mut out = serde_json::Map::new();
+    let mut out = Report::default();
     let (mut nll_total, mut n_total) = (0.0f64, 0usize);
     for (s, name) in mixer.source_names().iter().enumerate() {
         let Some(b) = mixer.validation_batch(s, cfg.eval.val_rows) else {
@@ -134,13 +135,11 @@ pub fn evaluate(model: &CausalLm, tok: &Tokenizer, mixer: &Mixer, cfg: &RunConfi
         let tokens = Tensor::<2, Int>::from_data(TensorData::new(b.tokens.iter().map(|&x| x as i64).collect::<Vec<_>>(), [b.rows, b.seq_len]), &device);
         let logits = model.forward(tokens, &AttentionBatch::packed(&b.segments, &device), None);
         let nll = loss::ce_sum(logits, &targets).into_scalar::<f32>() as f64;
-        out.insert(format!("val_loss/{name}"), (nll / targets.count as f64).into());
+        out.val_loss_by_source.insert(name.to_string(), nll / targets.count as f64);
         nll_total += nll;
         n_total += targets.count;
     }
-    if n_total > 0 {
-        out.insert("val_loss".into(), (nll_total / n_total as f64).into());
-    }
+    out.val_loss = (n_total > 0).then(|| nll_total / n_total as f64);
     for p in &cfg.eval.perplexity {
         let text = std::fs::read_to_string(p).map_err(|e| TrainError::file(p, e))?;
         let mut ids = tok.encode(&text, false)?;
@@ -150,23 +149,13 @@ pub fn evaluate(model: &CausalLm, tok: &Tokenizer, mixer: &Mixer, cfg: &RunConfi
         let w = cfg.eval.perplexity_window.min(model.config.max_position_embeddings);
         let ppl = qat_eval::sliding_perplexity(model, &ids, w, w / 2);
         let name = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        out.insert(format!("ppl/{name}"), ppl.ppl().into());
+        out.perplexity.insert(name, ppl.ppl());
     }
     for task in cfg.eval.tasks() {
         let r = task.evaluate(model, tok, cfg.eval.limit_for(&task), qat_eval::ScoreOptions::default())?;
-        let name = task.name();
-        out.insert(format!("{name}/acc"), r.acc.into());
-        out.insert(format!("{name}/acc_stderr"), r.acc_stderr.into());
-        if let (Some(a), Some(e)) = (r.acc_norm, r.acc_norm_stderr) {
-            out.insert(format!("{name}/acc_norm"), a.into());
-            out.insert(format!("{name}/acc_norm_stderr"), e.into());
-        }
-        if let Some(p) = r.perplexity {
-            out.insert(format!("{name}/perplexity"), p.into());
-        }
-        out.insert(format!("{name}/n"), r.n.into());
+        out.tasks.insert(task.name().to_string(), r);
     }
-    Ok(serde_json::Value::Object(out))
+    Ok(out)
 }
 
 /// The run's data: every source tokenized (through the cache) and checked against the model's
@@ -286,10 +275,10 @@ fn finish_stage(
     mut report: serde_json::Value,
     model: &CausalLm,
     more_follows: bool,
-    eval: impl Fn(&CausalLm) -> Result<serde_json::Value, TrainError>,
+    eval: impl Fn(&CausalLm) -> Result<Report, TrainError>,
 ) -> Result<(), TrainError> {
     if more_follows {
-        report["eval"] = eval(&model.valid().convert_qat())?;
+        report["eval"] = serde_json::to_value(eval(&model.valid().convert_qat())?).expect("JSON");
     }
     let path = run_dir.join(format!("{name}.json"));
     std::fs::write(&path, serde_json::to_string_pretty(&report).expect("JSON")).map_err(|e| TrainError::file(&path, e))
@@ -398,8 +387,8 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<Trained, TrainError> 
         skipped_steps: 0,
         consecutive_bad: 0,
         elapsed_seconds: 0.0,
-        fp_eval: serde_json::Value::Null,
-        first_eval: serde_json::Value::Null,
+        fp_eval: Report::default(),
+        first_eval: Report::default(),
         losses: Vec::new(),
     };
     let metrics_path = run_dir.join("metrics.jsonl");
@@ -593,7 +582,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<Trained, TrainError> 
         final_train_loss: state.losses.last().copied(),
         fp_eval: state.fp_eval.clone(),
         first_eval: state.first_eval.clone(),
-        val_gap_recovered: match (state.fp_eval["val_loss"].as_f64(), state.first_eval["val_loss"].as_f64(), final_eval["val_loss"].as_f64()) {
+        val_gap_recovered: match (state.fp_eval.val_loss, state.first_eval.val_loss, final_eval.val_loss) {
             (Some(fp), Some(rtn), Some(end)) if rtn > fp => Some((rtn - end) / (rtn - fp)),
             _ => None,
         },

@@ -20,12 +20,12 @@ fn run(tmp: &Path, name: &str, overrides: &[&str]) -> qat_train::RunSummary {
 #[test]
 fn rtn_int2_collapses_and_qat_seq2_beats_qat_int2() {
     let tmp = tempfile::tempdir().unwrap();
-    let val = |s: &qat_train::RunSummary| s.final_eval["val_loss"].as_f64().unwrap();
+    let val = |s: &qat_train::RunSummary| s.final_eval.val_loss.unwrap();
     let rtn_int2 = run(tmp.path(), "rtn_int2", &["quant.scheme=\"int\"", "quant.bits=2", "train.max_steps=0"]);
     let qat_seq2 = run(tmp.path(), "qat_seq2", &["train.max_steps=60", "checkpoint.every=0"]);
     let qat_int2 = run(tmp.path(), "qat_int2", &["quant.scheme=\"int\"", "quant.bits=2", "train.max_steps=60", "checkpoint.every=0"]);
     let (r, s, i) = (val(&rtn_int2), val(&qat_seq2), val(&qat_int2));
-    let fp = qat_seq2.fp_eval["val_loss"].as_f64().unwrap();
+    let fp = qat_seq2.fp_eval.val_loss.unwrap();
     eprintln!(
         "val loss (ppl): FP {fp:.3} ({:.1}), RTN INT2 {r:.3} ({:.1}), QAT SEQ-2 {s:.3} ({:.1}), QAT INT2 {i:.3} ({:.1})",
         fp.exp(),

@@ -11,15 +11,13 @@ use qat_train::{RunConfig, RunOptions, train};
 fn evaluate_only(dir: &Path, quant: &str, calibration: &str) -> f64 {
     let out = dir.join(format!("run-{}", quant.len() * 1000 + calibration.len()));
     let text = qat_testing::stories_config(&out, &format!("{quant}\n{calibration}"));
-    let p = dir.join(format!("cfg-{}.toml", text.len()));
-    std::fs::write(&p, text).unwrap();
-    let mut cfg = RunConfig::load(&p, &[]).unwrap();
+    let mut cfg = RunConfig::load(&qat_testing::config_file(dir, &text), &[]).unwrap();
     cfg.train.max_steps = 0;
     let s = train(&cfg, &RunOptions::default()).unwrap().summary;
     assert!(s.steps == 0);
     assert_eq!(out.join("calibration.json").exists(), calibration.contains("[calibration]"));
     assert_eq!(out.join("blockwise.json").exists(), calibration.contains("[blockwise]"));
-    s.first_eval["val_loss"].as_f64().unwrap()
+    s.first_eval.val_loss.unwrap()
 }
 
 /// Validation loss of the quantized model before training: GPTQ on 16 rows of 64 tokens is

@@ -9,9 +9,7 @@ use qat_train::{RunConfig, RunOptions, train};
 use qat_testing::stories_config as config;
 
 fn load(text: &str, dir: &Path) -> Result<RunConfig, String> {
-    let p = dir.join(format!("cfg-{}.toml", text.len()));
-    std::fs::write(&p, text).unwrap();
-    RunConfig::load(&p, &[]).map_err(|e| e.to_string())
+    RunConfig::load(&qat_testing::config_file(dir, text), &[]).map_err(|e| e.to_string())
 }
 
 /// The acceptance check of the trainer: 60 steps of 8×256 tokens (the shipped config, cut
@@ -30,7 +28,7 @@ fn qat_recovers_most_of_the_rtn_gap() {
     cfg.data.cache_dir = Some(tmp.path().join("cache"));
     let trained = train(&cfg, &RunOptions::default()).unwrap();
     let s = &trained.summary;
-    let (fp, rtn, qat) = (s.fp_eval["val_loss"].as_f64().unwrap(), s.first_eval["val_loss"].as_f64().unwrap(), s.final_eval["val_loss"].as_f64().unwrap());
+    let (fp, rtn, qat) = (s.fp_eval.val_loss.unwrap(), s.first_eval.val_loss.unwrap(), s.final_eval.val_loss.unwrap());
     eprintln!("val loss: FP {fp:.4}, RTN SEQ-2 {rtn:.4}, QAT {qat:.4}; recovered {:.3}", s.val_gap_recovered.unwrap());
     assert!(rtn > fp + 1.0, "2-bit RTN should hurt badly: FP {fp}, RTN {rtn}");
     assert!(s.val_gap_recovered.unwrap() > 0.75, "QAT recovered only {:?} of the gap", s.val_gap_recovered);

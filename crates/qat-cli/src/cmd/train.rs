@@ -45,9 +45,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "done: {} steps ({} skipped), {} tokens in {:.1}s ({:.0} tokens/s), peak RSS {:.0} MiB",
         s.steps, s.skipped_steps, s.tokens, s.wall_seconds, s.tokens_per_second, s.peak_rss_mib
     );
-    println!("full precision:      {}", s.fp_eval);
-    println!("quantized, step 0:   {}", s.first_eval);
-    println!("quantized, trained:  {}", s.final_eval);
+    let json = |r: &qat_eval::Report| serde_json::to_string(r).expect("JSON");
+    println!("full precision:      {}", json(&s.fp_eval));
+    println!("quantized, step 0:   {}", json(&s.first_eval));
+    println!("quantized, trained:  {}", json(&s.final_eval));
     if let Some(r) = s.val_gap_recovered {
         println!("QAT closed {:.1}% of the validation-loss gap between round-to-nearest and full precision", 100.0 * r);
     }
