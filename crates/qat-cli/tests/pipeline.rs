@@ -1,7 +1,7 @@
-//! The `qat` binary end to end on stories260K: train a few steps, export the run as Hugging
-//! Face safetensors and as GGUF, check that the two hold the same values, import the GGUF back
-//! and check that again; and bad inputs end with a non-zero exit and a message naming the file,
-//! field or flag.
+//! The `qat` binary end to end: on stories260K, train a few steps, export the run as Hugging
+//! Face safetensors and as GGUF and check that the two hold the same values; import SmolLM2's
+//! GGUF and check the checkpoint against it; and bad inputs end with a non-zero exit and a
+//! message naming the file, field or flag.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -39,9 +39,18 @@ fn train_export_verify_and_import() {
     succeeds(dir, &["export", "run", "--format", "gguf", "--out", "model.gguf"]);
     let verified = succeeds(dir, &["verify-export", "hf", "model.gguf"]);
     assert!(verified.contains("OK: all") && !verified.contains("MISMATCH"), "{verified}");
-    // The GGUF read back into a Hugging Face checkpoint holds the same values again.
-    succeeds(dir, &["import", "model.gguf", "imported"]);
-    let verified = succeeds(dir, &["verify-export", "imported", "model.gguf"]);
+}
+
+/// `qat import` writes a Hugging Face checkpoint holding exactly the GGUF's values (SmolLM2's
+/// byte-level BPE vocabulary: stories260K's SentencePiece one cannot be imported).
+#[test]
+#[ignore = "needs QAT_SMOLLM2_GGUF"]
+fn import_holds_the_gguf_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gguf = qat_testing::smollm2_gguf();
+    let gguf = gguf.to_str().unwrap();
+    succeeds(tmp.path(), &["import", gguf, "imported"]);
+    let verified = succeeds(tmp.path(), &["verify-export", "imported", gguf]);
     assert!(verified.contains("OK: all") && !verified.contains("MISMATCH"), "{verified}");
 }
 
