@@ -3,7 +3,7 @@
 //! checkpoints of a run store, and, through [`crate::CausalLm::hf_name`], a Hugging Face
 //! checkpoint's.
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 
 struct Collect {
@@ -24,6 +24,31 @@ impl ModuleVisitor for Collect {
         let data = t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 parameter");
         self.out.push((self.path.join("."), shape, data));
     }
+}
+
+/// A rewrite of parameters that is told each one's path ([`map_by_path`]).
+pub trait MapByPath {
+    fn map<const D: usize>(&mut self, path: &str, param: Param<Tensor<D>>) -> Param<Tensor<D>>;
+}
+
+/// `module` with `f` applied to every float parameter, with its path.
+pub fn map_by_path<M: Module>(module: M, f: &mut impl MapByPath) -> M {
+    struct Tracked<'a, F> {
+        path: Vec<String>,
+        f: &'a mut F,
+    }
+    impl<F: MapByPath> ModuleMapper for Tracked<'_, F> {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            self.f.map(&self.path.join("."), param)
+        }
+    }
+    module.map(&mut Tracked { path: Vec::new(), f })
 }
 
 /// Every float parameter of `module` in traversal order (the order of the struct fields): path,

@@ -71,26 +71,10 @@ impl CausalLm {
         }
         let path = dir.join("config.json");
         std::fs::write(&path, serde_json::to_string_pretty(&config).expect("JSON")).map_err(|e| ModelError::io(&path, e))?;
-        let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = self
-            .hf_tensors()
-            .into_iter()
-            .map(|t| {
-                let bytes = match dtype {
-                    SaveDtype::F32 => t.data.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                    SaveDtype::Bf16 => t.data.iter().flat_map(|x| bf16::from_f32(*x).to_le_bytes()).collect(),
-                };
-                (t.name, t.shape, bytes)
-            })
-            .collect();
-        let st_dtype = match dtype {
-            SaveDtype::F32 => safetensors::Dtype::F32,
-            SaveDtype::Bf16 => safetensors::Dtype::BF16,
-        };
-        let views: Vec<_> =
-            tensors.iter().map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(st_dtype, s.clone(), b).expect("sizes match"))).collect();
-        let st = dir.join("model.safetensors");
-        let metadata = Some(std::collections::HashMap::from([("format".to_string(), "pt".to_string())]));
-        safetensors::serialize_to_file(views, metadata, &st).map_err(|e| ModelError::Safetensors { path: st.display().to_string(), msg: e.to_string() })?;
+        let tensors = self.hf_tensors().into_iter().map(|t| (t.name, t.shape, t.data));
+        // transformers checks the `format` entry.
+        let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+        write_safetensors(&dir.join("model.safetensors"), tensors, dtype, Some(metadata))?;
         if let Some(src) = source_dir {
             for name in AUX_FILES {
                 let from = src.join(name);
@@ -105,6 +89,30 @@ impl CausalLm {
         }
         Ok(())
     }
+}
+
+/// Writes f32 tensors (name, shape, values) as a safetensors file stored as `dtype`: the one
+/// writer of model checkpoints and of a run's parameter and optimizer files.
+pub fn write_safetensors<V: AsRef<[f32]>>(
+    path: &Path,
+    tensors: impl IntoIterator<Item = (String, Vec<usize>, V)>,
+    dtype: SaveDtype,
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<(), ModelError> {
+    let bytes = |v: &[f32]| -> Vec<u8> {
+        match dtype {
+            SaveDtype::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            SaveDtype::Bf16 => v.iter().flat_map(|x| bf16::from_f32(*x).to_le_bytes()).collect(),
+        }
+    };
+    let st_dtype = match dtype {
+        SaveDtype::F32 => safetensors::Dtype::F32,
+        SaveDtype::Bf16 => safetensors::Dtype::BF16,
+    };
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = tensors.into_iter().map(|(n, s, v)| (n, s, bytes(v.as_ref()))).collect();
+    let views: Vec<_> =
+        tensors.iter().map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(st_dtype, s.clone(), b).expect("sizes match"))).collect();
+    safetensors::serialize_to_file(views, metadata, path).map_err(|e| ModelError::Safetensors { path: path.display().to_string(), msg: e.to_string() })
 }
 
 /// A fresh hidden directory next to the target, so the final rename stays on one filesystem.

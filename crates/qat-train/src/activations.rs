@@ -46,22 +46,22 @@ impl Activations {
         }
         std::fs::create_dir_all(dir).map_err(|e| TrainError::file(dir, e))?;
         let path = dir.join(format!("{name}.f32"));
-        let tmp = path.with_extension("tmp");
-        let err = |e: std::io::Error| TrainError::file(&tmp, e);
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(err)?);
         let (mut spans, mut offset, mut device) = (Vec::new(), 0usize, None);
-        for t in batches {
-            device.get_or_insert_with(|| t.device());
-            let shape = t.dims();
-            let values = t.into_data().convert::<f32>().try_into_vec::<f32>()?;
-            for v in &values {
-                out.write_all(&v.to_le_bytes()).map_err(err)?;
+        crate::write_atomically(&path, |tmp| {
+            let err = |e: std::io::Error| TrainError::file(tmp, e);
+            let mut out = std::io::BufWriter::new(std::fs::File::create(tmp).map_err(err)?);
+            for t in batches {
+                device.get_or_insert_with(|| t.device());
+                let shape = t.dims();
+                let values = t.into_data().convert::<f32>().try_into_vec::<f32>()?;
+                for v in &values {
+                    out.write_all(&v.to_le_bytes()).map_err(err)?;
+                }
+                spans.push((offset, shape));
+                offset += values.len() * 4;
             }
-            spans.push((offset, shape));
-            offset += values.len() * 4;
-        }
-        out.into_inner().map_err(|e| err(e.into_error()))?.sync_all().map_err(err)?;
-        std::fs::rename(&tmp, &path).map_err(|e| TrainError::file(&path, e))?;
+            out.into_inner().map_err(|e| err(e.into_error()))?.sync_all().map_err(err)
+        })?;
         let file = std::fs::File::open(&path).map_err(|e| TrainError::file(&path, e))?;
         // SAFETY: the file was written above and is private to this stage; nothing truncates it
         // while it is mapped (it is removed only when the set is dropped).

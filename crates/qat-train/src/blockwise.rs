@@ -29,10 +29,10 @@ use qat_model::{CalibrationBatch, CausalLm};
 use qat_quant::HfDtype;
 use serde::Serialize;
 
-use crate::TrainError;
 use crate::activations::Activations;
 use crate::config::{BlockwiseSection, ReconstructionLoss, Schedule};
 use crate::optim::{AdamW, GroupHyper, ScaleRounding, lr_factor};
+use crate::{TrainError, write_atomically};
 
 /// What reconstruction did to one block.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -172,12 +172,9 @@ pub fn reconstruct(
         model.layers[i] = kept;
         let report = BlockReport { block: i, initial_loss, final_loss, best_epoch, epochs_run, seconds: started.elapsed().as_secs_f64() };
         // Parameters first, then the report that marks the block finished; each atomically.
-        let tmp = params_path.with_extension("tmp");
-        crate::params::write_safetensors(&tmp, &crate::params::collect(&model.layers[i]))?;
-        std::fs::rename(&tmp, &params_path).map_err(|e| TrainError::file(&params_path, e))?;
-        let tmp = report_path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_string(&report).expect("JSON")).map_err(|e| TrainError::file(&tmp, e))?;
-        std::fs::rename(&tmp, &report_path).map_err(|e| TrainError::file(&report_path, e))?;
+        write_atomically(&params_path, |tmp| crate::params::write_safetensors(tmp, &crate::params::collect(&model.layers[i])))?;
+        let text = serde_json::to_string(&report).expect("JSON");
+        write_atomically(&report_path, |tmp| std::fs::write(tmp, &text).map_err(|e| TrainError::file(tmp, e)))?;
         on_block(&report);
         reports.push(report);
     }

@@ -63,3 +63,19 @@ impl TrainError {
         TrainError::File { path: path.display().to_string(), msg: msg.to_string() }
     }
 }
+
+/// Creates `path` all at once: `write` fills a hidden temporary file beside it (same
+/// filesystem), which is renamed onto `path` if it succeeded and removed if not, so a crash
+/// never leaves a half-written file where a reader (a resume, a chart viewer) looks.
+pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<(), TrainError>) -> Result<(), TrainError> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    // The extension is kept: some writers pick the format by it (PNG).
+    let tmp = path.with_file_name(format!(".{}.{name}", std::process::id()));
+    match write(&tmp) {
+        Ok(()) => std::fs::rename(&tmp, path).map_err(|e| TrainError::file(path, e)),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}

@@ -21,9 +21,10 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
+use qat_model::params::{MapByPath, map_by_path};
 use qat_quant::{HfDtype, QuantSpec};
 
 /// AdamW's first and second moments of one parameter, flattened.
@@ -178,23 +179,14 @@ struct StepMapper<'a> {
     grads: &'a GradientsParams,
     lr_factor: f64,
     grad_factor: f64,
-    path: Vec<String>,
 }
 
-impl ModuleMapper for StepMapper<'_> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+impl MapByPath for StepMapper<'_> {
+    fn map<const D: usize>(&mut self, path: &str, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let Some(grad) = self.grads.get::<D>(param.id) else {
             return param;
         };
-        let path = self.path.join(".");
+        let path = path.to_string();
         let (id, tensor, mapper) = param.consume();
         let require_grad = tensor.is_require_grad();
         let device = tensor.device();
@@ -286,8 +278,7 @@ impl AdamW {
     /// `lr_factor` (the schedule) and gradients by `grad_factor` (clipping).
     pub fn step<M: Module>(&mut self, model: M, grads: &GradientsParams, lr_factor: f64, grad_factor: f64) -> M {
         self.step += 1;
-        let mut mapper = StepMapper { opt: self, grads, lr_factor, grad_factor, path: Vec::new() };
-        model.map(&mut mapper)
+        map_by_path(model, &mut StepMapper { opt: self, grads, lr_factor, grad_factor })
     }
 }
 

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::TrainError;
-use burn::module::{Module, ModuleMapper, Param};
+use burn::module::{Module, Param};
 use burn::tensor::{Tensor, TensorData};
+use qat_model::params::{MapByPath, map_by_path};
 
 /// Tensors by parameter path: shape and f32 values.
 pub type Named = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
@@ -18,22 +19,14 @@ pub fn collect<M: Module>(module: &M) -> Named {
 }
 
 struct Load<'a> {
-    path: Vec<String>,
     values: &'a Named,
     missing: Vec<String>,
 }
 
-impl ModuleMapper for Load<'_> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let path = self.path.join(".");
-        let Some((shape, data)) = self.values.get(&path) else {
-            self.missing.push(path);
+impl MapByPath for Load<'_> {
+    fn map<const D: usize>(&mut self, path: &str, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let Some((shape, data)) = self.values.get(path) else {
+            self.missing.push(path.to_string());
             return param;
         };
         let (id, tensor, mapper) = param.consume();
@@ -52,18 +45,15 @@ impl ModuleMapper for Load<'_> {
 
 /// Replaces every parameter of `module` with the value stored under its path.
 pub fn load<M: Module>(module: M, values: &Named) -> Result<M, TrainError> {
-    let mut l = Load { path: Vec::new(), values, missing: Vec::new() };
-    let m = module.map(&mut l);
+    let mut l = Load { values, missing: Vec::new() };
+    let m = map_by_path(module, &mut l);
     if l.missing.is_empty() { Ok(m) } else { Err(TrainError::Run(format!("parameters missing or mis-shaped in the checkpoint: {}", l.missing.join(", ")))) }
 }
 
 /// Writes named f32 tensors as safetensors (caller makes the write atomic).
 pub fn write_safetensors(path: &Path, tensors: &Named) -> Result<(), TrainError> {
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
-        tensors.iter().map(|(n, (s, v))| (n.clone(), s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect())).collect();
-    let views: Vec<_> =
-        bytes.iter().map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).expect("sizes match"))).collect();
-    safetensors::serialize_to_file(views, None, path).map_err(|e| TrainError::file(path, e))
+    let tensors = tensors.iter().map(|(n, (s, v))| (n.clone(), s.clone(), v.as_slice()));
+    Ok(qat_model::save::write_safetensors(path, tensors, qat_model::SaveDtype::F32, None)?)
 }
 
 /// Reads an f32 safetensors file written by [`write_safetensors`].

@@ -25,21 +25,11 @@ fn register_font() {
 /// Draws a `width`×`height` PNG at `path` with `draw`, atomically.
 fn draw_png(path: &Path, (width, height): (u32, u32), draw: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> Result<(), String>) -> Result<(), TrainError> {
     register_font();
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.{}.png", std::process::id()));
-    let result = (|| {
-        let root = BitMapBackend::new(&tmp, (width, height)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
-        draw(&root)?;
-        root.present().map_err(|e| e.to_string())
-    })();
-    match result {
-        Ok(()) => std::fs::rename(&tmp, path).map_err(|e| TrainError::file(path, e)),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(TrainError::Run(format!("drawing {}: {e}", path.display())))
-        }
-    }
+    crate::write_atomically(path, |tmp| {
+        let root = BitMapBackend::new(tmp, (width, height)).into_drawing_area();
+        let drawn = root.fill(&WHITE).map_err(|e| e.to_string()).and_then(|()| draw(&root)).and_then(|()| root.present().map_err(|e| e.to_string()));
+        drawn.map_err(|e| TrainError::Run(format!("drawing {}: {e}", path.display())))
+    })
 }
 
 /// `(lo, hi)` of the finite values, padded by 5%, or `(0, 1)` when there are none.
