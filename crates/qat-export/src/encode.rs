@@ -219,7 +219,7 @@ fn encode_exact(qw: &QuantizedWeight, ty: GgmlType) -> Result<Vec<u8>, String> {
         (false, _) => return Err(format!("k-quant scales can be stored as Q2_K, Q3_K, Q4_K or Q5_K only, not {ty:?}")),
     };
     // The check that makes the export trustworthy: ggml's dequantization gives our values.
-    let back = blocks::dequantize(ty, &out, n)?;
+    let back = blocks::dequantize(ty, &out, n).map_err(|e| e.to_string())?;
     let want = qw.dequantize();
     if let Some(i) = (0..n).find(|&i| back[i].to_bits() != want[i].to_bits()) {
         return Err(format!("{ty:?} encoding is not exact at element {i}: {} vs {}", back[i], want[i]));

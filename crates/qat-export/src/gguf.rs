@@ -286,7 +286,7 @@ pub fn export_gguf(model: &CausalLm, src: &Path, out: &Path, hp: HighPrecision, 
                 }
                 let fallback =
                     (hp == HighPrecision::Q8_0 && ty == GgmlType::F16 && shape.len() == 2).then(|| format!("F16: rows of {cols} do not fit Q8_0 blocks"));
-                (ty, blocks::quantize(ty, &values).map_err(|e| ExportError::Encoding(e).in_tensor(&hf))?, fallback)
+                (ty, blocks::quantize(ty, &values).map_err(|e| ExportError::from(e).in_tensor(&hf))?, fallback)
             }
         };
         n_params += shape.iter().product::<usize>() as u64;
@@ -296,7 +296,7 @@ pub fn export_gguf(model: &CausalLm, src: &Path, out: &Path, hp: HighPrecision, 
     if let Some(factors) = cfg.rope_freq_factors() {
         // Llama 3 RoPE scaling: llama.cpp divides each frequency by these factors.
         let values: Vec<f32> = factors.iter().map(|&f| f as f32).collect();
-        let bytes = blocks::quantize(GgmlType::F32, &values).map_err(|e| ExportError::Encoding(e).in_tensor(ROPE_FREQS))?;
+        let bytes = blocks::quantize(GgmlType::F32, &values).map_err(|e| ExportError::from(e).in_tensor(ROPE_FREQS))?;
         reports.push(TensorReport { name: ROPE_FREQS.into(), shape: vec![values.len()], ggml_type: "F32".into(), bytes: bytes.len() as u64, fallback: None });
         w.add_tensor(ROPE_FREQS, &[values.len()], GgmlType::F32, bytes)?;
     }

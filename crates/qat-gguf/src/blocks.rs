@@ -4,6 +4,8 @@
 
 use half::{bf16, f16};
 
+use crate::GgufError;
+
 /// The ggml types qat reads or writes (named as in ggml).
 #[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -103,14 +105,14 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
 }
 
 /// Dequantizes `n` elements of type `ty` from `bytes` into f32.
-pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>, String> {
+pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>, GgufError> {
     let bs = ty.block_size();
     if !n.is_multiple_of(bs) {
-        return Err(format!("{n} elements is not a multiple of the {ty:?} block size {bs}"));
+        return Err(GgufError::Blocks(format!("{n} elements is not a multiple of the {ty:?} block size {bs}")));
     }
     let need = (n / bs) * ty.type_size();
     if bytes.len() < need {
-        return Err(format!("{ty:?} data has {} bytes, {need} needed for {n} elements", bytes.len()));
+        return Err(GgufError::Blocks(format!("{ty:?} data has {} bytes, {need} needed for {n} elements", bytes.len())));
     }
     let mut out = Vec::with_capacity(n);
     for block in bytes[..need].chunks_exact(ty.type_size()) {
@@ -277,10 +279,10 @@ pub fn pack_k4_scales_mins(sc: &[u8; 8], mn: &[u8; 8]) -> [u8; 12] {
 
 /// Encodes f32 values as F32, F16 or BF16 (round to nearest even), or as Q8_0 / Q4_0 with
 /// ggml's reference quantizers (`quantize_row_q8_0_ref`, `quantize_row_q4_0_ref`).
-pub fn quantize(ty: GgmlType, values: &[f32]) -> Result<Vec<u8>, String> {
+pub fn quantize(ty: GgmlType, values: &[f32]) -> Result<Vec<u8>, GgufError> {
     let bs = ty.block_size();
     if !values.len().is_multiple_of(bs) {
-        return Err(format!("{} elements is not a multiple of the {ty:?} block size {bs}", values.len()));
+        return Err(GgufError::Blocks(format!("{} elements is not a multiple of the {ty:?} block size {bs}", values.len())));
     }
     let mut out = Vec::with_capacity(ty.row_bytes(values.len() as u64) as usize);
     match ty {
@@ -307,7 +309,7 @@ pub fn quantize(ty: GgmlType, values: &[f32]) -> Result<Vec<u8>, String> {
             }
         }
         other => {
-            return Err(format!("quantizing to {other:?} needs scheme-specific codes (qat-export)"));
+            return Err(GgufError::Blocks(format!("quantizing to {other:?} needs scheme-specific codes (qat-export)")));
         }
     }
     Ok(out)

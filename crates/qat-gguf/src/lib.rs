@@ -45,6 +45,9 @@ pub enum GgufError {
     Unsupported { name: String, ty: String, op: &'static str },
     #[error("tensor `{name}`: {msg}")]
     Tensor { name: String, msg: String },
+    /// Values or bytes that do not fit the ggml block layout asked for.
+    #[error("{0}")]
+    Blocks(String),
 }
 
 pub type Result<T> = std::result::Result<T, GgufError>;

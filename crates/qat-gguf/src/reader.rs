@@ -312,6 +312,7 @@ impl GgufFile {
     /// Dequantizes a tensor to f32 in row-major order.
     pub fn dequantize(&self, name: &str) -> Result<Vec<f32>> {
         let info = self.header.tensor(name)?;
-        blocks::dequantize(info.ggml_type, self.tensor_bytes(info), info.n_elements() as usize).map_err(|msg| GgufError::Tensor { name: name.to_string(), msg })
+        blocks::dequantize(info.ggml_type, self.tensor_bytes(info), info.n_elements() as usize)
+            .map_err(|e| GgufError::Tensor { name: name.to_string(), msg: e.to_string() })
     }
 }
