@@ -1,8 +1,10 @@
 //! The decoder: pre-norm Llama blocks (RMSNorm, GQA attention with rotate-half RoPE, SwiGLU
 //! MLP), with the per-architecture differences as flags from [`ModelConfig`].
 //!
-//! Field names follow the checkpoint keys (`model.layers.{i}.self_attn.q_proj.weight`), so
-//! [`CausalLm::hf_tensor_names`] is the single list both loading and export use.
+//! Field names follow the checkpoint keys: a parameter's module path
+//! (`layers.{i}.self_attn.q_proj.weight`) is its checkpoint name up to [`CausalLm::hf_name`].
+//! [`CausalLm::build`] is the one place that lists the tensors; loading, the expected names and
+//! saving all derive from it or from the module paths.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
