@@ -330,7 +330,10 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<Trained, TrainError> 
         let saved_path = run_dir.join("config.toml");
         let saved = std::fs::read_to_string(&saved_path)
             .map_err(|e| TrainError::Run(format!("{} holds {what}, but its config: {}: {e}", run_dir.display(), saved_path.display())))?;
-        if saved != cfg_text {
+        // A config written by an earlier qat lacks the keys added since (with their defaults):
+        // compare it as this version reads it.
+        let same = saved == cfg_text || toml::from_str::<RunConfig>(&saved).is_ok_and(|c| toml::to_string_pretty(&c).is_ok_and(|t| t == cfg_text));
+        if !same {
             return Err(TrainError::Run(format!(
                 "{} holds {what} of a different config ({}); choose another output.dir, or delete the directory to start over",
                 run_dir.display(),

@@ -83,6 +83,12 @@ fn assert_resume_identical(extra: &str) -> tempfile::TempDir {
     assert!(again.model.is_none(), "a finished run trains nothing");
     assert_eq!(again.summary.losses, full.losses);
     assert_eq!(std::fs::read(b.join("qat_params.safetensors")).unwrap(), pb, "a finished run is not touched");
+    // Its config as an earlier qat wrote it, without a key added since (default value): still
+    // the same config.
+    let saved = std::fs::read_to_string(b.join("config.toml")).unwrap();
+    assert!(saved.contains("tensorboard = false"), "{saved}");
+    std::fs::write(b.join("config.toml"), saved.replace("tensorboard = false\n", "")).unwrap();
+    assert!(train(&cfg_b, &RunOptions::default()).unwrap().model.is_none(), "an older qat's config of the same run is the same config");
     // Another config over the same directory is refused, whatever the directory holds.
     let mut other = cfg_b.clone();
     other.train.lr *= 2.0;
