@@ -60,11 +60,13 @@ impl Serialize for Report {
 
 impl<'de> Deserialize<'de> for Report {
     /// The flat object [`Serialize`] writes; `null` (a run's state before its first evaluation)
-    /// is the empty report. An unknown name is an error.
+    /// is the empty report, and a `null` number is NaN (JSON has no NaN: a diverged model's
+    /// loss is written as `null`). An unknown name is an error.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let map = Option::<BTreeMap<String, f64>>::deserialize(d)?.unwrap_or_default();
+        let map = Option::<BTreeMap<String, Option<f64>>>::deserialize(d)?.unwrap_or_default();
         let mut r = Report::default();
         for (k, v) in map {
+            let v = v.unwrap_or(f64::NAN);
             if k == "val_loss" {
                 r.val_loss = Some(v);
             } else if let Some(s) = k.strip_prefix("val_loss/") {
@@ -113,6 +115,9 @@ mod tests {
         let again: serde_json::Value = serde_json::to_value(&r).unwrap();
         assert_eq!(again, serde_json::from_str::<serde_json::Value>(text).unwrap());
         assert_eq!(serde_json::from_str::<Report>("null").unwrap(), Report::default());
+        let diverged: Report = serde_json::from_str(r#"{"val_loss": null}"#).unwrap();
+        assert!(diverged.val_loss.unwrap().is_nan());
+        assert_eq!(serde_json::to_string(&diverged).unwrap(), r#"{"val_loss":null}"#);
         assert!(serde_json::from_str::<Report>(r#"{"valloss": 1.0}"#).unwrap_err().to_string().contains("valloss"));
     }
 }
