@@ -31,7 +31,7 @@ use serde::Serialize;
 
 use crate::activations::Activations;
 use crate::config::{BlockwiseSection, ReconstructionLoss, Schedule};
-use crate::optim::{AdamW, GroupHyper, ScaleRounding, lr_factor};
+use crate::optim::{AdamW, GroupHyper, lr_factor};
 use crate::{TrainError, write_atomically};
 
 /// What reconstruction did to one block.
@@ -136,11 +136,9 @@ pub fn reconstruct(
         let mut layer = model.layers[i].clone();
         let initial_loss = held_out(&layer);
         let mut best = (initial_loss, layer.clone(), 0usize);
-        let scale_params = layer.scale_params();
-        let scale_ids = scale_params.keys().copied().collect();
-        let mut opt =
-            AdamW::new(GroupHyper { lr: cfg.lr, weight_decay: 0.0 }, GroupHyper { lr: cfg.scale_lr, weight_decay: 0.0 }, scale_ids, [0.9, 0.999], 1e-8);
-        opt.rounding = round_scales.map(|dtype| ScaleRounding { dtype, specs: scale_params });
+        let groups = (GroupHyper { lr: cfg.lr, weight_decay: 0.0 }, GroupHyper { lr: cfg.scale_lr, weight_decay: 0.0 });
+        let mut opt = AdamW::new(groups.0, groups.1, layer.scale_params(), [0.9, 0.999], 1e-8);
+        opt.round_scales = round_scales;
         let mut step = 0;
         let mut epochs_run = 0;
         for epoch in 1..=cfg.epochs {

@@ -19,7 +19,7 @@
 //! that updates smaller than the grid spacing still accumulate; the gradient of the rounded
 //! scale updates the master (straight-through).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
@@ -67,35 +67,19 @@ pub struct GroupHyper {
 pub struct AdamW {
     pub weights: GroupHyper,
     pub scales: GroupHyper,
-    /// The parameters of the scale group (`CausalLm::scale_params`); every other parameter is a
-    /// weight.
-    pub scale_ids: HashSet<ParamId>,
+    /// The scale group with each scale's quantizer (`CausalLm::scale_params`); every other
+    /// parameter is a weight.
+    pub scale_params: HashMap<ParamId, QuantSpec>,
     pub betas: [f64; 2],
     pub eps: f64,
     pub step: u64,
     /// First and second moments by parameter path, flattened.
     pub moments: BTreeMap<String, Moments>,
     pub placement: Placement,
-    pub rounding: Option<ScaleRounding>,
-    /// Unrounded scales by parameter path (only with `rounding`), flattened.
+    /// Keep the scales on the grid export stores exactly in this dtype (`[quant] round_scales`).
+    pub round_scales: Option<HfDtype>,
+    /// Unrounded scales by parameter path (only with `round_scales`), flattened.
     pub masters: BTreeMap<String, Vec<f32>>,
-}
-
-/// Scales kept on export's exact grid during training.
-#[derive(Debug, Clone)]
-pub struct ScaleRounding {
-    pub dtype: HfDtype,
-    /// The quantizer of each scale parameter (`CausalLm::scale_params`).
-    pub specs: HashMap<ParamId, QuantSpec>,
-}
-
-impl ScaleRounding {
-    fn round(&self, id: ParamId, path: &str, values: &[f32]) -> Vec<f32> {
-        let spec = self.specs.get(&id).unwrap_or_else(|| panic!("scale parameter {path} has no quantizer spec"));
-        // Every spec's grid was checked when the model was first rounded; steps with non-finite
-        // gradients are skipped before the update, so the masters stay finite.
-        qat_quant::exact::round_scales(spec, values, self.dtype).expect("roundable scale")
-    }
 }
 
 /// One AdamW step's constants (PyTorch's `torch.optim.AdamW`, decoupled weight decay).
@@ -194,8 +178,8 @@ impl MapByPath for StepMapper<'_> {
         let shape = p.shape();
         let n = shape.num_elements();
         let o = &mut *self.opt;
-        let is_scale = o.scale_ids.contains(&id);
-        let h = if is_scale { o.scales } else { o.weights };
+        let spec = o.scale_params.get(&id).copied();
+        let h = if spec.is_some() { o.scales } else { o.weights };
         let lr = h.lr * self.lr_factor;
         let [b1, b2] = o.betas;
         let t = o.step as i32;
@@ -209,7 +193,7 @@ impl MapByPath for StepMapper<'_> {
             bias2_sqrt: (1.0 - b2.powi(t)).sqrt() as f32,
             grad_factor: self.grad_factor as f32,
         };
-        let rounding = o.rounding.as_ref().filter(|_| is_scale);
+        let rounding = o.round_scales.zip(spec);
         // Rounded scales need their host-side masters; they are small.
         let on_host = rounding.is_some()
             || match o.placement {
@@ -243,8 +227,10 @@ impl MapByPath for StepMapper<'_> {
         update.apply(&mut values, &g, &mut m, &mut v);
         o.moments.insert(path.clone(), Moments::Host(m, v));
         let values = match rounding {
-            Some(r) => {
-                let rounded = r.round(id, &path, &values);
+            Some((dtype, spec)) => {
+                // Every spec's grid was checked when the model was first rounded; steps with
+                // non-finite gradients are skipped before the update, so the masters stay finite.
+                let rounded = qat_quant::exact::round_scales(&spec, &values, dtype).expect("roundable scale");
                 o.masters.insert(path, values);
                 rounded
             }
@@ -259,17 +245,17 @@ impl MapByPath for StepMapper<'_> {
 }
 
 impl AdamW {
-    pub fn new(weights: GroupHyper, scales: GroupHyper, scale_ids: HashSet<ParamId>, betas: [f64; 2], eps: f64) -> Self {
+    pub fn new(weights: GroupHyper, scales: GroupHyper, scale_params: HashMap<ParamId, QuantSpec>, betas: [f64; 2], eps: f64) -> Self {
         AdamW {
             weights,
             scales,
-            scale_ids,
+            scale_params,
             betas,
             eps,
             step: 0,
             moments: BTreeMap::new(),
             placement: Placement::Auto,
-            rounding: None,
+            round_scales: None,
             masters: BTreeMap::new(),
         }
     }

@@ -161,7 +161,7 @@ pub fn bench(
                 _ => None,
             };
             let h = GroupHyper { lr: 1e-5, weight_decay: 0.0 };
-            let mut opt = AdamW::new(h, h, model.scale_params().into_keys().collect(), [0.9, 0.95], 1e-8);
+            let mut opt = AdamW::new(h, h, model.scale_params(), [0.9, 0.95], 1e-8);
             for i in 0..warmup + iters {
                 if mode != BenchMode::Plain {
                     let t = Instant::now();

@@ -1,7 +1,7 @@
 //! `qat train`: one function that reads top to bottom — setup, then the step loop with
 //! evaluation and checkpoints, then the final report.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -13,13 +13,14 @@ use serde::{Deserialize, Serialize};
 use qat_data::{Mixer, MixerState, tokenize_source};
 use qat_eval::Report;
 use qat_model::{AttentionBatch, CausalLm, Checkpoint};
+use qat_quant::QuantSpec;
 use qat_tokenizer::Tokenizer;
 
 use crate::TrainError;
 use crate::checkpoint::{self, TrainState};
 use crate::config::{KdKind, RunConfig};
 use crate::metrics::{Evaluation, MetricsLog, Record, TrainStep};
-use crate::optim::{AdamW, GroupHyper, ScaleRounding, grad_norm, lr_factor};
+use crate::optim::{AdamW, GroupHyper, grad_norm, lr_factor};
 use crate::{loss, params};
 
 /// How a run ended and what it measured.
@@ -94,17 +95,17 @@ pub fn parse_device(name: &str) -> Result<Device, TrainError> {
     }
 }
 
-/// Sets `require_grad`: on the quantizer scales (`scale_ids`) if `scales`, on everything else
-/// if `weights`.
+/// Sets `require_grad`: on the quantizer scales (the keys of `scale_params`) if `scales`, on
+/// everything else if `weights`.
 struct Freeze<'a> {
     weights: bool,
     scales: bool,
-    scale_ids: &'a HashSet<ParamId>,
+    scale_params: &'a HashMap<ParamId, QuantSpec>,
 }
 
 impl ModuleMapper for Freeze<'_> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let train = if self.scale_ids.contains(&param.id) { self.scales } else { self.weights };
+        let train = if self.scale_params.contains_key(&param.id) { self.scales } else { self.weights };
         let (id, t, mapper) = param.consume();
         let t = if train { t.require_grad() } else { t.set_require_grad(false) };
         Param::from_mapped_value(id, t, mapper)
@@ -413,16 +414,15 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<Trained, TrainError> 
     // replaced parameters (GPTQ writes new weights and scales).
     let t = &cfg.train;
     let scale_params = model.scale_params();
-    let scale_ids: HashSet<ParamId> = scale_params.keys().copied().collect();
-    model = model.map(&mut Freeze { weights: t.train_weights, scales: t.train_scales, scale_ids: &scale_ids });
+    model = model.map(&mut Freeze { weights: t.train_weights, scales: t.train_scales, scale_params: &scale_params });
     let mut opt = AdamW::new(
         GroupHyper { lr: t.lr, weight_decay: t.weight_decay },
         GroupHyper { lr: t.scale_lr.unwrap_or(t.lr), weight_decay: t.scale_weight_decay },
-        scale_ids,
+        scale_params,
         t.betas,
         t.eps,
     );
-    opt.rounding = cfg.quant.round_scales.map(|dtype| ScaleRounding { dtype, specs: scale_params });
+    opt.round_scales = cfg.quant.round_scales;
     if let Some(dir) = &latest {
         let checkpoint::Loaded { params: p, moments, masters, train: st } = checkpoint::load(dir)?;
         model = params::load(model, &p)?;
