@@ -253,26 +253,24 @@ impl Attention {
             None => (k, v),
         };
         let scale = 1.0 / (hd as f64).sqrt();
-        let rep = nh / nkv;
-        if !q.device().is_autodiff() && self.compute.is_none() {
-            // No gradient to keep (evaluation, the distillation teacher, generation): the
-            // backend's fused attention (no score tensor in memory). The CPU backend's shares
-            // each kv head among its query heads without copies (and runs multi-threaded over
-            // heads); the GPU backends' products need one kv head per query head.
-            let (k, v) = if crate::fused::on_flex(&q) { (k, v) } else { (repeat_kv_heads(k, rep), repeat_kv_heads(v, rep)) };
-            let options = burn::tensor::ops::AttentionModuleOptions { scale: Some(scale), softcap: None, is_causal: false };
-            let out = burn::tensor::module::attention(q, k, v, None, Some(bias.clone()), options);
-            return out.swap_dims(1, 2).reshape([b, t, nh * hd]);
+        if self.compute.is_none() {
+            // The CPU backend (with or without gradients): one tiled kernel that skips masked
+            // key ranges and keeps no score tensor but its probabilities.
+            if let Some(out) = crate::fused::attention(&q, &k, &v, bias, scale) {
+                return out;
+            }
+            if !q.device().is_autodiff() {
+                // No gradient to keep on a GPU (evaluation, the distillation teacher,
+                // generation): the backend's fused attention, whose products need one kv head
+                // per query head.
+                let rep = nh / nkv;
+                let (k, v) = (repeat_kv_heads(k, rep), repeat_kv_heads(v, rep));
+                let options = burn::tensor::ops::AttentionModuleOptions { scale: Some(scale), softcap: None, is_causal: false };
+                let out = burn::tensor::module::attention(q, k, v, None, Some(bias.clone()), options);
+                return out.swap_dims(1, 2).reshape([b, t, nh * hd]);
+            }
         }
-        let s = k.dims()[2];
-        // GQA without repeating K/V: query heads that share a kv head are stacked along the
-        // sequence axis ([B, kv, rep·T, hd]), matching transformers' `repeat_kv` head order.
-        // The scale multiplies the queries (hd values per row) rather than the scores (S).
-        let q = q.reshape([b, nkv, rep * t, hd]) * scale;
-        let scores = matmul_in(q, k.swap_dims(2, 3), self.compute);
-        let scores = scores.reshape([b, nkv, rep, t, s]) + bias.clone().unsqueeze_dim::<5>(1);
-        let probs = crate::fused::softmax_last(scores).reshape([b, nkv, rep * t, s]);
-        matmul_in(probs, v, self.compute).reshape([b, nh, t, hd]).swap_dims(1, 2).reshape([b, t, nh * hd])
+        crate::fused::attention_composed(q, k, v, bias, scale, self.compute)
     }
 }
 

@@ -22,6 +22,9 @@ use burn_autodiff::ops::{Backward, Ops, OpsKind, unary};
 use qat_quant::fused::{FlexFloat, f32_values};
 use rayon::prelude::*;
 
+mod attention;
+pub use attention::{attention, attention_composed};
+
 #[derive(Debug)]
 struct SoftmaxBackward;
 
