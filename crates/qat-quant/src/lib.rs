@@ -6,6 +6,7 @@ pub mod exact;
 pub mod fused;
 pub mod gptq;
 pub mod linear;
+pub mod matmul;
 pub mod policy;
 pub mod quantizer;
 pub mod scheme;

@@ -131,7 +131,15 @@ impl QLinear {
             Some(q) if q.act_int8 => crate::quantizer::fake_quantize_act_int8(x),
             _ => x,
         };
-        let w = self.effective_weight().transpose();
+        let w = self.effective_weight();
+        let f32_compute = self.compute.is_none_or(|dt| dt == FloatDType::F32);
+        if f32_compute && let Some(y) = crate::matmul::linear(&x, &w) {
+            return match &self.bias {
+                Some(b) => y + b.val().unsqueeze(),
+                None => y,
+            };
+        }
+        let w = w.transpose();
         match self.compute {
             Some(dt) if dt != FloatDType::F32 => {
                 let y = burn::tensor::module::linear(x.cast(dt), w.cast(dt), None).cast(FloatDType::F32);

@@ -9,7 +9,7 @@
 //! and the last one any of its rows may see (causal rows: about half the square; packed rows:
 //! their own document), adds the mask inside the softmax pass, writes its output straight into
 //! the layout `o_proj` reads, and keeps its probabilities for the backward. Tiles run in
-//! parallel; their products are the `gemm` crate's kernels that Burn's CPU backend uses.
+//! parallel, each tile's products on one thread ([`qat_quant::matmul::product`]).
 //!
 //! Backward, with `Z = scale·Q·Kᵀ + bias` and `P = softmax(Z)` row by row:
 //! `∂V = Pᵀ·∂O`, `∂P = ∂O·Vᵀ`, `∂Z = P ∘ (∂P − rowsum(∂P ∘ P))`, `∂Q = scale·∂Z·K`,
@@ -22,6 +22,7 @@ use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use qat_quant::fused::{FlexFloat, f32_values};
+use qat_quant::matmul::product;
 use qat_quant::matmul_in;
 use rayon::prelude::*;
 
@@ -127,38 +128,6 @@ impl Shared {
     }
 }
 
-/// `dst = read·dst + lhs·rhs` for row-major operands given by (pointer, row stride, column
-/// stride), single-threaded (tiles run in parallel).
-///
-/// # Safety
-/// Every pointer must address its whole `m × k`, `k × n` or `m × n` operand.
-#[allow(clippy::too_many_arguments)]
-unsafe fn product([m, n, k]: [usize; 3], dst: (*mut f32, usize), read: bool, lhs: (*const f32, isize, isize), rhs: (*const f32, isize, isize)) {
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.0,
-            1,
-            dst.1 as isize,
-            read,
-            lhs.0,
-            lhs.2,
-            lhs.1,
-            rhs.0,
-            rhs.2,
-            rhs.1,
-            if read { 1.0 } else { 0.0 },
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
-}
-
 /// One tile's forward: its scores into `p` (`[rows, keys]`), softmax in place, and its rows of
 /// the output.
 ///
@@ -178,13 +147,13 @@ unsafe fn forward_tile(plan: &Plan, (q, k, v, bias): (&[f32], &[f32], &[f32], &[
         }
         return;
     }
-    unsafe { product([rows, keys, hd], (p.as_mut_ptr(), keys), false, (q_tile, hd as isize, 1), (k_range, 1, hd as isize)) };
+    unsafe { product([rows, keys, hd], (p.as_mut_ptr(), keys), false, (q_tile, hd as isize, 1), (k_range, 1, hd as isize), false) };
     for (i, row) in p.chunks_exact_mut(keys).enumerate() {
         let mask = &bias[(b * plan.t + tile.r0 + i) * plan.s + tile.k0..][..keys];
         softmax_row(row, mask, plan.scale);
     }
     let out = o.at(plan.o_start(b, tile.r0, h));
-    unsafe { product([rows, hd, keys], (out, nd as usize), false, (p.as_ptr(), keys as isize, 1), (v_range, hd as isize, 1)) };
+    unsafe { product([rows, hd, keys], (out, nd as usize), false, (p.as_ptr(), keys as isize, 1), (v_range, hd as isize, 1), false) };
 }
 
 /// `row ← softmax(scale·row + mask)`; a row whose keys are all masked becomes zeros.
@@ -253,7 +222,7 @@ fn backward(plan: &Plan, (q, k, v): (&[f32], &[f32], &[f32]), p: &[f32], d_o: &[
                 ds.resize(rows * keys, 0.0);
                 unsafe {
                     // ∂P = ∂O·Vᵀ
-                    product([rows, keys, hd], (ds.as_mut_ptr(), keys), false, (d_o_tile, nd, 1), (v_range, 1, hd as isize));
+                    product([rows, keys, hd], (ds.as_mut_ptr(), keys), false, (d_o_tile, nd, 1), (v_range, 1, hd as isize), false);
                 }
                 for (d, p) in ds.chunks_exact_mut(keys).zip(p.chunks_exact(keys)) {
                     let dot: f32 = d.iter().zip(p).map(|(d, p)| d * p).sum();
@@ -261,12 +230,12 @@ fn backward(plan: &Plan, (q, k, v): (&[f32], &[f32], &[f32]), p: &[f32], d_o: &[
                 }
                 unsafe {
                     // ∂Q = scale·∂Z·K (the scale is in `ds`)
-                    product([rows, hd, keys], (dq[tile.r0 * hd..].as_mut_ptr(), hd), false, (ds.as_ptr(), keys as isize, 1), (k_range, hd as isize, 1));
+                    product([rows, hd, keys], (dq[tile.r0 * hd..].as_mut_ptr(), hd), false, (ds.as_ptr(), keys as isize, 1), (k_range, hd as isize, 1), false);
                     // ∂K += scale·∂Zᵀ·Q
                     let q_tile = q_head[tile.r0 * hd..].as_ptr();
-                    product([keys, hd, rows], (dk[tile.k0 * hd..].as_mut_ptr(), hd), true, (ds.as_ptr(), 1, keys as isize), (q_tile, hd as isize, 1));
+                    product([keys, hd, rows], (dk[tile.k0 * hd..].as_mut_ptr(), hd), true, (ds.as_ptr(), 1, keys as isize), (q_tile, hd as isize, 1), false);
                     // ∂V += Pᵀ·∂O
-                    product([keys, hd, rows], (dv[tile.k0 * hd..].as_mut_ptr(), hd), true, (p.as_ptr(), 1, keys as isize), (d_o_tile, nd, 1));
+                    product([keys, hd, rows], (dv[tile.k0 * hd..].as_mut_ptr(), hd), true, (p.as_ptr(), 1, keys as isize), (d_o_tile, nd, 1), false);
                 }
             }
         },
