@@ -5,12 +5,15 @@
 # where qat's step time goes; then the loss of the first 50 QAT steps of both on the same data.
 # Prints a Markdown report (docs/benchmarks.md holds one).
 #   bash scripts/bench_vs_pytorch.sh [MODEL_DIR]
-# THREADS (default: all cores) sets both sides' thread count; PYTHON a Python with torch and
-# transformers (default .venv/bin/python, created here with both when missing).
+# THREADS (default: all cores) sets both sides' thread count; WARMUP (default 2) the untimed
+# iterations before each timing, on both sides: a process's first steps fault in the memory its
+# later steps reuse, so steady-state training speed needs more than one; PYTHON a Python with
+# torch and transformers (default .venv/bin/python, created here with both when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=${1:-models/smollm2-135m-instruct}
 threads=${THREADS:-$(nproc)}
+warmup=${WARMUP:-2}
 py=${PYTHON:-.venv/bin/python}
 if [ ! -x "$py" ]; then
   python3 -m venv .venv >&2
@@ -27,10 +30,10 @@ for shape in "1 512" "8 256"; do
   set -- $shape
   iters=$([ "$1" = 1 ] && echo 3 || echo 2)
   echo
-  echo "### Batch $1x$2 ($iters timed iterations after 1 warm-up)"
+  echo "### Batch $1x$2 ($iters timed iterations after $warmup warm-up)"
   for mode in forward plain qat kd; do
-    q=$($qat --threads "$threads" bench "$model" --mode $mode --batch "$1" --seq-len "$2" --iters "$iters" --json)
-    p=$($py scripts/pytorch_reference.py "$model" --mode $mode --batch "$1" --seq-len "$2" --iters "$iters" --threads "$threads" 2>/dev/null)
+    q=$($qat --threads "$threads" bench "$model" --mode $mode --batch "$1" --seq-len "$2" --warmup "$warmup" --iters "$iters" --json)
+    p=$($py scripts/pytorch_reference.py "$model" --mode $mode --batch "$1" --seq-len "$2" --warmup "$warmup" --iters "$iters" --threads "$threads" 2>/dev/null)
     printf '%s\t%s\t%s\n' "$mode" "$q" "$p"
   done | $py scripts/bench_report.py
 done
@@ -41,8 +44,8 @@ echo "| threads | qat tokens/s | PyTorch tokens/s |"
 echo "|---|---|---|"
 declare -A qs ps
 for n in 1 "$threads"; do
-  qs[$n]=$($qat --threads "$n" bench "$model" --mode qat --batch 1 --seq-len 512 --iters 3 --json | $py -c 'import json,sys; print(round(json.load(sys.stdin)["tokens_per_second"], 1))')
-  ps[$n]=$($py scripts/pytorch_reference.py "$model" --mode qat --batch 1 --seq-len 512 --iters 3 --threads "$n" 2>/dev/null | $py -c 'import json,sys; print(round(json.load(sys.stdin)["tokens_per_second"], 1))')
+  qs[$n]=$($qat --threads "$n" bench "$model" --mode qat --batch 1 --seq-len 512 --warmup "$warmup" --iters 3 --json | $py -c 'import json,sys; print(round(json.load(sys.stdin)["tokens_per_second"], 1))')
+  ps[$n]=$($py scripts/pytorch_reference.py "$model" --mode qat --batch 1 --seq-len 512 --warmup "$warmup" --iters 3 --threads "$n" 2>/dev/null | $py -c 'import json,sys; print(round(json.load(sys.stdin)["tokens_per_second"], 1))')
   echo "| $n | ${qs[$n]} | ${ps[$n]} |"
 done
 echo

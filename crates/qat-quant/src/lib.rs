@@ -10,6 +10,7 @@ pub mod matmul;
 pub mod policy;
 pub mod quantizer;
 pub mod scheme;
+pub mod simd;
 
 /// What can fail in quantization. Each variant names what it concerns: the config location of
 /// a setting, the tensor of a scale (through [`QuantError::Tensor`]), the layer GPTQ ran on.

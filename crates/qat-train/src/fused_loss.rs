@@ -30,8 +30,10 @@ use crate::config::{KdKind, LossSection};
 use crate::loss::Objective;
 
 use qat_quant::fused::{FlexFloat, f32_values};
+use qat_quant::simd;
 
 /// Loss sums of one row: `(CE, KD)`.
+#[inline(always)]
 fn row(z: &[f32], teacher: Option<&[f32]>, target: i64, kind: KdKind, w: (f32, f32), grad: &mut [f32], scratch: &mut Vec<f32>) -> (f64, f64) {
     if target < 0 {
         grad.fill(0.0);
@@ -39,15 +41,15 @@ fn row(z: &[f32], teacher: Option<&[f32]>, target: i64, kind: KdKind, w: (f32, f
     }
     let y = target as usize;
     let lse = |x: &[f32]| {
-        let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        m + x.iter().map(|&v| (v - m).exp()).sum::<f32>().ln()
+        let m = simd::max(x);
+        m + simd::sum_exp_shifted(x, m).ln()
     };
     let lse_z = lse(z);
     let ce = (lse_z - z[y]) as f64;
     let (w_ce, w_kd) = w;
     let Some(t) = teacher.filter(|_| kind != KdKind::None) else {
         for (g, &v) in grad.iter_mut().zip(z) {
-            *g = w_ce * (v - lse_z).exp();
+            *g = w_ce * simd::exp(v - lse_z);
         }
         grad[y] -= w_ce;
         return (ce, 0.0);
@@ -58,13 +60,13 @@ fn row(z: &[f32], teacher: Option<&[f32]>, target: i64, kind: KdKind, w: (f32, f
     let (mut rev, mut fwd) = (0.0f64, 0.0f64);
     for ((g, q), (&zv, &tv)) in grad.iter_mut().zip(scratch.iter_mut()).zip(z.iter().zip(t)) {
         let (lp, lq) = (zv - lse_z, tv - lse_t);
-        let (p, qv) = (lp.exp(), lq.exp());
+        let (p, qv) = (simd::exp(lp), simd::exp(lq));
         *g = p;
         *q = qv;
         rev += (p * (lp - lq)) as f64;
         fwd += (qv * (lq - lp)) as f64;
     }
-    let conf = (t[y] - lse_t).exp();
+    let conf = simd::exp(t[y] - lse_t);
     let (a, b) = match kind {
         KdKind::ForwardKl => (0.0, 1.0),
         KdKind::ReverseKl => (1.0, 0.0),
@@ -91,7 +93,7 @@ fn kernel(z: &[f32], teacher: Option<&[f32]>, targets: &[i64], vocab: usize, kin
         .map_init(Vec::new, |scratch, (r, g)| {
             let zr = &z[r * vocab..(r + 1) * vocab];
             let tr = teacher.map(|t| &t[r * vocab..(r + 1) * vocab]);
-            row(zr, tr, targets[r], kind, w, g, scratch)
+            simd::vectorized(|| row(zr, tr, targets[r], kind, w, g, scratch))
         })
         .collect();
     let (ce, kd) = rows.iter().fold((0.0, 0.0), |acc, r| (acc.0 + r.0, acc.1 + r.1));

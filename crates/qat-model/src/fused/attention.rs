@@ -23,7 +23,7 @@ use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use qat_quant::fused::{FlexFloat, f32_values};
 use qat_quant::matmul::product;
-use qat_quant::matmul_in;
+use qat_quant::{matmul_in, simd};
 use rayon::prelude::*;
 
 /// Query rows per tile: the unit of work and of key-range skipping.
@@ -148,31 +148,26 @@ unsafe fn forward_tile(plan: &Plan, (q, k, v, bias): (&[f32], &[f32], &[f32], &[
         return;
     }
     unsafe { product([rows, keys, hd], (p.as_mut_ptr(), keys), false, (q_tile, hd as isize, 1), (k_range, 1, hd as isize), false) };
-    for (i, row) in p.chunks_exact_mut(keys).enumerate() {
-        let mask = &bias[(b * plan.t + tile.r0 + i) * plan.s + tile.k0..][..keys];
-        softmax_row(row, mask, plan.scale);
-    }
+    simd::vectorized(|| {
+        for (i, row) in p.chunks_exact_mut(keys).enumerate() {
+            let mask = &bias[(b * plan.t + tile.r0 + i) * plan.s + tile.k0..][..keys];
+            softmax_row(row, mask, plan.scale);
+        }
+    });
     let out = o.at(plan.o_start(b, tile.r0, h));
     unsafe { product([rows, hd, keys], (out, nd as usize), false, (p.as_ptr(), keys as isize, 1), (v_range, hd as isize, 1), false) };
 }
 
 /// `row ← softmax(scale·row + mask)`; a row whose keys are all masked becomes zeros.
+#[inline(always)]
 fn softmax_row(row: &mut [f32], mask: &[f32], scale: f32) {
-    let mut max = f32::NEG_INFINITY;
-    for (z, &m) in row.iter_mut().zip(mask) {
-        *z = *z * scale + m;
-        max = max.max(*z);
-    }
+    row.iter_mut().zip(mask).for_each(|(z, &m)| *z = *z * scale + m);
+    let max = simd::max(row);
     if max == f32::NEG_INFINITY {
         row.fill(0.0);
         return;
     }
-    let mut sum = 0.0;
-    for z in row.iter_mut() {
-        *z = (*z - max).exp();
-        sum += *z;
-    }
-    let inv = 1.0 / sum;
+    let inv = 1.0 / simd::exp_shifted_sum(row, max);
     row.iter_mut().for_each(|z| *z *= inv);
 }
 

@@ -205,8 +205,9 @@ pub fn swiglu_composed<const D: usize>(g: Tensor<D>, u: Tensor<D>) -> Tensor<D> 
     burn::tensor::activation::silu(g) * u
 }
 
+#[inline(always)]
 fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    1.0 / (1.0 + qat_quant::simd::exp(-x))
 }
 
 #[derive(Debug)]
@@ -238,13 +239,15 @@ impl Backward<Flex, 2> for SwigluBackward {
 }
 
 /// `f` element by element over three equally long slices, in parallel (generic, so that `f`
-/// is inlined into the loop).
+/// is inlined into the loop, which is compiled for the CPU's vector instructions).
 fn map3(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32 + Sync) -> Vec<f32> {
     let mut out = vec![0.0f32; a.len()];
     out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK).zip(c.par_chunks(CHUNK)))).for_each(|(o, (a, (b, c)))| {
-        for (((o, &a), &b), &c) in o.iter_mut().zip(a).zip(b).zip(c) {
-            *o = f(a, b, c);
-        }
+        qat_quant::simd::vectorized(|| {
+            for (((o, &a), &b), &c) in o.iter_mut().zip(a).zip(b).zip(c) {
+                *o = f(a, b, c);
+            }
+        })
     });
     out
 }
