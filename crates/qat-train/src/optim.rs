@@ -39,9 +39,14 @@ pub enum Moments {
 impl Moments {
     /// Host copies `(m, v)`, for checkpoints.
     pub fn to_host(&self) -> (Vec<f32>, Vec<f32>) {
+        self.clone().into_host()
+    }
+
+    /// `(m, v)` in host memory: moved, not copied, when they are there already.
+    fn into_host(self) -> (Vec<f32>, Vec<f32>) {
         match self {
-            Moments::Host(m, v) => (m.clone(), v.clone()),
-            Moments::Device(mv) => (host_values(mv.0.clone()), host_values(mv.1.clone())),
+            Moments::Host(m, v) => (m, v),
+            Moments::Device(mv) => (host_values(mv.0), host_values(mv.1)),
         }
     }
 }
@@ -217,7 +222,7 @@ impl MapByPath for StepMapper<'_> {
         }
         let g = host_values(grad);
         let (mut m, mut v) = match o.moments.remove(&path) {
-            Some(moments) => moments.to_host(),
+            Some(moments) => moments.into_host(),
             None => (vec![0.0; n], vec![0.0; n]),
         };
         let mut values = match rounding {
