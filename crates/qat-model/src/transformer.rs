@@ -516,6 +516,12 @@ impl CausalLm {
             Some(head) => head.forward(h),
             None => {
                 let e = embedding.unwrap_or_else(|| self.embed_tokens.effective_weight());
+                // `h·Eᵀ` as one product on the CPU backend: Burn's batched product would
+                // broadcast `Eᵀ` over the batch and reduce a `[B, hidden, vocab]` gradient.
+                let f32_compute = self.compute.is_none_or(|dt| dt == FloatDType::F32);
+                if f32_compute && let Some(logits) = qat_quant::matmul::linear(&h, &e) {
+                    return logits;
+                }
                 matmul_in(h, e.transpose().unsqueeze(), self.compute)
             }
         }
