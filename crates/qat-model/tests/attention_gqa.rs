@@ -10,13 +10,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use qat_model::transformer::repeat_kv_heads;
 
 fn values(n: usize, seed: u32) -> Vec<f32> {
-    let mut state = seed;
-    (0..n)
-        .map(|_| {
-            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (state >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect()
+    qat_testing::pseudo_random(n, seed, 1.0)
 }
 
 #[test]

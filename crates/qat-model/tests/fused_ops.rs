@@ -6,13 +6,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use qat_model::fused;
 
 fn values(n: usize, seed: u32, scale: f32) -> Vec<f32> {
-    let mut state = seed;
-    (0..n)
-        .map(|_| {
-            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            ((state >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
+    qat_testing::pseudo_random(n, seed, scale)
 }
 
 fn vec_of<const D: usize>(t: Tensor<D>) -> Vec<f32> {

