@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use burn::module::{Module, Param, ParamId};
 use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
-use qat_quant::{QLinear, QuantError, QuantSpec, matmul_in};
+use qat_quant::{QLinear, QuantError, QuantSpec, full_precision, matmul_in};
 
 use crate::config::{ModelConfig, QkNorm};
 use crate::{Checkpoint, ModelError};
@@ -253,7 +253,7 @@ impl Attention {
             None => (k, v),
         };
         let scale = 1.0 / (hd as f64).sqrt();
-        if self.compute.is_none() {
+        if full_precision(self.compute) {
             // The CPU backend (with or without gradients): one tiled kernel that skips masked
             // key ranges and keeps no score tensor but its probabilities.
             if let Some(out) = crate::fused::attention(&q, &k, &v, bias, scale) {
@@ -518,8 +518,9 @@ impl CausalLm {
                 let e = embedding.unwrap_or_else(|| self.embed_tokens.effective_weight());
                 // `h·Eᵀ` as one product on the CPU backend: Burn's batched product would
                 // broadcast `Eᵀ` over the batch and reduce a `[B, hidden, vocab]` gradient.
-                let f32_compute = self.compute.is_none_or(|dt| dt == FloatDType::F32);
-                if f32_compute && let Some(logits) = qat_quant::matmul::linear(&h, &e) {
+                if full_precision(self.compute)
+                    && let Some(logits) = qat_quant::matmul::linear(&h, &e)
+                {
                     return logits;
                 }
                 matmul_in(h, e.transpose().unsqueeze(), self.compute)

@@ -57,7 +57,7 @@ impl From<burn::tensor::DataError> for QuantError {
 
 pub use exact::HfDtype;
 pub use gptq::{GptqOptions, GptqResult, Hessian, gptq};
-pub use linear::{FakeQuant, QLinear, ScaleChange, matmul_in};
+pub use linear::{FakeQuant, QLinear, ScaleChange, full_precision, matmul_in};
 pub use policy::{Policy, PolicyTable};
 pub use quantizer::{QuantizedWeight, fake_quantize, fake_quantize_composed, init_scale, quantize};
 pub use scheme::{GradVariant, Granularity, KQuant, QuantSpec, ScaleInit, Scheme};

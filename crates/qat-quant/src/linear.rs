@@ -59,6 +59,12 @@ pub fn matmul_in<const D: usize>(a: Tensor<D>, b: Tensor<D>, dtype: Option<Float
     }
 }
 
+/// Whether products in `dtype` ([`matmul_in`]'s setting) are full f32 ones (`None` or f32):
+/// where the CPU backend's own kernels ([`crate::matmul`]) may replace them.
+pub fn full_precision(dtype: Option<FloatDType>) -> bool {
+    dtype.is_none_or(|dt| dt == FloatDType::F32)
+}
+
 impl QLinear {
     pub fn new(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
         QLinear { weight: Param::from_tensor(weight), bias: bias.map(Param::from_tensor), quant: None, compute: None }
@@ -132,8 +138,9 @@ impl QLinear {
             _ => x,
         };
         let w = self.effective_weight();
-        let f32_compute = self.compute.is_none_or(|dt| dt == FloatDType::F32);
-        if f32_compute && let Some(y) = crate::matmul::linear(&x, &w) {
+        if full_precision(self.compute)
+            && let Some(y) = crate::matmul::linear(&x, &w)
+        {
             return match &self.bias {
                 Some(b) => y + b.val().unsqueeze(),
                 None => y,

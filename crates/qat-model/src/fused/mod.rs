@@ -1,4 +1,5 @@
-//! Softmax, RMSNorm, SwiGLU and RoPE with their own backward on the CPU backend.
+//! Softmax, RMSNorm, SwiGLU, RoPE and attention ([`attention`], its own file) with their own
+//! backward on the CPU backend.
 //!
 //! Burn's autodiff composes each of them from element-wise operations — single-threaded passes
 //! over full activations, each recorded with its own backward (RMSNorm: square, mean, add,
@@ -50,8 +51,8 @@ impl Backward<Flex, 1> for SoftmaxBackward {
     }
 }
 
-/// Whether `x` lives on the CPU backend without autodiff (where Burn's own fused kernels take
-/// shapes the GPU backends' do not, e.g. attention with fewer kv heads than query heads).
+/// Whether `x` lives on the CPU backend without autodiff, whose tensors are host memory (where
+/// AdamW updates in place on the host, `qat_train::optim::Placement::Auto`).
 pub fn on_flex<const D: usize>(x: &Tensor<D>) -> bool {
     x.clone().try_into_primitive::<Flex>().is_ok()
 }
