@@ -255,12 +255,12 @@ struct AttentionBackward;
 
 impl Backward<Flex, 3> for AttentionBackward {
     /// Q, K, V (contiguous), the plan and the probabilities of every tile.
-    type State = (Vec<f32>, Vec<f32>, Vec<f32>, Plan, Vec<f32>);
+    type State = (FlexFloat, FlexFloat, FlexFloat, Plan, Vec<f32>);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let (q, k, v, plan, p) = ops.state;
         let d_o = grads.consume::<Flex>(&ops.node);
-        let (dq, dk, dv) = backward(&plan, (&q, &k, &v), &p, &f32_values(&d_o));
+        let (dq, dk, dv) = backward(&plan, (&f32_values(&q), &f32_values(&k), &f32_values(&v)), &p, &f32_values(&d_o));
         let (qs, kvs) = ([plan.b, plan.nh, plan.t, plan.hd], [plan.b, plan.nkv, plan.s, plan.hd]);
         for (parent, (grad, shape)) in ops.parents.into_iter().zip([(dq, qs), (dk, kvs), (dv, kvs)]) {
             if let Some(node) = parent {
@@ -268,6 +268,12 @@ impl Backward<Flex, 3> for AttentionBackward {
             }
         }
     }
+}
+
+/// `t` itself when its storage is already row-major from offset 0 (then [`f32_values`] borrows
+/// it), else a contiguous copy: the backward reads Q, K and V again without copying them again.
+fn contiguous(t: FlexFloat) -> FlexFloat {
+    if t.is_contiguous() && t.layout().start_offset() == 0 { t } else { t.to_contiguous() }
 }
 
 /// `softmax(scale·q·kᵀ + bias)·v` with the heads merged, composed from tensor operations: every
@@ -306,15 +312,16 @@ pub fn attention(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, bias: &Tensor<4>, 
         bias.clone().try_into_primitive::<Autodiff<Flex>>(),
     ) {
         let nodes = [q_ad.node(), k_ad.node(), v_ad.node()];
-        let (q_p, k_p, v_p, bias_p) = (q_ad.into_primitive(), k_ad.into_primitive(), v_ad.into_primitive(), bias_ad.into_primitive());
-        let (qv, kv, vv, bias_v) = (f32_values(&q_p).into_owned(), f32_values(&k_p).into_owned(), f32_values(&v_p).into_owned(), f32_values(&bias_p));
+        let (q_p, k_p, v_p) = (contiguous(q_ad.into_primitive()), contiguous(k_ad.into_primitive()), contiguous(v_ad.into_primitive()));
+        let bias_p = bias_ad.into_primitive();
+        let bias_v = f32_values(&bias_p);
         let plan = Plan::new(&bias_v, dims, scale as f32);
         let prep = AttentionBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful();
         let keep = matches!(prep, OpsKind::Tracked(_));
-        let (o, p) = forward(&plan, (&qv, &kv, &vv, &bias_v), keep);
+        let (o, p) = forward(&plan, (&f32_values(&q_p), &f32_values(&k_p), &f32_values(&v_p), &bias_v), keep);
         let o = FlexFloat::from_data(TensorData::new(o, out_shape));
         let out = match prep {
-            OpsKind::Tracked(prep) => prep.finish((qv, kv, vv, plan, p), o),
+            OpsKind::Tracked(prep) => prep.finish((q_p, k_p, v_p, plan, p), o),
             OpsKind::UnTracked(prep) => prep.finish(o),
         };
         return Some(Tensor::from_primitive::<Autodiff<Flex>>(out));
