@@ -32,8 +32,12 @@ pub fn exp(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 0.5;
     // 2ⁿ for n ≤ 127 from its exponent bits; n = 128 (x within 0.4 of the overflow) as 2¹²⁷·2.
+    // The biased exponent `low + 127` (1..=254) is read from the bits of `ROUND + low + 127`,
+    // whose last mantissa bits hold it: `as i32` would saturate (NaN, ±∞), which LLVM does
+    // not vectorize, and that alone made loops of `exp` 2.6× slower.
     let low = n.min(127.0);
-    let e = (p * r * r + r + 1.0) * f32::from_bits(((low as i32 + 127) << 23) as u32) * (1.0 + (n - low));
+    let biased = (low + (127.0 + ROUND)).to_bits() - ROUND.to_bits();
+    let e = (p * r * r + r + 1.0) * f32::from_bits(biased << 23) * (1.0 + (n - low));
     if x < -87.3 {
         0.0
     } else if x > 88.7 {

@@ -4,8 +4,9 @@
 //! single-threaded passes over tensors of `rows·vocab` floats forward and backward (SmolLM2:
 //! 49,152 columns, 200 MB per micro-batch of 1,024 tokens). Here each row is read from cache a
 //! few times, rows run in parallel, and the forward pass writes the gradient with respect to
-//! the student logits directly (the loss is a sum over rows of functions of that row alone), so
-//! the backward is one scaling by the incoming gradient. Used when the logits live on the CPU
+//! the student logits directly, over the logits themselves (the loss is a sum over rows of
+//! functions of that row alone), so the backward is at most one scaling by the incoming
+//! gradient and no second `[rows, vocab]` buffer exists. Used when the logits live on the CPU
 //! backend (`Autodiff<Flex>`); [`crate::loss::objective`] is the reference it is tested against
 //! and the path on every other device.
 //!
@@ -32,11 +33,13 @@ use crate::loss::Objective;
 use qat_quant::fused::{FlexFloat, f32_values};
 use qat_quant::simd;
 
-/// Loss sums of one row: `(CE, KD)`.
+/// Loss sums of one row: `(CE, KD)`; the row's logits `z` are replaced by the objective's
+/// gradient with respect to them (the same arithmetic as from a separate buffer: with a
+/// teacher the logits are read from a copy in `z_copy`).
 #[inline(always)]
-fn row(z: &[f32], teacher: Option<&[f32]>, target: i64, kind: KdKind, w: (f32, f32), grad: &mut [f32], scratch: &mut Vec<f32>) -> (f64, f64) {
+fn row(z: &mut [f32], teacher: Option<&[f32]>, target: i64, kind: KdKind, w: (f32, f32), scratch: &mut Vec<f32>, z_copy: &mut Vec<f32>) -> (f64, f64) {
     if target < 0 {
-        grad.fill(0.0);
+        z.fill(0.0);
         return (0.0, 0.0);
     }
     let y = target as usize;
@@ -48,12 +51,15 @@ fn row(z: &[f32], teacher: Option<&[f32]>, target: i64, kind: KdKind, w: (f32, f
     let ce = (lse_z - z[y]) as f64;
     let (w_ce, w_kd) = w;
     let Some(t) = teacher.filter(|_| kind != KdKind::None) else {
-        for (g, &v) in grad.iter_mut().zip(z) {
-            *g = w_ce * simd::exp(v - lse_z);
+        for g in z.iter_mut() {
+            *g = w_ce * simd::exp(*g - lse_z);
         }
-        grad[y] -= w_ce;
+        z[y] -= w_ce;
         return (ce, 0.0);
     };
+    z_copy.clear();
+    z_copy.extend_from_slice(z);
+    let (grad, z) = (z, &z_copy[..]);
     let lse_t = lse(t);
     // p into `grad`, q into `scratch`, with the two KL sums.
     scratch.resize(t.len(), 0.0);
@@ -83,21 +89,22 @@ fn row(z: &[f32], teacher: Option<&[f32]>, target: i64, kind: KdKind, w: (f32, f
     (ce, kd)
 }
 
-/// Sums and gradient rows, rows in parallel; the sums are added in row order, so that the
-/// reported loss does not depend on how the rows were shared among threads.
-fn kernel(z: &[f32], teacher: Option<&[f32]>, targets: &[i64], vocab: usize, kind: KdKind, w: (f32, f32)) -> (f64, f64, Vec<f32>) {
-    let mut grad = vec![0.0f32; z.len()];
-    let rows: Vec<(f64, f64)> = grad
+/// Sums of all rows, and every row of `z` replaced by its gradient, rows in parallel; the sums
+/// are added in row order, so that the reported loss does not depend on how the rows were
+/// shared among threads.
+fn kernel(z: &mut [f32], teacher: Option<&[f32]>, targets: &[i64], vocab: usize, kind: KdKind, w: (f32, f32)) -> (f64, f64) {
+    let rows: Vec<(f64, f64)> = z
         .par_chunks_mut(vocab)
         .enumerate()
-        .map_init(Vec::new, |scratch, (r, g)| {
-            let zr = &z[r * vocab..(r + 1) * vocab];
-            let tr = teacher.map(|t| &t[r * vocab..(r + 1) * vocab]);
-            simd::vectorized(|| row(zr, tr, targets[r], kind, w, g, scratch))
-        })
+        .map_init(
+            || (Vec::new(), Vec::new()),
+            |(scratch, z_copy), (r, zr)| {
+                let tr = teacher.map(|t| &t[r * vocab..(r + 1) * vocab]);
+                simd::vectorized(|| row(zr, tr, targets[r], kind, w, scratch, z_copy))
+            },
+        )
         .collect();
-    let (ce, kd) = rows.iter().fold((0.0, 0.0), |acc, r| (acc.0 + r.0, acc.1 + r.1));
-    (ce, kd, grad)
+    rows.iter().fold((0.0, 0.0), |acc, r| (acc.0 + r.0, acc.1 + r.1))
 }
 
 #[derive(Debug)]
@@ -111,38 +118,57 @@ impl Backward<Flex, 1> for ScaleStoredGradient {
         let stored = ops.state;
         unary::<Flex, _>(ops.parents, ops.node, grads, |upstream| {
             let s = upstream.into_data().try_to_vec::<f32>().expect("f32 loss gradient")[0];
-            <Flex as burn::backend::ops::FloatTensorOps<Flex>>::float_mul_scalar(stored, s.into())
+            // `loss.backward()` seeds 1: no pass over the `[rows, vocab]` gradient then.
+            if s == 1.0 { stored } else { <Flex as burn::backend::ops::FloatTensorOps<Flex>>::float_mul_scalar(stored, s.into()) }
         });
     }
 }
 
 /// [`crate::loss::objective`] computed by the fused kernel when `logits` are on the CPU
-/// backend's autodiff device (returns `None` elsewhere, leaving the inputs to the caller).
+/// backend's autodiff device; elsewhere `Err(logits)`, giving them back to the caller (boxed:
+/// a tensor handle is larger than the `Ok` value).
 /// `targets` are the host targets (−1: no target) of the `[B, T]` positions.
-pub fn objective(logits: &Tensor<3>, teacher_logits: Option<&Tensor<3>>, targets: &[i64], weights: &LossSection, n_targets: usize) -> Option<Objective> {
+///
+/// `logits` are taken by value so that, when the caller holds no other handle on them, the
+/// kernel writes the gradient over them instead of into a copy.
+pub fn objective(
+    logits: Tensor<3>,
+    teacher_logits: Option<&Tensor<3>>,
+    targets: &[i64],
+    weights: &LossSection,
+    n_targets: usize,
+) -> Result<Objective, Box<Tensor<3>>> {
     let LossSection { ce_weight, kd, kd_weight } = *weights;
-    let student = logits.clone().try_into_primitive::<Autodiff<Flex>>().ok()?;
     let teacher = match teacher_logits {
-        Some(t) => Some(t.clone().inner().try_into_primitive::<Flex>().ok()?),
+        Some(t) => match t.clone().inner().try_into_primitive::<Flex>() {
+            Ok(t) => Some(t),
+            Err(_) => return Err(Box::new(logits)),
+        },
         None => None,
     };
-    let [_, _, vocab] = logits.dims();
+    let Ok(student) = logits.clone().try_into_primitive::<Autodiff<Flex>>() else { return Err(Box::new(logits)) };
+    let dims = logits.dims();
+    drop(logits);
+    let vocab = dims[2];
     let n = n_targets.max(1) as f64;
     let w = ((ce_weight / n) as f32, (kd_weight / n) as f32);
     let guard = student.node();
-    let z = student.into_primitive();
+    // The logits' buffer becomes the gradient (in place when nothing else holds it, as after
+    // the head's product; copied on write otherwise): no second `[rows, vocab]` buffer.
+    let mut z = student.into_primitive();
+    if !(z.is_contiguous() && z.layout().start_offset() == 0) {
+        z = z.to_contiguous();
+    }
+    let numel = z.layout().num_elements();
     let kind = if teacher.is_some() { kd } else { KdKind::None };
     let t = teacher.as_ref().map(f32_values);
-    let (ce, kd_sum, grad) = kernel(&f32_values(&z), t.as_deref(), targets, vocab, kind, w);
-    drop((z, t));
+    let (ce, kd_sum) = kernel(&mut z.storage_mut::<f32>()[..numel], t.as_deref(), targets, vocab, kind, w);
+    drop(t);
     let value = (ce_weight * ce + kd_weight * kd_sum) / n;
     let loss = FlexFloat::from_data(TensorData::new(vec![value as f32], Shape::new([1])));
     let out = match ScaleStoredGradient.prepare::<NoCheckpointing>([guard]).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => {
-            let grad = FlexFloat::from_data(TensorData::new(grad, logits.dims()));
-            prep.finish(grad, loss)
-        }
+        OpsKind::Tracked(prep) => prep.finish(z, loss),
         OpsKind::UnTracked(prep) => prep.finish(loss),
     };
-    Some(Objective { loss: Tensor::from_primitive::<Autodiff<Flex>>(out), ce_sum: ce, kd_sum: teacher_logits.map(|_| kd_sum) })
+    Ok(Objective { loss: Tensor::from_primitive::<Autodiff<Flex>>(out), ce_sum: ce, kd_sum: teacher_logits.map(|_| kd_sum) })
 }

@@ -84,8 +84,10 @@ pub struct Objective {
 /// `(ce_weight·Σ CE + kd_weight·Σ KD) / n_targets` with the weights and divergence of `weights`. On the CPU backend it is one fused kernel
 /// ([`crate::fused_loss`]); elsewhere [`objective_composed`].
 pub fn objective(logits: Tensor<3>, teacher_logits: Option<Tensor<3>>, targets: &Targets, weights: &LossSection, n_targets: usize) -> Objective {
-    crate::fused_loss::objective(&logits, teacher_logits.as_ref(), &targets.host, weights, n_targets)
-        .unwrap_or_else(|| objective_composed(logits, teacher_logits, targets, weights, n_targets))
+    match crate::fused_loss::objective(logits, teacher_logits.as_ref(), &targets.host, weights, n_targets) {
+        Ok(objective) => objective,
+        Err(logits) => objective_composed(*logits, teacher_logits, targets, weights, n_targets),
+    }
 }
 
 /// [`objective`] composed from tensor operations (any device; the fused kernel's reference).

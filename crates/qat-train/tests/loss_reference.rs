@@ -133,4 +133,14 @@ fn fused_objective_matches_composed_on_wide_rows() {
     assert!((fused - composed).abs() < 1e-4 * composed.abs(), "{fused} vs {composed}");
     let worst = fused_grad.iter().zip(&composed_grad).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     assert!(worst < 1e-5, "gradients differ by up to {worst}");
+    // A loss scaled after the objective (gradient accumulation) reaches the stored gradient as
+    // an incoming gradient other than 1.
+    let (_, scaled_grad) = value_and_grad(&c, |s, tl, tg| loss::objective(s, Some(tl), tg, &weights, 5).loss * 3.0);
+    for (s, f) in scaled_grad.iter().zip(&fused_grad) {
+        assert_eq!(*s, 3.0 * f);
+    }
+    // Logits that nothing else holds (as the head's product leaves them) are overwritten by
+    // their gradient in place; above, the test's own tensor was copied first.
+    let (unique, unique_grad) = value_and_grad(&c, |s, tl, tg| loss::objective(s * 1.0, Some(tl), tg, &weights, 5).loss);
+    assert_eq!((unique, &unique_grad), (fused, &fused_grad));
 }

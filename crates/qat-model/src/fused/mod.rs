@@ -241,15 +241,22 @@ impl Backward<Flex, 2> for SwigluBackward {
 
 /// `f` element by element over three equally long slices, in parallel (generic, so that `f`
 /// is inlined into the loop, which is compiled for the CPU's vector instructions).
+/// The output is written into uninitialised capacity (no zero-filling pass first).
 fn map3(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0.0f32; a.len()];
-    out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK).zip(c.par_chunks(CHUNK)))).for_each(|(o, (a, (b, c)))| {
-        qat_quant::simd::vectorized(|| {
-            for (((o, &a), &b), &c) in o.iter_mut().zip(a).zip(b).zip(c) {
-                *o = f(a, b, c);
-            }
-        })
-    });
+    let n = a.len();
+    assert!(b.len() == n && c.len() == n, "map3: slices of {n}, {} and {} elements", b.len(), c.len());
+    let mut out = Vec::with_capacity(n);
+    out.spare_capacity_mut()[..n].par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK).zip(c.par_chunks(CHUNK)))).for_each(
+        |(o, (a, (b, c)))| {
+            qat_quant::simd::vectorized(|| {
+                for (((o, &a), &b), &c) in o.iter_mut().zip(a).zip(b).zip(c) {
+                    o.write(f(a, b, c));
+                }
+            })
+        },
+    );
+    // SAFETY: the chunks above cover all `n` elements and each was written.
+    unsafe { out.set_len(n) };
     out
 }
 
