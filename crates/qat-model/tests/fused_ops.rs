@@ -33,17 +33,21 @@ fn check<const DB: usize>(
     let ad = Device::flex().autodiff();
     let n: usize = a.1.iter().product();
     let r = values(n, 99, 1.0);
-    let run = |fused: bool| {
+    // `fresh`: the op's inputs are new tensors that nothing but the op holds afterwards (as a
+    // layer's outputs are), which a backward may overwrite in place.
+    let run = |fused: bool, fresh: bool| {
         let ta = Tensor::<3>::from_data(TensorData::new(a.0.clone(), a.1), &ad).require_grad();
         let tb = Tensor::<DB>::from_data(TensorData::new(b.0.clone(), b.1), &ad).require_grad();
-        let out = if fused { fused_op(ta.clone(), tb.clone()) } else { composed_op(ta.clone(), tb.clone()) };
+        let (xa, xb) = if fresh { (ta.clone() * 1.0, tb.clone() * 1.0) } else { (ta.clone(), tb.clone()) };
+        let out = if fused { fused_op(xa, xb) } else { composed_op(xa, xb) };
         let grads = (out.clone() * Tensor::<3>::from_data(TensorData::new(r.clone(), a.1), &ad)).sum().backward();
         (vec_of(out.inner()), vec_of(ta.grad(&grads).unwrap()), vec_of(tb.grad(&grads).unwrap()))
     };
-    let ((y, ga, gb), (y_ref, ga_ref, gb_ref)) = (run(true), run(false));
+    let ((y, ga, gb), (y_ref, ga_ref, gb_ref)) = (run(true, false), run(false, false));
     assert_close(&format!("{name} value"), &y, &y_ref, tol);
     assert_close(&format!("{name} gradient of the first input"), &ga, &ga_ref, tol);
     assert_close(&format!("{name} gradient of the second input"), &gb, &gb_ref, tol);
+    assert_eq!(run(true, true), (y, ga, gb), "{name} on inputs nothing else holds");
     let plain = Device::flex();
     let ta = Tensor::<3>::from_data(TensorData::new(a.0.clone(), a.1), &plain);
     let tb = Tensor::<DB>::from_data(TensorData::new(b.0.clone(), b.1), &plain);

@@ -225,6 +225,17 @@ pub fn f32_values(t: &FlexFloat) -> std::borrow::Cow<'_, [f32]> {
     }
 }
 
+/// The values of an f32 CPU tensor in row-major order, to overwrite: in place when nothing else
+/// holds its storage and it is laid out row-major from its start, else in a copy the tensor
+/// then owns (copy on write).
+pub fn f32_values_mut(t: &mut FlexFloat) -> &mut [f32] {
+    if !(t.is_contiguous() && t.layout().start_offset() == 0) {
+        *t = t.to_contiguous();
+    }
+    let n = t.layout().num_elements();
+    &mut t.storage_mut::<f32>()[..n]
+}
+
 /// The fused [`crate::quantizer::fake_quantize`] when `w` lives on the CPU backend (plain or
 /// autodiff) and the spec is SEQ, integer or asymmetric without the AngelSlim gradient; `None`
 /// otherwise.

@@ -30,7 +30,7 @@ use rayon::prelude::*;
 use crate::config::{KdKind, LossSection};
 use crate::loss::Objective;
 
-use qat_quant::fused::{FlexFloat, f32_values};
+use qat_quant::fused::{FlexFloat, f32_values, f32_values_mut};
 use qat_quant::simd;
 
 /// Loss sums of one row: `(CE, KD)`; the row's logits `z` are replaced by the objective's
@@ -156,13 +156,9 @@ pub fn objective(
     // The logits' buffer becomes the gradient (in place when nothing else holds it, as after
     // the head's product; copied on write otherwise): no second `[rows, vocab]` buffer.
     let mut z = student.into_primitive();
-    if !(z.is_contiguous() && z.layout().start_offset() == 0) {
-        z = z.to_contiguous();
-    }
-    let numel = z.layout().num_elements();
     let kind = if teacher.is_some() { kd } else { KdKind::None };
     let t = teacher.as_ref().map(f32_values);
-    let (ce, kd_sum) = kernel(&mut z.storage_mut::<f32>()[..numel], t.as_deref(), targets, vocab, kind, w);
+    let (ce, kd_sum) = kernel(f32_values_mut(&mut z), t.as_deref(), targets, vocab, kind, w);
     drop(t);
     let value = (ce_weight * ce + kd_weight * kd_sum) / n;
     let loss = FlexFloat::from_data(TensorData::new(vec![value as f32], Shape::new([1])));

@@ -20,7 +20,7 @@ use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind, unary};
-use qat_quant::fused::{FlexFloat, f32_values};
+use qat_quant::fused::{FlexFloat, f32_values, f32_values_mut};
 use rayon::prelude::*;
 
 mod attention;
@@ -218,23 +218,30 @@ impl Backward<Flex, 2> for SwigluBackward {
     /// The gate and up projections' outputs.
     type State = (FlexFloat, FlexFloat, ());
 
-    /// `∂g = h̄·u·σ(g)·(1 + g·(1 − σ(g)))`, `∂u = h̄·g·σ(g)`.
+    /// `∂g = h̄·u·σ(g)·(1 + g·(1 − σ(g)))`, `∂u = h̄·g·σ(g)`: one pass that overwrites the
+    /// kept `g` and `u` (held by nothing else) with their gradients.
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let (g_t, u_t, ()) = ops.state;
+        let (mut g_t, mut u_t, ()) = ops.state;
         let [g_node, u_node] = ops.parents;
         let h_t = grads.consume::<Flex>(&ops.node);
-        let shape = g_t.layout().shape().clone();
-        let (g, u, h) = (f32_values(&g_t), f32_values(&u_t), f32_values(&h_t));
+        let h = f32_values(&h_t);
+        let (g, u) = (f32_values_mut(&mut g_t), f32_values_mut(&mut u_t));
+        assert!(g.len() == h.len() && u.len() == h.len(), "swiglu backward: {} and {} values for a gradient of {}", g.len(), u.len(), h.len());
+        g.par_chunks_mut(CHUNK).zip(u.par_chunks_mut(CHUNK)).zip(h.par_chunks(CHUNK)).for_each(|((g, u), h)| {
+            qat_quant::simd::vectorized(|| {
+                for ((g, u), &h) in g.iter_mut().zip(u.iter_mut()).zip(h) {
+                    let (gv, uv) = (*g, *u);
+                    let s = sigmoid(gv);
+                    *g = h * uv * s * (1.0 + gv * (1.0 - s));
+                    *u = h * gv * s;
+                }
+            })
+        });
         if let Some(node) = g_node {
-            let dg = map3(&g, &u, &h, |g, u, h| {
-                let s = sigmoid(g);
-                h * u * s * (1.0 + g * (1.0 - s))
-            });
-            grads.register::<Flex>(node.id, FlexFloat::from_data(TensorData::new(dg, shape.clone())));
+            grads.register::<Flex>(node.id, g_t);
         }
         if let Some(node) = u_node {
-            let du = map3(&g, &u, &h, |g, _, h| h * g * sigmoid(g));
-            grads.register::<Flex>(node.id, FlexFloat::from_data(TensorData::new(du, shape)));
+            grads.register::<Flex>(node.id, u_t);
         }
     }
 }
