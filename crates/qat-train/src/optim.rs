@@ -147,7 +147,11 @@ struct NormVisitor<'a> {
 impl ModuleVisitor for NormVisitor<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(g) = self.grads.get::<D>(param.id) {
-            let s = g.square().sum();
+            // Rows first: Burn's CPU backend sums a whole tensor of 4M elements or more on
+            // several threads in an order that depends on their scheduling (SmolLM2's embedding
+            // gradient has 28M), which made the norm, the clipping and every update of a step
+            // differ between runs; a sum along the last dimension is one sequential pass per row.
+            let s = g.square().sum_dim(D - 1).sum();
             self.sum = Some(match self.sum.take() {
                 Some(acc) => acc + s,
                 None => s,

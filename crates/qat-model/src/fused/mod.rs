@@ -137,27 +137,27 @@ impl Backward<Flex, 2> for RmsNormBackward {
             grads.register::<Flex>(node.id, FlexFloat::from_data(TensorData::new(dx, shape)));
         }
         if let Some(node) = w_node {
-            let dw = x
+            // A partial sum per task of `per` rows, then the partials added in task order: the
+            // same sum whichever thread ran which task. (A rayon `fold`/`reduce` groups rows by
+            // how the work happened to be split between threads, so two runs of the same step
+            // differed in the last bits and a resumed run drifted from an uninterrupted one.)
+            let partials: Vec<Vec<f32>> = x
                 .par_chunks(d * per)
                 .zip(g.par_chunks(d * per).zip(r.par_chunks(per)))
-                .fold(
-                    || vec![0.0f32; d],
-                    |mut acc, (x, (g, r))| {
-                        for ((x, g), &r) in x.chunks(d).zip(g.chunks(d)).zip(r) {
-                            for ((a, &x), &g) in acc.iter_mut().zip(x).zip(g) {
-                                *a += g * x * r;
-                            }
+                .map(|(x, (g, r))| {
+                    let mut acc = vec![0.0f32; d];
+                    for ((x, g), &r) in x.chunks(d).zip(g.chunks(d)).zip(r) {
+                        for ((a, &x), &g) in acc.iter_mut().zip(x).zip(g) {
+                            *a += g * x * r;
                         }
-                        acc
-                    },
-                )
-                .reduce(
-                    || vec![0.0f32; d],
-                    |mut a, b| {
-                        a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                        a
-                    },
-                );
+                    }
+                    acc
+                })
+                .collect();
+            let mut dw = vec![0.0f32; d];
+            for partial in &partials {
+                dw.iter_mut().zip(partial).for_each(|(a, b)| *a += b);
+            }
             grads.register::<Flex>(node.id, FlexFloat::from_data(TensorData::new(dw, [d])));
         }
     }
