@@ -147,9 +147,8 @@ pub fn objective(
         None => None,
     };
     let Ok(student) = logits.clone().try_into_primitive::<Autodiff<Flex>>() else { return Err(Box::new(logits)) };
-    let dims = logits.dims();
+    let [_, _, vocab] = logits.dims();
     drop(logits);
-    let vocab = dims[2];
     let n = n_targets.max(1) as f64;
     let w = ((ce_weight / n) as f32, (kd_weight / n) as f32);
     let guard = student.node();

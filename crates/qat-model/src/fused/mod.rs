@@ -246,22 +246,20 @@ impl Backward<Flex, 2> for SwigluBackward {
     }
 }
 
-/// `f` element by element over three equally long slices, in parallel (generic, so that `f`
-/// is inlined into the loop, which is compiled for the CPU's vector instructions).
-/// The output is written into uninitialised capacity (no zero-filling pass first).
-fn map3(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32 + Sync) -> Vec<f32> {
+/// `f` element by element over two equally long slices, in parallel (generic, so that `f` is
+/// inlined into the loop, which is compiled for the CPU's vector instructions). The output is
+/// written into uninitialised capacity (no zero-filling pass first).
+fn map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     let n = a.len();
-    assert!(b.len() == n && c.len() == n, "map3: slices of {n}, {} and {} elements", b.len(), c.len());
+    assert_eq!(b.len(), n, "map2: slices of {n} and {} elements", b.len());
     let mut out = Vec::with_capacity(n);
-    out.spare_capacity_mut()[..n].par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK).zip(c.par_chunks(CHUNK)))).for_each(
-        |(o, (a, (b, c)))| {
-            qat_quant::simd::vectorized(|| {
-                for (((o, &a), &b), &c) in o.iter_mut().zip(a).zip(b).zip(c) {
-                    o.write(f(a, b, c));
-                }
-            })
-        },
-    );
+    out.spare_capacity_mut()[..n].par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK))).for_each(|(o, (a, b))| {
+        qat_quant::simd::vectorized(|| {
+            for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+                o.write(f(a, b));
+            }
+        })
+    });
     // SAFETY: the chunks above cover all `n` elements and each was written.
     unsafe { out.set_len(n) };
     out
@@ -273,7 +271,7 @@ const CHUNK: usize = 1 << 14;
 /// [`swiglu_composed`] as one parallel pass on the CPU backend (and one backward pass per
 /// input, [`SwigluBackward`]); the composed expression elsewhere.
 pub fn swiglu<const D: usize>(g: Tensor<D>, u: Tensor<D>) -> Tensor<D> {
-    binary_on_flex(&g, &u, SwigluBackward, |g, u| (map3(g, u, u, |g, u, _| g * sigmoid(g) * u), ())).unwrap_or_else(|| swiglu_composed(g, u))
+    binary_on_flex(&g, &u, SwigluBackward, |g, u| (map2(g, u, |g, u| g * sigmoid(g) * u), ())).unwrap_or_else(|| swiglu_composed(g, u))
 }
 
 /// Rotary position embedding in rotate-half (NEOX) form, as transformers applies it, composed
