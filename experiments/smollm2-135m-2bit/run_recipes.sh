@@ -38,12 +38,21 @@ row q2k_asym_curve --set 'quant={format="q2_k_asym",init="mse",round_scales="f32
   --set eval.every=25 --set checkpoint.every=25
 # The issue's budget: the same recipe with twice the calibration rows (GPTQ 128, block-wise 64),
 # then 2,400 steps (4.9M tokens) of CE + CAKLD under one cosine schedule, the wikitext-2
-# perplexity every 100 steps, checkpoints every 25: ~12 hours here, run over several sessions
-# (`qat train --resume runs/recipes/q2k_asym_5m`, or this row again, continues it exactly).
+# perplexity every 100 steps, checkpoints every 25: ~11 hours here (`qat train --resume
+# runs/recipes/q2k_asym_5m`, or this row again, continues it exactly where runs/ persists; it
+# did not between this project's sessions, and the run was lost at KD step 242).
 row q2k_asym_5m --set 'quant={format="q2_k_asym",init="mse",round_scales="f32"}' --set 'calibration={method="gptq",rows=128}' \
   --set 'blockwise={rows=64,val_rows=8,epochs=4,lr=5e-4,scale_lr=1e-5,batch_size=4,loss="token_relative"}' \
   --set train.max_steps=2400 --set train.lr=1e-4 --set train.scale_lr=1e-5 --set train.warmup_fraction=0.02 \
   --set eval.every=100 --set checkpoint.every=25
+# The budget that fits one session (run directories do not outlive a session here, so the
+# 2,400-step row above never finished): the same calibration, then 400 steps (819,200 tokens)
+# of CE + CAKLD at twice the learning rate under a cosine schedule that ends inside the run;
+# wikitext-2 every 50 steps.
+row q2k_asym_1m --set 'quant={format="q2_k_asym",init="mse",round_scales="f32"}' --set 'calibration={method="gptq",rows=128}' \
+  --set 'blockwise={rows=64,val_rows=8,epochs=4,lr=5e-4,scale_lr=1e-5,batch_size=4,loss="token_relative"}' \
+  --set train.max_steps=400 --set train.lr=2e-4 --set train.scale_lr=1e-5 --set train.warmup_fraction=0.05 \
+  --set eval.every=50 --set checkpoint.every=25
 export_flags=()
 row q2k_rtn --set "$q2k"
 int4='quant={scheme="int",bits=4,granularity="group",group_size=32,init="mse"}'
@@ -69,7 +78,7 @@ print("|---|---|---|---|---|---|---|---|---|")
 base = None
 for name, label in [("int4g32_rtn", "INT4 g32 (Q4_0-exact)"), ("int4g32_gptq", "INT4 g32 (Q4_0-exact)"), ("int4g32_recipe", "INT4 g32 (Q4_0-exact)"), ("q2k_rtn", "Q2_K format"), ("q2k_recipe", "Q2_K format"), ("q2k_asym_recipe", "Q2_K asymmetric (q2_k_asym)"),
                     ("q2k_mix_recipe", "Q2_K format, embeddings Q4_0"), ("q2k_asym_curve", "Q2_K asymmetric, 150 KD steps"),
-                    ("q2k_asym_5m", "Q2_K asymmetric, 2,400 KD steps")]:
+                    ("q2k_asym_5m", "Q2_K asymmetric, 2,400 KD steps"), ("q2k_asym_1m", "Q2_K asymmetric, 400 KD steps at lr 2e-4")]:
     run = out / name
     s = load(run / "summary.json")
     if s is None:
@@ -95,9 +104,9 @@ for name, label in [("int4g32_rtn", "INT4 g32 (Q4_0-exact)"), ("int4g32_gptq", "
         last = i == len(stages) - 1
         took = f"{secs / 60:.1f} min" if secs else "—"
         print(f"| {label} | {stage} | {ppl:.4g} | {ppl / base:.3g} | {ev['val_loss']:.3f} | {tokens:,} | {took} | {bits:.3f} | {gguf(name) if last else ''} |")
-# The 2-bit curves: every evaluation of the q2k_asym_curve and q2k_asym_5m runs (the latter
-# also while it is still running) against the tokens of all stages.
-for curve in (out / "q2k_asym_curve", out / "q2k_asym_5m"):
+# The 2-bit curves: every evaluation of the q2k_asym_curve, q2k_asym_5m and q2k_asym_1m runs
+# (also while one is still running) against the tokens of all stages.
+for curve in (out / "q2k_asym_curve", out / "q2k_asym_5m", out / "q2k_asym_1m"):
   if (curve / "metrics.jsonl").exists() and base:
     before = sum(load(curve / f)["tokens"] for f in ("calibration.json", "blockwise.json") if (curve / f).exists())
     print()
