@@ -53,6 +53,21 @@ row q2k_asym_1m --set 'quant={format="q2_k_asym",init="mse",round_scales="f32"}'
   --set 'blockwise={rows=64,val_rows=8,epochs=4,lr=5e-4,scale_lr=1e-5,batch_size=4,loss="token_relative"}' \
   --set train.max_steps=400 --set train.lr=2e-4 --set train.scale_lr=1e-5 --set train.warmup_fraction=0.05 \
   --set eval.every=50 --set checkpoint.every=25
+# Distillation without a dataset (LLM-QAT): the same calibration and learning rate, with half of
+# every stage's rows drawn from 1,024 documents of up to 256 tokens that the original model
+# sampled itself (`qat synthesize`: a random first token, 4 argmax tokens, then temperature 1),
+# the other half the mix at its own proportions; 300 KD steps (614,400 tokens) under a cosine
+# schedule that ends at step 300, wikitext-2 every 50.
+samples=datasets/generated/smollm2_samples.jsonl
+if [ -z "${TABLE_ONLY:-}" ] && [ ! -f $samples ] && { [ "$only" = "  " ] || [[ "$only" == *" q2k_asym_selfgen "* ]]; }; then
+  $qat synthesize models/smollm2-135m-instruct --out $samples --documents 1024 --tokens 256 --batch 512 --seed 0
+fi
+row q2k_asym_selfgen --set 'quant={format="q2_k_asym",init="mse",round_scales="f32"}' --set 'calibration={method="gptq",rows=128}' \
+  --set 'blockwise={rows=64,val_rows=8,epochs=4,lr=5e-4,scale_lr=1e-5,batch_size=4,loss="token_relative"}' \
+  --set "data.sources.6={path=\"../$samples\",format=\"jsonl\",category=\"generated\"}" \
+  --set 'data.mix={chat=0.25,math=0.125,code=0.05,text=0.075,generated=0.5}' \
+  --set train.max_steps=300 --set train.lr=2e-4 --set train.scale_lr=1e-5 --set train.warmup_fraction=0.05 \
+  --set eval.every=50 --set checkpoint.every=25
 export_flags=()
 row q2k_rtn --set "$q2k"
 int4='quant={scheme="int",bits=4,granularity="group",group_size=32,init="mse"}'
@@ -78,7 +93,8 @@ print("|---|---|---|---|---|---|---|---|---|")
 base = None
 for name, label in [("int4g32_rtn", "INT4 g32 (Q4_0-exact)"), ("int4g32_gptq", "INT4 g32 (Q4_0-exact)"), ("int4g32_recipe", "INT4 g32 (Q4_0-exact)"), ("q2k_rtn", "Q2_K format"), ("q2k_recipe", "Q2_K format"), ("q2k_asym_recipe", "Q2_K asymmetric (q2_k_asym)"),
                     ("q2k_mix_recipe", "Q2_K format, embeddings Q4_0"), ("q2k_asym_curve", "Q2_K asymmetric, 150 KD steps"),
-                    ("q2k_asym_5m", "Q2_K asymmetric, 2,400 KD steps"), ("q2k_asym_1m", "Q2_K asymmetric, 400 KD steps at lr 2e-4")]:
+                    ("q2k_asym_5m", "Q2_K asymmetric, 2,400 KD steps"), ("q2k_asym_1m", "Q2_K asymmetric, 400 KD steps at lr 2e-4"),
+                    ("q2k_asym_selfgen", "Q2_K asymmetric, half the data sampled from the original, 300 KD steps")]:
     run = out / name
     s = load(run / "summary.json")
     if s is None:
@@ -104,9 +120,9 @@ for name, label in [("int4g32_rtn", "INT4 g32 (Q4_0-exact)"), ("int4g32_gptq", "
         last = i == len(stages) - 1
         took = f"{secs / 60:.1f} min" if secs else "—"
         print(f"| {label} | {stage} | {ppl:.4g} | {ppl / base:.3g} | {ev['val_loss']:.3f} | {tokens:,} | {took} | {bits:.3f} | {gguf(name) if last else ''} |")
-# The 2-bit curves: every evaluation of the q2k_asym_curve, q2k_asym_5m and q2k_asym_1m runs
+# The 2-bit curves: every evaluation of the q2k_asym_curve, q2k_asym_5m, q2k_asym_1m and q2k_asym_selfgen runs
 # (also while one is still running) against the tokens of all stages.
-for curve in (out / "q2k_asym_curve", out / "q2k_asym_5m", out / "q2k_asym_1m"):
+for curve in (out / "q2k_asym_curve", out / "q2k_asym_5m", out / "q2k_asym_1m", out / "q2k_asym_selfgen"):
   if (curve / "metrics.jsonl").exists() and base:
     before = sum(load(curve / f)["tokens"] for f in ("calibration.json", "blockwise.json") if (curve / f).exists())
     print()

@@ -23,6 +23,8 @@ enum Command {
     Sweep(cmd::sweep::Args),
     /// Generate text from a checkpoint (greedy or sampled; raw prompt or chat).
     Generate(cmd::generate::Args),
+    /// Sample training documents from a model (data-free distillation, as LLM-QAT).
+    Synthesize(cmd::synthesize::Args),
     /// Convert a GGUF model into a Hugging Face checkpoint directory.
     Import(cmd::import::Args),
     /// Round-to-nearest quantization with the QAT quantizers (the PTQ baseline).
@@ -89,6 +91,7 @@ pub fn run() -> std::process::ExitCode {
         Command::Train(a) => cmd::train::run(a),
         Command::Sweep(a) => cmd::sweep::run(a),
         Command::Generate(a) => cmd::generate::run(a),
+        Command::Synthesize(a) => cmd::synthesize::run(a),
         Command::Import(a) => cmd::import::run(a),
         Command::Quantize(a) => cmd::quantize::run(a),
         Command::Eval(a) => cmd::eval::run(a),

@@ -69,3 +69,28 @@ fn bad_inputs_exit_non_zero_naming_what_is_wrong() {
     assert!(e.contains("nowhere"), "{e}");
     assert!(!dir.join("run").exists(), "a failed command left a run directory");
 }
+
+/// `qat synthesize` writes documents sampled from the model as JSONL that a run reads as a data
+/// source (distillation without a dataset); bad flags fail before anything is written.
+#[test]
+fn synthesized_documents_train_a_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let model = qat_testing::stories_model();
+    let model = model.to_str().unwrap();
+    let e = fails(dir, &["synthesize", model, "--out", "docs.jsonl", "--documents", "0"], 1);
+    assert!(e.contains("--documents"), "{e}");
+    assert!(!dir.join("docs.jsonl").exists(), "a failed command left its output");
+    let said = succeeds(dir, &["synthesize", model, "--out", "docs.jsonl", "--documents", "40", "--tokens", "64", "--batch", "16", "--seed", "5"]);
+    assert!(said.contains("40 documents"), "{said}");
+    let text = std::fs::read_to_string(dir.join("docs.jsonl")).unwrap();
+    let docs: Vec<String> = text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["text"].as_str().unwrap().to_string()).collect();
+    assert_eq!(docs.len(), 40);
+    assert!(docs.iter().all(|d| !d.trim().is_empty()), "an empty document");
+    let config = qat_testing::stories_config(&dir.join("run"), "")
+        .replace(qat_testing::stories_text().to_str().unwrap(), dir.join("docs.jsonl").to_str().unwrap())
+        .replace("format = \"text\"", "format = \"jsonl\"");
+    std::fs::write(dir.join("run.toml"), config).unwrap();
+    succeeds(dir, &["train", "run.toml", "--quiet", "--set", "train.max_steps=2", "--set", "data.val_fraction=0.2"]);
+    assert!(dir.join("run/summary.json").exists());
+}

@@ -363,7 +363,10 @@ pub struct ConfigError {
 }
 
 /// Applies `section.key=value` to a TOML tree; the value is parsed as TOML (so `1e-4`,
-/// `true`, `"text"`, `[1, 2]`) or taken as a bare string.
+/// `true`, `"text"`, `[1, 2]`) or taken as a bare string. In a list of tables an index names an
+/// element (`data.sources.0.weight=2`, or `data.sources.0={…}` for the whole element), and the
+/// index one past the end appends one (`data.sources.6={path="…",…}`: a source added to a
+/// config's mix without restating the others).
 pub(crate) fn apply_override(root: &mut toml::Table, assignment: &str) -> Result<(), String> {
     let (key, value) = assignment.split_once('=').ok_or_else(|| format!("--set {assignment}: expected key=value"))?;
     let key = key.trim();
@@ -384,11 +387,20 @@ pub(crate) fn apply_override(root: &mut toml::Table, assignment: &str) -> Result
             toml::Value::Table(t) => t,
             toml::Value::Array(items) => {
                 let idx: usize = parts.get(i + 1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("--set {key}: `{part}` is a list; give an index"))?;
-                let rest = parts[i + 2..].join(".");
-                let item = items.get_mut(idx).ok_or_else(|| format!("--set {key}: `{part}` has no element {idx}"))?;
-                let toml::Value::Table(t) = item else {
+                if idx > items.len() {
+                    return Err(format!("--set {key}: `{part}` has {} elements; index {idx} is neither one of them nor the next", items.len()));
+                }
+                if idx == items.len() {
+                    items.push(toml::Value::Table(toml::Table::new()));
+                }
+                if i + 2 == parts.len() {
+                    items[idx] = value;
+                    return Ok(());
+                }
+                let toml::Value::Table(t) = &mut items[idx] else {
                     return Err(format!("--set {key}: `{part}.{idx}` is not a table"));
                 };
+                let rest = parts[i + 2..].join(".");
                 return apply_override(t, &format!("{rest}={}", assignment.split_once('=').unwrap().1));
             }
             _ => return Err(format!("--set {key}: `{part}` is not a table")),

@@ -142,6 +142,14 @@ fn set_overrides_apply_and_unknown_keys_fail() {
     assert_eq!(c.quant.scheme, qat_quant::policy::SchemeChoice::Ternary);
     let e = RunConfig::load(&p, &["train.lrr=1".into()]).unwrap_err().to_string();
     assert!(e.contains("lrr"), "{e}");
+    // A list element replaced whole, and one appended past the end.
+    let text = qat_testing::stories_text();
+    let source = |cat: &str| format!("data.sources.{{}}={{path=\"{}\",format=\"text\",category=\"{cat}\"}}", text.display());
+    let c = RunConfig::load(&p, &[source("text").replace("{}", "0"), source("more").replace("{}", "1"), "data.mix.more=1".into()]).unwrap();
+    assert_eq!(c.data.sources.len(), 2);
+    assert_eq!((c.data.sources[0].weight, c.data.sources[1].category.as_str()), (1.0, "more"));
+    let e = RunConfig::load(&p, &[source("more").replace("{}", "2")]).unwrap_err().to_string();
+    assert!(e.contains("data.sources.2") && e.contains("1 elements"), "{e}");
     let e = RunConfig::load(&p, &["quant.scheme=int3".into()]).unwrap_err().to_string();
     assert!(e.contains("int3"), "{e}");
 }

@@ -7,6 +7,7 @@ pub mod logits;
 pub mod plot;
 pub mod quantize;
 pub mod sweep;
+pub mod synthesize;
 pub mod train;
 pub mod verify_export;
 
