@@ -95,15 +95,12 @@ pub fn sample_documents(model: &CausalLm, first_tokens: &[u32], greedy_prefix: u
         .into_iter()
         .zip(rest)
         .zip(ended)
-        .map(|((mut doc, more), end)| match end {
-            Some(n) => {
-                doc.truncate(n);
-                doc
+        .map(|((mut doc, more), end)| {
+            match end {
+                Some(n) => doc.truncate(n),
+                None => doc.extend(more),
             }
-            None => {
-                doc.extend(more);
-                doc
-            }
+            doc
         })
         .collect()
 }

@@ -23,14 +23,33 @@ pub struct Args {
     /// 0 means greedy decoding.
     #[arg(short, long, default_value_t = 0.0)]
     temperature: f32,
+    #[command(flatten)]
+    sampling: SamplingFlags,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+/// Sampling flags of `generate` and `synthesize`; each command has its own `--temperature`,
+/// because their defaults differ (greedy answers, sampled training text).
+#[derive(clap::Args)]
+pub struct SamplingFlags {
     #[arg(long, default_value_t = 0)]
     top_k: usize,
     #[arg(long, default_value_t = 1.0)]
     top_p: f32,
     #[arg(long, default_value_t = 0)]
-    seed: u64,
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    pub seed: u64,
+}
+
+impl SamplingFlags {
+    pub fn with_temperature(&self, temperature: f32, seed: u64) -> Sampling {
+        Sampling { temperature, top_k: self.top_k, top_p: self.top_p, seed }
+    }
+
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.top_p > 0.0 && self.top_p <= 1.0, "--top-p must be in (0, 1]");
+        Ok(())
+    }
 }
 
 pub fn run(mut a: Args) -> anyhow::Result<()> {
@@ -54,7 +73,8 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     };
     let mut stop = model.config.eos_token_ids.clone();
     stop.extend(tok.eos_id());
-    let sampling = Sampling { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed };
+    a.sampling.check()?;
+    let sampling = a.sampling.with_temperature(a.temperature, a.sampling.seed);
     let mut shown = String::new();
     let mut out_ids = Vec::new();
     let mut stdout = std::io::stdout();

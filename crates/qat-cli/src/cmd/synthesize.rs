@@ -1,7 +1,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use qat_model::generate::{Sampling, sample_documents};
+use qat_model::generate::sample_documents;
+
+use super::generate::SamplingFlags;
 use qat_tokenizer::Tokenizer;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -28,12 +30,8 @@ pub struct Args {
     greedy_prefix: usize,
     #[arg(short, long, default_value_t = 1.0)]
     temperature: f32,
-    #[arg(long, default_value_t = 0)]
-    top_k: usize,
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f32,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    sampling: SamplingFlags,
     #[arg(long, default_value = "cpu")]
     device: String,
 }
@@ -43,7 +41,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     anyhow::ensure!(a.tokens > 0, "--tokens must be at least 1");
     anyhow::ensure!(a.batch > 0, "--batch must be at least 1");
     anyhow::ensure!(a.temperature > 0.0, "--temperature must be above 0 (sampled text; --greedy-prefix sets the argmax part)");
-    anyhow::ensure!(a.top_p > 0.0 && a.top_p <= 1.0, "--top-p must be in (0, 1]");
+    a.sampling.check()?;
     a.model = super::model_dir(&a.model)?;
     let device = super::device(&a.device)?;
     let model = super::load_model(&a.model, &device)?;
@@ -56,14 +54,14 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     let first_choices: Vec<u32> = (0..model.config.vocab_size as u32).filter(|id| !stop.contains(id)).collect();
     anyhow::ensure!(!first_choices.is_empty(), "{}: every token is special", a.model.display());
 
-    let mut rng = StdRng::seed_from_u64(a.seed);
+    let mut rng = StdRng::seed_from_u64(a.sampling.seed);
     let started = std::time::Instant::now();
     let (mut lines, mut tokens, mut written) = (String::new(), 0usize, 0usize);
     let batches = a.documents.div_ceil(a.batch);
     for b in 0..batches {
         let n = a.batch.min(a.documents - b * a.batch);
         let firsts: Vec<u32> = (0..n).map(|_| first_choices[rng.random_range(0..first_choices.len())]).collect();
-        let sampling = Sampling { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: rng.random() };
+        let sampling = a.sampling.with_temperature(a.temperature, rng.random());
         for doc in sample_documents(&model, &firsts, a.greedy_prefix, a.tokens, &stop, &sampling) {
             let (text, kept) = readable_text(&tok, &doc, model.config.vocab_size)?;
             tokens += kept;
