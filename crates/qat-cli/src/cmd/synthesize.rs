@@ -48,8 +48,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     let tok = Tokenizer::from_dir(&a.model)?;
     // Special tokens (BOS, EOS, chat markers) never start a document, and any of them ends one:
     // they separate documents, and the text written is what the data loader tokenizes again.
-    let special: Vec<u32> = tok.inner().get_added_tokens_decoder().iter().filter(|(_, t)| t.special).map(|(&id, _)| id).collect();
-    let mut stop = special.clone();
+    let mut stop: Vec<u32> = tok.inner().get_added_tokens_decoder().iter().filter(|(_, t)| t.special).map(|(&id, _)| id).collect();
     stop.extend(&model.config.eos_token_ids);
     let first_choices: Vec<u32> = (0..model.config.vocab_size as u32).filter(|id| !stop.contains(id)).collect();
     anyhow::ensure!(!first_choices.is_empty(), "{}: every token is special", a.model.display());
