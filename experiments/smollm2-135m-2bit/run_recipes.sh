@@ -78,6 +78,32 @@ row int4g32_gptq --set "$int4" --set 'calibration={method="gptq",rows=64}'
 row int4g32_recipe --set "$int4" --set 'calibration={method="gptq",rows=128,act_order=true}' \
   --set 'blockwise={rows=32,val_rows=8,epochs=4,lr=1e-4,scale_lr=2e-6,batch_size=4,loss="token_relative"}' \
   --set train.max_steps=20 --set train.lr=2e-5 --set train.scale_lr=2e-6 --set train.warmup_fraction=0.1
+# GPTQ INT4 calibrated on the model's own samples (the q2k_asym_selfgen row's file): half of the
+# 128 rows sampled, half the mix; all 128 rows sampled; half of 256 rows sampled.
+selfgen_source="data.sources.6={path=\"../$samples\",format=\"jsonl\",category=\"generated\"}"
+row int4g32_gptq_selfgen --set "$int4" --set 'calibration={method="gptq",rows=128,act_order=true}' --set "$selfgen_source" \
+  --set 'data.mix={chat=0.25,math=0.125,code=0.05,text=0.075,generated=0.5}'
+row int4g32_gptq_selfgen_only --set "$int4" --set 'calibration={method="gptq",rows=128,act_order=true}' \
+  --set "data.sources=[{path=\"../$samples\",format=\"jsonl\",category=\"generated\"}]" --set 'data.mix={generated=1.0}'
+row int4g32_gptq_selfgen_256 --set "$int4" --set 'calibration={method="gptq",rows=256,act_order=true}' --set "$selfgen_source" \
+  --set 'data.mix={chat=0.25,math=0.125,code=0.05,text=0.075,generated=0.5}'
+# The first of these with each row's scales refitted to GPTQ's levels (calibration.refit_scales).
+row int4g32_gptq_selfgen_refit --set "$int4" --set 'calibration={method="gptq",rows=128,act_order=true,refit_scales=true}' --set "$selfgen_source" \
+  --set 'data.mix={chat=0.25,math=0.125,code=0.05,text=0.075,generated=0.5}'
+# INT4 g32 and Q3_K through all three stages on the half-sampled mix: GPTQ (128 rows, act-order)
+# -> block-wise (32 rows) -> CE + CAKLD under a cosine schedule ending at the last step: INT4 100
+# steps (204,800 tokens), wikitext-2 every 25; Q3_K 60 steps (122,880 tokens), wikitext-2 every
+# 20, learning rates between the INT4 and 2-bit recipes'.
+halfgen=(--set "$selfgen_source" --set 'data.mix={chat=0.25,math=0.125,code=0.05,text=0.075,generated=0.5}'
+  --set eval.every=25 --set checkpoint.every=25 --set train.max_steps=100 --set train.warmup_fraction=0.05)
+row int4g32_selfgen_recipe --set "$int4" --set 'calibration={method="gptq",rows=128,act_order=true}' "${halfgen[@]}" \
+  --set 'blockwise={rows=32,val_rows=8,epochs=4,lr=1e-4,scale_lr=2e-6,batch_size=4,loss="token_relative"}' \
+  --set train.lr=3e-5 --set train.scale_lr=2e-6
+export_flags=(--hf-dtype f32)
+row q3k_selfgen_recipe --set 'quant={format="q3_k",init="mse",round_scales="f32"}' --set 'calibration={method="gptq",rows=128,act_order=true}' "${halfgen[@]}" \
+  --set 'blockwise={rows=32,val_rows=8,epochs=4,lr=2e-4,scale_lr=5e-6,batch_size=4,loss="token_relative"}' \
+  --set train.max_steps=60 --set eval.every=20 --set train.lr=1e-4 --set train.scale_lr=5e-6
+export_flags=()
 [ "$only" = "  " ] || exit 0
 python3 - $out <<'PY'
 # The table, every cell read from the runs' files.

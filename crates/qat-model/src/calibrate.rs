@@ -21,11 +21,13 @@ pub struct CalibrationBatch {
     pub attention: AttentionBatch,
 }
 
-/// GPTQ's error estimate for one module ([`qat_quant::GptqResult::loss`]).
+/// GPTQ's error estimate for one module ([`qat_quant::GptqResult::loss`]) and the rows whose
+/// scales were refitted ([`qat_quant::GptqResult::refit_rows`]).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ModuleLoss {
     pub module: String,
     pub loss: f64,
+    pub refit_rows: usize,
 }
 
 /// `Σ xᵀx` of the rows of every `[B, T, d]` input.
@@ -52,7 +54,7 @@ fn quantize_linear(
     let r = gptq(lin.weight.val(), h, &q.spec, opts, round).map_err(|e| e.in_tensor(&name))?;
     lin.weight = Param::from_tensor(r.weight);
     q.scale = Some(Param::from_tensor(r.alpha));
-    report.push(ModuleLoss { module: name, loss: r.loss });
+    report.push(ModuleLoss { module: name, loss: r.loss, refit_rows: r.refit_rows });
     Ok(())
 }
 

@@ -21,6 +21,10 @@
 //!
 //! Rounding a column calls [`quantize`], the function of fake quantization and export, so the
 //! result is a weight `Q` and scales `α` with `fake_quantize(Q, α) = Q`.
+//!
+//! GPTQ chooses the levels; the scales stay those of the init rule, fitted to the weights
+//! before rounding. With `refit_scales` each row's group scales are then refitted to the levels
+//! GPTQ chose, under the same objective ([`RowError`]; not in the reference).
 
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -39,11 +43,14 @@ pub struct GptqOptions {
     /// Quantize columns in order of decreasing `H_jj` (the reference's `--act-order`, with
     /// static groups).
     pub act_order: bool,
+    /// After rounding, refit each row's group scales to its levels by least squares under the
+    /// layer's output error ([`RowError`]; not in the reference).
+    pub refit_scales: bool,
 }
 
 impl Default for GptqOptions {
     fn default() -> Self {
-        GptqOptions { damp: 0.01, block_size: 128, act_order: false }
+        GptqOptions { damp: 0.01, block_size: 128, act_order: false, refit_scales: false }
     }
 }
 
@@ -94,8 +101,12 @@ pub struct GptqResult {
     pub weight: Tensor<2>,
     /// Scales, shaped [`QuantSpec::scale_shape`].
     pub alpha: Tensor<2>,
-    /// GPTQ's error estimate `½ Σ (w_j − q_j)² / U_jj²` (the reference's printed `error`).
+    /// GPTQ's error estimate `½ Σ (w_j − q_j)² / U_jj²` (the reference's printed `error`),
+    /// before any scale refit.
     pub loss: f64,
+    /// Rows whose scales `refit_scales` replaced (0 without it, and for grids it does not
+    /// apply to).
+    pub refit_rows: usize,
 }
 
 /// In-place lower Cholesky factor of a symmetric positive definite `a` (`n×n`, row-major);
@@ -229,6 +240,7 @@ pub fn gptq(weight: Tensor<2>, h: &Hessian, spec: &QuantSpec, opts: &GptqOptions
         return Err(QuantError::Gptq(format!("damp must be > 0 and block_size > 0 (got {} and {})", opts.damp, opts.block_size)));
     }
     let device = weight.device();
+    let original = weight.clone();
     let mut w = weight.into_data().convert::<f32>().try_to_vec::<f32>()?;
     let mut hm = h.matrix();
 
@@ -362,11 +374,147 @@ pub fn gptq(weight: Tensor<2>, h: &Hessian, spec: &QuantSpec, opts: &GptqOptions
         Granularity::Tensor => alpha[..vpg].to_vec(),
         _ => alpha,
     };
-    Ok(GptqResult {
-        weight: Tensor::from_data(TensorData::new(q, [out, n]), &device),
-        alpha: Tensor::from_data(TensorData::new(alpha, scale_shape), &device),
-        loss,
-    })
+    let weight = Tensor::from_data(TensorData::new(q, [out, n]), &device);
+    let alpha = Tensor::from_data(TensorData::new(alpha, scale_shape), &device);
+    if opts.refit_scales && refittable(spec) {
+        let (weight, alpha, refit_rows) = refit_scales(original, &h.matrix(), weight, alpha, spec, round)?;
+        return Ok(GptqResult { weight, alpha, loss, refit_rows });
+    }
+    Ok(GptqResult { weight, alpha, loss, refit_rows: 0 })
+}
+
+/// Grids whose values are one free scale per group times a level: symmetric schemes per group
+/// or per row, without k-quant sub-scales (whose scales are themselves quantized).
+fn refittable(spec: &QuantSpec) -> bool {
+    spec.values_per_group() == 1
+        && spec.sub_scale_bits == 0
+        && matches!(spec.granularity, Granularity::Group | Granularity::Channel)
+        && spec.scheme != Scheme::Bitnet
+}
+
+/// One row's output error as a function of its group steps, for fixed levels.
+///
+/// With `Q_j = s_{g(j)}·ℓ_j` (step `s_g` of group `g`, level `ℓ_j`), the row's output error
+/// `E(s) = (w − Q)ᵀ H (w − Q) = wᵀHw − 2·sᵀb + sᵀMs` is quadratic in the steps, with
+/// `M_{gg'} = Σ_{j∈g, k∈g'} ℓ_j H_jk ℓ_k` and `b_g = Σ_{j∈g} ℓ_j (Hw)_j`.
+struct RowError {
+    groups: usize,
+    m: Vec<f64>,
+    b: Vec<f64>,
+}
+
+impl RowError {
+    /// `levels`, `hw = (Hw)ᵀ` of one row; `h` row-major `[n, n]`.
+    fn new(levels: &[f32], hw: &[f32], h: &[f64], group: usize) -> Self {
+        let n = levels.len();
+        let groups = n / group;
+        let mut m = vec![0.0f64; groups * groups];
+        for (j, &lj) in levels.iter().enumerate() {
+            if lj == 0.0 {
+                continue;
+            }
+            let mrow = &mut m[(j / group) * groups..(j / group + 1) * groups];
+            for (g, (hs, ls)) in h[j * n..j * n + n].chunks(group).zip(levels.chunks(group)).enumerate() {
+                mrow[g] += lj as f64 * hs.iter().zip(ls).map(|(&hv, &l)| hv * l as f64).sum::<f64>();
+            }
+        }
+        let b = hw.chunks(group).zip(levels.chunks(group)).map(|(hs, ls)| hs.iter().zip(ls).map(|(&x, &l)| x as f64 * l as f64).sum()).collect();
+        RowError { groups, m, b }
+    }
+
+    /// `E(s) − wᵀHw`.
+    fn error(&self, s: &[f32]) -> f64 {
+        let g = self.groups;
+        (0..g).map(|i| s[i] as f64 * ((0..g).map(|k| self.m[i * g + k] * s[k] as f64).sum::<f64>() - 2.0 * self.b[i])).sum()
+    }
+
+    /// The minimiser of `E`, `M·s = b`, over the groups with a non-zero level (the others keep
+    /// their `steps`, and their rows and columns of `M` are zero). `None` when `M` is singular or
+    /// a step comes out non-positive.
+    fn least_squares(&self, steps: &[f32]) -> Option<Vec<f32>> {
+        let g = self.groups;
+        let active: Vec<usize> = (0..g).filter(|&i| self.m[i * g + i] > 0.0).collect();
+        let k = active.len();
+        let mut l: Vec<f64> = active.iter().flat_map(|&i| active.iter().map(move |&c| (i, c))).map(|(i, c)| self.m[i * g + c]).collect();
+        cholesky_lower(&mut l, k).ok()?;
+        // L·y = b, then Lᵀ·x = y.
+        let mut y = vec![0.0f64; k];
+        for i in 0..k {
+            y[i] = (self.b[active[i]] - (0..i).map(|c| l[i * k + c] * y[c]).sum::<f64>()) / l[i * k + i];
+        }
+        let mut x = vec![0.0f64; k];
+        for i in (0..k).rev() {
+            x[i] = (y[i] - (i + 1..k).map(|c| l[c * k + i] * x[c]).sum::<f64>()) / l[i * k + i];
+        }
+        let mut out = steps.to_vec();
+        for (&i, &v) in active.iter().zip(&x) {
+            if !(v.is_finite() && v > 0.0) {
+                return None;
+            }
+            out[i] = v as f32;
+        }
+        Some(out)
+    }
+}
+
+/// Refits the scales of a GPTQ result `q` (scales `alpha`) row by row to its levels: the
+/// least-squares steps of [`RowError`] under the undamped Hessian `h` against the original
+/// weight `w`. A row takes its new scales only where, rounded onto the export grid and passed
+/// through the quantizer, they keep every level and lower the row's output error. Returns the
+/// weight, the scales and the number of rows changed.
+fn refit_scales(
+    w: Tensor<2>,
+    h: &[f64],
+    q: Tensor<2>,
+    alpha: Tensor<2>,
+    spec: &QuantSpec,
+    round: Option<HfDtype>,
+) -> Result<(Tensor<2>, Tensor<2>, usize), QuantError> {
+    use rayon::prelude::*;
+    let device = q.device();
+    let [out, n] = q.dims();
+    let h32: Vec<f32> = h.iter().map(|&v| v as f32).collect();
+    let hw = w.matmul(Tensor::from_data(TensorData::new(h32, [n, n]), &device)).into_data().convert::<f32>().try_to_vec::<f32>()?;
+    let before = quantize(q.clone(), Some(alpha.clone()), spec);
+    let group = before.group_len;
+    let groups = n / group;
+    let row = |v: &[f32], r: usize, len: usize| v[r * len..(r + 1) * len].to_vec();
+    let errors: Vec<RowError> = (0..out).into_par_iter().map(|r| RowError::new(&row(&before.levels, r, n), &row(&hw, r, n), h, group)).collect();
+    let old_alpha = alpha.into_data().convert::<f32>().try_to_vec::<f32>()?;
+    // Steps are proportional to α (step = α / k for a grid constant k), so α scales with them.
+    let mut new_alpha = old_alpha.clone();
+    for (r, e) in errors.iter().enumerate() {
+        let steps = row(&before.steps, r, groups);
+        if let Some(refit) = e.least_squares(&steps) {
+            for g in 0..groups {
+                new_alpha[r * groups + g] *= refit[g] / steps[g];
+            }
+        }
+    }
+    if let Some(dtype) = round {
+        new_alpha = round_scales(spec, &new_alpha, dtype)?;
+    }
+    // Each level at its new step, through the quantizer itself.
+    let target: Vec<f32> = before.levels.iter().enumerate().map(|(i, &l)| l * before.steps[i / group] * new_alpha[i / group] / old_alpha[i / group]).collect();
+    let after = quantize(
+        Tensor::from_data(TensorData::new(target, [out, n]), &device),
+        Some(Tensor::from_data(TensorData::new(new_alpha.clone(), [out, groups]), &device)),
+        spec,
+    );
+    let new_q = after.dequantize();
+    let mut weight = q.into_data().convert::<f32>().try_to_vec::<f32>()?;
+    let mut alpha = old_alpha;
+    let mut rows = 0;
+    for (r, e) in errors.iter().enumerate() {
+        let better = before.levels[r * n..(r + 1) * n] == after.levels[r * n..(r + 1) * n]
+            && e.error(&after.steps[r * groups..(r + 1) * groups]) < e.error(&before.steps[r * groups..(r + 1) * groups]);
+        if better {
+            weight[r * n..(r + 1) * n].copy_from_slice(&new_q[r * n..(r + 1) * n]);
+            alpha[r * groups..(r + 1) * groups].copy_from_slice(&new_alpha[r * groups..(r + 1) * groups]);
+            rows += 1;
+        }
+    }
+    Ok((Tensor::from_data(TensorData::new(weight, [out, n]), &device), Tensor::from_data(TensorData::new(alpha, [out, groups]), &device), rows))
 }
 
 #[cfg(test)]

@@ -50,6 +50,8 @@ pub struct CalibrationSection {
     pub block_size: usize,
     #[serde(default)]
     pub act_order: bool,
+    #[serde(default)]
+    pub refit_scales: bool,
 }
 
 /// `[blockwise]`: each decoder block trained in turn to reproduce the full-precision model's
@@ -125,7 +127,7 @@ fn gptq_block() -> usize {
 
 impl CalibrationSection {
     pub fn gptq_options(&self) -> qat_quant::GptqOptions {
-        qat_quant::GptqOptions { damp: self.damp, block_size: self.block_size, act_order: self.act_order }
+        qat_quant::GptqOptions { damp: self.damp, block_size: self.block_size, act_order: self.act_order, refit_scales: self.refit_scales }
     }
 }
 
