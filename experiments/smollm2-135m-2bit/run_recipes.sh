@@ -120,13 +120,17 @@ base = None
 for name, label in [("int4g32_rtn", "INT4 g32 (Q4_0-exact)"), ("int4g32_gptq", "INT4 g32 (Q4_0-exact)"), ("int4g32_recipe", "INT4 g32 (Q4_0-exact)"), ("q2k_rtn", "Q2_K format"), ("q2k_recipe", "Q2_K format"), ("q2k_asym_recipe", "Q2_K asymmetric (q2_k_asym)"),
                     ("q2k_mix_recipe", "Q2_K format, embeddings Q4_0"), ("q2k_asym_curve", "Q2_K asymmetric, 150 KD steps"),
                     ("q2k_asym_5m", "Q2_K asymmetric, 2,400 KD steps"), ("q2k_asym_1m", "Q2_K asymmetric, 400 KD steps at lr 2e-4"),
-                    ("q2k_asym_selfgen", "Q2_K asymmetric, half the data sampled from the original, 300 KD steps")]:
+                    ("q2k_asym_selfgen", "Q2_K asymmetric, half the data sampled from the original, 300 KD steps"),
+                    ("int4g32_gptq_selfgen", "INT4 g32, half the rows sampled"), ("int4g32_gptq_selfgen_only", "INT4 g32, all rows sampled"),
+                    ("int4g32_gptq_selfgen_256", "INT4 g32, half of 256 rows sampled"), ("int4g32_gptq_selfgen_refit", "INT4 g32, half the rows sampled, scales refitted"),
+                    ("int4g32_selfgen_recipe", "INT4 g32, half the rows sampled, 100 KD steps"), ("q3k_selfgen_recipe", "format q3_k, half the rows sampled, 60 KD steps")]:
     run = out / name
     s = load(run / "summary.json")
     if s is None:
         print(f"| {label} | {name}: not run or not finished | | | | | | | |")
         continue
-    bits = json.loads((run / "final" / "qat_quant.json").read_text())["bits_per_weight_quantized"]
+    quant = load(run / "final" / "qat_quant.json")  # absent where the final model was deleted to save disk
+    bits = f"{quant['bits_per_weight_quantized']:.3f}" if quant else "—"
     if base is None:
         fp = s["fp_eval"]
         base = fp["ppl/wikitext2_test"]
@@ -145,10 +149,10 @@ for name, label in [("int4g32_rtn", "INT4 g32 (Q4_0-exact)"), ("int4g32_gptq", "
         ppl = ev["ppl/wikitext2_test"]
         last = i == len(stages) - 1
         took = f"{secs / 60:.1f} min" if secs else "—"
-        print(f"| {label} | {stage} | {ppl:.4g} | {ppl / base:.3g} | {ev['val_loss']:.3f} | {tokens:,} | {took} | {bits:.3f} | {gguf(name) if last else ''} |")
-# The 2-bit curves: every evaluation of the q2k_asym_curve, q2k_asym_5m, q2k_asym_1m and q2k_asym_selfgen runs
+        print(f"| {label} | {stage} | {ppl:.4g} | {ppl / base:.3g} | {ev['val_loss']:.3f} | {tokens:,} | {took} | {bits} | {gguf(name) if last else ''} |")
+# The curves: every evaluation of the q2k_asym_curve, q2k_asym_5m, q2k_asym_1m, q2k_asym_selfgen, int4g32_selfgen_recipe and q3k_selfgen_recipe runs
 # (also while one is still running) against the tokens of all stages.
-for curve in (out / "q2k_asym_curve", out / "q2k_asym_5m", out / "q2k_asym_1m", out / "q2k_asym_selfgen"):
+for curve in (out / "q2k_asym_curve", out / "q2k_asym_5m", out / "q2k_asym_1m", out / "q2k_asym_selfgen", out / "int4g32_selfgen_recipe", out / "q3k_selfgen_recipe"):
   if (curve / "metrics.jsonl").exists() and base:
     before = sum(load(curve / f)["tokens"] for f in ("calibration.json", "blockwise.json") if (curve / f).exists())
     print()

@@ -19,6 +19,13 @@ fn spec(scheme: Scheme, bits: u32, group: usize) -> QuantSpec {
     QuantSpec { scheme, bits, granularity, group_size: group, grad: GradVariant::Paretoq, init: ScaleInit::Max, sub_scale_bits: 0 }
 }
 
+/// The input Hessian of the rows of `x` (`cols` wide).
+fn hessian_of(x: &[f32], cols: usize) -> Hessian {
+    let mut h = Hessian::new(cols);
+    h.add(t2(x.to_vec(), [x.len() / cols, cols]));
+    h
+}
+
 fn floats(v: &serde_json::Value) -> Vec<f32> {
     v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
 }
@@ -35,8 +42,7 @@ fn gptq_matches_the_reference_implementation() {
         let name = case["name"].as_str().unwrap();
         let (out, cols) = (case["out"].as_u64().unwrap() as usize, case["cols"].as_u64().unwrap() as usize);
         let x = floats(&case["inputs"]);
-        let mut h = Hessian::new(cols);
-        h.add(t2(x.clone(), [x.len() / cols, cols]));
+        let h = hessian_of(&x, cols);
         let opts = GptqOptions {
             damp: case["damp"].as_f64().unwrap(),
             block_size: case["block_size"].as_u64().unwrap() as usize,
@@ -99,8 +105,7 @@ fn output_error(x: &[f32], w: &[f32], q: &[f32], out: usize, cols: usize) -> f64
 fn gptq_beats_round_to_nearest_and_stays_on_the_grid() {
     let (out, cols) = (16, 64);
     let (w, x) = problem(out, cols, 256, 7);
-    let mut h = Hessian::new(cols);
-    h.add(t2(x.clone(), [256, cols]));
+    let h = hessian_of(&x, cols);
     let mut mse = spec(Scheme::Seq, 2, 16);
     mse.init = ScaleInit::Mse;
     for s in [
@@ -141,8 +146,7 @@ fn gptq_beats_round_to_nearest_and_stays_on_the_grid() {
 fn refitted_scales_lower_the_output_error() {
     let (out, cols) = (16, 64);
     let (w, x) = problem(out, cols, 256, 7);
-    let mut h = Hessian::new(cols);
-    h.add(t2(x.clone(), [256, cols]));
+    let h = hessian_of(&x, cols);
     let mut int4 = spec(Scheme::Int, 4, 32);
     int4.init = ScaleInit::Mse;
     for s in [int4, spec(Scheme::Int, 4, 16), spec(Scheme::Seq, 2, 16), spec(Scheme::Int, 3, 0), spec(Scheme::Ternary, 2, 16)] {
@@ -162,8 +166,7 @@ fn refitted_scales_lower_the_output_error() {
         }
     }
     let (kw, kx) = problem(8, 512, 600, 11);
-    let mut kh = Hessian::new(512);
-    kh.add(t2(kx, [600, 512]));
+    let kh = hessian_of(&kx, 512);
     for s in [spec(Scheme::Asym, 4, 32), QuantSpec::q2_k()] {
         let plain = gptq(t2(kw.clone(), [8, 512]), &kh, &s, &GptqOptions::default(), None).unwrap();
         let refit = gptq(t2(kw.clone(), [8, 512]), &kh, &s, &GptqOptions { refit_scales: true, ..GptqOptions::default() }, None).unwrap();
@@ -177,8 +180,7 @@ fn refitted_scales_lower_the_output_error() {
 fn gptq_with_k_quant_scales() {
     let (out, cols) = (8, 512);
     let (w, x) = problem(out, cols, 600, 11);
-    let mut h = Hessian::new(cols);
-    h.add(t2(x.clone(), [600, cols]));
+    let h = hessian_of(&x, cols);
     for (s, act_order) in [(QuantSpec::q2_k(), false), (QuantSpec::q2_k(), true), (QuantSpec::q3_k(), false), (QuantSpec::q3_k(), true)] {
         let r = gptq(t2(w.clone(), [out, cols]), &h, &s, &GptqOptions { act_order, ..GptqOptions::default() }, Some(HfDtype::Bf16)).unwrap();
         let q = vec2(r.weight.clone());
@@ -215,8 +217,7 @@ fn activation_weighted_scale_search_lowers_output_error() {
 fn gptq_scales_can_be_kept_exportable() {
     let (out, cols) = (8, 64);
     let (w, x) = problem(out, cols, 128, 3);
-    let mut h = Hessian::new(cols);
-    h.add(t2(x, [128, cols]));
+    let h = hessian_of(&x, cols);
     let s = spec(Scheme::Seq, 2, 32);
     let r = gptq(t2(w, [out, cols]), &h, &s, &GptqOptions::default(), Some(HfDtype::Bf16)).unwrap();
     for a in vec2(r.alpha) {
@@ -224,8 +225,7 @@ fn gptq_scales_can_be_kept_exportable() {
     }
     // Asymmetric grids: steps and minimums on f16, exact in f32 exports only.
     let (w, x) = problem(out, cols, 128, 4);
-    let mut h = Hessian::new(cols);
-    h.add(t2(x, [128, cols]));
+    let h = hessian_of(&x, cols);
     let s = spec(Scheme::Asym, 4, 32);
     let r = gptq(t2(w.clone(), [out, cols]), &h, &s, &GptqOptions::default(), Some(HfDtype::F32)).unwrap();
     let values = vec2(r.alpha);
