@@ -384,12 +384,10 @@ pub fn gptq(weight: Tensor<2>, h: &Hessian, spec: &QuantSpec, opts: &GptqOptions
 }
 
 /// Grids whose values are one free scale per group times a level: symmetric schemes per group
-/// or per row, without k-quant sub-scales (whose scales are themselves quantized).
+/// or per row, without k-quant sub-scales (whose scales are themselves quantized). (BitNet never
+/// gets here: GPTQ refuses it.)
 fn refittable(spec: &QuantSpec) -> bool {
-    spec.values_per_group() == 1
-        && spec.sub_scale_bits == 0
-        && matches!(spec.granularity, Granularity::Group | Granularity::Channel)
-        && spec.scheme != Scheme::Bitnet
+    spec.values_per_group() == 1 && spec.sub_scale_bits == 0 && matches!(spec.granularity, Granularity::Group | Granularity::Channel)
 }
 
 /// One row's output error as a function of its group steps, for fixed levels.

@@ -139,9 +139,8 @@ fn gptq_beats_round_to_nearest_and_stays_on_the_grid() {
 /// `refit_scales`: each row's group scales refitted to GPTQ's levels by least squares lower the
 /// layer's output error on the calibration inputs below plain GPTQ's (by more than 1% over the
 /// layer), keep every level, stay on the grid of an f32 export (f16 steps, as GGUF's Q4_0 and
-/// Q8_0 store them), and leave the weights fixed points of
-/// fake quantization. Grids it does not apply to (asymmetric, k-quant) are left exactly as they
-/// were, with no row reported.
+/// Q8_0 store them), and leave the weights fixed points of fake quantization. Grids it does not
+/// apply to (asymmetric, k-quant) are left exactly as they were, with no row reported.
 #[test]
 fn refitted_scales_lower_the_output_error() {
     let (out, cols) = (16, 64);
