@@ -476,14 +476,16 @@ fn refit_scales(
     let before = quantize(q.clone(), Some(alpha.clone()), spec);
     let group = before.group_len;
     let groups = n / group;
-    let row = |v: &[f32], r: usize, len: usize| v[r * len..(r + 1) * len].to_vec();
-    let errors: Vec<RowError> = (0..out).into_par_iter().map(|r| RowError::new(&row(&before.levels, r, n), &row(&hw, r, n), h, group)).collect();
+    fn row(v: &[f32], r: usize, len: usize) -> &[f32] {
+        &v[r * len..(r + 1) * len]
+    }
+    let errors: Vec<RowError> = (0..out).into_par_iter().map(|r| RowError::new(row(&before.levels, r, n), row(&hw, r, n), h, group)).collect();
     let old_alpha = alpha.into_data().convert::<f32>().try_to_vec::<f32>()?;
     // Steps are proportional to α (step = α / k for a grid constant k), so α scales with them.
     let mut new_alpha = old_alpha.clone();
     for (r, e) in errors.iter().enumerate() {
         let steps = row(&before.steps, r, groups);
-        if let Some(refit) = e.least_squares(&steps) {
+        if let Some(refit) = e.least_squares(steps) {
             for g in 0..groups {
                 new_alpha[r * groups + g] *= refit[g] / steps[g];
             }
