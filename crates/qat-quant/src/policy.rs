@@ -278,13 +278,29 @@ impl Policy {
             if !is_decoder_linear(path) {
                 p.scheme = SchemeChoice::None;
             }
+            // The last matching rule that set a deployment format, unless a later one set the
+            // scheme: that rule asked for this tensor to be quantized.
+            let mut format_rule = None;
             for (i, (rule, glob)) in self.rules.iter().zip(&globs).enumerate() {
                 if glob.is_match(path) {
                     used[i] = true;
                     p.set(&rule.set);
+                    if rule.set.format.is_some_and(|f| f != DeployFormat::None) {
+                        format_rule = Some(i);
+                    } else if rule.set.scheme.is_some() {
+                        format_rule = None;
+                    }
                 }
             }
             let spec = p.spec(*dims);
+            if let (None, Some(i)) = (spec, format_rule) {
+                // A format only chooses how a quantized tensor is stored; without a scheme the
+                // tensor would silently stay in full precision.
+                return Err(QuantError::config(
+                    &format!("quant.rules[{i}] (match = {:?})", self.rules[i].pattern),
+                    format!("sets a format for `{path}`, which its scheme leaves unquantized (scheme = \"none\"); set `scheme` in the rule too"),
+                ));
+            }
             if let Some(s) = &spec {
                 s.validate(&format!("quant policy for `{path}`"))?;
                 s.validate_shape(&format!("quant policy for `{path}`"), *dims)?;

@@ -83,6 +83,28 @@ fn a_rule_that_matches_nothing_is_an_error() {
     assert!(e.contains("quant.rules[0]") && e.contains("down_prj") && e.contains("matches no module"), "{e}");
 }
 
+/// A rule's `format` chooses how a quantized tensor is stored; a rule that sets one on a tensor
+/// left unquantized (scheme `none`, or `lm_head` without a scheme) is an error, not a silent
+/// full-precision tensor. A later rule that sets `scheme = "none"` still excludes a tensor.
+#[test]
+fn a_format_on_an_unquantized_tensor_is_an_error() {
+    let down_q3_k = "scheme = \"none\"\n[[rules]]\nmatch = \"layers.*.mlp.down_proj\"\nformat = \"q4_0\"\n";
+    let e = policy(down_q3_k).resolve(&modules(), 0).unwrap_err().to_string();
+    assert!(e.contains("quant.rules[0]") && e.contains("layers.0.mlp.down_proj") && e.contains("set `scheme`"), "{e}");
+    let e = policy("[[rules]]\nmatch = \"lm_head\"\nformat = \"q8_0\"\n").resolve(&modules(), 0).unwrap_err().to_string();
+    assert!(e.contains("quant.rules[0]") && e.contains("`lm_head`"), "{e}");
+    // With a scheme the same rule quantizes down_proj, and only it.
+    let t = policy(&down_q3_k.replace("format", "scheme = \"int\"\nformat")).resolve(&modules(), 0).unwrap();
+    assert_eq!(t.n_quantized(), 3);
+    let down = t.rows.iter().find(|r| r.0 == "layers.1.mlp.down_proj").unwrap().2.unwrap();
+    assert_eq!((down.scheme, down.bits, down.group_size), (Scheme::Int, 4, 32));
+    // Excluding a tensor from a policy-wide format, in the rule or in a later one, stays valid.
+    let excluded = "format = \"q4_0\"\n[[rules]]\nmatch = \"layers.0.*\"\nscheme = \"none\"\n";
+    assert_eq!(policy(excluded).resolve(&modules(), 0).unwrap().n_quantized(), 14);
+    let later = "[[rules]]\nmatch = \"layers.*.mlp.*\"\nformat = \"q4_0\"\n[[rules]]\nmatch = \"layers.0.mlp.*\"\nscheme = \"none\"\n";
+    assert_eq!(policy(later).resolve(&modules(), 0).unwrap().n_quantized(), 3 * 7 - 3);
+}
+
 #[test]
 fn invalid_combinations_and_unknown_keys_are_errors() {
     let e = policy("scheme = \"seq\"\nbits = 4\n").resolve(&modules(), 0).unwrap_err().to_string();
