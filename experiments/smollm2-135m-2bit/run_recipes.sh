@@ -99,10 +99,28 @@ halfgen=(--set "$selfgen_source" --set 'data.mix={chat=0.25,math=0.125,code=0.05
 row int4g32_selfgen_recipe --set "$int4" --set 'calibration={method="gptq",rows=128,act_order=true}' "${halfgen[@]}" \
   --set 'blockwise={rows=32,val_rows=8,epochs=4,lr=1e-4,scale_lr=2e-6,batch_size=4,loss="token_relative"}' \
   --set train.lr=3e-5 --set train.scale_lr=2e-6
+# The INT4 recipe with distillation alone (loss.ce_weight = 0): the KD stage of the row above
+# fitted the mix's sources below the original's CE instead of following the original.
+row int4g32_selfgen_kdonly --set "$int4" --set 'calibration={method="gptq",rows=128,act_order=true}' "${halfgen[@]}" \
+  --set 'blockwise={rows=32,val_rows=8,epochs=4,lr=1e-4,scale_lr=2e-6,batch_size=4,loss="token_relative"}' \
+  --set train.lr=3e-5 --set train.scale_lr=2e-6 --set loss.ce_weight=0
 export_flags=(--hf-dtype f32)
 row q3k_selfgen_recipe --set 'quant={format="q3_k",init="mse",round_scales="f32"}' --set 'calibration={method="gptq",rows=128,act_order=true}' "${halfgen[@]}" \
   --set 'blockwise={rows=32,val_rows=8,epochs=4,lr=2e-4,scale_lr=5e-6,batch_size=4,loss="token_relative"}' \
   --set train.max_steps=60 --set eval.every=20 --set train.lr=1e-4 --set train.scale_lr=5e-6
+# Where the Q3_K row's loss comes from, GPTQ stage only, same data and rows: Q3_K on down_proj
+# (the only tensors whose rows allow it) with every other linear left as shipped, and INT3 g32
+# (Q4_0 storage) on the 576-wide matrices with down_proj left as shipped.
+q3k_gptq=(--set 'calibration={method="gptq",rows=128,act_order=true}' --set "$selfgen_source"
+  --set 'data.mix={chat=0.25,math=0.125,code=0.05,text=0.075,generated=0.5}')
+row q3k_down_only_gptq --set 'quant={scheme="none",round_scales="f32"}' \
+  --set 'quant.rules=[{match="layers.*.mlp.down_proj",scheme="int",format="q3_k",init="mse"}]' "${q3k_gptq[@]}"
+row q3k_wide_only_gptq --set 'quant={format="q3_k",init="mse",round_scales="f32"}' \
+  --set 'quant.rules=[{match="layers.*.mlp.down_proj",format="none",scheme="none"}]' "${q3k_gptq[@]}"
+# The q3_k format with the 576-wide matrices asymmetric INT3 per group of 32 (stored as Q4_1,
+# as q2_k_asym stores its INT2) instead of symmetric INT3 in Q4_0.
+row q3k_asym_wide_gptq --set 'quant={format="q3_k",init="mse",round_scales="f32"}' \
+  --set 'quant.rules=[{match="layers.*.{self_attn.*,mlp.gate_proj,mlp.up_proj}",format="none",scheme="asym",bits=3,granularity="group",group_size=32,init="mse"}]' "${q3k_gptq[@]}"
 export_flags=()
 [ "$only" = "  " ] || exit 0
 python3 - $out <<'PY'
@@ -123,7 +141,9 @@ for name, label in [("int4g32_rtn", "INT4 g32 (Q4_0-exact)"), ("int4g32_gptq", "
                     ("q2k_asym_selfgen", "Q2_K asymmetric, half the data sampled from the original, 300 KD steps"),
                     ("int4g32_gptq_selfgen", "INT4 g32, half the rows sampled"), ("int4g32_gptq_selfgen_only", "INT4 g32, all rows sampled"),
                     ("int4g32_gptq_selfgen_256", "INT4 g32, half of 256 rows sampled"), ("int4g32_gptq_selfgen_refit", "INT4 g32, half the rows sampled, scales refitted"),
-                    ("int4g32_selfgen_recipe", "INT4 g32, half the rows sampled, 100 KD steps"), ("q3k_selfgen_recipe", "format q3_k, half the rows sampled, 60 KD steps")]:
+                    ("int4g32_selfgen_recipe", "INT4 g32, half the rows sampled, 100 KD steps"), ("int4g32_selfgen_kdonly", "INT4 g32, half the rows sampled, 100 steps of KD alone"), ("q3k_selfgen_recipe", "format q3_k, half the rows sampled, 60 KD steps"),
+                    ("q3k_down_only_gptq", "Q3_K down_proj only (other linears as shipped), half the rows sampled"), ("q3k_wide_only_gptq", "INT3 g32 576-wide matrices only (down_proj as shipped), half the rows sampled"),
+                    ("q3k_asym_wide_gptq", "format q3_k with asymmetric INT3 g32 (Q4_1) 576-wide matrices, half the rows sampled")]:
     run = out / name
     s = load(run / "summary.json")
     if s is None:
@@ -152,7 +172,7 @@ for name, label in [("int4g32_rtn", "INT4 g32 (Q4_0-exact)"), ("int4g32_gptq", "
         print(f"| {label} | {stage} | {ppl:.4g} | {ppl / base:.3g} | {ev['val_loss']:.3f} | {tokens:,} | {took} | {bits} | {gguf(name) if last else ''} |")
 # The curves: every evaluation of the q2k_asym_curve, q2k_asym_5m, q2k_asym_1m, q2k_asym_selfgen, int4g32_selfgen_recipe and q3k_selfgen_recipe runs
 # (also while one is still running) against the tokens of all stages.
-for curve in (out / "q2k_asym_curve", out / "q2k_asym_5m", out / "q2k_asym_1m", out / "q2k_asym_selfgen", out / "int4g32_selfgen_recipe", out / "q3k_selfgen_recipe"):
+for curve in (out / "q2k_asym_curve", out / "q2k_asym_5m", out / "q2k_asym_1m", out / "q2k_asym_selfgen", out / "int4g32_selfgen_recipe", out / "int4g32_selfgen_kdonly", out / "q3k_selfgen_recipe"):
   if (curve / "metrics.jsonl").exists() and base:
     before = sum(load(curve / f)["tokens"] for f in ("calibration.json", "blockwise.json") if (curve / f).exists())
     print()
