@@ -1,27 +1,54 @@
 #!/usr/bin/env python3
 """Formats scripts/bench_vs_pytorch.sh's measurements: reads lines `mode<TAB>qat JSON<TAB>PyTorch
-JSON` on stdin and prints the Markdown table, the fake-quantization overhead of both, and qat's
-distillation step by stage."""
-import json
-import sys
+JSON` on stdin, one per round (qat and PyTorch measured one after the other), and prints the
+Markdown table, the fake-quantization overhead of both, and qat's distillation step by stage.
 
-rows = [line.split("\t") for line in sys.stdin.read().splitlines() if line.strip()]
+Each side's figure is its median over the rounds; "qat / PyTorch" is the ratio of the medians,
+with the lowest and highest ratio of one round's pair beside it (the machine is shared, and a
+single pair can land on either side of a target). Memory is the median of the peaks; the stage
+breakdown is that of qat's median round."""
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+rounds = defaultdict(list)
+for line in sys.stdin.read().splitlines():
+    if line.strip():
+        mode, q, p = line.split("\t")
+        rounds[mode].append((json.loads(q), json.loads(p)))
+
+
+def tps(m):
+    return m["tokens_per_second"]
+
+
+def median_run(runs):
+    """The run whose tokens/s is the median (the lower middle one for an even count)."""
+    return sorted(runs, key=tps)[(len(runs) - 1) // 2]
+
+
+n = max(len(r) for r in rounds.values())
 print()
-print("| mode | qat tokens/s | PyTorch tokens/s | qat / PyTorch | qat model GFLOP/s | qat peak RSS MiB | PyTorch peak RSS MiB |")
-print("|---|---|---|---|---|---|---|")
+print("| mode | qat tokens/s | PyTorch tokens/s | qat / PyTorch | lowest–highest round | qat model GFLOP/s | qat peak RSS MiB | PyTorch peak RSS MiB |")
+print("|---|---|---|---|---|---|---|---|")
 res = {}
-for mode, q, p in rows:
-    q, p = json.loads(q), json.loads(p)
-    res[mode] = (q, p)
-    qt, pt = q["tokens_per_second"], p["tokens_per_second"]
-    print(f"| {mode} | {qt:.1f} | {pt:.1f} | {qt / pt:.2f} | {q['model_gflops']:.1f} | {q['peak_rss_mib']:.0f} | {p['peak_rss_mib']:.0f} |")
+for mode, pairs in rounds.items():
+    qs, ps = [q for q, _ in pairs], [p for _, p in pairs]
+    qt, pt = statistics.median(map(tps, qs)), statistics.median(map(tps, ps))
+    ratios = [tps(q) / tps(p) for q, p in pairs]
+    res[mode] = (qt, pt, median_run(qs))
+    rss_q = statistics.median(q["peak_rss_mib"] for q in qs)
+    rss_p = statistics.median(p["peak_rss_mib"] for p in ps)
+    print(f"| {mode} | {qt:.1f} | {pt:.1f} | {qt / pt:.2f} | {min(ratios):.2f}–{max(ratios):.2f} | {median_run(qs)['model_gflops']:.1f} | {rss_q:.0f} | {rss_p:.0f} |")
+print()
+print(f"{n} rounds per mode; tokens/s are medians over the rounds.")
 if "plain" in res and "qat" in res:
-    (qp, pp), (qq, pq) = res["plain"], res["qat"]
+    (qp, pp, _), (qq, pq, _) = res["plain"], res["qat"]
     print()
-    print(f"Fake-quantization overhead (QAT step time / plain step time): qat {qp['tokens_per_second'] / qq['tokens_per_second']:.3f}x, "
-          f"PyTorch {pp['tokens_per_second'] / pq['tokens_per_second']:.3f}x.")
+    print(f"Fake-quantization overhead (QAT step time / plain step time, medians): qat {qp / qq:.3f}x, PyTorch {pp / pq:.3f}x.")
 if "kd" in res:
-    q = res["kd"][0]
+    q = res["kd"][2]
     stages = ", ".join(f"{s['stage']} {s['seconds']:.2f} s ({100 * s['share']:.0f}%)" for s in q["stages"] if s["seconds"] > 0.0005)
     print()
-    print(f"qat distillation step by stage: {stages}; every fake-quantized weight computed once, standalone: {q['fake_quant_seconds']:.2f} s.")
+    print(f"qat distillation step by stage (its median round): {stages}; every fake-quantized weight computed once, standalone: {q['fake_quant_seconds']:.2f} s.")

@@ -8,12 +8,15 @@
 # THREADS (default: all cores) sets both sides' thread count; WARMUP (default 2) the untimed
 # iterations before each timing, on both sides: a process's first steps fault in the memory its
 # later steps reuse, so steady-state training speed needs more than one; PYTHON a Python with
-# torch and transformers (default .venv/bin/python, created here with both when missing).
+# torch and transformers (default .venv/bin/python, created here with both when missing);
+# ROUNDS (default 3) how often each measurement is repeated, qat and PyTorch alternating, so that
+# the tables show medians and the spread of the ratio on a machine shared with other work.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=${1:-models/smollm2-135m-instruct}
 threads=${THREADS:-$(nproc)}
 warmup=${WARMUP:-2}
+rounds=${ROUNDS:-3}
 py=${PYTHON:-.venv/bin/python}
 if [ ! -x "$py" ]; then
   python3 -m venv .venv >&2
@@ -30,22 +33,25 @@ for shape in "1 512" "8 256"; do
   set -- $shape
   iters=$([ "$1" = 1 ] && echo 3 || echo 2)
   echo
-  echo "### Batch $1x$2 ($iters timed iterations after $warmup warm-up)"
+  echo "### Batch $1x$2 ($iters timed iterations after $warmup warm-up, median of $rounds rounds)"
   for mode in forward plain qat kd; do
-    q=$($qat --threads "$threads" bench "$model" --mode $mode --batch "$1" --seq-len "$2" --warmup "$warmup" --iters "$iters" --json)
-    p=$($py scripts/pytorch_reference.py "$model" --mode $mode --batch "$1" --seq-len "$2" --warmup "$warmup" --iters "$iters" --threads "$threads" 2>/dev/null)
-    printf '%s\t%s\t%s\n' "$mode" "$q" "$p"
+    for _ in $(seq "$rounds"); do
+      q=$($qat --threads "$threads" bench "$model" --mode $mode --batch "$1" --seq-len "$2" --warmup "$warmup" --iters "$iters" --json)
+      p=$($py scripts/pytorch_reference.py "$model" --mode $mode --batch "$1" --seq-len "$2" --warmup "$warmup" --iters "$iters" --threads "$threads" 2>/dev/null)
+      printf '%s\t%s\t%s\n' "$mode" "$q" "$p"
+    done
   done | $py scripts/bench_report.py
 done
 echo
-echo "### Thread scaling: QAT training step, batch 1x512"
+echo "### Thread scaling: QAT training step, batch 1x512 (median of $rounds rounds)"
 echo
 echo "| threads | qat tokens/s | PyTorch tokens/s |"
 echo "|---|---|---|"
+median='import json, statistics, sys; print(round(statistics.median(json.loads(l)["tokens_per_second"] for l in sys.stdin if l.strip()), 1))'
 declare -A qs ps
 for n in 1 "$threads"; do
-  qs[$n]=$($qat --threads "$n" bench "$model" --mode qat --batch 1 --seq-len 512 --warmup "$warmup" --iters 3 --json | $py -c 'import json,sys; print(round(json.load(sys.stdin)["tokens_per_second"], 1))')
-  ps[$n]=$($py scripts/pytorch_reference.py "$model" --mode qat --batch 1 --seq-len 512 --warmup "$warmup" --iters 3 --threads "$n" 2>/dev/null | $py -c 'import json,sys; print(round(json.load(sys.stdin)["tokens_per_second"], 1))')
+  qs[$n]=$(for _ in $(seq "$rounds"); do $qat --threads "$n" bench "$model" --mode qat --batch 1 --seq-len 512 --warmup "$warmup" --iters 3 --json; echo; done | $py -c "$median")
+  ps[$n]=$(for _ in $(seq "$rounds"); do $py scripts/pytorch_reference.py "$model" --mode qat --batch 1 --seq-len 512 --warmup "$warmup" --iters 3 --threads "$n" 2>/dev/null; echo; done | $py -c "$median")
   echo "| $n | ${qs[$n]} | ${ps[$n]} |"
 done
 echo

@@ -35,7 +35,9 @@ def main():
     for name in MODULES:
         try:
             text = pydoc.render_doc(name, renderer=pydoc.plaintext)
-            text = re.sub(r"(at 0x|handle )[0-9a-fA-F]{6,}", r"\1...", text).replace(home, "~")
+            text = re.sub(r"(at 0x|handle )[0-9a-fA-F]{6,}", r"\1...", text)
+            if home != "/":
+                text = text.replace(home, "~")
         except Exception:  # modules that cannot be imported here
             continue
         # One document per paragraph block of up to ~4000 characters.
