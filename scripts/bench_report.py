@@ -6,7 +6,8 @@ Markdown table, the fake-quantization overhead of both, and qat's distillation s
 Each side's figure is its median over the rounds; "qat / PyTorch" is the ratio of the medians,
 with the lowest and highest ratio of one round's pair beside it (the machine is shared, and a
 single pair can land on either side of a target). Memory is the median of the peaks; the stage
-breakdown is that of qat's median round."""
+breakdown is that of qat's median round. The fake-quantization overhead is the median over the
+rounds of each round's plain/QAT pair (the script runs a round's modes back to back)."""
 import json
 import statistics
 import sys
@@ -43,10 +44,14 @@ for mode, pairs in rounds.items():
     print(f"| {mode} | {qt:.1f} | {pt:.1f} | {qt / pt:.2f} | {min(ratios):.2f}–{max(ratios):.2f} | {median_run(qs)['model_gflops']:.1f} | {rss_q:.0f} | {rss_p:.0f} |")
 print()
 print(f"{n} rounds per mode; tokens/s are medians over the rounds.")
-if "plain" in res and "qat" in res:
-    (qp, pp, _), (qq, pq, _) = res["plain"], res["qat"]
+if "plain" in rounds and "qat" in rounds:
+    pairs = list(zip(rounds["plain"], rounds["qat"]))
+    q_over = [tps(plain) / tps(qat) for (plain, _), (qat, _) in pairs]
+    p_over = [tps(plain) / tps(qat) for (_, plain), (_, qat) in pairs]
     print()
-    print(f"Fake-quantization overhead (QAT step time / plain step time, medians): qat {qp / qq:.3f}x, PyTorch {pp / pq:.3f}x.")
+    print(f"Fake-quantization overhead (QAT step time / plain step time of the same round, median over {len(pairs)} rounds): "
+          f"qat {statistics.median(q_over):.3f}x ({min(q_over):.3f}–{max(q_over):.3f}), "
+          f"PyTorch {statistics.median(p_over):.3f}x ({min(p_over):.3f}–{max(p_over):.3f}).")
 if "kd" in res:
     q = res["kd"][2]
     stages = ", ".join(f"{s['stage']} {s['seconds']:.2f} s ({100 * s['share']:.0f}%)" for s in q["stages"] if s["seconds"] > 0.0005)

@@ -34,8 +34,10 @@ for shape in "1 512" "8 256"; do
   iters=$([ "$1" = 1 ] && echo 3 || echo 2)
   echo
   echo "### Batch $1x$2 ($iters timed iterations after $warmup warm-up, median of $rounds rounds)"
-  for mode in forward plain qat kd; do
-    for _ in $(seq "$rounds"); do
+  # Rounds outermost: the modes of one round run back to back, so that ratios between modes
+  # (the fake-quantization overhead) compare measurements minutes apart, not a quarter hour.
+  for _ in $(seq "$rounds"); do
+    for mode in forward plain qat kd; do
       q=$($qat --threads "$threads" bench "$model" --mode $mode --batch "$1" --seq-len "$2" --warmup "$warmup" --iters "$iters" --json)
       p=$($py scripts/pytorch_reference.py "$model" --mode $mode --batch "$1" --seq-len "$2" --warmup "$warmup" --iters "$iters" --threads "$threads" 2>/dev/null)
       printf '%s\t%s\t%s\n' "$mode" "$q" "$p"
