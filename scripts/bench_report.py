@@ -33,12 +33,10 @@ n = max(len(r) for r in rounds.values())
 print()
 print("| mode | qat tokens/s | PyTorch tokens/s | qat / PyTorch | lowest–highest round | qat model GFLOP/s | qat peak RSS MiB | PyTorch peak RSS MiB |")
 print("|---|---|---|---|---|---|---|---|")
-res = {}
 for mode, pairs in rounds.items():
     qs, ps = [q for q, _ in pairs], [p for _, p in pairs]
     qt, pt = statistics.median(map(tps, qs)), statistics.median(map(tps, ps))
     ratios = [tps(q) / tps(p) for q, p in pairs]
-    res[mode] = (qt, pt, median_run(qs))
     rss_q = statistics.median(q["peak_rss_mib"] for q in qs)
     rss_p = statistics.median(p["peak_rss_mib"] for p in ps)
     print(f"| {mode} | {qt:.1f} | {pt:.1f} | {qt / pt:.2f} | {min(ratios):.2f}–{max(ratios):.2f} | {median_run(qs)['model_gflops']:.1f} | {rss_q:.0f} | {rss_p:.0f} |")
@@ -52,8 +50,8 @@ if "plain" in rounds and "qat" in rounds:
     print(f"Fake-quantization overhead (QAT step time / plain step time of the same round, median over {len(pairs)} rounds): "
           f"qat {statistics.median(q_over):.3f}x ({min(q_over):.3f}–{max(q_over):.3f}), "
           f"PyTorch {statistics.median(p_over):.3f}x ({min(p_over):.3f}–{max(p_over):.3f}).")
-if "kd" in res:
-    q = res["kd"][2]
+if "kd" in rounds:
+    q = median_run([q for q, _ in rounds["kd"]])
     stages = ", ".join(f"{s['stage']} {s['seconds']:.2f} s ({100 * s['share']:.0f}%)" for s in q["stages"] if s["seconds"] > 0.0005)
     print()
     print(f"qat distillation step by stage (its median round): {stages}; every fake-quantized weight computed once, standalone: {q['fake_quant_seconds']:.2f} s.")
