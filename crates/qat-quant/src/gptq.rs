@@ -22,6 +22,20 @@
 //! Rounding a column calls [`quantize`], the function of fake quantization and export, so the
 //! result is a weight `Q` and scales `α` with `fake_quantize(Q, α) = Q`.
 //!
+//! With `asymmetric` (GPTAQ: Li et al., "GPTAQ: Efficient Finetuning-Free Quantization for
+//! Asymmetric Calibration", 2025) the objective is the layer's output error against the
+//! *full-precision* model's input `X̃` at the same place, `‖X̃·Wᵀ − X·Qᵀ‖²`, where `X` is the
+//! input as the already-quantized layers before produce it. Its `Q`-dependent part equals that
+//! of `‖X·W'ᵀ − X·Qᵀ‖²` with
+//!
+//! `W' = W·X̃ᵀX·H⁻¹ = W + W·D·H⁻¹`,  `D = (X̃ − X)ᵀX` (scaled like `H`),
+//!
+//! so the layer is quantized by plain GPTQ towards the target `W'` (with the damped `H`; `W' = W`
+//! when the inputs agree). The layer then also compensates what the layers before it lost.
+//! A strength `a ∈ (0, 1]` aims at the output for the input `X + a·(X̃ − X)` instead, part of
+//! the way from the quantized input to the full-precision one: `W' = W + a·W·D·H⁻¹` (the
+//! reference implementation's default is `a = 0.25`).
+//!
 //! GPTQ chooses the levels; the scales stay those of the init rule, fitted to the weights
 //! before rounding. With `refit_scales` each row's group scales are then refitted to the levels
 //! GPTQ chose, under the same objective ([`RowError`]; not in the reference).
@@ -46,35 +60,61 @@ pub struct GptqOptions {
     /// After rounding, refit each row's group scales to its levels by least squares under the
     /// layer's output error ([`RowError`]; not in the reference).
     pub refit_scales: bool,
+    /// Strength `a ∈ [0, 1]` of the aim at the full-precision model's output (GPTAQ's
+    /// asymmetric calibration, module doc); 0: plain GPTQ. Above 0 the Hessians must carry the
+    /// full-precision inputs ([`Hessian::add_with_reference`]).
+    pub asymmetric: f64,
 }
 
 impl Default for GptqOptions {
     fn default() -> Self {
-        GptqOptions { damp: 0.01, block_size: 128, act_order: false, refit_scales: false }
+        GptqOptions { damp: 0.01, block_size: 128, act_order: false, refit_scales: false, asymmetric: 0.0 }
     }
 }
 
-/// `Σ xᵀx` over calibration inputs of one linear layer, accumulated in f64.
+/// `Σ xᵀx` over calibration inputs of one linear layer, accumulated in f64; with
+/// [`Self::add_with_reference`] also `Σ (x̃ − x)ᵀx` for the asymmetric objective.
 #[derive(Debug, Clone)]
 pub struct Hessian {
     dim: usize,
     sum: Vec<f64>,
+    /// `Σ (x̃ − x)ᵀx`, when every input came with its full-precision reference.
+    shift: Option<Vec<f64>>,
     samples: usize,
+}
+
+/// Adds `aᵀb` (`a, b: [n, dim]`, computed in f32) into `sum`.
+fn accumulate(sum: &mut [f64], a: Tensor<2>, b: Tensor<2>) {
+    let atb = a.transpose().matmul(b).into_data().convert::<f32>();
+    for (s, v) in sum.iter_mut().zip(atb.as_slice::<f32>().expect("f32 data")) {
+        *s += *v as f64;
+    }
 }
 
 impl Hessian {
     pub fn new(dim: usize) -> Self {
-        Hessian { dim, sum: vec![0.0; dim * dim], samples: 0 }
+        Hessian { dim, sum: vec![0.0; dim * dim], shift: None, samples: 0 }
     }
 
     /// Adds the rows of `x: [n, dim]` (one row per token).
     pub fn add(&mut self, x: Tensor<2>) {
         let [n, d] = x.dims();
         assert_eq!(d, self.dim, "Hessian of dimension {} fed inputs of width {d}", self.dim);
-        let xtx = x.clone().transpose().matmul(x).into_data().convert::<f32>();
-        for (s, v) in self.sum.iter_mut().zip(xtx.as_slice::<f32>().expect("f32 data")) {
-            *s += *v as f64;
-        }
+        assert!(self.shift.is_none(), "a Hessian with reference inputs fed an input without one");
+        accumulate(&mut self.sum, x.clone(), x);
+        self.samples += n;
+    }
+
+    /// Adds the rows of `x: [n, dim]` and of `reference`, the full-precision model's input at
+    /// the same place for the same tokens (for [`GptqOptions::asymmetric`]).
+    pub fn add_with_reference(&mut self, x: Tensor<2>, reference: Tensor<2>) {
+        let [n, d] = x.dims();
+        assert_eq!(d, self.dim, "Hessian of dimension {} fed inputs of width {d}", self.dim);
+        assert_eq!(reference.dims(), [n, d], "reference inputs of another shape than the inputs");
+        assert!(self.samples == 0 || self.shift.is_some(), "a Hessian without reference inputs fed one with");
+        let shift = self.shift.get_or_insert_with(|| vec![0.0; d * d]);
+        accumulate(shift, reference - x.clone(), x.clone());
+        accumulate(&mut self.sum, x.clone(), x);
         self.samples += n;
     }
 
@@ -91,6 +131,13 @@ impl Hessian {
     pub fn matrix(&self) -> Vec<f64> {
         let c = 2.0 / self.samples.max(1) as f64;
         self.sum.iter().map(|v| v * c).collect()
+    }
+
+    /// `D = 2/N · Σ (x̃ − x)ᵀx` (scaled like [`Self::matrix`]), if the inputs came with
+    /// references.
+    pub fn shift_matrix(&self) -> Option<Vec<f64>> {
+        let c = 2.0 / self.samples.max(1) as f64;
+        self.shift.as_ref().map(|d| d.iter().map(|v| v * c).collect())
     }
 }
 
@@ -130,10 +177,23 @@ fn cholesky_lower(a: &mut [f64], n: usize) -> Result<(), QuantError> {
     Ok(())
 }
 
-/// The upper Cholesky factor `U` of `H⁻¹` (`H⁻¹ = UᵀU`), row-major.
-///
-/// With `H = L·Lᵀ`: `H⁻¹ = L⁻ᵀ·L⁻¹`, formed and factored again, as the reference does.
+/// The upper Cholesky factor `U` of `H⁻¹` (`H⁻¹ = UᵀU`), row-major: [`inverse`] factored
+/// again, as the reference does.
 fn inverse_upper_cholesky(h: &[f64], n: usize) -> Result<Vec<f64>, QuantError> {
+    let mut hinv = inverse(h, n)?;
+    // Upper factor of H⁻¹ = transpose of its lower factor.
+    cholesky_lower(&mut hinv, n)?;
+    let mut u = vec![0.0f64; n * n];
+    for i in 0..n {
+        for j in 0..=i {
+            u[j * n + i] = hinv[i * n + j];
+        }
+    }
+    Ok(u)
+}
+
+/// `H⁻¹` of a symmetric positive definite `H` (row-major): with `H = L·Lᵀ`, `H⁻¹ = L⁻ᵀ·L⁻¹`.
+fn inverse(h: &[f64], n: usize) -> Result<Vec<f64>, QuantError> {
     let mut l = h.to_vec();
     cholesky_lower(&mut l, n)?;
     // L⁻¹ row by row: row i = (e_i − Σ_{k<i} L_ik · row k) / L_ii (lower triangular).
@@ -175,15 +235,18 @@ fn inverse_upper_cholesky(h: &[f64], n: usize) -> Result<Vec<f64>, QuantError> {
             hinv[j * n + i] = hinv[i * n + j];
         }
     }
-    // Upper factor of H⁻¹ = transpose of its lower factor.
-    cholesky_lower(&mut hinv, n)?;
-    let mut u = vec![0.0f64; n * n];
-    for i in 0..n {
-        for j in 0..=i {
-            u[j * n + i] = hinv[i * n + j];
-        }
-    }
-    Ok(u)
+    Ok(hinv)
+}
+
+/// The asymmetric objective's target weight `W' = W + a·W·D·H⁻¹` (module doc), `w: [out, n]`
+/// row-major; `h` is the damped Hessian and `d` the input shift, both `[n, n]`.
+fn asymmetric_target(w: &[f32], d: &[f64], h: &[f64], a: f64, out: usize, n: usize, device: &Device) -> Result<Vec<f32>, QuantError> {
+    let hinv = inverse(h, n)?;
+    let f32s = |v: &[f64]| v.iter().map(|&x| (a * x) as f32).collect::<Vec<f32>>();
+    let w_t = Tensor::<2>::from_data(TensorData::new(w.to_vec(), [out, n]), device);
+    let d_t = Tensor::<2>::from_data(TensorData::new(f32s(d), [n, n]), device);
+    let hinv_t = Tensor::<2>::from_data(TensorData::new(hinv.iter().map(|&x| x as f32).collect::<Vec<f32>>(), [n, n]), device);
+    Ok((w_t.clone() + w_t.matmul(d_t).matmul(hinv_t)).into_data().convert::<f32>().try_to_vec::<f32>()?)
 }
 
 /// Scales of one scale window `[out, window]` (a group, a whole row, or a k-quant super-block
@@ -239,8 +302,11 @@ pub fn gptq(weight: Tensor<2>, h: &Hessian, spec: &QuantSpec, opts: &GptqOptions
     if !(opts.damp.is_finite() && opts.damp > 0.0) || opts.block_size == 0 {
         return Err(QuantError::Gptq(format!("damp must be > 0 and block_size > 0 (got {} and {})", opts.damp, opts.block_size)));
     }
+    if !(0.0..=1.0).contains(&opts.asymmetric) {
+        return Err(QuantError::Gptq(format!("asymmetric must be in [0, 1] (got {})", opts.asymmetric)));
+    }
     let device = weight.device();
-    let original = weight.clone();
+    let mut original = weight.clone();
     let mut w = weight.into_data().convert::<f32>().try_to_vec::<f32>()?;
     let mut hm = h.matrix();
 
@@ -252,6 +318,20 @@ pub fn gptq(weight: Tensor<2>, h: &Hessian, spec: &QuantSpec, opts: &GptqOptions
                 w[r * n + j] = 0.0;
             }
         }
+    }
+    match (opts.asymmetric > 0.0, h.shift_matrix()) {
+        (true, Some(d)) => {
+            // The damping of the rounding below: `damp · mean(diag H)`, dead inputs counted as 1.
+            let mut damped = hm.clone();
+            let mean_diag = (0..n).map(|j| hm[j * n + j]).sum::<f64>() / n as f64;
+            for j in 0..n {
+                damped[j * n + j] += opts.damp * mean_diag;
+            }
+            w = asymmetric_target(&w, &d, &damped, opts.asymmetric, out, n, &device)?;
+            original = Tensor::from_data(TensorData::new(w.clone(), [out, n]), &device);
+        }
+        (true, None) => return Err(QuantError::Gptq("asymmetric GPTQ needs the full-precision inputs (Hessian::add_with_reference)".into())),
+        (false, _) => {}
     }
     let group = match spec.granularity {
         Granularity::Group => spec.group_size,

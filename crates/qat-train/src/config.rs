@@ -52,6 +52,8 @@ pub struct CalibrationSection {
     pub act_order: bool,
     #[serde(default)]
     pub refit_scales: bool,
+    #[serde(default)]
+    pub asymmetric: f64,
 }
 
 /// `[blockwise]`: each decoder block trained in turn to reproduce the full-precision model's
@@ -127,7 +129,13 @@ fn gptq_block() -> usize {
 
 impl CalibrationSection {
     pub fn gptq_options(&self) -> qat_quant::GptqOptions {
-        qat_quant::GptqOptions { damp: self.damp, block_size: self.block_size, act_order: self.act_order, refit_scales: self.refit_scales }
+        qat_quant::GptqOptions {
+            damp: self.damp,
+            block_size: self.block_size,
+            act_order: self.act_order,
+            refit_scales: self.refit_scales,
+            asymmetric: self.asymmetric,
+        }
     }
 }
 
@@ -502,6 +510,9 @@ impl RunConfig {
             }
             if !(c.damp.is_finite() && c.damp > 0.0) || c.block_size == 0 {
                 return Err(format!("calibration: damp = {} must be positive and block_size = {} positive", c.damp, c.block_size));
+            }
+            if !(0.0..=1.0).contains(&c.asymmetric) {
+                return Err(format!("calibration.asymmetric = {} must be in [0, 1]", c.asymmetric));
             }
         }
         if let Some(b) = &self.blockwise {

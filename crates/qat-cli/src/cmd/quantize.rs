@@ -83,7 +83,10 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
             let batches = qat_train::train::first_rows(&mut mixer, &[rows], cfg.micro_batch_size(), &device)?.remove(0);
             let opts = cfg.calibration.as_ref().map(|c| c.gptq_options()).unwrap_or_default();
             let started = std::time::Instant::now();
-            let (model, losses) = qat_model::gptq_model(model, &batches, &opts, policy.round_scales, |i, n| eprintln!("GPTQ block {i}/{n}"))?;
+            let (model, losses) = qat_model::gptq_model(model, &batches, &opts, policy.round_scales, |i, n| {
+                eprintln!("GPTQ block {i}/{n}");
+                Ok::<_, qat_quant::QuantError>(())
+            })?;
             calibration = serde_json::json!({"rows": rows, "tokens": rows * cfg.data.seq_len, "seconds": started.elapsed().as_secs_f64(), "modules": losses});
             model
         }
