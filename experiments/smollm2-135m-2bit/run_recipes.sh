@@ -122,17 +122,21 @@ row q3k_wide_only_gptq --set 'quant={format="q3_k",init="mse",round_scales="f32"
 row q3k_asym_wide_gptq --set 'quant={format="q3_k",init="mse",round_scales="f32"}' \
   --set 'quant.rules=[{match="layers.*.{self_attn.*,mlp.gate_proj,mlp.up_proj}",format="none",scheme="asym",bits=3,granularity="group",group_size=32,init="mse"}]' "${q3k_gptq[@]}"
 # Asymmetric calibration (GPTAQ, calibration.asymmetric): each linear aims at the original
-# model's output at strength 1 (the full correction) and 0.5 (best on stories260K; the reference
-# implementation's default is 0.25), GPTQ only, otherwise the rows int4g32_gptq_selfgen and
+# model's output at strength 1 (the full correction), 0.5 (best on stories260K) and 0.25 (the
+# reference implementation's default), GPTQ only, otherwise the rows int4g32_gptq_selfgen and
 # q3k_selfgen_recipe's first stage.
 row q3k_gptaq --set 'quant={format="q3_k",init="mse",round_scales="f32"}' \
   --set 'calibration={method="gptq",rows=128,act_order=true,asymmetric=1.0}' --set "$selfgen_source" --set 'data.mix={chat=0.25,math=0.125,code=0.05,text=0.075,generated=0.5}'
 row q3k_gptaq_half --set 'quant={format="q3_k",init="mse",round_scales="f32"}' \
   --set 'calibration={method="gptq",rows=128,act_order=true,asymmetric=0.5}' --set "$selfgen_source" --set 'data.mix={chat=0.25,math=0.125,code=0.05,text=0.075,generated=0.5}'
+row q3k_gptaq_quarter --set 'quant={format="q3_k",init="mse",round_scales="f32"}' \
+  --set 'calibration={method="gptq",rows=128,act_order=true,asymmetric=0.25}' --set "$selfgen_source" --set 'data.mix={chat=0.25,math=0.125,code=0.05,text=0.075,generated=0.5}'
 export_flags=()
 row int4g32_gptaq --set "$int4" --set 'calibration={method="gptq",rows=128,act_order=true,asymmetric=1.0}' --set "$selfgen_source" \
   --set 'data.mix={chat=0.25,math=0.125,code=0.05,text=0.075,generated=0.5}'
 row int4g32_gptaq_half --set "$int4" --set 'calibration={method="gptq",rows=128,act_order=true,asymmetric=0.5}' --set "$selfgen_source" \
+  --set 'data.mix={chat=0.25,math=0.125,code=0.05,text=0.075,generated=0.5}'
+row int4g32_gptaq_quarter --set "$int4" --set 'calibration={method="gptq",rows=128,act_order=true,asymmetric=0.25}' --set "$selfgen_source" \
   --set 'data.mix={chat=0.25,math=0.125,code=0.05,text=0.075,generated=0.5}'
 [ "$only" = "  " ] || exit 0
 python3 - $out <<'PY'
@@ -156,8 +160,9 @@ for name, label in [("int4g32_rtn", "INT4 g32 (Q4_0-exact)"), ("int4g32_gptq", "
                     ("int4g32_selfgen_recipe", "INT4 g32, half the rows sampled, 100 KD steps"), ("int4g32_selfgen_kdonly", "INT4 g32, half the rows sampled, 100 steps of KD alone"), ("q3k_selfgen_recipe", "format q3_k, half the rows sampled, 60 KD steps"),
                     ("q3k_down_only_gptq", "Q3_K down_proj only (other linears as shipped), half the rows sampled"), ("q3k_wide_only_gptq", "INT3 g32 576-wide matrices only (down_proj as shipped), half the rows sampled"),
                     ("q3k_asym_wide_gptq", "format q3_k with asymmetric INT3 g32 (Q4_1) 576-wide matrices, half the rows sampled"),
-                    ("q3k_gptaq", "format q3_k, half the rows sampled, asymmetric calibration 1"), ("q3k_gptaq_half", "format q3_k, half the rows sampled, asymmetric calibration 0.5"),
-                    ("int4g32_gptaq", "INT4 g32, half the rows sampled, asymmetric calibration 1"), ("int4g32_gptaq_half", "INT4 g32, half the rows sampled, asymmetric calibration 0.5")]:
+                    ("q3k_gptaq", "format q3_k, half the rows sampled, asymmetric calibration 1"), ("q3k_gptaq_half", "format q3_k, half the rows sampled, asymmetric calibration 0.5"), ("q3k_gptaq_quarter", "format q3_k, half the rows sampled, asymmetric calibration 0.25"),
+                    ("int4g32_gptaq", "INT4 g32, half the rows sampled, asymmetric calibration 1"), ("int4g32_gptaq_half", "INT4 g32, half the rows sampled, asymmetric calibration 0.5"),
+                    ("int4g32_gptaq_quarter", "INT4 g32, half the rows sampled, asymmetric calibration 0.25")]:
     run = out / name
     s = load(run / "summary.json")
     if s is None:
