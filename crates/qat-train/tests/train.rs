@@ -111,6 +111,7 @@ fn bad_configs_fail_before_training() {
         (format!("{good}\n[calibration]\nmethod = \"gptq\"\nrows = 0"), "calibration.rows"),
         (format!("{good}\n[calibration]\nmethod = \"gptq\"\nsamples = 4"), "samples"),
         (format!("{good}\n[calibration]\nmethod = \"awq\""), "awq"),
+        (format!("{good}\n[calibration]\nmethod = \"gptq\"\nasymmetric = 1.5"), "calibration.asymmetric = 1.5"),
         (good.replace("[eval]", "[eval]\nmc = [\"no_such_task.jsonl\"]"), "eval.mc: "),
     ];
     for (text, want) in cases {
