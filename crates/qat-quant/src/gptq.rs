@@ -241,11 +241,10 @@ fn inverse(h: &[f64], n: usize) -> Result<Vec<f64>, QuantError> {
 /// The asymmetric objective's target weight `W' = W + a·W·D·H⁻¹` (module doc), `w: [out, n]`
 /// row-major; `h` is the damped Hessian and `d` the input shift, both `[n, n]`.
 fn asymmetric_target(w: &[f32], d: &[f64], h: &[f64], a: f64, out: usize, n: usize, device: &Device) -> Result<Vec<f32>, QuantError> {
-    let hinv = inverse(h, n)?;
-    let f32s = |v: &[f64]| v.iter().map(|&x| (a * x) as f32).collect::<Vec<f32>>();
+    let matrix = |v: Vec<f64>| Tensor::<2>::from_data(TensorData::new(v.into_iter().map(|x| x as f32).collect::<Vec<f32>>(), [n, n]), device);
     let w_t = Tensor::<2>::from_data(TensorData::new(w.to_vec(), [out, n]), device);
-    let d_t = Tensor::<2>::from_data(TensorData::new(f32s(d), [n, n]), device);
-    let hinv_t = Tensor::<2>::from_data(TensorData::new(hinv.iter().map(|&x| x as f32).collect::<Vec<f32>>(), [n, n]), device);
+    let d_t = matrix(d.iter().map(|&x| a * x).collect());
+    let hinv_t = matrix(inverse(h, n)?);
     Ok((w_t.clone() + w_t.matmul(d_t).matmul(hinv_t)).into_data().convert::<f32>().try_to_vec::<f32>()?)
 }
 
