@@ -79,24 +79,24 @@ impl Grid {
         out
     }
 
-    /// `(∂/∂w, ∂/∂α)` for the incoming gradient `g` of `ŵ`.
-    fn backward(&self, w: &[f32], alpha: &[f32], g: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    /// `∂/∂α`, and `∂/∂w` written over the incoming gradient `g` of `ŵ` (which the backward
+    /// owns: the weight gradient needs no buffer of its own).
+    fn backward(&self, w: &[f32], alpha: &[f32], g: &mut [f32]) -> Vec<f32> {
         let group = w.len() / alpha.len();
-        let mut dw = vec![0.0f32; w.len()];
         let mut da = vec![0.0f32; alpha.len()];
-        dw.par_chunks_mut(group).zip(da.par_iter_mut()).zip(w.par_chunks(group).zip(g.par_chunks(group))).zip(alpha.par_iter()).for_each(
-            |(((dw, da), (w, g)), &a)| {
-                let mut acc = 0.0f64;
-                for ((dw, &w), &g) in dw.iter_mut().zip(w).zip(g) {
-                    let (u, inside, level) = self.level(w, a);
-                    *dw = if inside { g } else { 0.0 };
-                    let dl = level / self.k - if inside { u } else { 0.0 };
-                    acc += (g * dl) as f64;
+        g.par_chunks_mut(group).zip(da.par_iter_mut()).zip(w.par_chunks(group)).zip(alpha.par_iter()).for_each(|(((g, da), w), &a)| {
+            let mut acc = 0.0f64;
+            for (g, &w) in g.iter_mut().zip(w) {
+                let (u, inside, level) = self.level(w, a);
+                let dl = level / self.k - if inside { u } else { 0.0 };
+                acc += (*g * dl) as f64;
+                if !inside {
+                    *g = 0.0;
                 }
-                *da = acc as f32;
-            },
-        );
-        (dw, da)
+            }
+            *da = acc as f32;
+        });
+        da
     }
 }
 
@@ -127,27 +127,26 @@ impl Affine {
         out
     }
 
-    /// `(∂/∂w, ∂/∂(s, m))` for the incoming gradient `g` of `ŵ`.
-    fn backward(&self, w: &[f32], pairs: &[f32], g: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    /// `∂/∂(s, m)`, and `∂/∂w` written over the incoming gradient `g` of `ŵ`.
+    fn backward(&self, w: &[f32], pairs: &[f32], g: &mut [f32]) -> Vec<f32> {
         let group = 2 * w.len() / pairs.len();
-        let mut dw = vec![0.0f32; w.len()];
         let mut dp = vec![0.0f32; pairs.len()];
-        dw.par_chunks_mut(group).zip(dp.par_chunks_mut(2)).zip(w.par_chunks(group).zip(g.par_chunks(group))).zip(pairs.par_chunks(2)).for_each(
-            |(((dw, dp), (w, g)), p)| {
-                let (s, m) = (p[0].max(ALPHA_MIN as f32), p[1]);
-                let (mut ds, mut dm) = (0.0f64, 0.0f64);
-                for ((dw, &w), &g) in dw.iter_mut().zip(w).zip(g) {
-                    let (u, inside, level) = self.level(w, s, m);
-                    *dw = if inside { g } else { 0.0 };
-                    ds += (g * (level - if inside { u } else { 0.0 })) as f64;
-                    dm += if inside { 0.0 } else { g as f64 };
+        g.par_chunks_mut(group).zip(dp.par_chunks_mut(2)).zip(w.par_chunks(group)).zip(pairs.par_chunks(2)).for_each(|(((g, dp), w), p)| {
+            let (s, m) = (p[0].max(ALPHA_MIN as f32), p[1]);
+            let (mut ds, mut dm) = (0.0f64, 0.0f64);
+            for (g, &w) in g.iter_mut().zip(w) {
+                let (u, inside, level) = self.level(w, s, m);
+                ds += (*g * (level - if inside { u } else { 0.0 })) as f64;
+                if !inside {
+                    dm += *g as f64;
+                    *g = 0.0;
                 }
-                // The floor's gradient: none below it (as Burn's clamp_min).
-                dp[0] = if p[0] < ALPHA_MIN as f32 { 0.0 } else { ds as f32 };
-                dp[1] = dm as f32;
-            },
-        );
-        (dw, dp)
+            }
+            // The floor's gradient: none below it (as Burn's clamp_min).
+            dp[0] = if p[0] < ALPHA_MIN as f32 { 0.0 } else { ds as f32 };
+            dp[1] = dm as f32;
+        });
+        dp
     }
 }
 
@@ -175,7 +174,7 @@ impl Kernel {
         }
     }
 
-    fn backward(&self, w: &[f32], scales: &[f32], g: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    fn backward(&self, w: &[f32], scales: &[f32], g: &mut [f32]) -> Vec<f32> {
         match self {
             Kernel::Symmetric(grid) => grid.backward(w, scales, g),
             Kernel::Affine(a) => a.backward(w, scales, g),
@@ -202,11 +201,12 @@ impl Backward<Flex, 2> for FakeQuantBackward {
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let (w, alpha, grid) = ops.state;
         let [w_node, alpha_node] = ops.parents;
-        let g = grads.consume::<Flex>(&ops.node);
-        let (w_shape, a_shape) = (w.layout().shape().clone(), alpha.layout().shape().clone());
-        let (dw, da) = grid.backward(&f32_values(&w), &f32_values(&alpha), &f32_values(&g));
+        // The gradient of `ŵ` becomes the weight's (copied first only if something else holds it).
+        let mut g = grads.consume::<Flex>(&ops.node);
+        let a_shape = alpha.layout().shape().clone();
+        let da = grid.backward(&f32_values(&w), &f32_values(&alpha), f32_values_mut(&mut g));
         if let Some(node) = w_node {
-            grads.register::<Flex>(node.id, FlexFloat::from_data(TensorData::new(dw, w_shape)));
+            grads.register::<Flex>(node.id, g);
         }
         if let Some(node) = alpha_node {
             grads.register::<Flex>(node.id, FlexFloat::from_data(TensorData::new(da, a_shape)));
