@@ -111,12 +111,15 @@ impl Sites {
 /// GPTQ over every fake-quantized linear of `model` (on a device without autodiff), block by
 /// block. `on_block(i, n)` is called after each block; an error from it stops the calibration
 /// there and is returned (a run stopped by a signal need not finish the stage first). `round`:
-/// keep scales on the grid that export in that dtype stores exactly.
+/// keep scales on the grid that export in that dtype stores exactly. `tied_head`: with tied
+/// embeddings, quantize them too as the output head, from the final hidden states (they are
+/// rounded last: the blocks were calibrated on their round-to-nearest values).
 pub fn gptq_model<E: From<QuantError>>(
     mut model: CausalLm,
     batches: &[CalibrationBatch],
     opts: &GptqOptions,
     round: Option<HfDtype>,
+    tied_head: bool,
     mut on_block: impl FnMut(usize, usize) -> Result<(), E>,
 ) -> Result<(CausalLm, Vec<ModuleLoss>), E> {
     if batches.is_empty() {
@@ -161,10 +164,15 @@ pub fn gptq_model<E: From<QuantError>>(
         model.layers[i] = model.layers[i].clone().valid();
         on_block(i + 1, n_layers)?;
     }
-    if let Some(head) = model.lm_head.as_mut() {
+    let head = match model.lm_head.as_mut() {
+        Some(head) => Some((head, "lm_head")),
+        None if tied_head => Some((&mut model.embed_tokens, "embed_tokens")),
+        None => None,
+    };
+    if let Some((head, name)) = head {
         let outs = norms(&model.norm, &xs);
         let fp_outs = reference.as_ref().map(|r| norms(&r.norm, &xs_fp));
-        quantize_linear(head, &hessian(&outs, fp_outs.as_deref()), "lm_head".into(), opts, round, &mut report)?;
+        quantize_linear(head, &hessian(&outs, fp_outs.as_deref()), name.into(), opts, round, &mut report)?;
     }
     Ok((model.valid(), report))
 }

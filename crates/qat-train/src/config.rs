@@ -54,6 +54,10 @@ pub struct CalibrationSection {
     pub refit_scales: bool,
     #[serde(default)]
     pub asymmetric: f64,
+    /// With tied embeddings that are quantized: calibrate them as the output head too
+    /// ([`qat_model::gptq_model`]'s `tied_head`); else they keep `quant.init`'s rounding.
+    #[serde(default)]
+    pub tied_head: bool,
 }
 
 /// `[blockwise]`: each decoder block trained in turn to reproduce the full-precision model's

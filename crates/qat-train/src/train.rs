@@ -256,7 +256,7 @@ fn calibrate(
     let plain = CausalLm::from_checkpoint(ckpt, device)?;
     let (plain, _) = plain.prepare_qat(&cfg.quant)?;
     eprintln!("calibration: GPTQ on {} rows of {} tokens", cal.rows, cfg.data.seq_len);
-    let (plain, losses) = qat_model::gptq_model(plain, &batches, &cal.gptq_options(), cfg.quant.round_scales, |i, n| {
+    let (plain, losses) = qat_model::gptq_model(plain, &batches, &cal.gptq_options(), cfg.quant.round_scales, cal.tied_head, |i, n| {
         eprintln!("  block {i}/{n}");
         // Calibration writes nothing to resume from: stop now rather than after the stage.
         match crate::interrupt::requested() {

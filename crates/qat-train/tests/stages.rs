@@ -1,5 +1,6 @@
 //! `[calibration]` and `[blockwise]` on stories260K: GPTQ initialisation beats
-//! round-to-nearest before any training, asymmetric calibration beats plain GPTQ, block-wise reconstruction lowers every block's
+//! round-to-nearest before any training, asymmetric calibration beats plain GPTQ, calibrating tied
+//! embeddings as the head beats rounding them, block-wise reconstruction lowers every block's
 //! reconstruction error, both write their reports and resume, and frozen groups stay frozen.
 
 use std::path::Path;
@@ -58,6 +59,30 @@ fn asymmetric_calibration_beats_plain_gptq() {
         eprintln!("{}: val loss GPTQ {plain:.4}, asymmetric {asym:.4}", quant.replace('\n', " "));
         assert!(asym < plain, "{quant}: asymmetric {asym} is not below plain GPTQ {plain}");
     }
+}
+
+/// Tied embeddings quantized to 3-bit integers per group of 16: calibrating them as the output
+/// head (`calibration.tied_head`) lowers the validation loss below leaving them at round-to-
+/// nearest after GPTQ of the decoder, and the report names them; without the setting they are
+/// not calibrated.
+#[test]
+fn calibrating_the_tied_head_beats_rounding_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let quant = "[quant]\nscheme = \"int\"\nbits = 4\ninit = \"mse\"\n[[quant.rules]]\nmatch = \"embed_tokens\"\nscheme = \"int\"\nbits = 3\ngranularity = \"group\"\ngroup_size = 16";
+    let gptq = "[calibration]\nmethod = \"gptq\"\nrows = 16\nact_order = true";
+    let with_head = format!("{gptq}\ntied_head = true");
+    let rounded = evaluate_only(tmp.path(), quant, gptq);
+    let calibrated = evaluate_only(tmp.path(), quant, &with_head);
+    eprintln!("val loss: embeddings rounded {rounded:.4}, calibrated as the head {calibrated:.4}");
+    assert!(calibrated < rounded, "calibrated head {calibrated} is not below the rounded one {rounded}");
+    let modules = |calibration: &str| -> Vec<String> {
+        let path = tmp.path().join(format!("run-{}/calibration.json", quant.len() * 1000 + calibration.len()));
+        let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        report["modules"].as_array().unwrap().iter().map(|m| m["module"].as_str().unwrap().to_string()).collect()
+    };
+    assert!(!modules(gptq).contains(&"embed_tokens".to_string()));
+    let with = modules(&with_head);
+    assert_eq!((with.len(), with.last().map(String::as_str)), (5 * 7 + 1, Some("embed_tokens")));
 }
 
 /// Block-wise reconstruction after GPTQ: every block's held-out reconstruction error ends below

@@ -82,8 +82,9 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
             anyhow::ensure!(rows > 0, "--rows must be positive");
             let batches = qat_train::train::first_rows(&mut mixer, &[rows], cfg.micro_batch_size(), &device)?.remove(0);
             let opts = cfg.calibration.as_ref().map(|c| c.gptq_options()).unwrap_or_default();
+            let tied_head = cfg.calibration.as_ref().is_some_and(|c| c.tied_head);
             let started = std::time::Instant::now();
-            let (model, losses) = qat_model::gptq_model(model, &batches, &opts, policy.round_scales, |i, n| {
+            let (model, losses) = qat_model::gptq_model(model, &batches, &opts, policy.round_scales, tied_head, |i, n| {
                 eprintln!("GPTQ block {i}/{n}");
                 Ok::<_, qat_quant::QuantError>(())
             })?;
