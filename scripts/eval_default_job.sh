@@ -4,8 +4,10 @@
 # accuracy on HellaSwag (the 1,000 validation items of ../shared), ARC-Easy (2,376) and PIQA
 # (1,838), scored as lm-evaluation-harness scores them (crates/qat-eval; ~50 CPU-minutes per
 # model on this machine: LIMIT=N scores the first N items of each task instead). The two models
-# are evaluated side by side. Run after scripts/setup.sh; needs ../shared. Writes one JSON object
-# per model to runs/smollm2_135m_int4/quality.json and prints the ratios and differences.
+# are evaluated side by side (KEEP_BASE=1: the original's line is kept from the quality.json of
+# the last run, and only the new model is evaluated). Run after scripts/setup.sh; needs
+# ../shared. Writes one JSON object per model to runs/smollm2_135m_int4/quality.json and prints
+# the ratios and differences.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 qat=./target/release/qat
@@ -13,8 +15,8 @@ shared=${QAT_SHARED:-../shared}
 run=runs/smollm2_135m_int4
 out=$run/quality.json
 limit=${LIMIT:-0}
-one() {  # model → one JSON line
-  $qat eval "$1" --threads 1 --json --text "$shared/data/text/wikitext2_test.raw" --max-tokens 4096 --window 512 --stride 256 \
+one() {  # model, threads → one JSON line
+  $qat eval "$1" --threads "$2" --json --text "$shared/data/text/wikitext2_test.raw" --max-tokens 4096 --window 512 --stride 256 \
     --hellaswag "$shared/data/eval/hellaswag_val_1000.jsonl" --hellaswag-limit "$limit" --mc-limit "$limit" \
     --mc "$shared/data/eval/mc/arc_easy.jsonl" --mc "$shared/data/eval/mc/piqa.jsonl" |
     python3 -c '
@@ -25,9 +27,17 @@ for b in r[1:]:
     out[b["benchmark"]] = {k: b[k] for k in ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "n")}
 print(json.dumps(out))' "$1"
 }
-one models/smollm2-135m-instruct > "$out.base" &
-one $run/export-hf > "$out.ours"
-wait $!
+if [ -n "${KEEP_BASE:-}" ]; then
+  # The model as shipped and the evaluation code unchanged since the last run: keep its line
+  # and give both cores to the new model.
+  [ -f "$out" ] || { echo "KEEP_BASE: $out (the previous run's results) is missing" >&2; exit 1; }
+  head -1 "$out" > "$out.base"
+  one $run/export-hf 2 > "$out.ours"
+else
+  one models/smollm2-135m-instruct 1 > "$out.base" &
+  one $run/export-hf 1 > "$out.ours"
+  wait $!
+fi
 cat "$out.base" "$out.ours" | tee "$out.tmp"
 rm -f "$out.base" "$out.ours"
 mv "$out.tmp" "$out"
