@@ -10,7 +10,7 @@ use qat_train::{RunConfig, RunOptions, train};
 /// Validation loss of the quantized model after the stage sections in `calibration`, before any end-to-end
 /// training step.
 fn evaluate_only(dir: &Path, quant: &str, calibration: &str) -> f64 {
-    let out = dir.join(format!("run-{}", quant.len() * 1000 + calibration.len()));
+    let out = run_dir(dir, quant, calibration);
     let text = qat_testing::stories_config(&out, &format!("{quant}\n{calibration}"));
     let mut cfg = RunConfig::load(&qat_testing::config_file(dir, &text), &[]).unwrap();
     cfg.train.max_steps = 0;
@@ -19,6 +19,19 @@ fn evaluate_only(dir: &Path, quant: &str, calibration: &str) -> f64 {
     assert_eq!(out.join("calibration.json").exists(), calibration.contains("[calibration]"));
     assert_eq!(out.join("blockwise.json").exists(), calibration.contains("[blockwise]"));
     s.first_eval.val_loss.unwrap()
+}
+
+/// The run directory of these sections: named by their lengths, so that one temporary directory
+/// holds several runs.
+fn run_dir(dir: &Path, quant: &str, calibration: &str) -> std::path::PathBuf {
+    dir.join(format!("run-{}", quant.len() * 1000 + calibration.len()))
+}
+
+/// A JSON report (`calibration.json`, `blockwise.json`) of the run [`evaluate_only`] made for
+/// these sections.
+fn stage_report(dir: &Path, quant: &str, calibration: &str, file: &str) -> serde_json::Value {
+    let path = run_dir(dir, quant, calibration).join(file);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 /// Validation loss of the quantized model before training: GPTQ on 16 rows of 64 tokens is
@@ -33,13 +46,7 @@ fn gptq_initialisation_beats_round_to_nearest() {
         eprintln!("{}: val loss RTN {rtn:.4}, GPTQ {cal:.4}", quant.replace('\n', " "));
         assert!(cal < rtn, "{quant}: GPTQ {cal} is not below RTN {rtn}");
     }
-    let report: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            tmp.path().join(format!("run-{}/calibration.json", "[quant]\nscheme = \"int\"\nbits = 4\ninit = \"mse\"".len() * 1000 + gptq.len())),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let report = stage_report(tmp.path(), "[quant]\nscheme = \"int\"\nbits = 4\ninit = \"mse\"", gptq, "calibration.json");
     assert_eq!(report["modules"].as_array().unwrap().len(), 5 * 7, "one entry per decoder linear");
     assert_eq!(report["tokens"], 16 * 64);
 }
@@ -76,8 +83,7 @@ fn calibrating_the_tied_head_beats_rounding_it() {
     eprintln!("val loss: embeddings rounded {rounded:.4}, calibrated as the head {calibrated:.4}");
     assert!(calibrated < rounded, "calibrated head {calibrated} is not below the rounded one {rounded}");
     let modules = |calibration: &str| -> Vec<String> {
-        let path = tmp.path().join(format!("run-{}/calibration.json", quant.len() * 1000 + calibration.len()));
-        let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let report = stage_report(tmp.path(), quant, calibration, "calibration.json");
         report["modules"].as_array().unwrap().iter().map(|m| m["module"].as_str().unwrap().to_string()).collect()
     };
     assert!(!modules(gptq).contains(&"embed_tokens".to_string()));
@@ -97,11 +103,10 @@ fn blockwise_reconstruction_lowers_every_block_error() {
     let after = evaluate_only(tmp.path(), quant, &stages);
     eprintln!("val loss: GPTQ {before:.4}, GPTQ + blockwise {after:.4}");
     assert!(after < before, "blockwise {after} is not below GPTQ {before}");
-    let dir = tmp.path().join(format!("run-{}", quant.len() * 1000 + stages.len()));
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("blockwise.json")).unwrap()).unwrap();
+    let report = stage_report(tmp.path(), quant, &stages, "blockwise.json");
     // The GPTQ stage of this run was evaluated before block-wise reconstruction started, and
     // gives the GPTQ-only run's number.
-    let cal: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("calibration.json")).unwrap()).unwrap();
+    let cal = stage_report(tmp.path(), quant, &stages, "calibration.json");
     assert_eq!(cal["eval"]["val_loss"].as_f64().unwrap(), before);
     let blocks = report["blocks"].as_array().unwrap();
     assert_eq!(blocks.len(), 5);
