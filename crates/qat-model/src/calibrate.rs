@@ -125,6 +125,14 @@ pub fn gptq_model<E: From<QuantError>>(
     if batches.is_empty() {
         return Err(QuantError::Gptq("no calibration batches".into()).into());
     }
+    if tied_head && (model.lm_head.is_some() || model.embed_tokens.quant.is_none()) {
+        let why = if model.lm_head.is_some() {
+            "the model's output head is not tied to its embeddings (its lm_head is calibrated anyway)"
+        } else {
+            "embed_tokens is not quantized (it needs a quant.rules entry)"
+        };
+        return Err(QuantError::Gptq(format!("calibration.tied_head is set but {why}")).into());
+    }
     let mut report = Vec::new();
     let ropes: Vec<_> = batches.iter().map(|b| model.rope_tables(b.attention.positions.clone())).collect();
     // The full-precision model: the same parameters without fake quantizers.

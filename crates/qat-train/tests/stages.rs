@@ -71,7 +71,7 @@ fn asymmetric_calibration_beats_plain_gptq() {
 /// Tied embeddings quantized to 3-bit integers per group of 16: calibrating them as the output
 /// head (`calibration.tied_head`) lowers the validation loss below leaving them at round-to-
 /// nearest after GPTQ of the decoder, and the report names them; without the setting they are
-/// not calibrated.
+/// not calibrated, and with it but unquantized embeddings the run stops with an error.
 #[test]
 fn calibrating_the_tied_head_beats_rounding_it() {
     let tmp = tempfile::tempdir().unwrap();
@@ -89,6 +89,12 @@ fn calibrating_the_tied_head_beats_rounding_it() {
     assert!(!modules(gptq).contains(&"embed_tokens".to_string()));
     let with = modules(&with_head);
     assert_eq!((with.len(), with.last().map(String::as_str)), (5 * 7 + 1, Some("embed_tokens")));
+    // Without quantized embeddings the setting has nothing to do: an error, not a silent no-op.
+    let text = qat_testing::stories_config(&tmp.path().join("unquantized"), &format!("[quant]\nscheme = \"int\"\nbits = 4\n{with_head}"));
+    let mut cfg = RunConfig::load(&qat_testing::config_file(tmp.path(), &text), &[]).unwrap();
+    cfg.train.max_steps = 0;
+    let e = train(&cfg, &RunOptions::default()).unwrap_err().to_string();
+    assert!(e.contains("calibration.tied_head is set but embed_tokens is not quantized"), "{e}");
 }
 
 /// Block-wise reconstruction after GPTQ: every block's held-out reconstruction error ends below
