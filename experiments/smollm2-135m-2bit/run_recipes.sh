@@ -71,12 +71,14 @@ row q2k_asym_selfgen --set 'quant={format="q2_k_asym",init="mse",round_scales="f
 export_flags=()
 row q2k_rtn --set "$q2k"
 int4='quant={scheme="int",bits=4,granularity="group",group_size=32,init="mse"}'
+# The INT4 recipes' block-wise stage (lr 1e-4, scale lr 2e-6 on 32 rows).
+int4_blockwise='blockwise={rows=32,val_rows=8,epochs=4,lr=1e-4,scale_lr=2e-6,batch_size=4,loss="token_relative"}'
 row int4g32_rtn --set "$int4"
 row int4g32_gptq --set "$int4" --set 'calibration={method="gptq",rows=64}'
 # INT4 g32 through all three stages: GPTQ (128 rows, act-order) -> block-wise -> 20 steps of
 # CE + CAKLD, learning rates a fifth of the 2-bit recipe's (the INT4 weights start close).
 row int4g32_recipe --set "$int4" --set 'calibration={method="gptq",rows=128,act_order=true}' \
-  --set 'blockwise={rows=32,val_rows=8,epochs=4,lr=1e-4,scale_lr=2e-6,batch_size=4,loss="token_relative"}' \
+  --set "$int4_blockwise" \
   --set train.max_steps=20 --set train.lr=2e-5 --set train.scale_lr=2e-6 --set train.warmup_fraction=0.1
 # GPTQ INT4 calibrated on the model's own samples (the q2k_asym_selfgen row's file): half of the
 # 128 rows sampled, half the mix; all 128 rows sampled; half of 256 rows sampled.
@@ -97,12 +99,12 @@ row int4g32_gptq_selfgen_refit --set "$int4" --set 'calibration={method="gptq",r
 halfgen=(--set "$selfgen_source" --set 'data.mix={chat=0.25,math=0.125,code=0.05,text=0.075,generated=0.5}'
   --set eval.every=25 --set checkpoint.every=25 --set train.max_steps=100 --set train.warmup_fraction=0.05)
 row int4g32_selfgen_recipe --set "$int4" --set 'calibration={method="gptq",rows=128,act_order=true}' "${halfgen[@]}" \
-  --set 'blockwise={rows=32,val_rows=8,epochs=4,lr=1e-4,scale_lr=2e-6,batch_size=4,loss="token_relative"}' \
+  --set "$int4_blockwise" \
   --set train.lr=3e-5 --set train.scale_lr=2e-6
 # The INT4 recipe with distillation alone (loss.ce_weight = 0): the KD stage of the row above
 # fitted the mix's sources below the original's CE instead of following the original.
 row int4g32_selfgen_kdonly --set "$int4" --set 'calibration={method="gptq",rows=128,act_order=true}' "${halfgen[@]}" \
-  --set 'blockwise={rows=32,val_rows=8,epochs=4,lr=1e-4,scale_lr=2e-6,batch_size=4,loss="token_relative"}' \
+  --set "$int4_blockwise" \
   --set train.lr=3e-5 --set train.scale_lr=2e-6 --set loss.ce_weight=0
 export_flags=(--hf-dtype f32)
 row q3k_selfgen_recipe --set 'quant={format="q3_k",init="mse",round_scales="f32"}' --set 'calibration={method="gptq",rows=128,act_order=true}' "${halfgen[@]}" \
@@ -141,13 +143,13 @@ row int4g32_gptaq_quarter --set "$int4" --set 'calibration={method="gptq",rows=1
 # The INT4 recipe of int4g32_selfgen_recipe (block-wise, then 100 steps of CE + CAKLD) after
 # asymmetric calibration at 0.25.
 row int4g32_gptaq_recipe --set "$int4" --set 'calibration={method="gptq",rows=128,act_order=true,asymmetric=0.25}' "${halfgen[@]}" \
-  --set 'blockwise={rows=32,val_rows=8,epochs=4,lr=1e-4,scale_lr=2e-6,batch_size=4,loss="token_relative"}' \
+  --set "$int4_blockwise" \
   --set train.lr=3e-5 --set train.scale_lr=2e-6
 # The same with distillation alone (no CE term, which memorised ShareGPT at lr 3e-5) at a
 # learning rate 3.3 times higher and a 5 times higher scale rate: the lr-3e-5 curves flattened
 # after 50 steps.
 row int4g32_gptaq_kd_fast --set "$int4" --set 'calibration={method="gptq",rows=128,act_order=true,asymmetric=0.25}' "${halfgen[@]}" \
-  --set 'blockwise={rows=32,val_rows=8,epochs=4,lr=1e-4,scale_lr=2e-6,batch_size=4,loss="token_relative"}' \
+  --set "$int4_blockwise" \
   --set train.lr=1e-4 --set train.scale_lr=1e-5 --set loss.ce_weight=0
 [ "$only" = "  " ] || exit 0
 python3 - $out <<'PY'
