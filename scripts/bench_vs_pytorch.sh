@@ -49,11 +49,22 @@ echo "### Thread scaling: QAT training step, batch 1x512 (median of $rounds roun
 echo
 echo "| threads | qat tokens/s | PyTorch tokens/s |"
 echo "|---|---|---|"
-median='import json, statistics, sys; print(round(statistics.median(json.loads(l)["tokens_per_second"] for l in sys.stdin if l.strip()), 1))'
+# Rounds outermost here too: each round measures both thread counts on both sides back to back,
+# so that the speed-up compares measurements seconds apart, not minutes (the machine's speed
+# drifts by up to 20% within a script run).
 declare -A qs ps
+tsv=$(mktemp)
+trap 'rm -f "$tsv"' EXIT
+for _ in $(seq "$rounds"); do
+  for n in 1 "$threads"; do
+    printf 'qat\t%s\t%s\n' "$n" "$($qat --threads "$n" bench "$model" --mode qat --batch 1 --seq-len 512 --warmup "$warmup" --iters 3 --json)"
+    printf 'torch\t%s\t%s\n' "$n" "$($py scripts/pytorch_reference.py "$model" --mode qat --batch 1 --seq-len 512 --warmup "$warmup" --iters 3 --threads "$n" 2>/dev/null)"
+  done
+done > "$tsv"
+median='import json, statistics, sys; path, side, n = sys.argv[1:]; print(round(statistics.median(json.loads(j)["tokens_per_second"] for s, k, j in (l.rstrip("\n").split("\t") for l in open(path)) if s == side and k == n), 1))'
 for n in 1 "$threads"; do
-  qs[$n]=$(for _ in $(seq "$rounds"); do $qat --threads "$n" bench "$model" --mode qat --batch 1 --seq-len 512 --warmup "$warmup" --iters 3 --json; echo; done | $py -c "$median")
-  ps[$n]=$(for _ in $(seq "$rounds"); do $py scripts/pytorch_reference.py "$model" --mode qat --batch 1 --seq-len 512 --warmup "$warmup" --iters 3 --threads "$n" 2>/dev/null; echo; done | $py -c "$median")
+  qs[$n]=$($py -c "$median" "$tsv" qat "$n")
+  ps[$n]=$($py -c "$median" "$tsv" torch "$n")
   echo "| $n | ${qs[$n]} | ${ps[$n]} |"
 done
 echo

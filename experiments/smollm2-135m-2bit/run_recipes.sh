@@ -151,6 +151,13 @@ row int4g32_gptaq_recipe --set "$int4" --set 'calibration={method="gptq",rows=12
 row int4g32_gptaq_kd_fast --set "$int4" --set 'calibration={method="gptq",rows=128,act_order=true,asymmetric=0.25}' "${halfgen[@]}" \
   --set "$int4_blockwise" \
   --set train.lr=1e-4 --set train.scale_lr=1e-5 --set loss.ce_weight=0
+# The row above with a block-wise stage six times longer: 32 rows x 4 epochs gave each block 32
+# Adam steps at lr 1e-4, too few to move an INT4 weight by half a step, and every block kept its
+# last epoch. Here 128 rows x 6 epochs (192 steps per block) at lr 2e-4, 16 held-out rows,
+# patience 2.
+row int4g32_gptaq_bw_long --set "$int4" --set 'calibration={method="gptq",rows=128,act_order=true,asymmetric=0.25}' "${halfgen[@]}" \
+  --set 'blockwise={rows=128,val_rows=16,epochs=6,lr=2e-4,scale_lr=5e-6,batch_size=4,patience=2,loss="token_relative"}' \
+  --set train.lr=1e-4 --set train.scale_lr=1e-5 --set loss.ce_weight=0
 [ "$only" = "  " ] || exit 0
 python3 - $out <<'PY'
 # The table, every cell read from the runs' files.
@@ -177,7 +184,8 @@ for name, label in [("int4g32_rtn", "INT4 g32 (Q4_0-exact)"), ("int4g32_gptq", "
                     ("int4g32_gptaq", "INT4 g32, half the rows sampled, asymmetric calibration 1"), ("int4g32_gptaq_half", "INT4 g32, half the rows sampled, asymmetric calibration 0.5"),
                     ("int4g32_gptaq_quarter", "INT4 g32, half the rows sampled, asymmetric calibration 0.25"),
                     ("int4g32_gptaq_recipe", "INT4 g32, half the rows sampled, asymmetric calibration 0.25, 100 KD steps"),
-                    ("int4g32_gptaq_kd_fast", "INT4 g32, half the rows sampled, asymmetric calibration 0.25, 100 steps of KD alone at lr 1e-4")]:
+                    ("int4g32_gptaq_kd_fast", "INT4 g32, half the rows sampled, asymmetric calibration 0.25, 100 steps of KD alone at lr 1e-4"),
+                    ("int4g32_gptaq_bw_long", "INT4 g32, as the row above with block-wise on 128 rows x 6 epochs at lr 2e-4")]:
     run = out / name
     s = load(run / "summary.json")
     if s is None:
@@ -206,7 +214,7 @@ for name, label in [("int4g32_rtn", "INT4 g32 (Q4_0-exact)"), ("int4g32_gptq", "
         print(f"| {label} | {stage} | {ppl:.4g} | {ppl / base:.3g} | {ev['val_loss']:.3f} | {tokens:,} | {took} | {bits} | {gguf(name) if last else ''} |")
 # The curves: every evaluation of the q2k_asym_curve, q2k_asym_5m, q2k_asym_1m, q2k_asym_selfgen, int4g32_selfgen_recipe and q3k_selfgen_recipe runs
 # (also while one is still running) against the tokens of all stages.
-for curve in (out / "q2k_asym_curve", out / "q2k_asym_5m", out / "q2k_asym_1m", out / "q2k_asym_selfgen", out / "int4g32_selfgen_recipe", out / "int4g32_selfgen_kdonly", out / "q3k_selfgen_recipe", out / "int4g32_gptaq_recipe", out / "int4g32_gptaq_kd_fast"):
+for curve in (out / "q2k_asym_curve", out / "q2k_asym_5m", out / "q2k_asym_1m", out / "q2k_asym_selfgen", out / "int4g32_selfgen_recipe", out / "int4g32_selfgen_kdonly", out / "q3k_selfgen_recipe", out / "int4g32_gptaq_recipe", out / "int4g32_gptaq_kd_fast", out / "int4g32_gptaq_bw_long"):
   if (curve / "metrics.jsonl").exists() and base:
     before = sum(load(curve / f)["tokens"] for f in ("calibration.json", "blockwise.json") if (curve / f).exists())
     print()
