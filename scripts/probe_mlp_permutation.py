@@ -8,10 +8,10 @@ On SmolLM2 a few intermediate channels carry massive activations (layer 11: one 
 original group they round coarsely. This script sorts the channels by their column's largest
 weight, which groups small columns with small ones, and compares wikitext-2 perplexity (first
 4,096 test tokens, eight non-overlapping windows of 512) of down_proj at Q4_0 round-to-nearest
-(ggml's rule: step = signed group maximum / -8, levels -8..7) with and without the reordering,
-and checks that the reordering alone leaves the perplexity unchanged.
+(gguf-py's reference quantizer: f16 step = signed group maximum / -8, levels -8..7) with and
+without the reordering, and checks that the reordering alone leaves the perplexity unchanged.
 
-    python scripts/probe_mlp_permutation.py [MODEL_DIR] [--save OUT_DIR]   (torch, transformers; QAT_SHARED)
+    python scripts/probe_mlp_permutation.py [MODEL_DIR] [--save OUT_DIR]   (torch, transformers, gguf; QAT_SHARED)
 
 `--save OUT_DIR` also writes the reordered, unquantized model (safetensors, config, tokenizer)
 for qat to quantize and evaluate.
@@ -22,6 +22,8 @@ import os
 import shutil
 
 import torch
+from gguf import GGMLQuantizationType
+from gguf.quants import dequantize, quantize
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 torch.set_num_threads(1)
@@ -47,13 +49,9 @@ def ppl(model):
 
 
 def q4_0(w):
-    """ggml's Q4_0 values: per row and group of 32 columns, d = (signed max) / -8, levels -8..7."""
-    rows, cols = w.shape
-    g = w.reshape(rows, cols // 32, 32)
-    signed_max = torch.gather(g, -1, g.abs().argmax(-1, keepdim=True))
-    d = signed_max / -8
-    d = torch.where(d == 0, torch.ones_like(d), d)
-    return (torch.clamp(torch.round(g / d), -8, 7) * d).reshape(rows, cols)
+    """The values llama.cpp stores for `w` as Q4_0 (gguf-py's reference quantizer, round trip)."""
+    q = dequantize(quantize(w.numpy(), GGMLQuantizationType.Q4_0), GGMLQuantizationType.Q4_0)
+    return torch.from_numpy(q.copy())
 
 
 def reorder(mlp):
