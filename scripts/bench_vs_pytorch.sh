@@ -52,7 +52,6 @@ echo "|---|---|---|"
 # Rounds outermost here too: each round measures both thread counts on both sides back to back,
 # so that the speed-up compares measurements seconds apart, not minutes (the machine's speed
 # drifts by up to 20% within a script run).
-declare -A qs ps
 tsv=$(mktemp)
 trap 'rm -f "$tsv"' EXIT
 for _ in $(seq "$rounds"); do
@@ -61,14 +60,17 @@ for _ in $(seq "$rounds"); do
     printf 'torch\t%s\t%s\n' "$n" "$($py scripts/pytorch_reference.py "$model" --mode qat --batch 1 --seq-len 512 --warmup "$warmup" --iters 3 --threads "$n" 2>/dev/null)"
   done
 done > "$tsv"
-median='import json, statistics, sys; path, side, n = sys.argv[1:]; print(round(statistics.median(json.loads(j)["tokens_per_second"] for s, k, j in (l.rstrip("\n").split("\t") for l in open(path)) if s == side and k == n), 1))'
-for n in 1 "$threads"; do
-  qs[$n]=$($py -c "$median" "$tsv" qat "$n")
-  ps[$n]=$($py -c "$median" "$tsv" torch "$n")
-  echo "| $n | ${qs[$n]} | ${ps[$n]} |"
-done
-echo
-echo "Speed-up from 1 to $threads threads: qat $($py -c "print(f'{${qs[$threads]}/${qs[1]}:.2f}')")x, PyTorch $($py -c "print(f'{${ps[$threads]}/${ps[1]}:.2f}')")x."
+$py - "$tsv" 1 "$threads" <<'PY'
+import json, statistics, sys
+path, one, many = sys.argv[1:]
+runs = [line.rstrip("\n").split("\t") for line in open(path)]
+med = {(side, n): statistics.median(json.loads(j)["tokens_per_second"] for s, k, j in runs if (s, k) == (side, n))
+       for side in ("qat", "torch") for n in (one, many)}
+for n in (one, many):
+    print(f"| {n} | {med['qat', n]:.1f} | {med['torch', n]:.1f} |")
+print()
+print(f"Speed-up from 1 to {many} threads: qat {med['qat', many] / med['qat', one]:.2f}x, PyTorch {med['torch', many] / med['torch', one]:.2f}x.")
+PY
 echo
 echo "### Loss of the first 50 SEQ-2 QAT steps on the same data (batch 1x128, AdamW lr 1e-4 constant)"
 shakespeare=${QAT_SHARED:-../shared}/data/text/tinyshakespeare.txt
