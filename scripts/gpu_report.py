@@ -7,6 +7,8 @@ Throughput: tokens/s of qat (Burn Vulkan, bf16 autocast) and PyTorch eager (CUDA
 autocast, sdpa attention) per mode and shape, their ratio, model FLOP/s as MFU against 989
 TFLOP/s (H100/H200 SXM dense bf16), peak GPU memory: the allocator's reserve as each framework
 reports it and the whole GPU's `memory.used` peak from nvidia-smi (same meter for both).
+A `qat-composed` row (`qat bench --fake-quant composed`) is the QAT step with fake quantization
+composed from tensor operations instead of the fused operation, on the same GPU.
 Loss tracking: the GPU runs' per-step losses beside the CPU run's.
 """
 import json
@@ -46,11 +48,20 @@ def main():
             plain, qat = tps.get((model, b, t, "plain", who)), tps.get((model, b, t, "qat", who))
             if plain and qat:
                 print(f"- {model} {b}×{t}, {name}: QAT step / plain step time = {plain / qat:.2f}×")
+    for k in keys:
+        composed, fused = bench.get(k + ("qat-composed",)), tps.get(k + ("qat",))
+        if composed:
+            res = composed[0]
+            if "error" in res:
+                print(f"- {k[0]} {k[1]}×{k[2]} {k[3]}, qat with composed fake quantization: failed: {' '.join(str(res['error']).split())[-160:]}")
+            else:
+                ratio = f", fused / composed = {fused / res['tokens_per_second']:.2f}×" if fused else ""
+                print(f"- {k[0]} {k[1]}×{k[2]} {k[3]}, qat with composed fake quantization (`--fake-quant composed`): {res['tokens_per_second']:.0f} tokens/s, {res['seconds_per_iter'] * 1e3:.0f} ms/step, peak {res.get('peak_device_mib') or 0:.0f} MiB{ratio}")
     for r in rows:
-        if "result" in r and r["who"] == "qat" and "stages" in r["result"]:
+        if "result" in r and r["who"].startswith("qat") and "stages" in r["result"]:
             res = r["result"]
             parts = ", ".join(f"{s['stage']} {s['seconds'] * 1e3:.0f} ms" for s in res["stages"])
-            print(f"- qat {r['model']} {res['mode']} {res['batch']}×{res['seq_len']}: {res['seconds_per_iter'] * 1e3:.0f} ms/step = {parts}")
+            print(f"- {r['who']} {r['model']} {res['mode']} {res['batch']}×{res['seq_len']}: {res['seconds_per_iter'] * 1e3:.0f} ms/step = {parts}")
     tracks = {r["track"]: r for r in rows if "track" in r}
     if tracks:
         print()

@@ -1,12 +1,17 @@
-//! [`crate::quantizer::fake_quantize`] for SEQ and integer grids as one CPU kernel with its own
-//! backward.
+//! [`crate::quantizer::fake_quantize`] for SEQ, integer and asymmetric grids as one operation
+//! with its own backward: a CPU kernel, and the same formulas as tensor operations for every
+//! other backend.
 //!
-//! Composed from tensor operations, fake quantization is about ten single-threaded passes over
-//! every weight forward and as many backward, once per micro-batch: for SmolLM2 that is a fixed
-//! cost of seconds per step, whatever the batch. Here one parallel pass computes `ŵ`, and one
-//! pass in the backward computes both gradients. The values are bit for bit those of the
-//! composed expression (same f32 operations in the same order), so what export writes
-//! ([`crate::quantizer::quantize`], composed) is still exactly what training saw.
+//! Composed from tensor operations, fake quantization is about fifteen autodiff operations per
+//! weight forward and more backward (the scale gradients reduce over broadcasts), once per
+//! micro-batch: for SmolLM2 on the CPU a fixed cost of seconds per step, whatever the batch.
+//! On the CPU one parallel pass computes `ŵ`, and one pass in the backward computes both
+//! gradients. On GPU backends ([`portable`]) the autodiff graph holds one node per weight
+//! instead of ~15, keeps no intermediate `[out, in]` tensors, and the backward is a few
+//! element-wise operations and one reduction, which the fusion backend compiles into few
+//! kernels. The values are bit for bit those of the composed expression (same f32 operations
+//! in the same order), so what export writes ([`crate::quantizer::quantize`], composed) is
+//! still exactly what training saw.
 //!
 //! With `u = w/α` (α after [`crate::quantizer::learned_alpha`]), `c = clamp(u, lo, hi)`,
 //! `L = round(k·c − s) + s` (SEQ: `k = 2^(b−1)`, `s = ½`, `±0.99`; int: `k = 1`, `s = 0`,
@@ -18,7 +23,9 @@
 //! `L = round(clamp(u, 0, 2^b − 1))`, `ŵ = s'·L + m`: `∂ŵ/∂w = 1[0 ≤ u ≤ 2^b − 1]`,
 //! `∂ŵ/∂s = (L − 1[inside]·u)·1[s ≥ ALPHA_MIN]`, `∂ŵ/∂m = 1 − 1[inside]`.
 
-use burn::backend::{Autodiff, Flex};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burn::backend::{Autodiff, Backend, DispatchKindConversion, DispatchTensor, Flex};
 use burn::tensor::{Tensor, TensorData};
 use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
@@ -180,6 +187,89 @@ impl Kernel {
             Kernel::Affine(a) => a.backward(w, scales, g),
         }
     }
+
+    /// [`Kernel::forward`] as tensor operations (any backend, no autodiff): `w: [out, in]` and
+    /// its effective scales (any shape holding one value, or one `(s, m)` pair, per group of
+    /// consecutive weights) → `ŵ: [out, in]`, the same f32 operations in the same order.
+    fn forward_tensors(&self, w: Tensor<2>, scales: Tensor<2>) -> Tensor<2> {
+        let dims = w.dims();
+        let (w, scales) = self.per_group(w, scales);
+        let values = match self {
+            Kernel::Symmetric(grid) => {
+                let level = grid.level_tensors(w / scales.clone()).1;
+                scales / grid.k as f64 * level
+            }
+            Kernel::Affine(a) => {
+                let (s, m) = Affine::step_and_min(scales);
+                let level = a.level_tensors((w - m.clone()) / s.clone()).1;
+                s * level + m
+            }
+        };
+        values.reshape(dims)
+    }
+
+    /// [`Kernel::backward`] as tensor operations: `(∂/∂w, ∂/∂scales)` from the gradient `g` of
+    /// `ŵ`, in the shapes of `w` and `scales`. The group sums run in f32 (the CPU kernel sums in
+    /// f64).
+    fn backward_tensors(&self, w: Tensor<2>, scales: Tensor<2>, g: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+        let (w_dims, s_dims) = (w.dims(), scales.dims());
+        let (w, scales) = self.per_group(w, scales);
+        let g = g.reshape(w.dims());
+        let (dw, ds) = match self {
+            Kernel::Symmetric(grid) => {
+                let u = w / scales;
+                let (inside, level) = grid.level_tensors(u.clone());
+                let dl = level / grid.k as f64 - u.mask_fill(inside.clone().bool_not(), 0.0);
+                let da = (g.clone() * dl).sum_dim(1);
+                (g.mask_fill(inside.bool_not(), 0.0), da)
+            }
+            Kernel::Affine(a) => {
+                let floored = scales.clone().narrow(1, 0, 1).lower_elem(ALPHA_MIN);
+                let (s, m) = Affine::step_and_min(scales);
+                let u = (w - m) / s;
+                let (inside, level) = a.level_tensors(u.clone());
+                let outside = inside.clone().bool_not();
+                let ds = (g.clone() * (level - u.mask_fill(outside.clone(), 0.0))).sum_dim(1).mask_fill(floored, 0.0);
+                let dm = g.clone().mask_fill(inside, 0.0).sum_dim(1);
+                (g.mask_fill(outside, 0.0), Tensor::cat(vec![ds, dm], 1))
+            }
+        };
+        (dw.reshape(w_dims), ds.reshape(s_dims))
+    }
+
+    /// `w` as `[groups, group length]` and the scales as `[groups, 1]` (`[groups, 2]` pairs).
+    fn per_group(&self, w: Tensor<2>, scales: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+        let per = match self {
+            Kernel::Symmetric(_) => 1,
+            Kernel::Affine(_) => 2,
+        };
+        let groups = scales.shape().num_elements() / per;
+        let len = w.shape().num_elements() / groups;
+        (w.reshape([groups, len]), scales.reshape([groups, per]))
+    }
+}
+
+impl Grid {
+    /// `(inside, L)` of [`Grid::level`] for a tensor of `u = w/α`.
+    fn level_tensors(&self, u: Tensor<2>) -> (Tensor<2, burn::tensor::Bool>, Tensor<2>) {
+        let c = u.clone().clamp(self.lo as f64, self.hi as f64);
+        let inside = c.clone().equal(u);
+        (inside, (c * self.k as f64 - self.shift as f64).round() + self.shift as f64)
+    }
+}
+
+impl Affine {
+    /// `(inside, L)` of [`Affine::level`] for a tensor of `u = (w − m)/s'`.
+    fn level_tensors(&self, u: Tensor<2>) -> (Tensor<2, burn::tensor::Bool>, Tensor<2>) {
+        let c = u.clone().clamp(0.0, self.qmax as f64);
+        let inside = c.clone().equal(u);
+        (inside, c.round())
+    }
+
+    /// The floored steps `s'` and the minimums `m` of `[groups, 2]` pairs, each `[groups, 1]`.
+    fn step_and_min(pairs: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+        (pairs.clone().narrow(1, 0, 1).clamp_min(ALPHA_MIN), pairs.narrow(1, 1, 1))
+    }
 }
 
 /// `round_ties_even(x)` for `|x| < 2²²` (grid levels are at most 128): adding `1.5·2²³` leaves no
@@ -214,6 +304,39 @@ impl Backward<Flex, 2> for FakeQuantBackward {
     }
 }
 
+/// [`FakeQuantBackward`] for any backend, as tensor operations ([`Kernel::backward_tensors`]).
+#[derive(Debug)]
+struct TensorOpsBackward;
+
+impl<B: Backend> Backward<B, 2> for TensorOpsBackward
+where
+    DispatchTensor: DispatchKindConversion<B>,
+{
+    /// The weight, the effective scales and the kernel.
+    type State = (B::FloatTensorPrimitive, B::FloatTensorPrimitive, Kernel);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let (w, scales, kernel) = ops.state;
+        let [w_node, scales_node] = ops.parents;
+        let g = grads.consume::<B>(&ops.node);
+        let (dw, ds) = kernel.backward_tensors(Tensor::from_primitive::<B>(w), Tensor::from_primitive::<B>(scales), Tensor::from_primitive::<B>(g));
+        if let Some(node) = w_node {
+            grads.register::<B>(node.id, primitive::<B>(dw));
+        }
+        if let Some(node) = scales_node {
+            grads.register::<B>(node.id, primitive::<B>(ds));
+        }
+    }
+}
+
+/// The primitive of a tensor computed on backend `B` from `B`'s own primitives.
+fn primitive<B: Backend>(t: Tensor<2>) -> B::FloatTensorPrimitive
+where
+    DispatchTensor: DispatchKindConversion<B>,
+{
+    t.try_into_primitive::<B>().expect("operations on a backend's tensors stay on that backend")
+}
+
 /// The values of an f32 CPU tensor in row-major order, borrowed where its storage already is
 /// that (no copy of weights that the model still holds).
 pub fn f32_values(t: &FlexFloat) -> std::borrow::Cow<'_, [f32]> {
@@ -236,10 +359,70 @@ pub fn f32_values_mut(t: &mut FlexFloat) -> &mut [f32] {
     &mut t.storage_mut::<f32>()[..n]
 }
 
-/// The fused [`crate::quantizer::fake_quantize`] when `w` lives on the CPU backend (plain or
-/// autodiff) and the spec is SEQ, integer or asymmetric without the AngelSlim gradient; `None`
-/// otherwise.
+/// Whether [`crate::quantizer::fake_quantize`] takes the fused operation where it can (the
+/// default); `qat bench --fake-quant composed` turns it off to measure what it saves.
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Turns the fused fake quantization on or off for the whole process (a benchmark switch: the
+/// values are the same either way, the gradients equal up to summation order).
+pub fn set_enabled(enabled: bool) {
+    ENABLED.store(enabled, Ordering::Relaxed);
+}
+
+/// The fused [`crate::quantizer::fake_quantize`] for SEQ, integer and asymmetric specs without the
+/// AngelSlim gradient: the CPU kernel when `w` lives on the CPU backend (plain or autodiff), the
+/// tensor-operation form ([`portable`]) on GPU backends; `None` otherwise or when turned off
+/// ([`set_enabled`]).
 pub(crate) fn fake_quantize(w: &Tensor<2>, alpha: &Tensor<2>, spec: &QuantSpec) -> Option<Tensor<2>> {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return None;
+    }
+    #[cfg(any(feature = "vulkan", feature = "wgpu"))]
+    if let Some(t) = portable_on::<burn::backend::Cube>(w, alpha, spec) {
+        return Some(t);
+    }
+    cpu_kernel(w, alpha, spec)
+}
+
+/// The fused fake quantization as tensor operations with its own backward, on the CPU backend
+/// (where [`crate::quantizer::fake_quantize`] takes the CPU kernel instead) or a GPU backend:
+/// the form GPU training runs, callable on the CPU so that tests check it against the composed
+/// expression. `None` for specs left to the composed expression.
+pub fn portable(w: Tensor<2>, alpha: Option<Tensor<2>>, spec: &QuantSpec) -> Option<Tensor<2>> {
+    let alpha = alpha?;
+    #[cfg(any(feature = "vulkan", feature = "wgpu"))]
+    if let Some(t) = portable_on::<burn::backend::Cube>(&w, &alpha, spec) {
+        return Some(t);
+    }
+    portable_on::<Flex>(&w, &alpha, spec)
+}
+
+/// [`portable`] on backend `B`: one autodiff node whose backward is [`TensorOpsBackward`] when
+/// `w` is an autodiff tensor of `B`, the plain forward when it is a plain one, `None` when it
+/// lives elsewhere.
+fn portable_on<B: Backend>(w: &Tensor<2>, alpha: &Tensor<2>, spec: &QuantSpec) -> Option<Tensor<2>>
+where
+    DispatchTensor: DispatchKindConversion<B> + DispatchKindConversion<Autodiff<B>>,
+{
+    let kernel = Kernel::of(spec)?;
+    let numel = w.dims().iter().product();
+    if let Ok(w_ad) = w.clone().try_into_primitive::<Autodiff<B>>() {
+        let a_ad = learned_alpha(alpha.clone(), spec, numel).0.try_into_primitive::<Autodiff<B>>().ok()?;
+        let nodes = [w_ad.node(), a_ad.node()];
+        let (w_p, a_p) = (w_ad.into_primitive(), a_ad.into_primitive());
+        let out = primitive::<B>(kernel.forward_tensors(Tensor::from_primitive::<B>(w_p.clone()), Tensor::from_primitive::<B>(a_p.clone())));
+        let out = match TensorOpsBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((w_p, a_p, kernel), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        };
+        return Some(Tensor::from_primitive::<Autodiff<B>>(out));
+    }
+    w.clone().try_into_primitive::<B>().ok()?;
+    Some(kernel.forward_tensors(w.clone(), learned_alpha(alpha.clone(), spec, numel).0))
+}
+
+/// The CPU kernel ([`FakeQuantBackward`]) when `w` lives on the CPU backend, `None` otherwise.
+fn cpu_kernel(w: &Tensor<2>, alpha: &Tensor<2>, spec: &QuantSpec) -> Option<Tensor<2>> {
     let grid = Kernel::of(spec)?;
     let dims = w.dims();
     let numel = dims[0] * dims[1];

@@ -1,12 +1,13 @@
-//! The fused CPU fake-quantization kernel against the composed tensor expression it replaces:
-//! the same values bit for bit (so export stays exact) and the same gradients for the weight
-//! and the scales (asymmetric grids: steps and minimums), for SEQ, integer and asymmetric grids
-//! at every granularity, k-quant scales included.
+//! The fused fake quantization — the CPU kernel, and the tensor-operation form GPU backends run
+//! (`fused::portable`, run here on the CPU backend) — against the composed tensor expression
+//! it replaces: the same values bit for bit (so export stays exact) and the same gradients for
+//! the weight and the scales (asymmetric grids: steps and minimums), for SEQ, integer and
+//! asymmetric grids at every granularity, k-quant scales included.
 //! (tests/quantizers.rs checks the fused kernel against closed forms, finite differences and
 //! PyTorch, since `fake_quantize` takes it on the CPU.)
 
 use burn::tensor::{Device, Tensor, TensorData};
-use qat_quant::{Granularity, QuantSpec, Scheme, fake_quantize, fake_quantize_composed, init_scale};
+use qat_quant::{Granularity, QuantSpec, Scheme, fake_quantize, fake_quantize_composed, fused, init_scale};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 fn specs() -> Vec<QuantSpec> {
@@ -45,8 +46,22 @@ fn run(f: fn(Tensor<2>, Option<Tensor<2>>, &QuantSpec) -> Tensor<2>, w: &[f32], 
     [v(y.inner()), v(w.grad(&grads).unwrap()), v(a.grad(&grads).unwrap())]
 }
 
+/// [`fused::portable`], which takes every spec of [`specs`].
+fn portable(w: Tensor<2>, alpha: Option<Tensor<2>>, spec: &QuantSpec) -> Tensor<2> {
+    fused::portable(w, alpha, spec).expect("a fused spec")
+}
+
 #[test]
 fn fused_kernel_matches_composed_expression() {
+    check_against_composed(fake_quantize);
+}
+
+#[test]
+fn portable_fused_form_matches_composed_expression() {
+    check_against_composed(portable);
+}
+
+fn check_against_composed(fused: fn(Tensor<2>, Option<Tensor<2>>, &QuantSpec) -> Tensor<2>) {
     let mut rng = StdRng::seed_from_u64(7);
     let dims = [24, 512];
     for spec in specs() {
@@ -55,7 +70,7 @@ fn fused_kernel_matches_composed_expression() {
         // Scales below the max so that some weights fall outside the clip range.
         let init = init_scale(Tensor::from_data(TensorData::new(w.clone(), dims), &Device::flex()), &spec).unwrap();
         let alpha: Vec<f32> = init.into_data().try_to_vec::<f32>().unwrap().iter().map(|a| a * (0.6 + 0.4 * rng.random::<f32>())).collect();
-        let [y, gw, ga] = run(fake_quantize, &w, &alpha, &r, dims, &spec);
+        let [y, gw, ga] = run(fused, &w, &alpha, &r, dims, &spec);
         let [y_ref, gw_ref, ga_ref] = run(fake_quantize_composed, &w, &alpha, &r, dims, &spec);
         assert_eq!(y, y_ref, "{spec:?}: values differ");
         assert!(gw_ref.contains(&0.0) && gw_ref.iter().any(|&g| g != 0.0), "{spec:?}: the case should clip some weights");
@@ -75,6 +90,6 @@ fn fused_kernel_matches_composed_expression() {
             );
             t.into_data().try_to_vec::<f32>().unwrap()
         };
-        assert_eq!(plain(fake_quantize), plain(fake_quantize_composed), "{spec:?}: plain-device values differ");
+        assert_eq!(plain(fused), plain(fake_quantize_composed), "{spec:?}: plain-device values differ");
     }
 }

@@ -31,14 +31,26 @@ pub struct Args {
     /// Precision of matrix products: f32, bf16 or f16 (autocast, as `model.compute_dtype`).
     #[arg(long, default_value = "f32", value_enum)]
     compute_dtype: qat_train::config::ComputeDtype,
+    /// `composed` computes fake quantization from tensor operations instead of the fused
+    /// operation (same values), to measure what the fused one saves.
+    #[arg(long, default_value = "fused", value_enum)]
+    fake_quant: FakeQuantPath,
     /// Print JSON only.
     #[arg(long)]
     json: bool,
 }
 
+/// Which implementation of fake quantization the step uses.
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum FakeQuantPath {
+    Fused,
+    Composed,
+}
+
 pub fn run(mut a: Args) -> anyhow::Result<()> {
     a.model = super::model_dir(&a.model)?;
     let device = super::device(&a.device)?;
+    qat_quant::fused::set_enabled(a.fake_quant == FakeQuantPath::Fused);
     let mut policy = Policy::default();
     policy.set(&Overrides { scheme: a.scheme, bits: a.bits, ..Default::default() });
     let r = bench(
