@@ -10,7 +10,8 @@
 #      student + frozen teacher + AdamW fit, at what peak memory and speed;
 #   4. where the QAT step's GPU time goes, kernel by kernel (scripts/gpu_kernel_times.py);
 #   5. the speed rows at 16x2048.
-# The numbers are 1 to 4 of the list above; the script runs 2, 1, 3, 4, 5.
+# Runs them in the order of the list; a lease's first process spends ~150 s compiling kernels
+# (docs/gpu.md), and BUDGET skips what does not fit.
 # The real SmolLM2 weights cannot reach the GPU machine (no network there, 64 MiB carried), so
 # both the CPU reference run and the GPU runs use scripts/make_random_checkpoint.py's
 # SmolLM2-135M-shaped checkpoint (seed 0; the checksum below says it is the same one) with the
@@ -156,7 +157,7 @@ profile() {
 # --- 2. Loss tracking against the CPU run ------------------------------------------------------
 track() {
   local steps=$1 tdt
-  for tdt in f32 $([ "$dtype" != f32 ] && echo "$dtype"); do
+  for tdt in "$dtype" $([ "$dtype" != f32 ] && echo f32); do
     [ "$(left)" -gt 60 ] || { say "(skipped loss tracking $tdt: time budget)"; continue; }
     rm -rf "$work/track_$tdt"
     timeout "$(limit 200)" "$qat" train configs/smollm2_135m_2bit.toml --quiet --set model.path="$ck" --set model.device="\"$device\"" \
@@ -190,8 +191,8 @@ if [ "$smoke" = 1 ]; then
   speed 2 64 1
   track 2
 else
-  speed 8 1024 3
   track 20
+  speed 8 1024 3
   hy_kd qat
   hy_kd torch
   profile qat 8 1024
