@@ -11,8 +11,9 @@
 #      student + frozen teacher + AdamW fit, at what peak memory and speed;
 #   4. where the QAT step's GPU time goes, kernel by kernel (scripts/gpu_kernel_times.py);
 #   5. the speed rows at 16x2048.
-# Runs them in the order of the list; a lease's first process spends ~150 s compiling kernels
-# (docs/gpu.md), and BUDGET skips what does not fit.
+# Runs them in the order of the list, except that 1 runs in f32 (without tensor cores) only
+# after 4; a lease's first process spends ~150 s compiling kernels (docs/gpu.md), and BUDGET
+# skips what does not fit.
 # The real SmolLM2 weights cannot reach the GPU machine (no network there, 64 MiB carried), so
 # both the CPU reference run and the GPU runs use scripts/make_random_checkpoint.py's
 # SmolLM2-135M-shaped checkpoint (seed 0; the checksum below says it is the same one) with the
@@ -51,7 +52,8 @@ results="$out/results.jsonl"
 say() { echo "$*" | tee -a "$report"; }
 left() { echo $((budget - (SECONDS - start))); }
 # A command's time limit: what is left of the budget plus a little, at most $1 seconds.
-limit() { local l=$(($(left) + 20)); [ $l -lt "$1" ] && echo $l || echo "$1"; }
+# Never below 1 s: `timeout 0` would mean no limit.
+limit() { local l=$(($(left) + 20)); [ $l -lt 1 ] && l=1; [ $l -lt "$1" ] && echo $l || echo "$1"; }
 # Checksum of make_random_checkpoint.py's smollm2-135m seed-0 f32 weights, as made here.
 EXPECTED_CHECKSUM=2181096.891
 # Losses of the 20 steps of the CPU run (the same `qat train` command with the config's
@@ -160,10 +162,11 @@ profile() {
 # --- 2. Loss tracking against the CPU run ------------------------------------------------------
 track() {
   local steps=$1 tdt
-  for tdt in "$dtype" $([ "$dtype" != f32 ] && echo f32); do
+  for tdt in "${@:2}"; do
     [ "$(left)" -gt 60 ] || { say "(skipped loss tracking $tdt: time budget)"; continue; }
     rm -rf "$work/track_$tdt"
-    timeout "$(limit 200)" "$qat" train configs/smollm2_135m_2bit.toml --quiet --set model.path="$ck" --set model.device="\"$device\"" \
+    # -k: qat checkpoints on SIGTERM (37 s on the H100); do not wait longer than that.
+    timeout -k 45 "$(limit 200)" "$qat" train configs/smollm2_135m_2bit.toml --quiet --set model.path="$ck" --set model.device="\"$device\"" \
       --set model.compute_dtype="\"$tdt\"" --set train.max_steps="$steps" --set checkpoint.every=1000 \
       --set output.dir="\"$work/track_$tdt\"" > "$work/train_$tdt.log" 2>&1 || tail -5 "$work/train_$tdt.log" | tee -a "$report"
     $py - "$work/track_$tdt/metrics.jsonl" "$tdt" >> "$results" <<'PY'
@@ -192,13 +195,14 @@ hy_kd() {
 # Most wanted first, so that a short lease still answers the main questions.
 if [ "$smoke" = 1 ]; then
   speed 2 64 1
-  track 2
+  track 2 "$dtype"
 else
-  track 20
+  track 20 "$dtype"
   speed 8 1024 3
   hy_kd qat
   hy_kd torch
   profile qat 8 1024
+  [ "$dtype" = f32 ] || track 20 f32
   speed 16 2048 2
 fi
 

@@ -8,8 +8,8 @@
 //! On the CPU one parallel pass computes `ŵ`, and one pass in the backward computes both
 //! gradients. On GPU backends ([`portable`]) the autodiff graph holds one node per weight
 //! instead of ~15, keeps no intermediate `[out, in]` tensors, and the backward is a few
-//! element-wise operations and one reduction, which the fusion backend compiles into few
-//! kernels. The values are bit for bit those of the composed expression (same f32 operations
+//! element-wise operations and a reduction per learned value (two for asymmetric grids),
+//! which the fusion backend compiles into few kernels. The values are bit for bit those of the composed expression (same f32 operations
 //! in the same order), so what export writes ([`crate::quantizer::quantize`], composed) is
 //! still exactly what training saw.
 //!
@@ -417,8 +417,10 @@ where
         };
         return Some(Tensor::from_primitive::<Autodiff<B>>(out));
     }
+    let alpha = learned_alpha(alpha.clone(), spec, numel).0;
     w.clone().try_into_primitive::<B>().ok()?;
-    Some(kernel.forward_tensors(w.clone(), learned_alpha(alpha.clone(), spec, numel).0))
+    alpha.clone().try_into_primitive::<B>().ok()?;
+    Some(kernel.forward_tensors(w.clone(), alpha))
 }
 
 /// The CPU kernel ([`FakeQuantBackward`]) when `w` lives on the CPU backend, `None` otherwise.
