@@ -377,11 +377,18 @@ pub(crate) fn fake_quantize(w: &Tensor<2>, alpha: &Tensor<2>, spec: &QuantSpec) 
     if !ENABLED.load(Ordering::Relaxed) {
         return None;
     }
+    on_gpu(w, alpha, spec).or_else(|| cpu_kernel(w, alpha, spec))
+}
+
+/// [`portable_on`] the GPU backend when the build has one and `w` lives there, else `None`.
+fn on_gpu(w: &Tensor<2>, alpha: &Tensor<2>, spec: &QuantSpec) -> Option<Tensor<2>> {
     #[cfg(any(feature = "vulkan", feature = "wgpu"))]
-    if let Some(t) = portable_on::<burn::backend::Cube>(w, alpha, spec) {
-        return Some(t);
+    return portable_on::<burn::backend::Cube>(w, alpha, spec);
+    #[cfg(not(any(feature = "vulkan", feature = "wgpu")))]
+    {
+        let _ = (w, alpha, spec);
+        None
     }
-    cpu_kernel(w, alpha, spec)
 }
 
 /// The fused fake quantization as tensor operations with its own backward, on the CPU backend
@@ -390,11 +397,7 @@ pub(crate) fn fake_quantize(w: &Tensor<2>, alpha: &Tensor<2>, spec: &QuantSpec) 
 /// expression. `None` for specs left to the composed expression.
 pub fn portable(w: Tensor<2>, alpha: Option<Tensor<2>>, spec: &QuantSpec) -> Option<Tensor<2>> {
     let alpha = alpha?;
-    #[cfg(any(feature = "vulkan", feature = "wgpu"))]
-    if let Some(t) = portable_on::<burn::backend::Cube>(&w, &alpha, spec) {
-        return Some(t);
-    }
-    portable_on::<Flex>(&w, &alpha, spec)
+    on_gpu(&w, &alpha, spec).or_else(|| portable_on::<Flex>(&w, &alpha, spec))
 }
 
 /// [`portable`] on backend `B`: one autodiff node whose backward is [`TensorOpsBackward`] when
@@ -417,10 +420,10 @@ where
         };
         return Some(Tensor::from_primitive::<Autodiff<B>>(out));
     }
-    let alpha = learned_alpha(alpha.clone(), spec, numel).0;
+    // Both on plain `B` before any work: on another backend the caller tries the next path.
     w.clone().try_into_primitive::<B>().ok()?;
     alpha.clone().try_into_primitive::<B>().ok()?;
-    Some(kernel.forward_tensors(w.clone(), alpha))
+    Some(kernel.forward_tensors(w.clone(), learned_alpha(alpha.clone(), spec, numel).0))
 }
 
 /// The CPU kernel ([`FakeQuantBackward`]) when `w` lives on the CPU backend, `None` otherwise.
