@@ -158,6 +158,23 @@ row int4g32_gptaq_kd_fast --set "$int4" --set 'calibration={method="gptq",rows=1
 row int4g32_gptaq_bw_long --set "$int4" --set 'calibration={method="gptq",rows=128,act_order=true,asymmetric=0.25}' "${halfgen[@]}" \
   --set 'blockwise={rows=128,val_rows=16,epochs=6,lr=2e-4,scale_lr=5e-6,batch_size=4,patience=2,loss="token_relative"}' \
   --set train.lr=1e-4 --set train.scale_lr=1e-5 --set loss.ce_weight=0
+# Rotated rows: the model with its residual stream and value heads rotated by random-signed
+# Hadamard matrices, merged into the weights (`qat rotate`, seed 0: the same function, wikitext-2
+# 24.4507 like the original), then the rows above unchanged. GPTQ only, at INT4 g32 and q3_k.
+rot=models/smollm2-135m-instruct-rot
+[ -n "${TABLE_ONLY:-}" ] || [ -d $rot ] || $qat rotate models/smollm2-135m-instruct --out $rot --rotation hadamard --seed 0
+rotated=(--set "model.path=\"../$rot\"")
+export_flags=(--hf-dtype f32)
+row int4g32_rot_gptaq_quarter "${rotated[@]}" --set "$int4" --set 'calibration={method="gptq",rows=128,act_order=true,asymmetric=0.25}' --set "$selfgen_source" \
+  --set 'data.mix={chat=0.25,math=0.125,code=0.05,text=0.075,generated=0.5}'
+# int4g32_gptaq_kd_fast's recipe (GPTQ at 0.25, block-wise, 100 steps of KD alone at lr 1e-4)
+# on the rotated model.
+row int4g32_rot_kd_fast "${rotated[@]}" --set "$int4" --set 'calibration={method="gptq",rows=128,act_order=true,asymmetric=0.25}' "${halfgen[@]}" \
+  --set "$int4_blockwise" \
+  --set train.lr=1e-4 --set train.scale_lr=1e-5 --set loss.ce_weight=0
+row q3k_rot_gptaq_half "${rotated[@]}" --set 'quant={format="q3_k",init="mse",round_scales="f32"}' \
+  --set 'calibration={method="gptq",rows=128,act_order=true,asymmetric=0.5}' --set "$selfgen_source" \
+  --set 'data.mix={chat=0.25,math=0.125,code=0.05,text=0.075,generated=0.5}'
 [ "$only" = "  " ] || exit 0
 python3 - $out <<'PY'
 # The table, every cell read from the runs' files.

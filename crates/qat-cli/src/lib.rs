@@ -27,6 +27,9 @@ enum Command {
     Synthesize(cmd::synthesize::Args),
     /// Convert a GGUF model into a Hugging Face checkpoint directory.
     Import(cmd::import::Args),
+    /// Rotate a checkpoint's residual stream and value heads (QuaRot/SpinQuant R1, R2), merged
+    /// into the weights: the same function, weights that GPTQ quantizes better.
+    Rotate(cmd::rotate::Args),
     /// Round-to-nearest quantization with the QAT quantizers (the PTQ baseline).
     Quantize(cmd::quantize::Args),
     /// Perplexity of a checkpoint on text files.
@@ -93,6 +96,7 @@ pub fn run() -> std::process::ExitCode {
         Command::Generate(a) => cmd::generate::run(a),
         Command::Synthesize(a) => cmd::synthesize::run(a),
         Command::Import(a) => cmd::import::run(a),
+        Command::Rotate(a) => cmd::rotate::run(a),
         Command::Quantize(a) => cmd::quantize::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Export(a) => cmd::export::run(a),

@@ -12,12 +12,14 @@ pub mod fused;
 pub mod generate;
 pub mod hub;
 pub mod params;
+pub mod rotate;
 pub mod save;
 pub mod transformer;
 
 pub use calibrate::{CalibrationBatch, ModuleLoss, gptq_model};
 pub use checkpoint::Checkpoint;
 pub use config::{Arch, ModelConfig, QkNorm};
+pub use rotate::Rotation;
 pub use save::{HfTensor, SaveDtype};
 pub use transformer::{AttentionBatch, CausalLm, KvCache};
 

@@ -45,20 +45,6 @@ impl CausalLm {
     /// Writes the model as a checkpoint directory `out` (which must not exist), copying
     /// tokenizer and generation files from `source_dir` and adding `extra` files (name, text).
     pub fn save_hf(&self, source_dir: Option<&Path>, out: &Path, dtype: SaveDtype, extra: &[(&str, String)]) -> Result<(), ModelError> {
-        if out.exists() {
-            return Err(ModelError::io(out, std::io::Error::new(std::io::ErrorKind::AlreadyExists, "output path already exists")));
-        }
-        let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent).map_err(|e| ModelError::io(parent, e))?;
-        let tmp = tempfile_dir(parent)?;
-        let result = self.write_into(&tmp, source_dir, dtype, extra).and_then(|()| std::fs::rename(&tmp, out).map_err(|e| ModelError::io(out, e)));
-        if result.is_err() {
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
-        result
-    }
-
-    fn write_into(&self, dir: &Path, source_dir: Option<&Path>, dtype: SaveDtype, extra: &[(&str, String)]) -> Result<(), ModelError> {
         let mut config = self.config.raw.clone();
         let dtype_name = match dtype {
             SaveDtype::F32 => "float32",
@@ -69,26 +55,60 @@ impl CausalLm {
         if config.get("dtype").is_some() {
             config["dtype"] = dtype_name.into();
         }
-        let path = dir.join("config.json");
-        std::fs::write(&path, serde_json::to_string_pretty(&config).expect("JSON")).map_err(|e| ModelError::io(&path, e))?;
+        let mut files = vec![("config.json", serde_json::to_string_pretty(&config).expect("JSON"))];
+        files.extend(extra.iter().map(|(n, t)| (*n, t.clone())));
         let tensors = self.hf_tensors().into_iter().map(|t| (t.name, t.shape, t.data));
-        // transformers checks the `format` entry.
-        let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-        write_safetensors(&dir.join("model.safetensors"), tensors, dtype, Some(metadata))?;
-        if let Some(src) = source_dir {
-            for name in AUX_FILES {
-                let from = src.join(name);
-                if from.exists() {
-                    std::fs::copy(&from, dir.join(name)).map_err(|e| ModelError::io(&from, e))?;
-                }
+        write_checkpoint_dir(out, source_dir, tensors, dtype, &files)
+    }
+}
+
+/// Writes a checkpoint directory `out` (which must not exist): `model.safetensors` from
+/// `tensors` stored as `dtype`, the tokenizer and generation files of `source_dir`, and `files`
+/// (name, text; `config.json` among them). It is written into a hidden directory beside `out`
+/// and renamed when complete, so a failure leaves nothing half-written.
+pub fn write_checkpoint_dir<V: AsRef<[f32]>>(
+    out: &Path,
+    source_dir: Option<&Path>,
+    tensors: impl IntoIterator<Item = (String, Vec<usize>, V)>,
+    dtype: SaveDtype,
+    files: &[(&str, String)],
+) -> Result<(), ModelError> {
+    if out.exists() {
+        return Err(ModelError::io(out, std::io::Error::new(std::io::ErrorKind::AlreadyExists, "output path already exists")));
+    }
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| ModelError::io(parent, e))?;
+    let tmp = tempfile_dir(parent)?;
+    let result = write_into(&tmp, source_dir, tensors, dtype, files).and_then(|()| std::fs::rename(&tmp, out).map_err(|e| ModelError::io(out, e)));
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+fn write_into<V: AsRef<[f32]>>(
+    dir: &Path,
+    source_dir: Option<&Path>,
+    tensors: impl IntoIterator<Item = (String, Vec<usize>, V)>,
+    dtype: SaveDtype,
+    files: &[(&str, String)],
+) -> Result<(), ModelError> {
+    // transformers checks the `format` entry.
+    let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    write_safetensors(&dir.join("model.safetensors"), tensors, dtype, Some(metadata))?;
+    if let Some(src) = source_dir {
+        for name in AUX_FILES {
+            let from = src.join(name);
+            if from.exists() {
+                std::fs::copy(&from, dir.join(name)).map_err(|e| ModelError::io(&from, e))?;
             }
         }
-        for (name, text) in extra {
-            let p = dir.join(name);
-            std::fs::write(&p, text).map_err(|e| ModelError::io(&p, e))?;
-        }
-        Ok(())
     }
+    for (name, text) in files {
+        let p = dir.join(name);
+        std::fs::write(&p, text).map_err(|e| ModelError::io(&p, e))?;
+    }
+    Ok(())
 }
 
 /// Writes f32 tensors (name, shape, values) as a safetensors file stored as `dtype`: the one

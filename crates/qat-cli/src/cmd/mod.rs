@@ -6,6 +6,7 @@ pub mod import;
 pub mod logits;
 pub mod plot;
 pub mod quantize;
+pub mod rotate;
 pub mod sweep;
 pub mod synthesize;
 pub mod train;
