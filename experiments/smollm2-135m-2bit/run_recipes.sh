@@ -172,9 +172,31 @@ row int4g32_rot_gptaq_quarter "${rotated[@]}" --set "$int4" --set 'calibration={
 row int4g32_rot_kd_fast "${rotated[@]}" --set "$int4" --set 'calibration={method="gptq",rows=128,act_order=true,asymmetric=0.25}' "${halfgen[@]}" \
   --set "$int4_blockwise" \
   --set train.lr=1e-4 --set train.scale_lr=1e-5 --set loss.ce_weight=0
+# Asymmetric INT4 per group of 32 (Q4_1, 5 bits/weight) on the rotated model. On the original
+# model Q4_1 is the shipped grid (round-to-nearest reproduces it exactly, 24.4507); the rotation
+# mixes every row or column with all others, so no grid survives (round-to-nearest 1.386x).
+row q4_1_rot_gptaq_quarter "${rotated[@]}" --set 'quant={format="q4_1",init="mse",round_scales="f32"}' \
+  --set 'calibration={method="gptq",rows=128,act_order=true,asymmetric=0.25}' --set "$selfgen_source" \
+  --set 'data.mix={chat=0.25,math=0.125,code=0.05,text=0.075,generated=0.5}'
+# int4g32_rot_kd_fast with twice the distillation: 200 steps (409,600 tokens), cosine to 0 at
+# step 200, wikitext-2 every 25.
+row int4g32_rot_kd_long "${rotated[@]}" --set "$int4" --set 'calibration={method="gptq",rows=128,act_order=true,asymmetric=0.25}' "${halfgen[@]}" \
+  --set "$int4_blockwise" --set train.max_steps=200 \
+  --set train.lr=1e-4 --set train.scale_lr=1e-5 --set loss.ce_weight=0
+# The same recipe as int4g32_rot_kd_fast in Q4_1.
+row q4_1_rot_kd_fast "${rotated[@]}" --set 'quant={format="q4_1",init="mse",round_scales="f32"}' \
+  --set 'calibration={method="gptq",rows=128,act_order=true,asymmetric=0.25}' "${halfgen[@]}" \
+  --set "$int4_blockwise" \
+  --set train.lr=1e-4 --set train.scale_lr=1e-5 --set loss.ce_weight=0
 row q3k_rot_gptaq_half "${rotated[@]}" --set 'quant={format="q3_k",init="mse",round_scales="f32"}' \
   --set 'calibration={method="gptq",rows=128,act_order=true,asymmetric=0.5}' --set "$selfgen_source" \
   --set 'data.mix={chat=0.25,math=0.125,code=0.05,text=0.075,generated=0.5}'
+# q3_k through all three stages on the rotated model: GPTQ at 0.5, q3k_selfgen_recipe's
+# block-wise stage, then int4g32_rot_kd_fast's 100 steps of KD alone at lr 1e-4.
+row q3k_rot_kd_fast "${rotated[@]}" --set 'quant={format="q3_k",init="mse",round_scales="f32"}' \
+  --set 'calibration={method="gptq",rows=128,act_order=true,asymmetric=0.5}' "${halfgen[@]}" \
+  --set 'blockwise={rows=32,val_rows=8,epochs=4,lr=2e-4,scale_lr=5e-6,batch_size=4,loss="token_relative"}' \
+  --set train.lr=1e-4 --set train.scale_lr=5e-6 --set loss.ce_weight=0
 [ "$only" = "  " ] || exit 0
 python3 - $out <<'PY'
 # The table, every cell read from the runs' files.

@@ -194,11 +194,11 @@ pub struct RotateReport {
 /// one generator seeded with `seed`. The directory appears only when complete.
 pub fn rotate_checkpoint(ckpt: &Checkpoint, kind: Rotation, seed: u64, out: &Path) -> Result<RotateReport, ModelError> {
     let cfg = &ckpt.config;
-    let bad = |msg: String| ModelError::Config { path: ckpt.dir.join("config.json").display().to_string(), field: "hidden_size / head_dim".into(), msg };
+    let bad = |field: &str, msg: String| ModelError::Config { path: ckpt.dir.join("config.json").display().to_string(), field: field.into(), msg };
     let (h, hd) = (cfg.hidden_size, cfg.head_dim);
     let mut rng = StdRng::seed_from_u64(seed);
-    let r1 = orthogonal(kind, h, &mut rng).map_err(|e| bad(format!("hidden_size {h}: {e}")))?;
-    let r2 = orthogonal(kind, hd, &mut rng).map_err(|e| bad(format!("head_dim {hd}: {e}")))?;
+    let r1 = orthogonal(kind, h, &mut rng).map_err(|e| bad("hidden_size", e))?;
+    let r2 = orthogonal(kind, hd, &mut rng).map_err(|e| bad("head_dim", e))?;
     let mut expected = CausalLm::hf_tensor_names(cfg);
     let mut optional = std::collections::BTreeSet::new();
     if cfg.tie_word_embeddings {
@@ -207,14 +207,16 @@ pub fn rotate_checkpoint(ckpt: &Checkpoint, kind: Rotation, seed: u64, out: &Pat
     }
     let tensors = ckpt.read_all(&expected, &optional)?;
     let get = |name: &str| -> Vec<f64> { tensors[name].iter().map(|&v| v as f64).collect() };
-    let mut written: Vec<(String, Vec<usize>, Vec<f64>)> = Vec::new();
+    // Computed in f64 one tensor at a time, kept in f32: peak memory is the model twice in f32.
+    let f32s = |v: Vec<f64>| -> Vec<f32> { v.into_iter().map(|x| x as f32).collect() };
+    let mut written: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
     for (name, shape) in CausalLm::hf_tensor_names(cfg) {
         let value = rotated_tensor(cfg, &name, get(&name), &get, &r1, &r2);
-        written.push((name, shape, value));
+        written.push((name, shape, f32s(value)));
     }
     if cfg.tie_word_embeddings {
         let head = right(&get("model.embed_tokens.weight"), Some(&get("model.norm.weight")), &r1, h);
-        written.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, h], head));
+        written.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, h], f32s(head)));
     }
     let n_tensors = written.len();
     let mut config = cfg.raw.clone();
@@ -226,8 +228,7 @@ pub fn rotate_checkpoint(ckpt: &Checkpoint, kind: Rotation, seed: u64, out: &Pat
     let record = serde_json::json!({ "rotation": kind, "seed": seed, "source": ckpt.dir.display().to_string() });
     let files =
         [("config.json", serde_json::to_string_pretty(&config).expect("JSON")), ("rotation.json", serde_json::to_string_pretty(&record).expect("JSON"))];
-    let tensors = written.into_iter().map(|(n, s, v)| (n, s, v.into_iter().map(|x| x as f32).collect::<Vec<f32>>()));
-    crate::save::write_checkpoint_dir(out, Some(&ckpt.dir), tensors, crate::SaveDtype::F32, &files)?;
+    crate::save::write_checkpoint_dir(out, Some(&ckpt.dir), written, crate::SaveDtype::F32, &files)?;
     Ok(RotateReport { hidden: h, head_dim: hd, n_tensors })
 }
 

@@ -41,6 +41,22 @@ fn hadamard_matrices_exist_for_powers_of_two_times_powers_of_twelve() {
 }
 
 #[test]
+fn a_head_dim_without_a_hadamard_matrix_is_an_error_naming_the_field() {
+    // The llama fixture's head_dim is 16; no Hadamard matrix of order 40 is built.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture_dir("llama").join("config.json")).unwrap()).unwrap();
+    config["head_dim"] = 40.into();
+    let dir = tmp.path().join("odd");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    std::fs::copy(fixture_dir("llama").join("model.safetensors"), dir.join("model.safetensors")).unwrap();
+    let src = Checkpoint::open(&dir).unwrap();
+    let err = rotate_checkpoint(&src, Rotation::Hadamard, 0, &tmp.path().join("out")).err().expect("no Hadamard matrix of order 40").to_string();
+    assert!(err.contains("head_dim") && err.contains("40") && err.contains("config.json"), "{err}");
+    assert!(!tmp.path().join("out").exists(), "nothing is written");
+}
+
+#[test]
 fn both_kinds_are_orthogonal_and_seeded() {
     for kind in [Rotation::Hadamard, Rotation::Random] {
         let a = orthogonal(kind, 48, &mut StdRng::seed_from_u64(3)).unwrap();
