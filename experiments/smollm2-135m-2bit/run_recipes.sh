@@ -224,6 +224,10 @@ for name, label in [("int4g32_rtn", "INT4 g32 (Q4_0-exact)"), ("int4g32_gptq", "
                     ("int4g32_gptaq_quarter", "INT4 g32, half the rows sampled, asymmetric calibration 0.25"),
                     ("int4g32_gptaq_recipe", "INT4 g32, half the rows sampled, asymmetric calibration 0.25, 100 KD steps"),
                     ("int4g32_gptaq_kd_fast", "INT4 g32, half the rows sampled, asymmetric calibration 0.25, 100 steps of KD alone at lr 1e-4"),
+                    ("int4g32_rot_gptaq_quarter", "rotated, INT4 g32, asymmetric calibration 0.25"), ("int4g32_rot_kd_fast", "rotated, INT4 g32, 100 steps of KD alone at lr 1e-4"),
+                    ("int4g32_rot_kd_long", "rotated, INT4 g32, 200 steps of KD alone at lr 1e-4"), ("q4_1_rot_gptaq_quarter", "rotated, asymmetric INT4 g32 (Q4_1), asymmetric calibration 0.25"),
+                    ("q4_1_rot_kd_fast", "rotated, Q4_1, 100 steps of KD alone at lr 1e-4"), ("q3k_rot_gptaq_half", "rotated, format q3_k, asymmetric calibration 0.5"),
+                    ("q3k_rot_kd_fast", "rotated, format q3_k, 100 steps of KD alone at lr 1e-4"),
                     ("int4g32_gptaq_bw_long", "INT4 g32, as the row above with block-wise on 128 rows x 6 epochs at lr 2e-4")]:
     run = out / name
     s = load(run / "summary.json")
@@ -253,7 +257,8 @@ for name, label in [("int4g32_rtn", "INT4 g32 (Q4_0-exact)"), ("int4g32_gptq", "
         print(f"| {label} | {stage} | {ppl:.4g} | {ppl / base:.3g} | {ev['val_loss']:.3f} | {tokens:,} | {took} | {bits} | {gguf(name) if last else ''} |")
 # The curves: every evaluation of the q2k_asym_curve, q2k_asym_5m, q2k_asym_1m, q2k_asym_selfgen, int4g32_selfgen_recipe and q3k_selfgen_recipe runs
 # (also while one is still running) against the tokens of all stages.
-for curve in (out / "q2k_asym_curve", out / "q2k_asym_5m", out / "q2k_asym_1m", out / "q2k_asym_selfgen", out / "int4g32_selfgen_recipe", out / "int4g32_selfgen_kdonly", out / "q3k_selfgen_recipe", out / "int4g32_gptaq_recipe", out / "int4g32_gptaq_kd_fast", out / "int4g32_gptaq_bw_long"):
+for curve in (out / "q2k_asym_curve", out / "q2k_asym_5m", out / "q2k_asym_1m", out / "q2k_asym_selfgen", out / "int4g32_selfgen_recipe", out / "int4g32_selfgen_kdonly", out / "q3k_selfgen_recipe", out / "int4g32_gptaq_recipe", out / "int4g32_gptaq_kd_fast", out / "int4g32_gptaq_bw_long",
+              out / "int4g32_rot_kd_fast", out / "int4g32_rot_kd_long", out / "q4_1_rot_kd_fast", out / "q3k_rot_kd_fast"):
   if (curve / "metrics.jsonl").exists() and base:
     before = sum(load(curve / f)["tokens"] for f in ("calibration.json", "blockwise.json") if (curve / f).exists())
     print()
