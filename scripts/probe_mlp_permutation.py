@@ -17,7 +17,6 @@ without the reordering, and checks that the reordering alone leaves the perplexi
 for qat to quantize and evaluate.
 """
 import argparse
-import math
 import os
 import shutil
 
@@ -26,26 +25,20 @@ from gguf import GGMLQuantizationType
 from gguf.quants import dequantize, quantize
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from probe_common import perplexity, wikitext_ids
+
 torch.set_num_threads(1)
 cli = argparse.ArgumentParser()
 cli.add_argument("model", nargs="?", default="models/smollm2-135m-instruct")
 cli.add_argument("--save", help="directory to write the reordered model to")
 args = cli.parse_args()
 path = args.model
-shared = os.environ.get("QAT_SHARED", "../shared")
 tok = AutoTokenizer.from_pretrained(path)
-text = open(os.path.join(shared, "data/text/wikitext2_test.raw")).read()
-ids = tok(text, return_tensors="pt").input_ids[0][:4096]
+ids = wikitext_ids(tok)
 
 
 def ppl(model):
-    nll, n = 0.0, 0
-    with torch.no_grad():
-        for s in range(0, len(ids), 512):
-            x = ids[s:s + 512][None]
-            nll += model(x, labels=x).loss.item() * (x.shape[1] - 1)
-            n += x.shape[1] - 1
-    return math.exp(nll / n)
+    return perplexity(model, ids)
 
 
 def q4_0(w):

@@ -23,6 +23,8 @@ import os
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from probe_common import perplexity, wikitext_ids
+
 cli = argparse.ArgumentParser()
 cli.add_argument("model", nargs="?", default="models/smollm2-135m-instruct")
 cli.add_argument("--gguf", help="load MODEL_DIR/GGUF (transformers dequantizes it) instead of safetensors")
@@ -37,19 +39,13 @@ torch.set_num_threads(args.threads)
 shared = os.environ.get("QAT_SHARED", "../shared")
 extra = {"gguf_file": args.gguf} if args.gguf else {}
 tok = AutoTokenizer.from_pretrained(args.model, **extra)
-ids = tok(open(os.path.join(shared, "data/text/wikitext2_test.raw")).read(), return_tensors="pt").input_ids[0][:4096]
+ids = wikitext_ids(tok)
 cal = tok(open(os.path.join(shared, "data/text/corpus_en.txt")).read(), return_tensors="pt").input_ids[0]
 cal = cal[: args.rows * 256].reshape(args.rows, 256)
 
 
 def ppl(model):
-    nll, n = 0.0, 0
-    with torch.no_grad():
-        for s in range(0, len(ids), 512):
-            x = ids[s:s + 512][None]
-            nll += model(x, labels=x).loss.item() * (x.shape[1] - 1)
-            n += x.shape[1] - 1
-    return math.exp(nll / n)
+    return perplexity(model, ids)
 
 
 def hadamard(n, gen):

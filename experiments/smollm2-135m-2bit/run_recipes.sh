@@ -191,12 +191,6 @@ row q4_1_rot_kd_fast "${rotated[@]}" --set 'quant={format="q4_1",init="mse",roun
 row q3k_rot_gptaq_half "${rotated[@]}" --set 'quant={format="q3_k",init="mse",round_scales="f32"}' \
   --set 'calibration={method="gptq",rows=128,act_order=true,asymmetric=0.5}' --set "$selfgen_source" \
   --set 'data.mix={chat=0.25,math=0.125,code=0.05,text=0.075,generated=0.5}'
-# q3_k through all three stages on the rotated model: GPTQ at 0.5, q3k_selfgen_recipe's
-# block-wise stage, then int4g32_rot_kd_fast's 100 steps of KD alone at lr 1e-4.
-row q3k_rot_kd_fast "${rotated[@]}" --set 'quant={format="q3_k",init="mse",round_scales="f32"}' \
-  --set 'calibration={method="gptq",rows=128,act_order=true,asymmetric=0.5}' "${halfgen[@]}" \
-  --set 'blockwise={rows=32,val_rows=8,epochs=4,lr=2e-4,scale_lr=5e-6,batch_size=4,loss="token_relative"}' \
-  --set train.lr=1e-4 --set train.scale_lr=5e-6 --set loss.ce_weight=0
 [ "$only" = "  " ] || exit 0
 python3 - $out <<'PY'
 # The table, every cell read from the runs' files.
@@ -227,7 +221,6 @@ for name, label in [("int4g32_rtn", "INT4 g32 (Q4_0-exact)"), ("int4g32_gptq", "
                     ("int4g32_rot_gptaq_quarter", "rotated, INT4 g32, asymmetric calibration 0.25"), ("int4g32_rot_kd_fast", "rotated, INT4 g32, 100 steps of KD alone at lr 1e-4"),
                     ("int4g32_rot_kd_long", "rotated, INT4 g32, 200 steps of KD alone at lr 1e-4"), ("q4_1_rot_gptaq_quarter", "rotated, asymmetric INT4 g32 (Q4_1), asymmetric calibration 0.25"),
                     ("q4_1_rot_kd_fast", "rotated, Q4_1, 100 steps of KD alone at lr 1e-4"), ("q3k_rot_gptaq_half", "rotated, format q3_k, asymmetric calibration 0.5"),
-                    ("q3k_rot_kd_fast", "rotated, format q3_k, 100 steps of KD alone at lr 1e-4"),
                     ("int4g32_gptaq_bw_long", "INT4 g32, as the row above with block-wise on 128 rows x 6 epochs at lr 2e-4")]:
     run = out / name
     s = load(run / "summary.json")
@@ -258,7 +251,7 @@ for name, label in [("int4g32_rtn", "INT4 g32 (Q4_0-exact)"), ("int4g32_gptq", "
 # The curves: every evaluation of the q2k_asym_curve, q2k_asym_5m, q2k_asym_1m, q2k_asym_selfgen, int4g32_selfgen_recipe and q3k_selfgen_recipe runs
 # (also while one is still running) against the tokens of all stages.
 for curve in (out / "q2k_asym_curve", out / "q2k_asym_5m", out / "q2k_asym_1m", out / "q2k_asym_selfgen", out / "int4g32_selfgen_recipe", out / "int4g32_selfgen_kdonly", out / "q3k_selfgen_recipe", out / "int4g32_gptaq_recipe", out / "int4g32_gptaq_kd_fast", out / "int4g32_gptaq_bw_long",
-              out / "int4g32_rot_kd_fast", out / "int4g32_rot_kd_long", out / "q4_1_rot_kd_fast", out / "q3k_rot_kd_fast"):
+              out / "int4g32_rot_kd_fast", out / "int4g32_rot_kd_long", out / "q4_1_rot_kd_fast"):
   if (curve / "metrics.jsonl").exists() and base:
     before = sum(load(curve / f)["tokens"] for f in ("calibration.json", "blockwise.json") if (curve / f).exists())
     print()

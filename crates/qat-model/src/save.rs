@@ -79,36 +79,29 @@ pub fn write_checkpoint_dir<V: AsRef<[f32]>>(
     let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| ModelError::io(parent, e))?;
     let tmp = tempfile_dir(parent)?;
-    let result = write_into(&tmp, source_dir, tensors, dtype, files).and_then(|()| std::fs::rename(&tmp, out).map_err(|e| ModelError::io(out, e)));
+    let write = || -> Result<(), ModelError> {
+        // transformers checks the `format` entry.
+        let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+        write_safetensors(&tmp.join("model.safetensors"), tensors, dtype, Some(metadata))?;
+        if let Some(src) = source_dir {
+            for name in AUX_FILES {
+                let from = src.join(name);
+                if from.exists() {
+                    std::fs::copy(&from, tmp.join(name)).map_err(|e| ModelError::io(&from, e))?;
+                }
+            }
+        }
+        for (name, text) in files {
+            let p = tmp.join(name);
+            std::fs::write(&p, text).map_err(|e| ModelError::io(&p, e))?;
+        }
+        Ok(())
+    };
+    let result = write().and_then(|()| std::fs::rename(&tmp, out).map_err(|e| ModelError::io(out, e)));
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
     result
-}
-
-fn write_into<V: AsRef<[f32]>>(
-    dir: &Path,
-    source_dir: Option<&Path>,
-    tensors: impl IntoIterator<Item = (String, Vec<usize>, V)>,
-    dtype: SaveDtype,
-    files: &[(&str, String)],
-) -> Result<(), ModelError> {
-    // transformers checks the `format` entry.
-    let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-    write_safetensors(&dir.join("model.safetensors"), tensors, dtype, Some(metadata))?;
-    if let Some(src) = source_dir {
-        for name in AUX_FILES {
-            let from = src.join(name);
-            if from.exists() {
-                std::fs::copy(&from, dir.join(name)).map_err(|e| ModelError::io(&from, e))?;
-            }
-        }
-    }
-    for (name, text) in files {
-        let p = dir.join(name);
-        std::fs::write(&p, text).map_err(|e| ModelError::io(&p, e))?;
-    }
-    Ok(())
 }
 
 /// Writes f32 tensors (name, shape, values) as a safetensors file stored as `dtype`: the one
