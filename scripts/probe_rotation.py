@@ -3,7 +3,7 @@
 QuaRot / SpinQuant ("R1", "R2") rotate a Llama's residual stream by an orthogonal matrix Q
 after folding every RMSNorm's weight into the linears that read it: RMSNorm(x·Q) = RMSNorm(x)·Q,
 so the rotated model computes the same function, and all of it merges into the weights
-(embeddings E·Q; q, k, v, gate, up W·Q; o, down Qᵀ·W; an untied head W·diag(g)·Q) — a stock
+(embeddings E·Q; q, k, v, gate, up W·diag(g)·Q; o, down Qᵀ·W; an untied head E·diag(g)·Q) — a stock
 Llama that llama.cpp runs. R2 rotates each value head by a 64×64 orthogonal matrix, undone in
 o_proj's input. The rotation spreads SmolLM2's massive-activation channels and the weights'
 outliers over all channels, which is what the 576-wide matrices' groups of 32 may need.
@@ -84,7 +84,7 @@ def rotate(model, kind, seed=0):
     gen = torch.Generator().manual_seed(seed)
     make = hadamard if kind == "hadamard" else random_orthogonal
     d = model.config.hidden_size
-    hd = d // model.config.num_attention_heads
+    hd = getattr(model.config, "head_dim", None) or d // model.config.num_attention_heads
     rq, r2 = make(d, gen), make(hd, gen)
     m = model.model
     head = (m.embed_tokens.weight.data.double() * m.norm.weight.data.double()[None, :])

@@ -160,7 +160,8 @@ row int4g32_gptaq_bw_long --set "$int4" --set 'calibration={method="gptq",rows=1
   --set train.lr=1e-4 --set train.scale_lr=1e-5 --set loss.ce_weight=0
 # Rotated rows: the model with its residual stream and value heads rotated by random-signed
 # Hadamard matrices, merged into the weights (`qat rotate`, seed 0: the same function, wikitext-2
-# 24.4507 like the original), then the rows above unchanged. GPTQ only, at INT4 g32 and q3_k.
+# 24.4507 like the original), then rows above unchanged: GPTQ alone at INT4 g32 (Q4_0, Q4_1) and
+# q3_k, and the INT4 recipes through all three stages.
 rot=models/smollm2-135m-instruct-rot
 [ -n "${TABLE_ONLY:-}" ] || [ -d $rot ] || $qat rotate models/smollm2-135m-instruct --out $rot --rotation hadamard --seed 0
 rotated=(--set "model.path=\"../$rot\"")

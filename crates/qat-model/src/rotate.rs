@@ -106,6 +106,7 @@ pub fn hadamard(n: usize) -> Option<Vec<f64>> {
     Some(h)
 }
 
+/// The Kronecker product of `a` (`n×n`) and `b` (`m×m`): `out[i][j] = a[i/m][j/m]·b[i%m][j%m]`.
 fn kron(a: &[f64], n: usize, b: &[f64], m: usize) -> Vec<f64> {
     let k = n * m;
     let mut out = vec![0.0; k * k];
@@ -171,6 +172,7 @@ fn left_transposed(q: &[f64], a: &[f64], n: usize) -> Vec<f64> {
     transpose(&right(&transpose(a, n, c), None, q, n), c, n)
 }
 
+/// The transpose of a row-major `rows×cols` matrix.
 fn transpose(a: &[f64], rows: usize, cols: usize) -> Vec<f64> {
     let mut t = vec![0.0; a.len()];
     for i in 0..rows {
@@ -183,8 +185,11 @@ fn transpose(a: &[f64], rows: usize, cols: usize) -> Vec<f64> {
 
 /// What [`rotate_checkpoint`] did, for the command's report.
 pub struct RotateReport {
+    /// Order of the residual-stream rotation R1.
     pub hidden: usize,
+    /// Order of the value-head rotation R2.
     pub head_dim: usize,
+    /// Tensors written (one more than read when the head was tied).
     pub n_tensors: usize,
 }
 
@@ -193,38 +198,33 @@ pub struct RotateReport {
 /// copied, and `rotation.json` records `kind` and `seed`. `R1` is drawn first, then `R2`, from
 /// one generator seeded with `seed`. The directory appears only when complete.
 pub fn rotate_checkpoint(ckpt: &Checkpoint, kind: Rotation, seed: u64, out: &Path) -> Result<RotateReport, ModelError> {
+    if out.exists() {
+        return Err(ModelError::io(out, std::io::Error::new(std::io::ErrorKind::AlreadyExists, "output path already exists")));
+    }
     let cfg = &ckpt.config;
     let bad = |field: &str, msg: String| ModelError::Config { path: ckpt.dir.join("config.json").display().to_string(), field: field.into(), msg };
     let (h, hd) = (cfg.hidden_size, cfg.head_dim);
     let mut rng = StdRng::seed_from_u64(seed);
     let r1 = orthogonal(kind, h, &mut rng).map_err(|e| bad("hidden_size", e))?;
     let r2 = orthogonal(kind, hd, &mut rng).map_err(|e| bad("head_dim", e))?;
-    let mut expected = CausalLm::hf_tensor_names(cfg);
-    let mut optional = std::collections::BTreeSet::new();
-    if cfg.tie_word_embeddings {
-        expected.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, h]));
-        optional.insert("lm_head.weight".to_string());
-    }
-    let tensors = ckpt.read_all(&expected, &optional)?;
+    let tensors = CausalLm::checkpoint_tensors(ckpt)?;
     let get = |name: &str| -> Vec<f64> { tensors[name].iter().map(|&v| v as f64).collect() };
-    // Computed in f64 one tensor at a time, kept in f32: peak memory is the model twice in f32.
-    let f32s = |v: Vec<f64>| -> Vec<f32> { v.into_iter().map(|x| x as f32).collect() };
-    let mut written: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
-    for (name, shape) in CausalLm::hf_tensor_names(cfg) {
-        let value = rotated_tensor(cfg, &name, get(&name), &get, &r1, &r2);
-        written.push((name, shape, f32s(value)));
-    }
+    let mut names = CausalLm::hf_tensor_names(cfg);
     if cfg.tie_word_embeddings {
-        let head = right(&get("model.embed_tokens.weight"), Some(&get("model.norm.weight")), &r1, h);
-        written.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, h], f32s(head)));
+        // The untied head starts as the embeddings (a tied checkpoint's own lm_head, if any,
+        // is ignored, as loading ignores it).
+        names.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, h]));
+    }
+    // Computed in f64 one tensor at a time, kept in f32: peak memory is the model twice in f32.
+    let mut written: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    for (name, shape) in names {
+        let value = if name == "lm_head.weight" && cfg.tie_word_embeddings { get("model.embed_tokens.weight") } else { get(&name) };
+        let rotated = rotated_tensor(cfg, &name, value, &get, &r1, &r2).map_err(|msg| ModelError::Safetensors { path: ckpt.dir.display().to_string(), msg })?;
+        written.push((name, shape, rotated.into_iter().map(|x| x as f32).collect()));
     }
     let n_tensors = written.len();
-    let mut config = cfg.raw.clone();
+    let mut config = crate::save::config_with_dtype(cfg.raw.clone(), crate::SaveDtype::F32);
     config["tie_word_embeddings"] = false.into();
-    config["torch_dtype"] = "float32".into();
-    if config.get("dtype").is_some() {
-        config["dtype"] = "float32".into();
-    }
     let record = serde_json::json!({ "rotation": kind, "seed": seed, "source": ckpt.dir.display().to_string() });
     let files =
         [("config.json", serde_json::to_string_pretty(&config).expect("JSON")), ("rotation.json", serde_json::to_string_pretty(&record).expect("JSON"))];
@@ -232,18 +232,20 @@ pub fn rotate_checkpoint(ckpt: &Checkpoint, kind: Rotation, seed: u64, out: &Pat
     Ok(RotateReport { hidden: h, head_dim: hd, n_tensors })
 }
 
-/// One checkpoint tensor after the rotation; `get` reads the original of another tensor.
-fn rotated_tensor(cfg: &ModelConfig, name: &str, value: Vec<f64>, get: &impl Fn(&str) -> Vec<f64>, r1: &[f64], r2: &[f64]) -> Vec<f64> {
+/// One checkpoint tensor after the rotation; `get` reads the original of another tensor. A
+/// tensor this module does not know is an error, so that an architecture that gains a norm or
+/// a bias cannot be rotated wrongly without a word.
+fn rotated_tensor(cfg: &ModelConfig, name: &str, value: Vec<f64>, get: &impl Fn(&str) -> Vec<f64>, r1: &[f64], r2: &[f64]) -> Result<Vec<f64>, String> {
     let (h, hd) = (cfg.hidden_size, cfg.head_dim);
     let layer = |suffix: &str| name.strip_suffix(suffix).map(str::to_string);
     if name == "model.embed_tokens.weight" {
-        return right(&value, None, r1, h);
+        return Ok(right(&value, None, r1, h));
     }
     if name == "lm_head.weight" {
-        return right(&value, Some(&get("model.norm.weight")), r1, h);
+        return Ok(right(&value, Some(&get("model.norm.weight")), r1, h));
     }
     if name == "model.norm.weight" || name.ends_with(".input_layernorm.weight") || name.ends_with(".post_attention_layernorm.weight") {
-        return vec![1.0; value.len()];
+        return Ok(vec![1.0; value.len()]);
     }
     for (suffix, norm) in [
         (".self_attn.q_proj.weight", "input_layernorm"),
@@ -254,24 +256,32 @@ fn rotated_tensor(cfg: &ModelConfig, name: &str, value: Vec<f64>, get: &impl Fn(
     ] {
         if let Some(p) = layer(suffix) {
             let w = right(&value, Some(&get(&format!("{p}.{norm}.weight"))), r1, h);
-            return if suffix == ".self_attn.v_proj.weight" { per_head_left(r2, &w, hd, h) } else { w };
+            return Ok(if suffix == ".self_attn.v_proj.weight" { per_head_left(r2, &w, hd, h) } else { w });
         }
     }
     if name.ends_with(".self_attn.v_proj.bias") {
-        return per_head_left(r2, &value, hd, 1);
+        return Ok(per_head_left(r2, &value, hd, 1));
     }
     if name.ends_with(".self_attn.o_proj.weight") {
         // Rows of the output stream (Qᵀ·W), columns per value head (·R2).
-        return right(&left_transposed(r1, &value, h), None, r2, hd);
+        return Ok(right(&left_transposed(r1, &value, h), None, r2, hd));
     }
-    if name.ends_with(".self_attn.o_proj.bias") {
-        return left_transposed(r1, &value, h);
-    }
-    if name.ends_with(".mlp.down_proj.weight") {
-        return left_transposed(r1, &value, h);
+    if name.ends_with(".self_attn.o_proj.bias") || name.ends_with(".mlp.down_proj.weight") {
+        return Ok(left_transposed(r1, &value, h));
     }
     // q/k biases and q/k norms act after the projections, which R1 leaves unchanged.
-    value
+    const UNCHANGED: [&str; 6] = [
+        ".self_attn.q_proj.bias",
+        ".self_attn.k_proj.bias",
+        ".self_attn.q_norm.weight",
+        ".self_attn.k_norm.weight",
+        ".self_attn.query_layernorm.weight",
+        ".self_attn.key_layernorm.weight",
+    ];
+    if UNCHANGED.iter().any(|s| name.ends_with(s)) {
+        return Ok(value);
+    }
+    Err(format!("`{name}`: no rule rotates this tensor (rotate.rs knows the Llama block's tensors only)"))
 }
 
 /// `R2ᵀ·B` for each block `B` of `hd` consecutive rows of a row-major matrix of `cols`

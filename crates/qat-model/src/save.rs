@@ -45,21 +45,26 @@ impl CausalLm {
     /// Writes the model as a checkpoint directory `out` (which must not exist), copying
     /// tokenizer and generation files from `source_dir` and adding `extra` files (name, text).
     pub fn save_hf(&self, source_dir: Option<&Path>, out: &Path, dtype: SaveDtype, extra: &[(&str, String)]) -> Result<(), ModelError> {
-        let mut config = self.config.raw.clone();
-        let dtype_name = match dtype {
-            SaveDtype::F32 => "float32",
-            SaveDtype::Bf16 => "bfloat16",
-        };
-        // transformers 5 reads `dtype`, 4.x `torch_dtype`.
-        config["torch_dtype"] = dtype_name.into();
-        if config.get("dtype").is_some() {
-            config["dtype"] = dtype_name.into();
-        }
+        let config = config_with_dtype(self.config.raw.clone(), dtype);
         let mut files = vec![("config.json", serde_json::to_string_pretty(&config).expect("JSON"))];
         files.extend(extra.iter().map(|(n, t)| (*n, t.clone())));
         let tensors = self.hf_tensors().into_iter().map(|t| (t.name, t.shape, t.data));
         write_checkpoint_dir(out, source_dir, tensors, dtype, &files)
     }
+}
+
+/// `config` (a config.json) saying that its weights are stored as `dtype`.
+pub fn config_with_dtype(mut config: serde_json::Value, dtype: SaveDtype) -> serde_json::Value {
+    let name = match dtype {
+        SaveDtype::F32 => "float32",
+        SaveDtype::Bf16 => "bfloat16",
+    };
+    // transformers 5 reads `dtype`, 4.x `torch_dtype`.
+    config["torch_dtype"] = name.into();
+    if config.get("dtype").is_some() {
+        config["dtype"] = name.into();
+    }
+    config
 }
 
 /// Writes a checkpoint directory `out` (which must not exist): `model.safetensors` from

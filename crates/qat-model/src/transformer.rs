@@ -438,8 +438,9 @@ impl CausalLm {
         names.names
     }
 
-    /// Loads the model from a checkpoint onto `device` (f32).
-    pub fn from_checkpoint(ckpt: &Checkpoint, device: &Device) -> Result<Self, ModelError> {
+    /// Every tensor of the checkpoint by name, as f32, checked against the architecture
+    /// ([`Checkpoint::read_all`]'s one error listing every problem).
+    pub fn checkpoint_tensors(ckpt: &Checkpoint) -> Result<BTreeMap<String, Vec<f32>>, ModelError> {
         let cfg = &ckpt.config;
         let mut expected = Self::hf_tensor_names(cfg);
         // Tied checkpoints have no lm_head; some untied-by-default configs still ship one equal
@@ -449,7 +450,13 @@ impl CausalLm {
             expected.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, cfg.hidden_size]));
             optional.insert("lm_head.weight".to_string());
         }
-        let mut tensors = ckpt.read_all(&expected, &optional)?;
+        ckpt.read_all(&expected, &optional)
+    }
+
+    /// Loads the model from a checkpoint onto `device` (f32).
+    pub fn from_checkpoint(ckpt: &Checkpoint, device: &Device) -> Result<Self, ModelError> {
+        let cfg = &ckpt.config;
+        let mut tensors = Self::checkpoint_tensors(ckpt)?;
         let model = Self::build(cfg, &mut Loaded { cfg, tensors: &mut tensors, device });
         // Parameters are created requiring gradients, which on a plain device would still make
         // every forward record an autodiff graph that nothing frees: keep plain devices plain.

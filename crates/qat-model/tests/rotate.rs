@@ -117,3 +117,73 @@ fn rotating_into_an_existing_directory_is_an_error() {
     let err = rotate_checkpoint(&src, Rotation::Hadamard, 0, tmp.path()).err().expect("an existing output must be refused").to_string();
     assert!(err.contains("already exists") && err.contains(&tmp.path().display().to_string()), "{err}");
 }
+
+/// The llama fixture changed by `edit` (config) and with `extra` tensors (pseudo-random), as
+/// a new checkpoint in `dir`.
+fn variant(dir: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value), extra: &[(&str, Vec<usize>)]) -> Checkpoint {
+    let src = Checkpoint::open(&fixture_dir("llama")).unwrap();
+    let mut config = src.config.raw.clone();
+    edit(&mut config);
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> =
+        src.names().map(|n| (n.to_string(), src.shape(n).unwrap().to_vec(), src.read_f32(n).unwrap())).collect();
+    for (i, (name, shape)) in extra.iter().enumerate() {
+        tensors.push((name.to_string(), shape.clone(), qat_testing::pseudo_random(shape.iter().product(), 100 + i as u32, 0.5)));
+    }
+    qat_model::save::write_checkpoint_dir(dir, None, tensors, qat_model::SaveDtype::F32, &[("config.json", config.to_string())]).unwrap();
+    Checkpoint::open(dir).unwrap()
+}
+
+/// Largest |Δlogit| between the model in `a` and the one in `b` over two rows of 7 tokens.
+fn logit_distance(a: &std::path::Path, b: &std::path::Path) -> f32 {
+    let ids = vec![vec![1, 5, 9, 33, 2, 64, 100], vec![7, 3, 3, 90, 12, 0, 45]];
+    let (x, _) = logits(a, &ids, &[7, 7]);
+    let (y, _) = logits(b, &ids, &[7, 7]);
+    x.iter().zip(&y).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn output_biases_and_a_tied_checkpoints_own_head_are_rotated_right() {
+    // attention_bias adds q/k/v and o_proj biases to llama; a tied checkpoint that still ships
+    // an lm_head computes with the embeddings (as transformers does), and so must its rotation.
+    let tmp = tempfile::tempdir().unwrap();
+    let (h, q, kv) = (64, 4 * 16, 2 * 16);
+    let mut extra = Vec::new();
+    for l in 0..2 {
+        for (name, len) in [("q_proj", q), ("k_proj", kv), ("v_proj", kv), ("o_proj", h)] {
+            extra.push((format!("model.layers.{l}.self_attn.{name}.bias"), vec![len]));
+        }
+    }
+    let extra: Vec<(&str, Vec<usize>)> = extra.iter().map(|(n, s)| (n.as_str(), s.clone())).collect();
+    let biased = tmp.path().join("biased");
+    let src = variant(&biased, |c| c["attention_bias"] = true.into(), &extra);
+    assert!(src.config.o_bias && src.config.qkv_bias);
+    for kind in [Rotation::Hadamard, Rotation::Random] {
+        let out = tmp.path().join(format!("biased-{kind:?}"));
+        rotate_checkpoint(&src, kind, 1, &out).unwrap();
+        let d = logit_distance(&biased, &out);
+        assert!(d < 1e-4, "{kind:?}: max |Δlogit| {d}");
+    }
+
+    let tied = tmp.path().join("tied");
+    let src = variant(&tied, |c| c["tie_word_embeddings"] = true.into(), &[]);
+    assert!(src.config.tie_word_embeddings && src.names().any(|n| n == "lm_head.weight"), "the fixture's own lm_head is kept");
+    let out = tmp.path().join("tied-rotated");
+    rotate_checkpoint(&src, Rotation::Hadamard, 1, &out).unwrap();
+    let d = logit_distance(&tied, &out);
+    assert!(d < 1e-4, "tied with its own lm_head: max |Δlogit| {d}");
+}
+
+#[test]
+fn a_hidden_size_without_a_hadamard_matrix_is_an_error_naming_the_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = Checkpoint::open(&fixture_dir("llama")).unwrap().config.raw.clone();
+    config["hidden_size"] = 40.into();
+    let dir = tmp.path().join("odd");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    std::fs::copy(fixture_dir("llama").join("model.safetensors"), dir.join("model.safetensors")).unwrap();
+    let err =
+        rotate_checkpoint(&Checkpoint::open(&dir).unwrap(), Rotation::Hadamard, 0, &tmp.path().join("out")).err().expect("no Hadamard matrix of order 40");
+    let err = err.to_string();
+    assert!(err.contains("hidden_size") && err.contains("40") && err.contains("config.json"), "{err}");
+}
