@@ -166,21 +166,17 @@ fn right(a: &[f64], g: Option<&[f64]>, q: &[f64], n: usize) -> Vec<f64> {
     out
 }
 
-/// `Qᵀ·A` for a row-major `A` of `n` rows.
+/// `Qᵀ·A` for a row-major `A` of `n` rows: output row `r` is `Σ_k Q[k][r]·A[k]`.
 fn left_transposed(q: &[f64], a: &[f64], n: usize) -> Vec<f64> {
     let c = a.len() / n;
-    transpose(&right(&transpose(a, n, c), None, q, n), c, n)
-}
-
-/// The transpose of a row-major `rows×cols` matrix.
-fn transpose(a: &[f64], rows: usize, cols: usize) -> Vec<f64> {
-    let mut t = vec![0.0; a.len()];
-    for i in 0..rows {
-        for j in 0..cols {
-            t[j * rows + i] = a[i * cols + j];
+    let mut out = vec![0.0; a.len()];
+    out.par_chunks_exact_mut(c).enumerate().for_each(|(r, o)| {
+        for (k, row) in a.chunks_exact(c).enumerate() {
+            let w = q[k * n + r];
+            o.iter_mut().zip(row).for_each(|(o, x)| *o += w * x);
         }
-    }
-    t
+    });
+    out
 }
 
 /// What [`rotate_checkpoint`] did, for the command's report.
